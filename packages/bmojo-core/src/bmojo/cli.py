@@ -1,0 +1,39 @@
+"""The ``bmojo`` command. Each subcommand lives in its own module exposing ``register(subparsers)``;
+modules are imported only when listed here, so a slow import never taxes the other commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: Modules that contribute subcommands, in the order ``bmojo --help`` lists them.
+COMMAND_MODULES = ["bmojo.demo"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bmojo import __version__
+
+    parser = argparse.ArgumentParser(prog="bmojo", description="B'MOJO: eidetic + fading memory sequence models")
+    parser.add_argument("--version", action="version", version=f"bmojo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as err:  # our errors already name the argument
+        print(f"bmojo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""``bmojo demo``: train a small B'MOJO LM on associative recall on CPU and show it learn."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from bmojo.config import ModelConfig
+from bmojo.model import BMojoLM
+from bmojo.tasks import recall_batch
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="train a small B'MOJO LM on a synthetic recall task (CPU, ~1 min)")
+    p.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
+    p.add_argument("--pairs", type=int, default=8, help="key-value pairs per sequence (default 8)")
+    p.add_argument("--vocab", type=int, default=64, help="vocabulary size (default 64)")
+    p.add_argument("--d-model", type=int, default=64, help="model width (default 64)")
+    p.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
+    p.add_argument("--window", type=int, default=16, help="attention window w (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    cfg = ModelConfig.preset(
+        "bmojo",
+        vocab_size=args.vocab,
+        d_model=args.d_model,
+        n_layers=2,
+        window=args.window,
+        eidetic_capacity=16,
+        n_heads=4,
+        ssm_head_dim=16,
+        ssm_chunk_size=16,
+    )
+    model = BMojoLM(cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(
+        f"B'MOJO LM: {cfg.n_layers} layers, d_model {cfg.d_model}, window {args.window}, fading {args.window}, "
+        f"eidetic {cfg.layers[0].eidetic_capacity} slots, {n_params:,} parameters"
+    )
+    print(f"task: recall {args.pairs} key-value pairs; sequence length {4 * args.pairs - 1}")
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=args.steps)
+    t0 = time.time()
+    bar = tqdm(range(args.steps), desc="training", unit="step")
+    for step in bar:
+        x, y = recall_batch(args.batch, args.pairs, args.vocab, generator=gen)
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if step % max(1, args.steps // 6) == 0 or step == args.steps - 1:
+            tqdm.write(f"step {step:4d}  loss {loss.item():.3f}")
+    model.eval()
+    x, y = recall_batch(256, args.pairs, args.vocab, generator=gen)
+    with torch.no_grad():
+        pred = model(x).argmax(-1)
+    mask = y != -100
+    acc = (pred[mask] == y[mask]).float().mean().item()
+    print(f"trained in {time.time() - t0:.0f} s; recall accuracy on 256 fresh sequences: {acc:.3f}")
+    sample = x[0, : 2 * args.pairs + 1]
+    answer = model.generate(sample[None], 1)[0, 0].item()
+    pairs = " ".join(f"{int(sample[i])}→{int(sample[i + 1])}" for i in range(0, 2 * args.pairs, 2))
+    print(f"sample: context {pairs}; query {int(sample[-1])} → model says {answer}")
+    return 0

@@ -1,0 +1,218 @@
+"""Pre-norm residual blocks and the causal LM (spec §6).
+
+Block: RMSNorm → B'MOJO mixer → residual → (optional) RMSNorm → SwiGLU → residual.
+LM: embedding → blocks → final RMSNorm → head (tied to the embedding by default).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from bmojo._checks import check_int, fail
+from bmojo.config import LayerConfig, ModelConfig
+from bmojo.layer import BMojoMixer
+from bmojo.memory import State
+from bmojo.norm import RMSNorm
+from bmojo.state import DecodeState, StateError
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(d_model, d_ff, bias=False)
+        self.up_proj = nn.Linear(d_model, d_ff, bias=False)
+        self.down_proj = nn.Linear(d_ff, d_model, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: LayerConfig):
+        super().__init__()
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mixer = BMojoMixer(cfg)
+        if cfg.mlp:
+            self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+            self.mlp = SwiGLU(cfg.d_model, cfg.ffn_dim)
+
+    def _ffn(self, h):
+        return h + self.mlp(self.mlp_norm(h)) if hasattr(self, "mlp") else h
+
+    def forward(self, x, state: State | None = None, start: int = 0):
+        y, new = self.mixer(self.norm(x), state, start)
+        return self._ffn(x + y), new
+
+    def step(self, x, state: State, position: int):
+        y, new = self.mixer.step(self.norm(x), state, position)
+        return self._ffn(x + y), new
+
+
+class BMojoLM(nn.Module):
+    """A causal language model of B'MOJO blocks.
+
+    ``model(ids)`` gives logits for a whole sequence; ``prefill``/``step`` continue a stream
+    through an explicit ``DecodeState`` of fixed size.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if not isinstance(config, ModelConfig):
+            fail("config", "a ModelConfig", type(config).__name__)
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(Block(layer) for layer in config.layers)
+        self.norm_f = RMSNorm(config.d_model, config.norm_eps)
+        if not config.tie_embeddings:
+            self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self._init_weights()
+
+    def _init_weights(self):
+        std = self.config.init_std
+        residual_std = std / math.sqrt(2 * self.config.n_layers)  # GPT-2: scale residual outputs
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+            elif isinstance(module, nn.Linear):
+                out = name.endswith(("o_proj", "out_proj", "down_proj"))
+                nn.init.normal_(module.weight, std=residual_std if out else std)
+
+    # ----- inputs -----
+    def _check_ids(self, ids, name="input_ids", ndim=2):
+        if not isinstance(ids, torch.Tensor):
+            fail(name, "a torch.Tensor of token ids", type(ids).__name__)
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            fail(name, "an integer tensor (token ids)", ids.dtype)
+        if ids.ndim != ndim:
+            want = "(batch, T)" if ndim == 2 else "(batch,)"
+            fail(name, f"a {ndim}-d tensor {want}", f"shape {tuple(ids.shape)}")
+        if ids.numel() == 0:
+            fail(name, "a non-empty batch and sequence", f"shape {tuple(ids.shape)}")
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= self.config.vocab_size:
+            bad = lo if lo < 0 else hi
+            fail(name, f"ids in [0, vocab_size={self.config.vocab_size})", f"id {bad}")
+
+    def _check_state(self, state, batch):
+        if not isinstance(state, DecodeState):
+            fail("state", "a DecodeState (see init_state)", type(state).__name__)
+        if len(state.layers) != self.config.n_layers:
+            fail("state", f"{self.config.n_layers} layer states", len(state.layers))
+        if state.batch_size != batch:
+            fail("state", f"batch size {batch} (same as input_ids)", state.batch_size)
+
+    def _head(self, h):
+        h = self.norm_f(h)
+        return h @ self.embed.weight.T if self.config.tie_embeddings else self.lm_head(h)
+
+    # ----- compute -----
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits (batch, T, vocab) for a whole sequence from position 0."""
+        self._check_ids(input_ids)
+        h = self.embed(input_ids)
+        for block in self.blocks:
+            h, _ = block(h)
+        return self._head(h)
+
+    def init_state(self, batch_size: int, *, device=None, dtype=None) -> DecodeState:
+        check_int("batch_size", batch_size, minimum=1)
+        return DecodeState(0, [b.mixer.init_state(batch_size, device=device, dtype=dtype) for b in self.blocks])
+
+    def prefill(self, input_ids: torch.Tensor, state: DecodeState | None = None) -> tuple[torch.Tensor, DecodeState]:
+        """Process a piece of any length, continuing ``state`` (fresh when None)."""
+        self._check_ids(input_ids)
+        if state is None:
+            state = self.init_state(input_ids.shape[0])
+        self._check_state(state, input_ids.shape[0])
+        h = self.embed(input_ids)
+        layers = []
+        for block, layer_state in zip(self.blocks, state.layers):
+            h, new = block(h, layer_state, state.position)
+            layers.append(new)
+        return self._head(h), DecodeState(state.position + input_ids.shape[1], layers)
+
+    def step(self, token_ids: torch.Tensor, state: DecodeState) -> tuple[torch.Tensor, DecodeState]:
+        """One token per sequence: token_ids (batch,) → logits (batch, vocab)."""
+        self._check_ids(token_ids, "token_ids", ndim=1)
+        self._check_state(state, token_ids.shape[0])
+        h = self.embed(token_ids)
+        layers = []
+        for block, layer_state in zip(self.blocks, state.layers):
+            h, new = block.step(h, layer_state, state.position)
+            layers.append(new)
+        return self._head(h), DecodeState(state.position + 1, layers)
+
+    @torch.no_grad()
+    def generate(
+        self, input_ids: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0, generator=None
+    ) -> torch.Tensor:
+        """Greedy (temperature 0) or sampled continuation; returns the new tokens (batch, n)."""
+        check_int("max_new_tokens", max_new_tokens, minimum=1)
+        logits, state = self.prefill(input_ids)
+        last = logits[:, -1]
+        out = []
+        for _ in range(max_new_tokens):
+            if temperature > 0:
+                tok = torch.multinomial(torch.softmax(last / temperature, -1), 1, generator=generator)[:, 0]
+            else:
+                tok = last.argmax(-1)
+            out.append(tok)
+            last, state = self.step(tok, state)
+        return torch.stack(out, dim=1)
+
+    # ----- persistence -----
+    def save_state(self, state: DecodeState, path: str | Path) -> None:
+        """Write a decode state to a safetensors file tagged with this model's config."""
+        self._check_state(state, state.batch_size)
+        state.save(path, self.config.to_json())
+
+    def load_state(self, path: str | Path) -> DecodeState:
+        """Read a decode state written by ``save_state``; fails if it was saved for another config."""
+        return DecodeState.load(path, self)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``config.json`` and ``model.safetensors`` (tied weights stored once)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_NAME).write_text(self.config.to_json())
+        tensors = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "library": "bmojo"})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, device=None, dtype=None) -> BMojoLM:
+        """Load a model saved by ``save_pretrained``; every tensor is checked against the config."""
+        directory = Path(directory)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"directory: expected {name} in {str(directory)!r}, not found")
+        config = ModelConfig.from_json((directory / CONFIG_NAME).read_text())
+        model = cls(config)
+        tensors = load_file(str(directory / WEIGHTS_NAME))
+        expected = model.state_dict()
+        missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+        if missing or unexpected:
+            raise StateError(
+                f"{WEIGHTS_NAME}: expected the config's tensors; missing {missing}, unexpected {unexpected}"
+            )
+        for name, t in tensors.items():
+            if t.shape != expected[name].shape:
+                raise StateError(f"{name}: expected shape {tuple(expected[name].shape)}, got {tuple(t.shape)}")
+            if t.dtype != expected[name].dtype and dtype is None:
+                expected_dt = expected[name].dtype
+                raise StateError(f"{name}: expected dtype {expected_dt} (pass dtype= to convert), got {t.dtype}")
+        model.load_state_dict(tensors)
+        if dtype is not None:
+            model = model.to(dtype)
+        if device is not None:
+            model = model.to(device)
+        return model
+

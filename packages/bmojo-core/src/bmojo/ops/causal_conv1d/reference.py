@@ -1,0 +1,73 @@
+"""Causal depthwise conv1d over (batch, T, channels), carrying the last ``K-1`` inputs as state.
+
+The state is the raw input tail (not outputs), so a sequence split anywhere gives the same result.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from bmojo._checks import check_same, check_tensor, fail
+
+ACTIVATIONS = (None, "silu")
+
+
+def _check(x, weight, bias, state, activation, *, step):
+    check_tensor("x", x, ndim=2 if step else 3)
+    channels = x.shape[-1]
+    check_tensor("weight", weight, shape=(channels, None))
+    K = weight.shape[1]
+    if K < 1:
+        fail("weight", "a kernel width >= 1", K)
+    check_same("weight", weight, "x", x)
+    if bias is not None:
+        check_tensor("bias", bias, shape=(channels,))
+        check_same("bias", bias, "x", x)
+    if state is not None:
+        check_tensor("state", state, shape=(x.shape[0], K - 1, channels))
+        check_same("state", state, "x", x)
+    if activation not in ACTIVATIONS:
+        fail("activation", f"one of {ACTIVATIONS}", repr(activation))
+    return K
+
+
+def _activate(y, activation):
+    return F.silu(y) if activation == "silu" else y
+
+
+def causal_conv1d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    initial_state: torch.Tensor | None = None,
+    activation: str | None = "silu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """y_t = act(bias + sum_k weight[:, k] * x_{t-K+1+k}); inputs before the sequence come from
+    ``initial_state`` (batch, K-1, channels), zeros when absent.
+
+    Returns y (batch, T, channels) and the final state (the last K-1 inputs).
+    """
+    K = _check(x, weight, bias, initial_state, activation, step=False)
+    b, _, ch = x.shape
+    if initial_state is None:
+        initial_state = x.new_zeros(b, K - 1, ch)
+    xx = torch.cat([initial_state, x], dim=1)  # (b, T+K-1, ch)
+    y = F.conv1d(xx.transpose(1, 2), weight[:, None, :], bias, groups=ch).transpose(1, 2)
+    return _activate(y, activation), xx[:, xx.shape[1] - (K - 1) :]
+
+
+def causal_conv1d_step(
+    x: torch.Tensor,
+    state: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: str | None = "silu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token: x (batch, channels), state (batch, K-1, channels) → (y, new state)."""
+    _check(x, weight, bias, state, activation, step=True)
+    xx = torch.cat([state, x[:, None]], dim=1)  # (b, K, ch)
+    y = torch.einsum("bkc,ck->bc", xx, weight)
+    if bias is not None:
+        y = y + bias
+    return _activate(y, activation), xx[:, 1:]

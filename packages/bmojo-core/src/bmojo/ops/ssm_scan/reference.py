@@ -1,0 +1,143 @@
+"""Chunked selective scan (Mamba-2 "SSD" form) in pure PyTorch.
+
+Why chunked: a per-token loop costs T Python iterations of tiny kernels. Within a chunk of L
+tokens the recurrence unrolls into a masked (L×L) matmul; across chunks only the (H, P, N) state
+is carried, so the Python loop runs T/L times and memory grows as O(T·L), never O(T²).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from bmojo._checks import check_int, check_same, check_tensor, compute_dtype, fail
+
+
+def _check_scan_args(x, dt, A, B, C, D, state, *, step: bool):
+    lead = 1 if step else 2  # (b,) for a step, (b, T) for a scan
+    check_tensor("x", x, ndim=lead + 2)
+    b = x.shape[0]
+    H, P = x.shape[-2:]
+    seq = x.shape[1:2] if not step else ()
+    check_tensor("dt", dt, shape=(b, *seq, H))
+    check_tensor("A", A, shape=(H,))
+    check_tensor("B", B, ndim=lead + 2)
+    G, N = B.shape[-2:]
+    check_tensor("B", B, shape=(b, *seq, G, N))
+    check_tensor("C", C, shape=(b, *seq, G, N))
+    if G == 0 or H % G:
+        fail("B", f"a group count dividing the head count {H}", G)
+    for name, t in (("dt", dt), ("A", A), ("B", B), ("C", C)):
+        check_same(name, t, "x", x)
+    if D is not None:
+        check_tensor("D", D, shape=(H,))
+        check_same("D", D, "x", x)
+    if state is not None:
+        check_tensor("initial_state" if not step else "state", state, shape=(b, H, P, N))
+        check_same("initial_state" if not step else "state", state, "x", x)
+    return b, H, P, G, N
+
+
+def ssm_scan(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    initial_state: torch.Tensor | None = None,
+    *,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scan a selective SSM over a sequence.
+
+    Args:
+        x: (batch, T, H, P) inputs per head.
+        dt: (batch, T, H) positive step sizes (softplus already applied).
+        A: (H,) negative decay rates.
+        B, C: (batch, T, G, N) input/output projections, G groups shared by H/G heads each.
+        D: optional (H,) skip connection.
+        initial_state: optional (batch, H, P, N) state before the first token.
+        chunk_size: tokens per SSD chunk; any T works (the tail is padded with dt = 0,
+            which leaves the state unchanged, so padding is exact).
+
+    Returns:
+        y: (batch, T, H, P) and the final state (batch, H, P, N).
+    """
+    b, H, P, G, N = _check_scan_args(x, dt, A, B, C, D, initial_state, step=False)
+    check_int("chunk_size", chunk_size, minimum=1)
+    T = x.shape[1]
+    out_dtype = x.dtype
+    cd = compute_dtype(x.dtype)
+    x, dt, A, B, C = (t.to(cd) for t in (x, dt, A, B, C))
+    L = min(chunk_size, max(T, 1))
+    pad = (-T) % L
+    if pad:
+        x = F.pad(x, (0, 0, 0, 0, 0, pad))
+        dt = F.pad(dt, (0, 0, 0, pad))
+        B = F.pad(B, (0, 0, 0, 0, 0, pad))
+        C = F.pad(C, (0, 0, 0, 0, 0, pad))
+    nc = (T + pad) // L
+    rep = H // G
+    # Chunked views; B and C expanded from groups to heads.
+    xc = x.reshape(b, nc, L, H, P)
+    dtc = dt.reshape(b, nc, L, H)
+    Bc = B.reshape(b, nc, L, G, N).repeat_interleave(rep, dim=3)
+    Cc = C.reshape(b, nc, L, G, N).repeat_interleave(rep, dim=3)
+
+    cum = torch.cumsum((dtc * A).permute(0, 3, 1, 2), dim=-1)  # (b, H, nc, L) log-decay so far
+    causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+    seg = cum[..., :, None] - cum[..., None, :]  # log decay from token j to token i
+    decay = torch.exp(seg.masked_fill(~causal, float("-inf")))  # (b, H, nc, L, L)
+    xdt = xc * dtc[..., None]  # (b, nc, L, H, P)
+
+    # 1. Within-chunk outputs: y_i = sum_{j<=i} (C_i·B_j) exp(cum_i - cum_j) dt_j x_j.
+    scores = torch.einsum("bclhn,bcshn->bhcls", Cc, Bc) * decay
+    y = torch.einsum("bhcls,bcshp->bclhp", scores, xdt)
+
+    # 2. State contributed by each chunk alone (from a zero state), at the chunk's end.
+    to_end = torch.exp(cum[..., -1:] - cum)  # (b, H, nc, L)
+    chunk_states = torch.einsum("bclhn,bclhp->bchpn", Bc * to_end.permute(0, 2, 3, 1)[..., None], xdt)
+
+    # 3. Short scan across chunks: the state entering each chunk.
+    chunk_decay = torch.exp(cum[..., -1]).permute(0, 2, 1)  # (b, nc, H)
+    h = x.new_zeros(b, H, P, N) if initial_state is None else initial_state.to(cd)
+    entering = []
+    for c in range(nc):
+        entering.append(h)
+        h = chunk_decay[:, c, :, None, None] * h + chunk_states[:, c]
+    prev = torch.stack(entering, dim=1)  # (b, nc, H, P, N)
+
+    # 4. Contribution of the entering state: y_i += exp(cum_i) C_i·h_prev.
+    from_start = torch.exp(cum).permute(0, 2, 3, 1)  # (b, nc, L, H)
+    y = y + torch.einsum("bclhn,bchpn->bclhp", Cc, prev) * from_start[..., None]
+    if D is not None:
+        y = y + xc * D.to(cd)[:, None]
+    y = y.reshape(b, nc * L, H, P)[:, :T]
+    return y.to(out_dtype), h.to(out_dtype)
+
+
+def ssm_step(
+    state: torch.Tensor,
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decode step of the scan.
+
+    Args: state (batch, H, P, N); x (batch, H, P); dt (batch, H); A (H,); B, C (batch, G, N);
+    D optional (H,). Returns y (batch, H, P) and the new state.
+    """
+    _, H, _, G, _ = _check_scan_args(x, dt, A, B, C, D, state, step=True)
+    rep = H // G
+    Bh = B.repeat_interleave(rep, dim=1)  # (b, H, N)
+    Ch = C.repeat_interleave(rep, dim=1)
+    decay = torch.exp(dt * A)[..., None, None]
+    new_state = decay * state + (dt[..., None] * x)[..., None] * Bh[:, :, None, :]
+    y = torch.einsum("bhpn,bhn->bhp", new_state, Ch)
+    if D is not None:
+        y = y + x * D[:, None]
+    return y, new_state
