@@ -1,0 +1,358 @@
+"""``BMojoModel`` and ``BMojoForCausalLM``: transformers models around a bmojo-core ``BMojoLM``.
+
+All math is core's: the model owns a ``bmojo.BMojoLM`` (``model.core``) and only orchestrates
+its modules — ``embed``, each ``Block``'s ``forward``/``step`` with a core ``DecodeState``, and
+``norm_f`` — exactly as ``BMojoLM.prefill``/``step`` do, plus the bookkeeping transformers needs
+(attention masks with left padding, the ``cache`` keyword, model outputs, the loss).
+
+Padding. Core streams always start at position 0 and take no mask, so rows are run from their
+first real token; rows with the same first column are batched (see ``bmojo_hf.cache``). Left
+padding is exact: a left-padded row gives the same outputs as the row alone, unpadded. Right
+padding is harmless only without a cache (the model is causal), and rejected with one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from bmojo import BMojoLM, DecodeState
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from bmojo_hf.cache import BMojoCache, RowGroup
+from bmojo_hf.configuration import BMojoConfig
+
+
+@dataclass
+class BMojoModelOutput(ModelOutput):
+    """``last_hidden_state`` is after the final norm; pad positions hold zeros."""
+
+    last_hidden_state: torch.FloatTensor | None = None
+    cache: BMojoCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class BMojoCausalLMOutput(ModelOutput):
+    """``logits`` at pad positions are zeros (set their labels to -100)."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    cache: BMojoCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+class BMojoPreTrainedModel(PreTrainedModel):
+    config: BMojoConfig
+    config_class = BMojoConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    _no_split_modules = ("Block",)
+    #: the decode state cannot be rolled back to a shorter prefix (no assisted generation)
+    _is_stateful = True
+    supports_gradient_checkpointing = False
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # generate must not build a DynamicCache: the model creates its own BMojoCache.
+        return False
+
+    def _init_weights(self, module):
+        # Core's own initialisation (normal(init_std), residual-scaled output projections); the
+        # SSM's dt_bias/A_log/D are initialised by core's constructors.
+        if isinstance(module, BMojoLM):
+            module._init_weights()
+
+
+def _check_ids(input_ids, vocab_size: int) -> None:
+    if not isinstance(input_ids, torch.Tensor):
+        raise ValueError(f"input_ids: expected a torch.Tensor of token ids, got {type(input_ids).__name__}")
+    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+        raise ValueError(f"input_ids: expected an integer tensor, got {input_ids.dtype}")
+    if input_ids.ndim != 2 or input_ids.numel() == 0:
+        raise ValueError(f"input_ids: expected a non-empty (batch, T) tensor, got shape {tuple(input_ids.shape)}")
+    lo, hi = int(input_ids.min()), int(input_ids.max())
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(f"input_ids: expected ids in [0, vocab_size={vocab_size}), got id {lo if lo < 0 else hi}")
+
+
+def _first_real(attention_mask: torch.Tensor | None, batch: int, length: int, *, allow_right_padding: bool):
+    """Per-row index of the first real token among the current ``length`` columns (``length`` when
+    none), after checking each row is pads*, real+ (then pads* only when ``allow_right_padding``).
+    None when every token is real."""
+    if attention_mask is None:
+        return None
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.ndim != 2:
+        raise ValueError(
+            "attention_mask: expected a 2-d (batch, columns) tensor of 0/1, got "
+            f"{getattr(attention_mask, 'shape', type(attention_mask).__name__)}"
+        )
+    if attention_mask.shape[0] != batch or attention_mask.shape[1] < length:
+        raise ValueError(
+            f"attention_mask: expected shape (batch={batch}, >= {length} columns), got {tuple(attention_mask.shape)}"
+        )
+    mask = attention_mask[:, attention_mask.shape[1] - length :].to(torch.bool).cpu()
+    if bool(mask.all()):
+        return None
+    first = torch.where(mask.any(1), mask.to(torch.int8).argmax(1), torch.full((batch,), length)).tolist()
+    for r, f in enumerate(first):
+        tail = mask[r, f:]
+        if bool(tail.all()):
+            continue
+        last = f + int(tail.to(torch.int8).argmin())
+        if not allow_right_padding:
+            raise ValueError(
+                f"attention_mask: row {r} has a pad after a real token (column {last}); with a cache only left "
+                "padding is supported, since pad tokens would enter the recurrent state (use padding_side='left')"
+            )
+        if not bool((~mask[r, last:]).all()):
+            raise ValueError(f"attention_mask: row {r} has a hole (0 between 1s); expected pads only at the ends")
+    return first
+
+
+class BMojoModel(BMojoPreTrainedModel):
+    """The B'MOJO backbone: embedding, blocks, final norm. ``self.core`` is a ``bmojo.BMojoLM``."""
+
+    def __init__(self, config: BMojoConfig):
+        super().__init__(config)
+        self.core = BMojoLM(config.core_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.core.embed
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.core.embed = value
+
+    # ----- running core -----
+    def _run(self, input_ids: torch.Tensor, state: DecodeState | None, collect: bool):
+        """Core blocks over ``input_ids`` (batch, T) from ``state`` (fresh parallel forward when None);
+        returns the normed hidden states, the new state and the per-block hidden states."""
+        core = self.core
+        h = core.embed(input_ids)
+        hidden = [h] if collect else None
+        layers = []
+        for i, block in enumerate(core.blocks):
+            if state is None:
+                h, _ = block(h)
+            elif input_ids.shape[1] == 1:  # core's step path, as BMojoLM.step
+                out, new = block.step(h[:, 0], state.layers[i], state.position)
+                h = out[:, None]
+                layers.append(new)
+            else:  # core's prefill path, as BMojoLM.prefill
+                h, new = block(h, state.layers[i], state.position)
+                layers.append(new)
+            if collect:
+                hidden.append(h)
+        new_state = None if state is None else DecodeState(state.position + input_ids.shape[1], layers)
+        return core.norm_f(h), new_state, hidden
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache: BMojoCache | None = None,
+        use_cache: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        past_key_values: BMojoCache | None = None,
+        **kwargs,
+    ) -> BMojoModelOutput | tuple:
+        """``attention_mask`` (batch, columns) covers at least the current ``input_ids`` (its last
+        T columns are theirs); ``position_ids`` are ignored: a row's positions start at its first
+        real token, as in core."""
+        if inputs_embeds is not None:
+            raise ValueError("inputs_embeds: not supported by B'MOJO models; pass input_ids")
+        cache = cache if cache is not None else past_key_values
+        if cache is not None and not isinstance(cache, BMojoCache):
+            raise ValueError(f"cache: expected a BMojoCache (or None), got {type(cache).__name__}")
+        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
+        use_cache = bool(use_cache) or cache is not None
+        collect = bool(output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        _check_ids(input_ids, self.config.vocab_size)
+        B, T = input_ids.shape
+        first = _first_real(attention_mask, B, T, allow_right_padding=not use_cache)
+
+        if not use_cache:
+            if first is None:
+                h, _, hidden = self._run(input_ids, None, collect)
+                out = BMojoModelOutput(h, None, tuple(hidden) if collect else None)
+                return out if return_dict else out.to_tuple()
+            jobs = []
+            for start in sorted(set(first)):
+                if start < T:
+                    rows = torch.tensor([r for r in range(B) if first[r] == start], dtype=torch.long)
+                    jobs.append((rows, start, None))
+        else:
+            if cache is None:
+                cache = BMojoCache(B, self.config.num_hidden_layers)
+            if cache.batch_size != B:
+                raise ValueError(f"cache: expected batch size {B} (same as input_ids), got {cache.batch_size}")
+            first = first if first is not None else [0] * B
+            started = cache._row_locations()
+            for r in started:
+                if first[r] != 0:
+                    raise ValueError(
+                        f"attention_mask: row {r} already started but has a pad in the new columns; pads may only "
+                        "precede a row's first real token"
+                    )
+            new_starts = sorted({first[r] for r in range(B) if r not in started and first[r] < T})
+            for start in new_starts:
+                rows = torch.tensor([r for r in range(B) if r not in started and first[r] == start], dtype=torch.long)
+                cache.groups.append(RowGroup(cache.seen + start, rows, None))
+            jobs = [(g.rows, max(g.start - cache.seen, 0), g) for g in cache.groups]
+
+        n_hidden = self.config.num_hidden_layers + 1
+        h_full = None
+        hidden_full = [None] * n_hidden if collect else None
+        for rows, off, group in jobs:
+            ids = input_ids[rows.to(input_ids.device), off:]
+            if group is None:
+                state = None
+            elif group.state is None:
+                state = self.core.init_state(len(rows))
+            else:
+                state = group.state
+            h, new_state, hidden = self._run(ids, state, collect)
+            if group is not None:
+                group.state = new_state
+            if off == 0 and len(jobs) == 1 and torch.equal(rows, torch.arange(B)):
+                h_full, hidden_full = h, hidden  # the whole batch in one group: nothing to place
+                continue
+            h_full = _scatter(h_full, h, rows, off, B, T)
+            if collect:
+                hidden_full = [_scatter(a, x, rows, off, B, T) for a, x in zip(hidden_full, hidden)]
+        if use_cache:
+            cache.seen += T
+            cache.groups.sort(key=lambda g: g.start)
+        if h_full is None:  # no row has a real token yet
+            d = self.config.hidden_size
+            h_full = self.core.embed.weight.new_zeros(B, T, d)
+            hidden_full = [h_full] * n_hidden if collect else None
+        out = BMojoModelOutput(h_full, cache if use_cache else None, tuple(hidden_full) if collect else None)
+        return out if return_dict else out.to_tuple()
+
+
+def _scatter(full, part, rows, off, B, T):
+    """Place ``part`` (len(rows), T-off, ...) at rows ``rows``, columns off.. of a (B, T, ...) zero
+    tensor (differentiable)."""
+    if full is None:
+        full = part.new_zeros(B, T, *part.shape[2:])
+    index = (rows.to(part.device)[:, None], torch.arange(off, T, device=part.device)[None, :])
+    return full.index_put(index, part)
+
+
+class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
+    """B'MOJO causal LM. The head is core's: tied to the embedding unless the core config says
+    ``tie_embeddings=False`` (then ``model.core.lm_head``)."""
+
+    def __init__(self, config: BMojoConfig):
+        super().__init__(config)
+        self.model = BMojoModel(config)
+        self.post_init()
+
+    @property
+    def core(self) -> BMojoLM:
+        """The underlying bmojo-core ``BMojoLM`` (shares every parameter with this model)."""
+        return self.model.core
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.core.embed
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.core.embed = value
+
+    def get_output_embeddings(self):
+        return None if self.config.tie_word_embeddings else self.model.core.lm_head
+
+    @classmethod
+    def from_core(cls, core: BMojoLM, **config_kwargs) -> BMojoForCausalLM:
+        """Wrap a trained core ``BMojoLM`` (its weights are copied; ``config_kwargs`` such as
+        ``eos_token_id`` go to ``BMojoConfig``)."""
+        if not isinstance(core, BMojoLM):
+            raise TypeError(f"core: expected a bmojo.BMojoLM, got {type(core).__name__}")
+        p = next(core.parameters())
+        model = cls(BMojoConfig.from_core(core.config, **config_kwargs)).to(device=p.device, dtype=p.dtype)
+        model.model.core.load_state_dict(core.state_dict())
+        return model.eval() if not core.training else model
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        core = self.model.core
+        return F.linear(h, core.embed.weight) if self.config.tie_word_embeddings else core.lm_head(h)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache: BMojoCache | None = None,
+        use_cache: bool | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        past_key_values: BMojoCache | None = None,
+        **kwargs,
+    ) -> BMojoCausalLMOutput | tuple:
+        """Logits (batch, T, vocab); with ``labels`` also the shifted cross-entropy loss."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            cache=cache,
+            use_cache=use_cache,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            past_key_values=past_key_values,
+            return_dict=True,
+        )
+        h = out.last_hidden_state
+        if isinstance(logits_to_keep, int):
+            h = h[:, -logits_to_keep:] if logits_to_keep > 0 else h
+        else:
+            h = h[:, logits_to_keep]
+        logits = self._logits(h)
+        loss = None
+        if labels is not None:
+            loss_kwargs = {k: v for k, v in kwargs.items() if k in ("num_items_in_batch", "ignore_index")}
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **loss_kwargs)
+        result = BMojoCausalLMOutput(loss, logits, out.cache, out.hidden_states)
+        return result if return_dict else result.to_tuple()
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        next_sequence_length: int | None = None,
+        cache: BMojoCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        is_first_iteration: bool | None = False,
+        past_key_values: BMojoCache | None = None,
+        **kwargs,
+    ) -> dict:
+        """Feed only the columns the cache has not consumed yet (all of them without a cache)."""
+        if inputs_embeds is not None:
+            raise ValueError("inputs_embeds: not supported by B'MOJO models; pass input_ids")
+        cache = cache if cache is not None else past_key_values
+        if cache is not None:
+            input_ids = input_ids[:, cache.get_seq_length() :]
+        inputs = {
+            "input_ids": input_ids.contiguous(),
+            "attention_mask": attention_mask,
+            "cache": cache,
+            "use_cache": use_cache,
+        }
+        for key in ("logits_to_keep", "output_hidden_states"):
+            if key in kwargs:
+                inputs[key] = kwargs[key]
+        return inputs
+
+    def _reorder_cache(self, cache: BMojoCache, beam_idx: torch.LongTensor) -> BMojoCache:
+        cache.reorder_cache(beam_idx)
+        return cache

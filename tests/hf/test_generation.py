@@ -1,0 +1,153 @@
+"""generate(): greedy, sampling, beam search, left padding, and the bounded cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from bmojo_hf import BMojoCache
+
+from .hf_helpers import PAD, VOCAB, left_pad, rel_err, tiny_model
+
+PRESETS = ["bmojo", "bmojo_f", "swa", "mamba2", ["swa", "mamba2"]]
+LENGTHS = (3, 9, 9, 14)  # two rows share a length (one batched group), windows crossed many times
+
+
+def prompts(lengths=LENGTHS):
+    return [torch.randint(1, VOCAB, (n,)) for n in lengths]
+
+
+def greedy(model, ids, mask=None, n=12, **kw):
+    return model.generate(
+        ids,
+        attention_mask=mask,
+        max_new_tokens=n,
+        do_sample=False,
+        pad_token_id=PAD,
+        eos_token_id=None,
+        output_logits=True,
+        return_dict_in_generate=True,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=str)
+def test_left_padded_batch_equals_each_row_alone(preset):
+    model = tiny_model(preset, eidetic_capacity=2)
+    rows = prompts()
+    ids, mask = left_pad(rows)
+    batch = greedy(model, ids, mask)
+    new = batch.sequences[:, ids.shape[1] :]
+    for i, r in enumerate(rows):
+        alone = greedy(model, r[None])
+        assert torch.equal(new[i], alone.sequences[0, len(r) :]), f"row {i}"
+        for step, (lb, la) in enumerate(zip(batch.logits, alone.logits)):
+            assert rel_err(lb[i], la[0]) < 1e-5, f"row {i} step {step}"
+
+
+@pytest.mark.parametrize("preset", ["bmojo", "mamba2"])
+def test_cached_generation_logits_equal_an_uncached_full_forward(preset):
+    model = tiny_model(preset, eidetic_capacity=2)
+    ids, mask = left_pad(prompts())
+    out = greedy(model, ids, mask, n=10)
+    full_mask = torch.cat([mask, torch.ones(len(mask), 10, dtype=mask.dtype)], dim=1)
+    with torch.no_grad():
+        full = model(out.sequences, attention_mask=full_mask, use_cache=False).logits
+    for step, logits in enumerate(out.logits):
+        assert rel_err(logits, full[:, ids.shape[1] - 1 + step]) < 1e-5, f"step {step}"
+    # and generate() without a cache agrees token for token
+    nocache = greedy(model, ids, mask, n=10, use_cache=False)
+    assert torch.equal(nocache.sequences, out.sequences)
+
+
+def test_cache_memory_is_flat_far_past_the_state_bound():
+    # state bound: the last w + f = 8 tokens of K/V, M = 2 eidetic slots, the SSM and conv state
+    model = tiny_model("bmojo", eidetic_capacity=2)
+    bound = model.core.config.layers[0].window + model.core.config.layers[0].fading_window
+    ids, mask = left_pad(prompts((3, 6)))
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask, use_cache=True)
+        cache = out.cache
+        assert isinstance(cache, BMojoCache)
+        after_prefill = cache.nbytes()
+        shapes = _shapes(cache)
+        tok = out.logits[:, -1].argmax(-1)
+        for _ in range(4 * bound + 5):
+            mask = torch.cat([mask, torch.ones(2, 1, dtype=mask.dtype)], dim=1)
+            out = model(tok[:, None], attention_mask=mask, cache=cache)
+            assert out.cache is cache and cache.nbytes() == after_prefill and _shapes(cache) == shapes
+            tok = out.logits[:, -1].argmax(-1)
+    assert cache.row_positions() == [3 + 4 * bound + 5, 6 + 4 * bound + 5]
+    # one core DecodeState of the same two rows takes exactly as much
+    assert after_prefill == model.core.init_state(2).nbytes()
+    # generate() hands back the same bounded cache
+    ids, mask = left_pad(prompts((3, 6)))
+    gen = model.generate(ids, attention_mask=mask, max_new_tokens=4 * bound, return_dict_in_generate=True)
+    assert gen.cache.nbytes() == after_prefill
+
+
+def _shapes(cache):
+    return [
+        (g.start, tuple(g.rows.tolist()), {k: tuple(v.shape) for lay in g.state.layers for k, v in lay.items()})
+        for g in cache.groups
+    ]
+
+
+def test_sampling_is_reproducible_and_top_k_1_is_greedy():
+    model = tiny_model("bmojo", eidetic_capacity=2)
+    ids, mask = left_pad(prompts())
+    kw = dict(attention_mask=mask, max_new_tokens=8, do_sample=True, pad_token_id=PAD, eos_token_id=None)
+    torch.manual_seed(1)
+    a = model.generate(ids, **kw)
+    torch.manual_seed(1)
+    b = model.generate(ids, **kw)
+    assert torch.equal(a, b) and a.shape == (4, ids.shape[1] + 8)
+    assert int(a.min()) >= 0 and int(a.max()) < VOCAB
+    top1 = model.generate(ids, top_k=1, **kw)
+    assert torch.equal(top1, greedy(model, ids, mask, n=8).sequences)
+
+
+def test_beam_search_with_the_cache_equals_beam_search_without():
+    model = tiny_model("bmojo", eidetic_capacity=2)
+    ids, mask = left_pad(prompts((4, 9)))
+    kw = dict(attention_mask=mask, max_new_tokens=6, num_beams=3, do_sample=False, pad_token_id=PAD, eos_token_id=None)
+    cached = model.generate(ids, **kw)
+    uncached = model.generate(ids, use_cache=False, **kw)
+    assert torch.equal(cached, uncached)
+
+
+def test_reorder_cache_moves_whole_rows_across_groups():
+    model = tiny_model("bmojo", eidetic_capacity=2)
+    ids, mask = left_pad(prompts((3, 7, 5)))
+    with torch.no_grad():
+        cache = model(ids, attention_mask=mask, use_cache=True).cache
+        nxt = torch.randint(1, VOCAB, (3, 1))
+        reference = model(nxt, cache=_clone(cache)).logits[:, -1]
+        perm = torch.tensor([2, 0, 0])
+        cache.reorder_cache(perm)
+        moved = model(nxt[perm], cache=cache).logits[:, -1]
+    assert rel_err(moved, reference[perm]) < 1e-6
+
+
+def _clone(cache):
+    import copy
+
+    return copy.deepcopy(cache)
+
+
+def test_assisted_generation_is_refused_with_a_clear_error():
+    model = tiny_model("swa")
+    ids = torch.randint(1, VOCAB, (1, 5))
+    with pytest.raises(ValueError, match="stateful"):
+        model.generate(ids, assistant_model=tiny_model("swa"), max_new_tokens=3, pad_token_id=PAD)
+
+
+def test_generation_continues_from_a_returned_cache():
+    model = tiny_model("bmojo", eidetic_capacity=2)
+    ids, mask = left_pad(prompts((4, 7)))
+    kw = dict(do_sample=False, pad_token_id=PAD, eos_token_id=None)
+    first = model.generate(ids, attention_mask=mask, max_new_tokens=5, return_dict_in_generate=True, **kw)
+    assert first.cache.get_seq_length() == ids.shape[1] + 4  # the last new token is not fed yet
+    mask2 = torch.cat([mask, torch.ones(2, 5, dtype=mask.dtype)], dim=1)
+    resumed = model.generate(first.sequences, attention_mask=mask2, cache=first.cache, max_new_tokens=5, **kw)
+    straight = model.generate(ids, attention_mask=mask, max_new_tokens=10, **kw)
+    assert torch.equal(resumed, straight)

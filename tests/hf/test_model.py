@@ -1,0 +1,121 @@
+"""Config, Auto* registration, and the forward pass against bmojo-core itself."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from bmojo import BMojoLM, ConfigError, ModelConfig
+from bmojo_hf import BMojoConfig, BMojoForCausalLM, BMojoModel
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+from .hf_helpers import VOCAB, left_pad, rel_err, tiny_core_config, tiny_model
+
+PRESETS = ["transformer", "swa", "mamba2", "bmojo_f", "bmojo", ["swa", "mamba2"]]
+
+
+def test_config_carries_the_core_config_and_round_trips(tmp_path):
+    core = tiny_core_config("bmojo", eidetic_capacity=2)
+    cfg = BMojoConfig.from_core(core, eos_token_id=3, pad_token_id=0)
+    assert cfg.model_type == "bmojo"
+    assert cfg.core_config == core
+    assert (cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers) == (VOCAB, 32, 2)
+    assert cfg.tie_word_embeddings is True
+    cfg.save_pretrained(tmp_path)
+    back = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(back, BMojoConfig)
+    assert back.core_config == core and back.eos_token_id == 3
+    assert BMojoConfig.from_dict(cfg.to_dict()).core_config == core
+
+
+def test_config_validation_errors_come_from_core():
+    bad = ModelConfig().to_dict()
+    bad["layers"][0]["window"] = -1
+    with pytest.raises(ConfigError, match="window"):
+        BMojoConfig(bmojo_config=bad)
+    with pytest.raises(ConfigError, match="only known fields"):
+        BMojoConfig(bmojo_config={"not_a_field": 1})
+
+
+def test_auto_classes_are_registered():
+    cfg = BMojoConfig.from_core(tiny_core_config("swa"))
+    assert isinstance(AutoConfig.for_model("bmojo"), BMojoConfig)
+    assert type(AutoModel.from_config(cfg)) is BMojoModel
+    assert type(AutoModelForCausalLM.from_config(cfg)) is BMojoForCausalLM
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=str)
+@pytest.mark.parametrize("tie", [True, False])
+def test_logits_are_core_logits(preset, tie):
+    model = tiny_model(preset, tie=tie)
+    assert isinstance(model.core, BMojoLM)
+    ids = torch.randint(0, VOCAB, (2, 13))
+    with torch.no_grad():
+        logits = model(ids).logits
+        assert torch.equal(logits, model.core(ids))
+        hidden = BMojoModel.forward(model.model, ids).last_hidden_state
+    assert hidden.shape == (2, 13, 32)
+
+
+def test_from_core_copies_a_trained_core_model():
+    core = BMojoLM(tiny_core_config("bmojo_f")).eval()
+    model = BMojoForCausalLM.from_core(core, eos_token_id=5)
+    ids = torch.randint(0, VOCAB, (1, 9))
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, core(ids))
+    assert model.config.eos_token_id == 5
+
+
+def test_left_padded_forward_equals_each_row_alone():
+    model = tiny_model("bmojo", eidetic_capacity=2)
+    rows = [torch.randint(1, VOCAB, (n,)) for n in (5, 11, 11, 3)]
+    ids, mask = left_pad(rows)
+    with torch.no_grad():
+        padded = model(ids, attention_mask=mask, use_cache=False).logits
+        for i, r in enumerate(rows):
+            alone = model(r[None]).logits[0]
+            assert rel_err(padded[i, ids.shape[1] - len(r) :], alone) < 1e-5
+            assert padded[i, : ids.shape[1] - len(r)].abs().sum() == 0  # pad positions: zeros
+
+
+def test_right_padding_is_fine_without_a_cache_and_rejected_with_one():
+    model = tiny_model("swa")
+    ids = torch.randint(1, VOCAB, (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[0, 5:] = 0
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask, use_cache=False).logits
+        assert rel_err(out[0, :5], model(ids[:1, :5]).logits[0]) < 1e-6
+        with pytest.raises(ValueError, match="left"):
+            model(ids, attention_mask=mask, use_cache=True)
+        hole = torch.tensor([[1, 0, 1, 1, 1, 1, 1], [1] * 7])
+        with pytest.raises(ValueError, match="hole"):
+            model(ids, attention_mask=hole, use_cache=False)
+
+
+def test_loss_is_shifted_cross_entropy():
+    model = tiny_model("bmojo", eidetic_capacity=2)
+    ids = torch.randint(0, VOCAB, (2, 10))
+    with torch.no_grad():
+        out = model(ids, labels=ids)
+    expected = F.cross_entropy(out.logits[:, :-1].reshape(-1, VOCAB), ids[:, 1:].reshape(-1))
+    assert abs(out.loss.item() - expected.item()) < 1e-5
+
+
+def test_gradients_flow_through_the_core_model():
+    model = tiny_model("bmojo", eidetic_capacity=2).train()
+    ids = torch.randint(0, VOCAB, (2, 10))
+    model(ids, labels=ids).loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None for g in grads)
+    assert model.core.embed.weight.grad.abs().sum() > 0
+
+
+def test_bad_inputs_name_the_argument():
+    model = tiny_model("swa")
+    with pytest.raises(ValueError, match="inputs_embeds"):
+        model(inputs_embeds=torch.zeros(1, 3, 32))
+    with pytest.raises(ValueError, match="input_ids"):
+        model(torch.tensor([[VOCAB]]))
+    with pytest.raises(ValueError, match="attention_mask"):
+        model(torch.ones(2, 3, dtype=torch.long), attention_mask=torch.ones(1, 3))
