@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "hf", "conformance(backend='reference')"]
 nox.options.error_on_missing_interpreters = True
 
 CONSTRAINTS = ("-c", "constraints/ci.txt")
 CORE = "packages/bmojo-core"
+HF = "packages/bmojo-hf"
 
 
 @nox.session(python=False)
@@ -28,3 +29,53 @@ def tests(session: nox.Session) -> None:
     """bmojo-core's unit and property tests."""
     session.install(*CONSTRAINTS, "-e", f"{CORE}[test]")
     session.run("pytest", "tests", "-q", *session.posargs, env={"PYTHONHASHSEED": "0"})
+
+
+@nox.session
+def hf(session: nox.Session) -> None:
+    """bmojo-hf (the transformers integration) against bmojo-core; CPU only, no hub access."""
+    session.install(*CONSTRAINTS, "-e", CORE, "-e", HF, "pytest")
+    env = {"PYTHONHASHSEED": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    session.run("pytest", "tests/hf", "-q", *session.posargs, env=env)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """CPU benchmarks vs named peers (not in the default sessions): ``nox -s bench -- --quick``.
+
+    Installs core and transformers (the peers) with torch pinned, then runs ``python -m benchmarks``;
+    extra arguments go to the script (see docs/benchmarks.md).
+    """
+    session.install(*CONSTRAINTS, "-e", CORE, "transformers")
+    session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+#: Backends the conformance session knows: name → package directory (None: core's reference).
+#: A backend whose package is not in the repository yet is skipped, not failed.
+CONFORMANCE_BACKENDS = {
+    "reference": None,
+    "triton": "packages/bmojo-triton",
+    "mlx": "packages/bmojo-mlx",
+    "neuron": "packages/bmojo-neuron",
+}
+
+
+@nox.session
+@nox.parametrize("backend", list(CONFORMANCE_BACKENDS))
+def conformance(session: nox.Session, backend: str) -> None:
+    """The backend conformance suite against one backend (only bmojo-core + that backend installed)."""
+    import os
+
+    path = CONFORMANCE_BACKENDS[backend]
+    if path is not None and not os.path.exists(os.path.join(path, "pyproject.toml")):
+        session.skip(f"{path} is not in this repository yet")
+    session.install(*CONSTRAINTS, f"{CORE}[test]", *([path] if path else []))
+    session.chdir(session.create_tmp())  # outside the repo: tests come from the installed wheel
+    session.run(
+        "pytest",
+        "--pyargs",
+        "bmojo.testing.conformance",
+        f"--bmojo-backend={backend}",
+        *session.posargs,
+        env={"BMOJO_BACKEND": backend, "PYTHONHASHSEED": "0"},
+    )

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from bmojo._checks import check_int, check_tensor, fail
+from bmojo.backends.dispatch import bmojo_attention
 from bmojo.config import LayerConfig
 from bmojo.memory import InnovationMemory, Mamba2Fading, SlidingWindow, State
 from bmojo.norm import RMSNorm
-from bmojo.ops.bmojo_attention import bmojo_attention
 from bmojo.rope import apply_rope, rope_cos_sin
 
 

@@ -1,11 +1,11 @@
-"""RMSNorm as a module, backed by the ``rmsnorm`` reference op."""
+"""RMSNorm as a module, backed by the ``rmsnorm`` op (dispatched to the selected backend)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from bmojo.ops.rmsnorm import rmsnorm
+from bmojo.backends.dispatch import rmsnorm
 
 
 class RMSNorm(nn.Module):

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from bmojo.backends.dispatch import eidetic_select, innovation_scores
 from bmojo.config import LayerConfig
 from bmojo.memory.base import EideticMemory, State
-from bmojo.ops.eidetic import eidetic_select, innovation_scores
 
 
 def _gather(pos, mem, k_seq, v_seq, seq_start):

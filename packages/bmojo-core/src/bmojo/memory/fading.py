@@ -9,11 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bmojo.backends.dispatch import causal_conv1d, causal_conv1d_step, gated_rmsnorm, ssm_scan, ssm_step
 from bmojo.config import LayerConfig
 from bmojo.memory.base import FadingMemory, State
-from bmojo.ops.causal_conv1d import causal_conv1d, causal_conv1d_step
-from bmojo.ops.rmsnorm import gated_rmsnorm
-from bmojo.ops.ssm_scan import ssm_scan, ssm_step
 
 
 class Mamba2Fading(FadingMemory):

@@ -1,0 +1,48 @@
+"""Backend registry: which implementation of each op (spec §7) runs.
+
+Backends are pluggy plugins in the ``bmojo`` entry-point group (see ``docs/backends.md``). The
+public API: :func:`use_backend` / ``BMOJO_BACKEND`` to choose explicitly, ``BMOJO_DISABLE`` to
+rule some out, :func:`get_registry` to inspect states, and the records of :mod:`.spec`.
+Importing this package never imports a plugin or torch.
+"""
+
+from bmojo.backends.registry import (
+    ENV_BACKEND,
+    ENV_DISABLE,
+    KNOWN_BACKENDS,
+    REFERENCE,
+    BackendError,
+    BackendStatus,
+    BackendUnavailableError,
+    Registry,
+    State,
+    get_registry,
+    requested,
+    set_backend,
+    set_registry,
+    use_backend,
+)
+from bmojo.backends.spec import OPS, Backend, OpImpl, Probe, hookimpl, hookspec
+
+__all__ = [
+    "ENV_BACKEND",
+    "ENV_DISABLE",
+    "KNOWN_BACKENDS",
+    "OPS",
+    "REFERENCE",
+    "Backend",
+    "BackendError",
+    "BackendStatus",
+    "BackendUnavailableError",
+    "OpImpl",
+    "Probe",
+    "Registry",
+    "State",
+    "get_registry",
+    "hookimpl",
+    "hookspec",
+    "requested",
+    "set_backend",
+    "set_registry",
+    "use_backend",
+]

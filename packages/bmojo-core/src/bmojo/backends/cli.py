@@ -1,0 +1,94 @@
+"""``bmojo backends`` (alias ``bmojo doctor``): every backend with its version, state, reason and
+ops, then which backend each op would use. Imports no torch itself; a broken plugin shows as
+``import failed`` with its error instead of breaking the command."""
+
+from __future__ import annotations
+
+import json
+
+from bmojo.backends.registry import ENV_BACKEND, ENV_DISABLE, BackendError, State, get_registry, requested
+from bmojo.backends.spec import ANY_DEVICE, OPS
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "backends",
+        aliases=["doctor"],
+        help="list op backends with their state, reason and ops",
+        description=f"List bmojo op backends. Select one with {ENV_BACKEND}=NAME, rule some out with "
+        f"{ENV_DISABLE}=a,b.",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--device", default="cpu", help="device type for the selection summary (default cpu)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show full tracebacks of failed plugins")
+    p.set_defaults(func=run)
+
+
+def _ops_text(ops: dict[str, tuple[str, ...]]) -> str:
+    if not ops:
+        return "-"
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for op, devices in ops.items():
+        groups.setdefault(tuple(devices), []).append(op)
+    parts = []
+    for devices, names in groups.items():
+        where = "any device" if ANY_DEVICE in devices else ",".join(devices)
+        listed = "all ops" if len(names) == len(OPS) else ", ".join(names)
+        parts.append(f"{listed} [{where}]")
+    return "; ".join(parts)
+
+
+def _selection(device: str) -> tuple[dict[str, str], str]:
+    try:
+        return get_registry().selection(device), ""
+    except BackendError as err:
+        return {}, str(err)
+
+
+def run(args) -> int:
+    statuses = get_registry().statuses()
+    explicit, source = requested()
+    selection, error = _selection(args.device)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "backends": [s.as_dict() for s in statuses],
+                    "requested": explicit,
+                    "requested_by": source,
+                    "device": args.device,
+                    "selection": selection,
+                    "selection_error": error,
+                },
+                indent=2,
+            )
+        )
+        return 1 if error else 0
+    rows = []
+    for s in statuses:
+        prio = "-" if s.priority is None else str(s.priority)
+        rows.append((s.name, s.version or "-", str(s.state), prio, s.reason or "-", _ops_text(s.ops)))
+    header = ("BACKEND", "VERSION", "STATE", "PRIORITY", "REASON", "OPS")
+    rows.insert(0, header)
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r[:5], widths)) + "  " + r[5])
+    if args.verbose:
+        for s in statuses:
+            if s.error:
+                print(f"\n--- {s.name}: {s.state} ---\n{s.error.rstrip()}")
+    print()
+    who = f"explicit: {explicit!r} ({source})" if explicit else "implicit (highest priority available per op)"
+    print(f"selection on {args.device}: {who}")
+    if error:
+        print(f"  error: {error}")
+        return 1
+    by_backend: dict[str, list[str]] = {}
+    for op, name in selection.items():
+        by_backend.setdefault(name, []).append(op)
+    for name, ops in by_backend.items():
+        print(f"  {name}: {', '.join(ops) if len(ops) < len(OPS) else 'all ops'}")
+    failed = [s for s in statuses if s.state in (State.IMPORT_FAILED, State.INVALID)]
+    if failed:
+        print(f"{len(failed)} plugin(s) failed to load; run with -v for tracebacks")
+    return 0

@@ -1,0 +1,261 @@
+"""Inputs of the conformance suite: a small grid of named cases per op.
+
+Every case is built from a seeded generator, so inputs are fresh per run (the seed changes unless
+``--bmojo-seed`` fixes it) yet reproducible from the seed the header prints. The grid covers the
+edges a kernel gets wrong: T = 1, T not a multiple of the chunk/block, B = 1, GQA ratios, no
+fading keys (f = 0), no eidetic memory (M = 0), full attention (w >= T), kernel width 1, ties in
+eidetic scores, a selection starting mid-chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from bmojo.ops.bmojo_attention.reference import eidetic_snapshot_count
+
+#: Ops whose gradients the suite checks (the others are discrete or defined without gradient).
+DIFFERENTIABLE = {
+    "ssm_scan",
+    "ssm_step",
+    "causal_conv1d",
+    "causal_conv1d_step",
+    "bmojo_attention",
+    "rmsnorm",
+    "gated_rmsnorm",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    op: str
+    name: str
+    make: Callable[..., tuple[tuple, dict]] = field(repr=False, compare=False)
+    params: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def id(self) -> str:
+        return f"{self.op}-{self.name}"
+
+    def build(self, dtype: torch.dtype, device: str, seed: int) -> tuple[tuple, dict]:
+        gen = torch.Generator().manual_seed(seed)
+        return self.make(R(gen, dtype, device), **self.params)
+
+
+class R:
+    """Random tensors on the CPU generator, moved to the device under test."""
+
+    def __init__(self, gen, dtype, device):
+        self.gen, self.dtype, self.device = gen, dtype, device
+
+    def randn(self, *shape, scale=1.0):
+        return (torch.randn(*shape, generator=self.gen, dtype=torch.float64) * scale).to(self.device, self.dtype)
+
+    def rand(self, *shape, lo=0.0, hi=1.0):
+        u = torch.rand(*shape, generator=self.gen, dtype=torch.float64)
+        return (lo + (hi - lo) * u).to(self.device, self.dtype)
+
+    def randint(self, lo, hi, *shape):
+        return torch.randint(lo, hi, shape, generator=self.gen).to(self.device)
+
+
+# ----- ssm -----
+def _ssm_scan(r, b, T, H, P, G, N, chunk, D=True, state=True):
+    args = (
+        r.randn(b, T, H, P),
+        r.rand(b, T, H, lo=0.01, hi=0.3),  # dt > 0 (softplus already applied)
+        -r.rand(H, lo=0.5, hi=2.0),  # A < 0
+        r.randn(b, T, G, N, scale=0.5),
+        r.randn(b, T, G, N, scale=0.5),
+        r.randn(H) if D else None,
+        r.randn(b, H, P, N, scale=0.5) if state else None,
+    )
+    return args, {"chunk_size": chunk}
+
+
+def _ssm_step(r, b, H, P, G, N, D=True):
+    return (
+        r.randn(b, H, P, N, scale=0.5),
+        r.randn(b, H, P),
+        r.rand(b, H, lo=0.01, hi=0.3),
+        -r.rand(H, lo=0.5, hi=2.0),
+        r.randn(b, G, N, scale=0.5),
+        r.randn(b, G, N, scale=0.5),
+        r.randn(H) if D else None,
+    ), {}
+
+
+# ----- conv -----
+def _conv(r, b, T, ch, K, bias=True, state=True, activation="silu"):
+    return (
+        r.randn(b, T, ch),
+        r.randn(ch, K, scale=0.5),
+        r.randn(ch) if bias else None,
+        r.randn(b, K - 1, ch) if state else None,
+        activation,
+    ), {}
+
+
+def _conv_step(r, b, ch, K, bias=True, activation="silu"):
+    return (
+        r.randn(b, ch),
+        r.randn(b, K - 1, ch),
+        r.randn(ch, K, scale=0.5),
+        r.randn(ch) if bias else None,
+        activation,
+    ), {}
+
+
+# ----- attention -----
+def _attention(r, b, T, H, Hkv, Dh, w, f=0, M=None, chunk=None, q_start=0, k_extra=0, f_extra=0, block=64):
+    args = [r.randn(b, T, H, Dh, scale=1.5), r.randn(b, T + k_extra, Hkv, Dh), r.randn(b, T + k_extra, Hkv, Dh)]
+    if f:
+        args += [r.randn(b, T + f_extra, Hkv, Dh), r.randn(b, T + f_extra, Hkv, Dh)]
+    else:
+        args += [None, None]
+    if M is not None:
+        S = eidetic_snapshot_count(q_start, T, chunk)
+        hi = max(1, q_start + T)
+        epos = r.randint(0, hi, b, S, M)
+        epos = torch.where(r.randint(0, 4, b, S, M) == 0, torch.full_like(epos, -1), epos)  # ~1/4 empty
+        args += [r.randn(b, S, M, Hkv, Dh), r.randn(b, S, M, Hkv, Dh), epos]
+    else:
+        args += [None, None, None]
+    kw = dict(
+        q_start=q_start, window=w, fading_window=f, eidetic_chunk=chunk if M is not None else None, block_size=block
+    )
+    return tuple(args), kw
+
+
+# ----- eidetic -----
+def _scores(r, b, T, Hkv, Dh):
+    return (r.randn(b, T, Hkv, Dh), r.randn(b, T, Hkv, Dh)), {}
+
+
+def _select(r, b, start, T, chunk, per_chunk, M, eviction="lowest", filled=0):
+    """Integer-valued scores (so ties happen) in the scores' dtype; memory prefilled with
+    ``filled`` distinct positions from chunks completed before ``start``."""
+    sdt = torch.float64 if r.dtype == torch.float64 else torch.float32
+    scores = r.randint(0, 6, b, T).to(sdt)
+    done = start - start % chunk
+    mem_pos = torch.full((b, M), -1, dtype=torch.int64, device=r.device)
+    mem_score = torch.full((b, M), float("-inf"), dtype=sdt, device=r.device)
+    for i in range(b):
+        n = min(filled, M, done)
+        if n:
+            pos = torch.randperm(done, generator=r.gen)[:n].to(r.device)
+            mem_pos[i, :n] = pos
+            mem_score[i, :n] = r.randint(0, 6, n).to(sdt)
+    pending = r.randint(0, 6, b, start % chunk).to(sdt)
+    return (scores, mem_pos, mem_score, pending), dict(start=start, chunk=chunk, per_chunk=per_chunk, eviction=eviction)
+
+
+# ----- norms -----
+def _rmsnorm(r, shape, eps=1e-6):
+    return (r.randn(*shape), r.randn(shape[-1], scale=0.5) + 1.0, eps), {}
+
+
+def _gated(r, shape, eps=1e-6, group=None):
+    return (r.randn(*shape), r.randn(*shape), r.randn(shape[-1], scale=0.5) + 1.0, eps, group), {}
+
+
+def _c(op, name, make, **params) -> Case:
+    return Case(op, name, make, params)
+
+
+CASES: tuple[Case, ...] = (
+    _c("ssm_scan", "base", _ssm_scan, b=2, T=32, H=4, P=8, G=2, N=8, chunk=16),
+    _c("ssm_scan", "T_ragged", _ssm_scan, b=2, T=37, H=4, P=8, G=2, N=8, chunk=16, D=False, state=False),
+    _c("ssm_scan", "T1", _ssm_scan, b=2, T=1, H=2, P=4, G=1, N=4, chunk=16),
+    _c("ssm_scan", "B1_G1", _ssm_scan, b=1, T=20, H=2, P=4, G=1, N=8, chunk=8),
+    _c("ssm_scan", "chunk_gt_T", _ssm_scan, b=2, T=5, H=4, P=4, G=4, N=4, chunk=64),
+    _c("ssm_step", "base", _ssm_step, b=2, H=4, P=8, G=2, N=8),
+    _c("ssm_step", "B1_noD", _ssm_step, b=1, H=2, P=4, G=2, N=4, D=False),
+    _c("causal_conv1d", "base", _conv, b=2, T=13, ch=12, K=4),
+    _c("causal_conv1d", "T1", _conv, b=2, T=1, ch=8, K=4),
+    _c("causal_conv1d", "linear_nobias_nostate", _conv, b=1, T=9, ch=8, K=3, bias=False, state=False, activation=None),
+    _c("causal_conv1d", "K1", _conv, b=2, T=6, ch=8, K=1),
+    _c("causal_conv1d", "T_lt_K", _conv, b=2, T=2, ch=8, K=4),
+    _c("causal_conv1d_step", "base", _conv_step, b=2, ch=12, K=4),
+    _c("causal_conv1d_step", "B1_K2_linear", _conv_step, b=1, ch=8, K=2, bias=False, activation=None),
+    _c("bmojo_attention", "swa_gqa2_ragged", _attention, b=2, T=21, H=4, Hkv=2, Dh=8, w=8, block=8),
+    _c("bmojo_attention", "full_w_ge_T", _attention, b=2, T=12, H=2, Hkv=2, Dh=8, w=16),
+    _c(
+        "bmojo_attention",
+        "three_sources_gqa4",
+        _attention,
+        b=2,
+        T=19,
+        H=4,
+        Hkv=1,
+        Dh=8,
+        w=4,
+        f=4,
+        M=3,
+        chunk=4,
+        block=4,
+    ),
+    _c(
+        "bmojo_attention",
+        "T1_decode",
+        _attention,
+        b=2,
+        T=1,
+        H=4,
+        Hkv=2,
+        Dh=8,
+        w=8,
+        f=8,
+        M=2,
+        chunk=8,
+        q_start=23,
+        k_extra=7,
+        f_extra=15,
+    ),
+    _c("bmojo_attention", "B1_M0_fading_only", _attention, b=1, T=17, H=2, Hkv=1, Dh=8, w=4, f=6, block=4),
+    _c("bmojo_attention", "f0_eidetic", _attention, b=2, T=16, H=2, Hkv=2, Dh=8, w=4, M=3, chunk=4, block=4),
+    _c("bmojo_attention", "eidetic_zero_slots", _attention, b=2, T=9, H=2, Hkv=1, Dh=8, w=3, f=3, M=0, chunk=3),
+    _c(
+        "bmojo_attention",
+        "continuation",
+        _attention,
+        b=2,
+        T=11,
+        H=2,
+        Hkv=1,
+        Dh=8,
+        w=6,
+        f=3,
+        M=2,
+        chunk=3,
+        q_start=10,
+        k_extra=5,
+        f_extra=9,
+        block=3,
+    ),
+    _c("innovation_scores", "base", _scores, b=2, T=13, Hkv=2, Dh=8),
+    _c("innovation_scores", "B1_T1", _scores, b=1, T=1, Hkv=1, Dh=4),
+    _c("eidetic_select", "base_ties", _select, b=2, start=0, T=20, chunk=4, per_chunk=2, M=5),
+    _c("eidetic_select", "fifo", _select, b=2, start=0, T=20, chunk=4, per_chunk=2, M=5, eviction="fifo"),
+    _c("eidetic_select", "mid_chunk", _select, b=2, start=6, T=9, chunk=4, per_chunk=2, M=4, filled=2),
+    _c("eidetic_select", "T1_completes", _select, b=1, start=7, T=1, chunk=4, per_chunk=1, M=3, filled=2),
+    _c("eidetic_select", "M_eq_k", _select, b=2, start=0, T=10, chunk=3, per_chunk=2, M=2),
+    _c("rmsnorm", "base", _rmsnorm, shape=(2, 7, 32)),
+    _c("rmsnorm", "B1_T1_eps", _rmsnorm, shape=(1, 1, 16), eps=1e-2),
+    _c("gated_rmsnorm", "base", _gated, shape=(2, 7, 32)),
+    _c("gated_rmsnorm", "grouped", _gated, shape=(2, 5, 32), group=8),
+    _c("gated_rmsnorm", "B1_T1", _gated, shape=(1, 1, 16)),
+)
+
+GRAD_CASES = tuple(c for c in CASES if c.op in DIFFERENTIABLE)
+#: opcheck is slow (it traces with fake tensors and AOT autograd): the first case of each op.
+OPCHECK_CASES = tuple({c.op: c for c in reversed(CASES)}.values())[::-1] + tuple(
+    c for c in CASES if c.id == "bmojo_attention-three_sources_gqa4"
+)
+
+#: Layer configurations for the parallel == recurrent property (LayerConfig.preset names).
+LAYER_PRESETS = ("bmojo", "bmojo_f", "mamba2", "swa")
+LAYER_SMALL = dict(d_model=32, window=4, n_heads=4, attn_block_size=4)
+LAYER_SSM = dict(ssm_head_dim=16, ssm_chunk_size=8, ssm_state_size=8)

@@ -1,0 +1,298 @@
+"""The standard conformance tests, as a base class.
+
+``test_conformance.py`` in this package subclasses it as-is; a backend may also subclass it in its
+own test tree. A subclass that overrides or removes a standard test must list it in
+``deviations = {"test_name": "reason"}`` — otherwise defining the class raises ``TypeError`` and
+the suite fails to collect. Those declared changes are listed in the summary.
+
+Every test calls the op through the public dispatch (the ``torch.ops.bmojo`` custom op) with the
+backend selected explicitly, and asserts the backend really served it; the reference is called
+directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import ClassVar
+
+import pytest
+import torch
+
+from bmojo.backends import dispatch
+from bmojo.testing.conformance.cases import (
+    CASES,
+    DIFFERENTIABLE,
+    GRAD_CASES,
+    LAYER_PRESETS,
+    LAYER_SMALL,
+    LAYER_SSM,
+    OPCHECK_CASES,
+    Case,
+)
+from bmojo.testing.conformance.tolerances import TOLERANCES
+
+#: Ops each layer preset runs (a block: RMSNorm, mixer, MLP); the test needs one of them provided.
+_SSM_OPS = ("ssm_scan", "ssm_step", "causal_conv1d", "causal_conv1d_step", "gated_rmsnorm")
+LAYER_OPS = {
+    "bmojo": tuple(dispatch.OPS),
+    "bmojo_f": (*_SSM_OPS, "bmojo_attention", "rmsnorm"),
+    "mamba2": (*_SSM_OPS, "rmsnorm"),
+    "swa": ("bmojo_attention", "rmsnorm"),
+}
+
+
+def _ids(cases):
+    return [c.id for c in cases]
+
+
+# ----- helpers -----
+@contextlib.contextmanager
+def nan_poisoned_allocations():
+    """Fill every floating tensor that torch.empty* allocates with NaN while the op runs, so an
+    output element the kernel never writes shows up as NaN instead of stale memory."""
+    saved = (torch.empty, torch.empty_like, torch.empty_strided, torch.Tensor.new_empty)
+
+    def poison(t):
+        if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()) and t.numel():
+            with torch.no_grad():
+                t.fill_(float("nan"))
+        return t
+
+    def wrap(fn):
+        def inner(*args, **kwargs):
+            return poison(fn(*args, **kwargs))
+
+        return inner
+
+    torch.empty, torch.empty_like, torch.empty_strided = (wrap(f) for f in saved[:3])
+    torch.Tensor.new_empty = wrap(saved[3])
+    try:
+        yield
+    finally:
+        torch.empty, torch.empty_like, torch.empty_strided, torch.Tensor.new_empty = saved
+
+
+def _tuple(out):
+    return (out,) if isinstance(out, torch.Tensor) else tuple(out)
+
+
+def assert_matches(actual, expected, tol_atol, tol_rtol, what):
+    actual, expected = _tuple(actual), _tuple(expected)
+    assert len(actual) == len(expected), f"{what}: {len(actual)} outputs, reference has {len(expected)}"
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        name = f"{what}[{i}]"
+        if e is None:
+            continue
+        assert a is not None, f"{name}: missing (reference gives a tensor)"
+        assert tuple(a.shape) == tuple(e.shape), f"{name}: shape {tuple(a.shape)}, reference {tuple(e.shape)}"
+        assert a.dtype == e.dtype, f"{name}: dtype {a.dtype}, reference {e.dtype}"
+        assert a.device == e.device, f"{name}: device {a.device}, reference {e.device}"
+        if not e.is_floating_point():
+            assert torch.equal(a, e), f"{name}: integer output differs from the reference"
+            continue
+        a64, e64 = a.detach().double().cpu(), e.detach().double().cpu()
+        if e.numel() == 0:
+            continue
+        finite = torch.isfinite(e64)
+        assert torch.equal(torch.isfinite(a64), finite), f"{name}: non-finite values (NaN: unwritten output?)"
+        if not finite.any():
+            continue
+        a64, e64 = a64[finite], e64[finite]
+        err = (a64 - e64).abs().max().item()
+        bound = tol_atol + tol_rtol * e64.abs().max().item()
+        assert err <= bound, f"{name}: max abs error {err:.3e} > {bound:.3e} (atol {tol_atol}, rtol {tol_rtol})"
+
+
+def _reference(op):
+    return dispatch._reference(op)
+
+
+def _dispatched(op):
+    return getattr(dispatch, op)
+
+
+def _clone(args):
+    return tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def _assert_served_by(backend, op, device):
+    served = dispatch.resolve(op, device)[0]
+    assert served == backend.name, f"{op} on {device} was served by {served!r}, not {backend.name!r}"
+
+
+class _Guard:
+    """Fail the definition of a subclass that overrides or removes a standard test silently."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        standard = getattr(cls, "_bmojo_standard", None)
+        if standard is None:  # the base suite itself
+            cls._bmojo_standard = frozenset(n for n in vars(cls) if n.startswith("test_"))
+            return
+        declared = dict(getattr(cls, "deviations", {}) or {})
+        changed = {n for n in standard if n in vars(cls) and vars(cls)[n] is not getattr(ConformanceSuite, n, None)}
+        undeclared = sorted(n for n in changed if n not in declared)
+        if undeclared:
+            raise TypeError(
+                f"{cls.__qualname__} overrides or removes standard conformance tests {undeclared} without a "
+                "reason; list each in `deviations = {'test_name': 'why'}` (shown in the summary) or keep it"
+            )
+        cls._bmojo_overrides = {n: declared[n] for n in sorted(changed)}
+
+
+class ConformanceSuite(_Guard):
+    """Standard tests. Fixtures: ``backend`` (from the plugin), ``bmojo_dtype``, ``bmojo_seed``."""
+
+    deviations: ClassVar[dict[str, str]] = {}
+
+    @pytest.mark.bmojo_conformance
+    @pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+    def test_forward(self, backend, case: Case, bmojo_dtype, bmojo_seed):
+        """Forward on fresh random inputs equals the reference; outputs NaN-poisoned before the call."""
+        backend.require(case.op)
+        dtype = getattr(torch, bmojo_dtype)
+        tol = TOLERANCES[bmojo_dtype]
+        args, kwargs = case.build(dtype, backend.device, bmojo_seed)
+        expected = _reference(case.op)(*_clone(args), **kwargs)
+        with backend.use():
+            _assert_served_by(backend, case.op, backend.device)
+            # Through torch.ops.bmojo.<op> (what compiled and autograd code runs), not the eager fast path.
+            with nan_poisoned_allocations(), torch.no_grad(), dispatch.custom_ops_always():
+                actual = _dispatched(case.op)(*args, **kwargs)
+        assert_matches(actual, expected, tol.atol, tol.rtol, case.op)
+
+    @pytest.mark.bmojo_conformance
+    @pytest.mark.parametrize("case", GRAD_CASES, ids=_ids(GRAD_CASES))
+    def test_backward(self, backend, case: Case, bmojo_dtype, bmojo_seed):
+        """Gradients of every floating input, for random upstream gradients on every output."""
+        backend.require(case.op)
+        dtype = getattr(torch, bmojo_dtype)
+        tol = TOLERANCES[bmojo_dtype]
+        args, kwargs = case.build(dtype, backend.device, bmojo_seed)
+        leaves = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.is_floating_point()]
+        gen = torch.Generator().manual_seed(bmojo_seed + 1)
+
+        def run(fn, ctx):
+            xs = list(_clone(args))
+            for i in leaves:
+                xs[i].requires_grad_(True)
+            with ctx:
+                outs = _tuple(fn(*xs, **kwargs))
+                outs = [o for o in outs if o.is_floating_point() and o.requires_grad]
+                ups = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o) for o in outs]
+                grads = torch.autograd.grad(outs, [xs[i] for i in leaves], ups, allow_unused=True)
+            return tuple(g if g is not None else torch.zeros_like(xs[i]) for g, i in zip(grads, leaves))
+
+        gen.manual_seed(bmojo_seed + 1)
+        expected = run(_reference(case.op), contextlib.nullcontext())
+        gen.manual_seed(bmojo_seed + 1)
+        actual = run(_dispatched(case.op), backend.use())
+        assert_matches(actual, expected, tol.grad_atol, tol.grad_rtol, f"grad {case.op}")
+
+    @pytest.mark.bmojo_conformance
+    @pytest.mark.parametrize("kind", ["ssm", "conv"])
+    def test_step_chain(self, backend, kind, bmojo_dtype, bmojo_seed):
+        """Prefill with the sequence op then decode with the step op (both through the backend)
+        equals the reference sequence op over all tokens."""
+        seq_op, step_op = ("ssm_scan", "ssm_step") if kind == "ssm" else ("causal_conv1d", "causal_conv1d_step")
+        backend.require(seq_op, step_op)
+        dtype = getattr(torch, bmojo_dtype)
+        tol = TOLERANCES[bmojo_dtype]
+        T, prefill = 11, 4
+        case = next(c for c in CASES if c.op == seq_op and c.name == "base")
+        params = dict(case.params, T=T)
+        from bmojo.testing.conformance.cases import R
+
+        args, kwargs = case.make(R(torch.Generator().manual_seed(bmojo_seed), dtype, backend.device), **params)
+        y_ref, s_ref = _reference(seq_op)(*args, **kwargs)
+        ys = []
+        with backend.use(), torch.no_grad():
+            if kind == "ssm":
+                x, dt, A, B, C, D, h0 = args
+                y, h = dispatch.ssm_scan(
+                    x[:, :prefill], dt[:, :prefill], A, B[:, :prefill], C[:, :prefill], D, h0, **kwargs
+                )
+                ys.append(y)
+                for t in range(prefill, T):
+                    y, h = dispatch.ssm_step(h, x[:, t], dt[:, t], A, B[:, t], C[:, t], D)
+                    ys.append(y[:, None])
+            else:
+                x, w, bias, s0, act = args
+                y, h = dispatch.causal_conv1d(x[:, :prefill], w, bias, s0, act)
+                ys.append(y)
+                for t in range(prefill, T):
+                    y, h = dispatch.causal_conv1d_step(x[:, t], h, w, bias, act)
+                    ys.append(y[:, None])
+        assert_matches((torch.cat(ys, 1), h), (y_ref, s_ref), tol.atol * 10, tol.rtol * 10, f"{kind} prefill+steps")
+
+    @pytest.mark.bmojo_conformance
+    @pytest.mark.parametrize("case", OPCHECK_CASES, ids=_ids(OPCHECK_CASES))
+    def test_opcheck(self, backend, case: Case, bmojo_seed):
+        """torch.library.opcheck: schema, autograd registration, fake tensor and AOT dispatch."""
+        backend.require(case.op)
+        args, kwargs = case.build(torch.float64, backend.device, bmojo_seed)
+        if case.op in DIFFERENTIABLE:
+            args = tuple(
+                a.requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args
+            )
+        op = dispatch.custom_op(case.op)
+        # Same argument normalisation as the public wrappers (the schema wants floats as floats).
+        if case.op in ("rmsnorm", "gated_rmsnorm"):
+            args = (*args[:3], float(args[3]), *args[4:]) if case.op == "gated_rmsnorm" else (*args[:2], float(args[2]))
+        with backend.use():
+            _assert_served_by(backend, case.op, backend.device)
+            result = torch.library.opcheck(op, args, kwargs)
+        failed = {k: v for k, v in result.items() if v != "SUCCESS"}
+        assert not failed, f"opcheck: {failed}"
+
+    @pytest.mark.bmojo_conformance
+    @pytest.mark.parametrize("preset", LAYER_PRESETS)
+    def test_layer_parallel_equals_recurrent(self, backend, preset, bmojo_dtype, bmojo_seed):
+        """A full block (norm, B'MOJO mixer, MLP) through this backend: forward over T tokens ==
+        prefill + one-token steps (spec §5), and == the same block on the reference alone."""
+        from bmojo.config import LayerConfig
+        from bmojo.model import Block
+
+        backend.require(*LAYER_OPS[preset])
+        dtype = getattr(torch, bmojo_dtype)
+        bound = TOLERANCES[bmojo_dtype].layer
+        torch.manual_seed(bmojo_seed)
+        sizes = dict(LAYER_SMALL, **(LAYER_SSM if preset != "swa" else {}))
+        if preset == "mamba2":
+            sizes = {k: v for k, v in sizes.items() if k not in ("window", "attn_block_size")}
+        cfg = LayerConfig.preset(preset, **sizes)
+        block = Block(cfg).to(device=backend.device, dtype=dtype)
+        T, prefill = 19, 6
+        x = torch.randn(2, T, cfg.d_model, dtype=dtype, device=backend.device)
+        with torch.no_grad():
+            with dispatch_reference():
+                ref, _ = block(x)
+            with backend.use():
+                par, _ = block(x)
+                state = block.mixer.init_state(2)
+                y, state = block(x[:, :prefill], state, 0)
+                outs = [y]
+                for t in range(prefill, T):
+                    y, state = block.step(x[:, t], state, t)
+                    outs.append(y[:, None])
+                rec = torch.cat(outs, 1)
+        scale = par.abs().max().item()
+        err = (rec - par).abs().max().item()
+        assert err <= bound * scale, f"{preset}: recurrent vs parallel relative error {err / scale:.3e} > {bound}"
+        err_ref = (par - ref).abs().max().item()
+        tol = TOLERANCES[bmojo_dtype]
+        assert err_ref <= math.sqrt(cfg.d_model) * (tol.atol + tol.rtol * ref.abs().max().item()), (
+            f"{preset}: block output differs from the reference-only block by {err_ref:.3e}"
+        )
+
+
+test_layer_dtypes = ConformanceSuite.test_layer_parallel_equals_recurrent
+test_layer_dtypes._bmojo_layer_dtypes = True  # plugin: only dtypes with a layer tolerance
+del test_layer_dtypes
+
+
+def dispatch_reference():
+    from bmojo.backends import use_backend
+
+    return use_backend("reference")
