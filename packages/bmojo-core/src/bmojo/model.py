@@ -209,10 +209,11 @@ class BMojoLM(nn.Module):
             if t.dtype != expected[name].dtype and dtype is None:
                 expected_dt = expected[name].dtype
                 raise StateError(f"{name}: expected dtype {expected_dt} (pass dtype= to convert), got {t.dtype}")
-        model.load_state_dict(tensors)
         if dtype is not None:
+            # Convert before loading: copying float64 weights into the float32 model built above
+            # would round them to float32 first.
             model = model.to(dtype)
+        model.load_state_dict(tensors)
         if device is not None:
             model = model.to(device)
         return model
-

@@ -1,0 +1,184 @@
+"""bmojo_attention (spec §2, §7): the blocked reference against the per-query oracle
+``bmojo_attention_naive``, forward (output and log-sum-exp) and backward."""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import pytest
+import torch
+from bmojo.ops.bmojo_attention import bmojo_attention, eidetic_snapshot_count
+from bmojo.ops.bmojo_attention.naive import bmojo_attention_naive
+from conftest import TOL, assert_close, randn
+
+REFERENCE = importlib.import_module("bmojo.ops.bmojo_attention.reference")
+
+
+@pytest.fixture(autouse=True, params=["default", "unfused"])
+def attention_path(request, monkeypatch):
+    """Run every test on each code path of the reference: by default it may use ATen's fused CPU
+    kernel per block; ``USE_FUSED_CPU_KERNEL = False`` forces the pure-einsum path."""
+    if request.param == "unfused":
+        if not hasattr(REFERENCE, "USE_FUSED_CPU_KERNEL"):
+            pytest.skip("this reference has a single code path")
+        monkeypatch.setattr(REFERENCE, "USE_FUSED_CPU_KERNEL", False)
+    return request.param
+
+
+def make_inputs(
+    b, T, H, Hkv, Dh, *, q_start=0, k_extra=0, f=0, f_extra=0, M=None, chunk=None, empty=0.3, dtype=torch.float64
+):
+    """Queries at q_start…q_start+T-1; raw keys ending at the last query with ``k_extra`` cached
+    rows before the first query (some at negative positions when q_start < k_extra); fading keys
+    likewise; M eidetic slots per snapshot with random positions (a fraction ``empty`` is -1)."""
+    q = randn(b, T, H, Dh, dtype=dtype, scale=1.5)  # peaky softmax: a wrong key set shows
+    k = randn(b, T + k_extra, Hkv, Dh, dtype=dtype)
+    v = randn(b, T + k_extra, Hkv, Dh, dtype=dtype)
+    kw = {}
+    if f:
+        kw["kf"] = randn(b, T + f_extra, Hkv, Dh, dtype=dtype)
+        kw["vf"] = randn(b, T + f_extra, Hkv, Dh, dtype=dtype)
+    if M is not None:
+        S = eidetic_snapshot_count(q_start, T, chunk)
+        q_end = q_start + T - 1
+        kw["ek"] = randn(b, S, M, Hkv, Dh, dtype=dtype)
+        kw["ev"] = randn(b, S, M, Hkv, Dh, dtype=dtype)
+        epos = torch.randint(0, q_end + 1, (b, S, M))
+        epos[torch.rand(b, S, M) < empty] = -1
+        kw["epos"] = epos
+    return q, k, v, kw
+
+
+# name: (b, T, H, Hkv, Dh, q_start, k_extra, w, f, f_extra, M, chunk, block)
+CASES = {
+    "swa_b1": (1, 13, 2, 2, 4, 0, 0, 4, 0, 0, None, None, 4),
+    "swa_gqa_b3": (3, 11, 4, 2, 4, 0, 0, 3, 0, 0, None, None, 3),
+    "w_ge_T": (2, 7, 2, 1, 4, 0, 0, 9, 0, 0, None, None, 4),
+    "w_eq_T": (1, 7, 2, 2, 4, 0, 0, 7, 0, 0, None, None, 2),
+    "T_lt_w_cache": (2, 3, 2, 2, 4, 10, 6, 6, 0, 0, None, None, 4),
+    "fading_only": (2, 17, 4, 2, 4, 0, 0, 4, 4, 0, None, None, 4),
+    "fading_f_ne_w": (1, 19, 2, 2, 4, 0, 0, 3, 5, 0, None, None, 5),
+    "fading_cache": (2, 9, 2, 1, 4, 5, 4, 4, 6, 10, None, None, 3),
+    "eidetic_only": (2, 21, 2, 2, 4, 0, 0, 4, 0, 0, 3, 4, 4),
+    "eidetic_f0_kf_ignored": (1, 12, 2, 2, 4, 0, 0, 3, 0, 0, 2, 3, 2),
+    "all_three": (2, 23, 4, 2, 4, 0, 0, 4, 4, 0, 3, 4, 4),
+    "all_three_cache": (2, 15, 4, 1, 6, 7, 4, 4, 4, 8, 4, 4, 2),
+    "all_three_chunk_lt_w": (1, 26, 2, 2, 4, 3, 3, 6, 3, 9, 5, 3, 64),
+    "decode_T1": (2, 1, 4, 2, 4, 30, 8, 8, 8, 16, 4, 8, 4),
+    "M0_slots": (2, 10, 2, 2, 4, 0, 0, 3, 3, 0, 0, 3, 3),
+    "block1": (1, 9, 2, 1, 4, 2, 2, 2, 2, 4, 2, 2, 1),
+}
+
+
+def run_both(case, dtype=torch.float64, empty=0.3, requires_grad=False):
+    b, T, H, Hkv, Dh, q_start, k_extra, w, f, f_extra, M, chunk, block = CASES[case]
+    q, k, v, kw = make_inputs(
+        b, T, H, Hkv, Dh, q_start=q_start, k_extra=k_extra, f=f or (case == "eidetic_f0_kf_ignored"),
+        f_extra=f_extra, M=M, chunk=chunk, empty=empty, dtype=dtype,
+    )  # fmt: skip
+    if requires_grad:
+        for t in (q, k, v, *[t for t in kw.values() if t.is_floating_point()]):
+            t.requires_grad_(True)
+    common = dict(q_start=q_start, window=w, fading_window=f, eidetic_chunk=chunk)
+    out = bmojo_attention(q, k, v, **kw, **common, block_size=block)
+    ref = bmojo_attention_naive(q, k, v, **kw, **common)
+    return out, ref, (q, k, v, kw)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_forward_matches_naive(case):
+    (o, lse), (o_ref, lse_ref), _ = run_both(case)
+    assert o.shape == o_ref.shape and lse.shape == lse_ref.shape
+    assert lse.dtype == torch.float64
+    assert_close(o, o_ref, 1e-12, "output")
+    assert_close(lse, lse_ref, 1e-12, "lse")
+
+
+@pytest.mark.parametrize("case", ["all_three", "eidetic_only"])
+def test_all_eidetic_slots_empty(case):
+    (o, lse), (o_ref, lse_ref), (*_, kw) = run_both(case, empty=1.0)
+    assert (kw["epos"] == -1).all()
+    assert_close(o, o_ref, 1e-12, "output")
+    assert_close(lse, lse_ref, 1e-12, "lse")
+
+
+def test_empty_eidetic_equals_no_eidetic():
+    """Empty slots (-1) contribute nothing: same result as passing no eidetic memory."""
+    (o, lse), _, (q, k, v, kw) = run_both("all_three", empty=1.0)
+    *_, q_start, _, w, f, _, _, _, _ = CASES["all_three"]
+    o2, lse2 = bmojo_attention(q, k, v, kw["kf"], kw["vf"], q_start=q_start, window=w, fading_window=f)
+    assert_close(o, o2, 1e-14, "output")
+    assert_close(lse, lse2, 1e-14, "lse")
+
+
+def test_window_ge_T_is_causal_softmax():
+    """Cross-check the oracle itself: w >= T and no other source is plain causal attention."""
+    q, k, v, _ = make_inputs(2, 9, 4, 2, 4)
+    o, lse = bmojo_attention(q, k, v, window=20, block_size=4)
+    kk, vv = k.repeat_interleave(2, 2), v.repeat_interleave(2, 2)
+    s = torch.einsum("bqhd,bkhd->bhqk", q, kk) / math.sqrt(4)
+    s = s.masked_fill(~torch.ones(9, 9, dtype=torch.bool).tril(), float("-inf"))
+    assert_close(o, torch.einsum("bhqk,bkhd->bqhd", s.softmax(-1), vv), 1e-13, "output")
+    assert_close(lse, s.logsumexp(-1), 1e-13, "lse")
+
+
+@pytest.mark.parametrize("case", ["swa_gqa_b3", "all_three_cache", "decode_T1"])
+def test_float32_matches_float64_naive(case):
+    (o, lse), _, (q, k, v, kw) = run_both(case, dtype=torch.float32)
+    *_, q_start, _, w, f, _, _, chunk, _ = CASES[case]
+    kw64 = {n: t.double() if t.is_floating_point() else t for n, t in kw.items()}
+    o_ref, lse_ref = bmojo_attention_naive(
+        q.double(), k.double(), v.double(), **kw64, q_start=q_start, window=w, fading_window=f, eidetic_chunk=chunk
+    )
+    assert o.dtype == torch.float32 and lse.dtype == torch.float32
+    assert_close(o, o_ref, TOL[torch.float32], "output")
+    assert_close(lse, lse_ref, TOL[torch.float32], "lse")
+
+
+GRAD_CASES = ["swa_gqa_b3", "fading_cache", "all_three", "all_three_chunk_lt_w", "decode_T1"]
+
+
+def compare_grads(case, through_output, through_lse):
+    """Reference and oracle give the same gradients for one shared random upstream gradient."""
+    (o, lse), (o_ref, lse_ref), (q, k, v, kw) = run_both(case, requires_grad=True)
+    leaves = [q, k, v, *[t for t in kw.values() if t.is_floating_point()]]
+    names = ["q", "k", "v", *[n for n, t in kw.items() if t.is_floating_point()]]
+    go, gl = randn(*o.shape) * through_output, randn(*lse.shape) * through_lse
+    grads = torch.autograd.grad((o * go).sum() + (lse * gl).sum(), leaves, allow_unused=True)
+    grads_ref = torch.autograd.grad((o_ref * go).sum() + (lse_ref * gl).sum(), leaves, allow_unused=True)
+    for name, g, g_ref in zip(names, grads, grads_ref):
+        if g_ref is None:  # lse does not depend on values
+            assert g is None or g.abs().max() == 0, name
+            continue
+        assert g_ref.abs().max() > 0, f"{name}: oracle gradient is zero, the case tests nothing"
+        assert g is not None, f"grad {name}: no gradient reaches it"
+        assert_close(g, g_ref, 1e-11, f"grad {name}")
+
+
+@pytest.mark.parametrize("case", GRAD_CASES)
+def test_gradients_match_naive(case):
+    """Upstream gradient on the output o."""
+    compare_grads(case, through_output=1.0, through_lse=0.0)
+
+
+@pytest.mark.parametrize("case", GRAD_CASES)
+def test_gradients_through_lse_match_naive(case):
+    """Upstream gradient on both outputs (o and the log-sum-exp, which spec §2 says the backward
+    and tests need): the op must be differentiable through lse too. (This caught the fused CPU
+    path returning ATen's lse without a gradient.)"""
+    compare_grads(case, through_output=1.0, through_lse=1.0)
+
+
+def test_gradcheck_all_sources():
+    """gradcheck of both outputs, o and lse."""
+    q, k, v, kw = make_inputs(1, 5, 2, 1, 2, q_start=2, k_extra=2, f=2, f_extra=3, M=2, chunk=2, empty=0.0)
+    epos = kw.pop("epos")
+    floats = (q, k, v, kw["kf"], kw["vf"], kw["ek"], kw["ev"])
+    for t in floats:
+        t.requires_grad_(True)
+
+    def fn(*a):
+        return bmojo_attention(*a, epos, q_start=2, window=2, fading_window=2, eidetic_chunk=2, block_size=2)
+
+    assert torch.autograd.gradcheck(fn, floats)
