@@ -11,6 +11,7 @@ Usage: ``python benchmarks/device_check.py``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -20,7 +21,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from bmojo import BMojoLM, ModelConfig
 from bmojo.ops.bmojo_attention import bmojo_attention, eidetic_snapshot_count
 from bmojo.ops.bmojo_attention.naive import bmojo_attention_naive
@@ -41,8 +41,15 @@ def correctness(dev):
         return torch.randn(*s, generator=g, dtype=d64)
 
     b, T, H, P, G, N = 2, 77, 4, 8, 2, 16
-    args = (r(b, T, H, P), torch.rand(b, T, H, generator=g, dtype=d64) * 0.3, -torch.rand(H, generator=g, dtype=d64),
-            r(b, T, G, N), r(b, T, G, N), r(H), r(b, H, P, N))
+    args = (
+        r(b, T, H, P),
+        torch.rand(b, T, H, generator=g, dtype=d64) * 0.3,
+        -torch.rand(H, generator=g, dtype=d64),
+        r(b, T, G, N),
+        r(b, T, G, N),
+        r(H),
+        r(b, H, P, N),
+    )
     y, h = ssm_scan(*[a.to(dev) for a in args], chunk_size=16)
     y0, h0 = ssm_scan_naive(*args)
     out["ssm_scan_f64_rel"] = max(rel(y, y0), rel(h, h0))
@@ -61,8 +68,16 @@ def correctness(dev):
     for dtype, name in ((torch.float64, "f64"), (torch.float32, "f32")):
         for preset in ("bmojo", "bmojo_f", "swa", "mamba2"):
             torch.manual_seed(0)
-            cfg = ModelConfig.preset(preset, vocab_size=97, d_model=64, n_layers=2, window=16, ssm_head_dim=16,
-                                     ssm_chunk_size=16, attn_block_size=8)
+            cfg = ModelConfig.preset(
+                preset,
+                vocab_size=97,
+                d_model=64,
+                n_layers=2,
+                window=16,
+                ssm_head_dim=16,
+                ssm_chunk_size=16,
+                attn_block_size=8,
+            )
             m = BMojoLM(cfg).to(dev, dtype)
             ids = torch.randint(0, 97, (3, 100), generator=g).to(dev)
             with torch.no_grad():
@@ -100,17 +115,24 @@ def speed(dev):
             i = torch.arange(T, device=dev)
             mask = (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - w)
 
-            def ours():
-                return bmojo_attention(q, k, v, window=w)
-
-            def sdpa():
-                return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                                      attn_mask=mask)
-
+            qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+            ours = functools.partial(bmojo_attention, q, k, v, window=w)
+            sdpa = functools.partial(F.scaled_dot_product_attention, qt, kt, vt, attn_mask=mask)
             err = rel(ours()[0].transpose(1, 2).float(), sdpa().float())
             t_ours, t_sdpa = timed(ours), timed(sdpa)
-            rows.append(dict(dtype=str(dtype), T=T, w=w, heads=H, head_dim=Dh, ms_bmojo_reference=1e3 * t_ours,
-                             ms_sdpa_dense_mask=1e3 * t_sdpa, speedup_vs_sdpa=t_sdpa / t_ours, rel_err=err))
+            rows.append(
+                dict(
+                    dtype=str(dtype),
+                    T=T,
+                    w=w,
+                    heads=H,
+                    head_dim=Dh,
+                    ms_bmojo_reference=1e3 * t_ours,
+                    ms_sdpa_dense_mask=1e3 * t_sdpa,
+                    speedup_vs_sdpa=t_sdpa / t_ours,
+                    rel_err=err,
+                )
+            )
             print(rows[-1], flush=True)
     return rows
 

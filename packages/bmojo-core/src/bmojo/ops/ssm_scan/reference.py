@@ -79,40 +79,43 @@ def ssm_scan(
         C = F.pad(C, (0, 0, 0, 0, 0, pad))
     nc = (T + pad) // L
     rep = H // G
-    # Chunked views; B and C expanded from groups to heads.
-    xc = x.reshape(b, nc, L, H, P)
-    dtc = dt.reshape(b, nc, L, H)
-    Bc = B.reshape(b, nc, L, G, N).repeat_interleave(rep, dim=3)
-    Cc = C.reshape(b, nc, L, G, N).repeat_interleave(rep, dim=3)
+    # Chunked views with the heads split as (group, head in group): B and C are shared by the
+    # heads of a group, so they are contracted per group and never repeated per head.
+    xc = x.reshape(b, nc, L, G, rep, P)
+    Bc = B.reshape(b, nc, L, G, N)
+    Cc = C.reshape(b, nc, L, G, N)
+    dtc = dt.reshape(b, nc, L, G, rep)
 
-    cum = torch.cumsum((dtc * A).permute(0, 3, 1, 2), dim=-1)  # (b, H, nc, L) log-decay so far
+    cum = torch.cumsum((dt * A).reshape(b, nc, L, H).permute(0, 3, 1, 2), dim=-1)  # (b, H, nc, L) log-decay
     causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
     seg = cum[..., :, None] - cum[..., None, :]  # log decay from token j to token i
-    decay = torch.exp(seg.masked_fill(~causal, float("-inf")))  # (b, H, nc, L, L)
-    xdt = xc * dtc[..., None]  # (b, nc, L, H, P)
+    decay = torch.exp(seg.masked_fill(~causal, float("-inf"))).view(b, G, rep, nc, L, L)
+    xdt = xc * dtc[..., None]  # (b, nc, L, G, rep, P)
 
     # 1. Within-chunk outputs: y_i = sum_{j<=i} (C_i·B_j) exp(cum_i - cum_j) dt_j x_j.
-    scores = torch.einsum("bclhn,bcshn->bhcls", Cc, Bc) * decay
-    y = torch.einsum("bhcls,bcshp->bclhp", scores, xdt)
+    cb = torch.einsum("bclgn,bcsgn->bgcls", Cc, Bc)  # one (L x L) product per group, not per head
+    y = torch.einsum("bgrcls,bcsgrp->bclgrp", decay * cb[:, :, None], xdt)
 
     # 2. State contributed by each chunk alone (from a zero state), at the chunk's end.
-    to_end = torch.exp(cum[..., -1:] - cum)  # (b, H, nc, L)
-    chunk_states = torch.einsum("bclhn,bclhp->bchpn", Bc * to_end.permute(0, 2, 3, 1)[..., None], xdt)
+    to_end = torch.exp(cum[..., -1:] - cum).permute(0, 2, 3, 1).reshape(b, nc, L, G, rep)
+    chunk_states = torch.einsum("bclgn,bclgrp->bcgrpn", Bc, xdt * to_end[..., None]).reshape(b, nc, H, P, N)
 
     # 3. Short scan across chunks: the state entering each chunk.
-    chunk_decay = torch.exp(cum[..., -1]).permute(0, 2, 1)  # (b, nc, H)
+    # unbind (one view per chunk) rather than indexing inside the loop: the backward of an index
+    # materialises a zero tensor of the full size per chunk (quadratic in the chunk count).
+    chunk_decay = torch.exp(cum[..., -1]).permute(0, 2, 1)[..., None, None].unbind(1)  # nc x (b, H, 1, 1)
     h = x.new_zeros(b, H, P, N) if initial_state is None else initial_state.to(cd)
     entering = []
-    for c in range(nc):
+    for decay_c, state_c in zip(chunk_decay, chunk_states.unbind(1)):
         entering.append(h)
-        h = chunk_decay[:, c, :, None, None] * h + chunk_states[:, c]
-    prev = torch.stack(entering, dim=1)  # (b, nc, H, P, N)
+        h = decay_c * h + state_c
+    prev = torch.stack(entering, dim=1).view(b, nc, G, rep, P, N)
 
     # 4. Contribution of the entering state: y_i += exp(cum_i) C_i·h_prev.
-    from_start = torch.exp(cum).permute(0, 2, 3, 1)  # (b, nc, L, H)
-    y = y + torch.einsum("bclhn,bchpn->bclhp", Cc, prev) * from_start[..., None]
+    from_start = torch.exp(cum).permute(0, 2, 3, 1).reshape(b, nc, L, G, rep)
+    y = y + torch.einsum("bclgn,bcgrpn->bclgrp", Cc, prev) * from_start[..., None]
     if D is not None:
-        y = y + xc * D.to(cd)[:, None]
+        y = y + xc * D.to(cd).view(G, rep, 1)
     y = y.reshape(b, nc * L, H, P)[:, :T]
     return y.to(out_dtype), h.to(out_dtype)
 

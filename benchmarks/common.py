@@ -1,0 +1,248 @@
+"""Timing, machine description, result rows and the printed table shared by every section."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Settings:
+    """Knobs every section reads. ``scale`` picks the problem sizes: "full", "quick" or "tiny"."""
+
+    scale: str = "full"
+    repeats: int = 5
+    warmup: int = 1
+    flex_compile: bool = True
+    dense_budget_gib: float = 4.0  #: skip dense peers whose mask/score tensors would exceed this
+    case_budget_s: float = 20.0  #: repeat a slow case only as often as fits in this many seconds (min 1)
+
+    @property
+    def tiny(self) -> bool:
+        return self.scale == "tiny"
+
+    @property
+    def quick(self) -> bool:
+        return self.scale in ("quick", "tiny")
+
+
+@dataclass
+class Row:
+    """One comparison: our time (or memory) and a named peer's, measured in the same run."""
+
+    section: str
+    case: str
+    metric: str  #: "time_s" or "rss_mib" etc.
+    ours_name: str
+    ours: float | None
+    peer_name: str
+    peer: float | None
+    note: str = ""
+    target: float | None = None  #: the ratio ours/peer must be at or below this (None: no target)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.ours is None or self.peer is None or self.peer == 0:
+            return None
+        return self.ours / self.peer
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None or self.ratio is None:
+            return None
+        return self.ratio <= self.target
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ratio"] = self.ratio
+        d["met"] = self.met
+        return d
+
+
+def timeit(fn: Callable[[], object], settings: Settings, repeats: int | None = None) -> float:
+    """Median wall time of ``fn`` in seconds over ``repeats`` runs after ``settings.warmup`` runs.
+
+    A slow case (a dense peer at long T) is repeated only as often as ``settings.case_budget_s``
+    allows, at least once; the warm-up run is never counted.
+    """
+    return timeit_out(fn, settings, repeats)[0]
+
+
+def timeit_out(fn: Callable[[], object], settings: Settings, repeats: int | None = None) -> tuple[float, object]:
+    """``timeit`` that also returns the output of the first (warm-up) run, for correctness checks."""
+    repeats = settings.repeats if repeats is None else repeats
+    first = None
+    output = None
+    for i in range(max(1, settings.warmup)):
+        t0 = time.perf_counter()
+        out = fn()
+        first = time.perf_counter() - t0
+        if i == 0:
+            output = out
+        del out
+    if first is not None and first > 0:
+        repeats = min(repeats, max(1, int(settings.case_budget_s / first)))
+    times = []
+    for _ in range(max(1, repeats)):
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), output
+
+
+def timeit_many(
+    fns: dict[str, Callable[[], object]], settings: Settings, repeats: int | None = None
+) -> tuple[dict[str, float], dict[str, object]]:
+    """Median times of several functions measured *interleaved*: each is warmed up, then every
+    round runs each function once (the order rotating between rounds). On a shared machine a
+    burst of load then hits ours and the peers alike, so their ratio stays meaningful.
+
+    Returns the medians and the outputs of the warm-up runs (for correctness checks). A function
+    whose warm-up raises is left out of both (the error is in ``errors`` of the outputs dict).
+    """
+    repeats = settings.repeats if repeats is None else repeats
+    outputs, first, errors = {}, {}, {}
+    for name, fn in fns.items():
+        for i in range(max(1, settings.warmup)):
+            t0 = time.perf_counter()
+            try:
+                out = fn()
+            except Exception as err:  # e.g. a peer's compiler toolchain missing
+                errors[name] = f"{type(err).__name__}: {err}"[:200]
+                break
+            first[name] = time.perf_counter() - t0
+            if i == 0:
+                outputs[name] = out
+            del out
+    live = [n for n in fns if n not in errors]
+    round_s = sum(first[n] for n in live)
+    if round_s > 0:
+        repeats = min(repeats, max(1, int(settings.case_budget_s * len(live) / round_s)))
+    times: dict[str, list[float]] = {n: [] for n in live}
+    for r in range(max(1, repeats)):
+        order = live[r % len(live) :] + live[: r % len(live)] if live else []
+        for name in order:
+            gc.collect()
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t0)
+    outputs["errors"] = errors
+    return {n: statistics.median(t) for n, t in times.items()}, outputs
+
+
+def fwd_bwd(fn: Callable[[], torch.Tensor | tuple], params: list[torch.Tensor]) -> Callable[[], None]:
+    """A closure running ``fn`` forward then backward of the sum of its (first) output."""
+
+    def run():
+        for p in params:
+            p.grad = None
+        out = fn()
+        if isinstance(out, tuple):
+            out = out[0]
+        out.float().sum().backward()
+
+    return run
+
+
+def machine_info() -> dict:
+    """What the numbers were measured on, including the load at the time."""
+    info = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        info["transformers"] = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["mem_total_gib"] = round(int(line.split()[1]) / 2**20, 1)
+                break
+    except OSError:
+        pass
+    return info
+
+
+def fmt_value(value: float | None, metric: str) -> str:
+    if value is None:
+        return "—"
+    if metric == "time_s":
+        return f"{value * 1e3:.2f} ms" if value < 1 else f"{value:.3f} s"
+    if metric == "rss_mib":
+        return f"{value:.1f} MiB"
+    return f"{value:.4g}"
+
+
+def format_table(rows: list[Row]) -> str:
+    """A plain-text table: one line per comparison, ratio = ours / peer (below 1 means we are faster/smaller)."""
+    header = ("section", "case", "ours (impl)", "peer (impl)", "ours", "peer", "ours/peer", "target")
+    lines = []
+    for r in rows:
+        ratio = "—" if r.ratio is None else f"{r.ratio:.3f}"
+        if r.target is None:
+            target = ""
+        else:
+            target = f"≤{r.target:g} " + ("MET" if r.met else ("MISSED" if r.met is False else "n/a"))
+        lines.append(
+            (
+                r.section,
+                r.case,
+                r.ours_name,
+                r.peer_name + (f" ({r.note})" if r.note else ""),
+                fmt_value(r.ours, r.metric),
+                fmt_value(r.peer, r.metric),
+                ratio,
+                target,
+            )
+        )
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
+    return "\n".join(out)
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n")
+    return path
+
+
+def require_transformers():
+    """Import transformers (a benchmark peer, not a core dependency) with hub access off."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        import transformers
+    except ImportError as err:  # pragma: no cover - exercised only without transformers
+        raise SystemExit(
+            "benchmarks: the peers come from transformers; install it with "
+            "`pip install transformers -c constraints/ci.txt`"
+        ) from err
+    return transformers
