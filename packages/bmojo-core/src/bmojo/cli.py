@@ -8,7 +8,7 @@ import importlib
 import sys
 
 #: Modules that contribute subcommands, in the order ``bmojo --help`` lists them.
-COMMAND_MODULES = ["bmojo.demo"]
+COMMAND_MODULES = ["bmojo.mqar", "bmojo.demo", "bmojo.backends.cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,9 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from bmojo.backends.registry import BackendError  # light: no torch, no plugins
+
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:  # our errors already name the argument
+    except (ValueError, FileNotFoundError, BackendError) as err:  # our errors already name the argument
         print(f"bmojo {args.command}: error: {err}", file=sys.stderr)
         return 2
 

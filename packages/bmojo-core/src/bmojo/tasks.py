@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+#: Token 0 is the filler of MQAR's gaps; keys come from [1, vocab/2), values from [vocab/2, vocab).
+FILLER = 0
+
 
 def recall_batch(batch: int, n_pairs: int, vocab: int, *, generator: torch.Generator | None = None):
     """Associative recall: ``k1 v1 … kn vn q1 a1 … qn an`` with keys from the first half of the
@@ -25,3 +28,65 @@ def recall_batch(batch: int, n_pairs: int, vocab: int, *, generator: torch.Gener
     mask[:, 2 * n_pairs :: 2] = True  # predicting a_i from q_i
     labels[~mask] = -100
     return inputs, labels
+
+
+def mqar_query_start(seq_len: int, kv_pairs: int) -> int:
+    """First position a query may take: the second half of the sequence (never inside the pairs)."""
+    return max(2 * kv_pairs, seq_len // 2)
+
+
+def check_mqar(seq_len: int, kv_pairs: int, vocab: int, query_start: int | None = None) -> int:
+    """Validate an MQAR instance; returns its query start. Errors name the argument."""
+    for name, value, low in (("seq_len", seq_len, 2), ("kv_pairs", kv_pairs, 1), ("vocab", vocab, 4)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+    if kv_pairs > vocab // 2 - 1:
+        raise ValueError(f"kv_pairs: expected <= vocab // 2 - 1 = {vocab // 2 - 1} distinct keys, got {kv_pairs}")
+    qs = mqar_query_start(seq_len, kv_pairs) if query_start is None else query_start
+    if qs < 2 * kv_pairs:
+        raise ValueError(f"query_start: expected >= 2·kv_pairs = {2 * kv_pairs} (after the pairs), got {qs}")
+    if (seq_len - qs) // 2 < kv_pairs:
+        raise ValueError(
+            f"seq_len: expected room for {kv_pairs} query-answer pairs after position {qs} "
+            f"(seq_len >= {qs + 2 * kv_pairs}), got {seq_len}"
+        )
+    return qs
+
+
+def mqar_batch(
+    batch: int,
+    seq_len: int,
+    kv_pairs: int,
+    vocab: int,
+    *,
+    query_start: int | None = None,
+    generator: torch.Generator | None = None,
+):
+    """Multi-query associative recall (Zoology-style MQAR).
+
+    Each sequence of ``seq_len`` tokens starts with ``kv_pairs`` pairs ``k v`` (distinct keys from
+    ``[1, vocab/2)``, values from ``[vocab/2, vocab)``), then filler tokens (0); from
+    ``query_start`` (default: the second half, see ``mqar_query_start``) every key is queried once,
+    in random order, at random even offsets. The target at a query's position is its value
+    (next-token prediction); every other target is -100. Answers are never shown in the input (the
+    token after a query is filler), so a model cannot score by elimination (the last query's
+    answer being the one value not yet shown); and no query lies within
+    ``query_start - 2·kv_pairs`` tokens of the pairs: a model must carry them across that gap.
+
+    Returns ``(inputs, labels)``, both (batch, seq_len) int64.
+    """
+    qs = check_mqar(seq_len, kv_pairs, vocab, query_start)
+    half = vocab // 2
+    n = kv_pairs
+    keys = torch.rand(batch, half - 1, generator=generator).argsort(dim=1)[:, :n] + 1
+    values = torch.randint(half, vocab, (batch, n), generator=generator)
+    slots = (seq_len - qs) // 2
+    qpos = qs + 2 * torch.rand(batch, slots, generator=generator).argsort(dim=1)[:, :n]
+    order = torch.rand(batch, n, generator=generator).argsort(dim=1)
+    seq = torch.full((batch, seq_len), FILLER, dtype=torch.long)
+    seq[:, 0 : 2 * n : 2] = keys
+    seq[:, 1 : 2 * n : 2] = values
+    seq.scatter_(1, qpos, keys.gather(1, order))
+    labels = torch.full_like(seq, -100)
+    labels.scatter_(1, qpos, values.gather(1, order))
+    return seq, labels

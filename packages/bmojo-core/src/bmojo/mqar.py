@@ -1,0 +1,601 @@
+"""``bmojo mqar``: multi-query associative recall at matched decode-state budgets.
+
+Five architectures — full-attention Transformer, sliding-window Transformer (SWA), Mamba-2,
+B'MOJO-F and B'MOJO — are trained on MQAR generated from a seed (``bmojo.tasks.mqar_batch``) and
+evaluated per (number of key-value pairs, sequence length). Queries sit in the second half of the
+sequence, beyond the attention window of the bounded models at the smaller default budget, so
+those models must carry the pairs in their state. Results and how the defaults were calibrated:
+``docs/experiments.md``.
+
+State budgets are fractions of the full Transformer's decode state (its KV cache for the longest
+sequence). For each budget every bounded architecture gets the largest configuration whose
+``model.init_state(1).nbytes()`` fits:
+
+* SWA: the window ``w``;
+* Mamba-2: the SSM state size ``N``;
+* B'MOJO-F: the window ``w`` (with fading window ``f = w``; the SSM is fixed);
+* B'MOJO: the eidetic capacity ``M`` (window ``--window``, ``f = w``; the SSM is fixed).
+
+Every run (one architecture at one budget) is cached as JSON under ``--out/runs`` and skipped
+when present; training checkpoints every ``--ckpt-every`` steps, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import importlib
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from bmojo.config import ModelConfig
+from bmojo.model import BMojoLM
+from bmojo.tasks import check_mqar, mqar_batch, mqar_query_start
+
+ARCHS = ("transformer", "swa", "mamba2", "bmojo_f", "bmojo")
+LABELS = {
+    "transformer": "Transformer",
+    "swa": "SWA Transformer",
+    "mamba2": "Mamba-2",
+    "bmojo_f": "B'MOJO-F",
+    "bmojo": "B'MOJO",
+}
+#: Bumped whenever the training or evaluation protocol changes, so cached runs are not reused.
+PROTOCOL = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything that determines one experiment's results (besides architecture and budget)."""
+
+    seq_lens: tuple[int, ...] = (32, 64)
+    kv_pairs: tuple[int, ...] = (4, 8)
+    vocab: int = 32
+    d_model: int = 64
+    n_heads: int = 4
+    steps: int = 300
+    batch: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    eval_sequences: int = 256
+    window: int = 2  #: B'MOJO's attention window w (and chunk); f = w
+    hybrid_state: int = 4  #: SSM state size N inside B'MOJO / B'MOJO-F
+    ssm_head_dim: int = 32
+    tie_embeddings: bool = False  #: a separate LM head (see docs/experiments.md, calibration)
+    init_std: float = 0.05  #: weight init std; the core default 0.02 stalls at this width
+    seed: int = 0
+
+    @property
+    def grid(self) -> list[tuple[int, int]]:
+        """(seq_len, kv_pairs) cells, shortest first; invalid combinations are left out."""
+        cells = []
+        for T, n in itertools.product(sorted(self.seq_lens), sorted(self.kv_pairs)):
+            try:
+                check_mqar(T, n, self.vocab)
+            except ValueError:
+                continue
+            cells.append((T, n))
+        return cells
+
+    @property
+    def max_len(self) -> int:
+        return max(T for T, _ in self.grid)
+
+
+# ----------------------------------------------------------------------------- model configs
+
+
+def _common(s: Settings) -> dict:
+    return dict(
+        vocab_size=s.vocab,
+        d_model=s.d_model,
+        n_layers=2,
+        n_heads=s.n_heads,
+        ssm_head_dim=s.ssm_head_dim,
+        ssm_chunk_size=32,
+        attn_block_size=64,
+    )
+
+
+def state_bytes(cfg: ModelConfig) -> int:
+    """Decode-state bytes for one sequence (float32), as ``DecodeState.nbytes()`` reports them."""
+    with torch.device("meta"):
+        model = BMojoLM(cfg)
+    return model.init_state(1, device="cpu", dtype=torch.float32).nbytes()
+
+
+def _fit(make, lo: int, hi: int, budget: int):
+    """Largest knob in [lo, hi] whose config fits ``budget`` bytes (state grows with the knob)."""
+    best = None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        try:
+            cfg = make(mid)
+        except ValueError:
+            hi = mid - 1
+            continue
+        if state_bytes(cfg) <= budget:
+            best, lo = (mid, cfg), mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+def full_attention_bytes(s: Settings) -> int:
+    return state_bytes(ModelConfig.preset("transformer", context=s.max_len, **_common(s)))
+
+
+def arch_config(arch: str, s: Settings, budget: int | None, eidetic_capacity: int | None = None):
+    """(ModelConfig, knobs) for ``arch`` within ``budget`` bytes (None: the transformer, or a
+    B'MOJO with a fixed ``eidetic_capacity`` for the ablation). Returns None when nothing fits."""
+    got = _arch_config(arch, s, budget, eidetic_capacity)
+    if got is None:
+        return None
+    return got[0].replace(tie_embeddings=s.tie_embeddings, init_std=s.init_std), got[1]
+
+
+def _arch_config(arch: str, s: Settings, budget: int | None, eidetic_capacity: int | None):
+    c = _common(s)
+    w = s.window
+    hybrid = dict(ssm_state_size=s.hybrid_state, window=w)
+    if arch == "transformer":
+        return ModelConfig.preset("transformer", context=s.max_len, **c), {"w": s.max_len}
+    if eidetic_capacity is not None:
+        if eidetic_capacity == 0:
+            cfg = ModelConfig.preset("bmojo_f", **hybrid, **c)
+        else:
+            cfg = ModelConfig.preset("bmojo", eidetic_capacity=eidetic_capacity, **hybrid, **c)
+        return cfg, {"w": w, "f": w, "M": eidetic_capacity, "N": s.hybrid_state}
+    if arch == "swa":
+        fit = _fit(lambda k: ModelConfig.preset("swa", window=k, **c), 1, s.max_len, budget)
+        return None if fit is None else (fit[1], {"w": fit[0]})
+    if arch == "mamba2":
+        fit = _fit(lambda k: ModelConfig.preset("mamba2", ssm_state_size=k, **c), 1, 1024, budget)
+        return None if fit is None else (fit[1], {"N": fit[0]})
+    if arch == "bmojo_f":
+        fit = _fit(
+            lambda k: ModelConfig.preset("bmojo_f", window=k, ssm_state_size=s.hybrid_state, **c), 1, s.max_len, budget
+        )
+        return None if fit is None else (fit[1], {"w": fit[0], "f": fit[0], "N": s.hybrid_state})
+    if arch == "bmojo":
+        fit = _fit(lambda k: ModelConfig.preset("bmojo", eidetic_capacity=k, **hybrid, **c), 1, 4 * s.max_len, budget)
+        return None if fit is None else (fit[1], {"w": w, "f": w, "M": fit[0], "N": s.hybrid_state})
+    raise ValueError(f"arch: expected one of {ARCHS}, got {arch!r}")
+
+
+# ----------------------------------------------------------------------------- train / evaluate
+
+
+def _data_generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def evaluate(model: BMojoLM, s: Settings, device) -> dict[str, float]:
+    """Accuracy on the answers, per grid cell, on a fixed held-out set (seeded apart from training)."""
+    model.eval()
+    out = {}
+    with torch.no_grad():
+        for i, (T, n) in enumerate(s.grid):
+            gen = _data_generator(10_000 + 1_000 * s.seed + i)
+            correct = total = 0
+            left = s.eval_sequences
+            while left > 0:
+                b = min(left, 128)
+                x, y = mqar_batch(b, T, n, s.vocab, generator=gen)
+                x, y = x.to(device), y.to(device)
+                mask = y != -100
+                pred = model(x).argmax(-1)
+                correct += int((pred[mask] == y[mask]).sum())
+                total += int(mask.sum())
+                left -= b
+            out[cell_key(T, n)] = correct / total
+    model.train()
+    return out
+
+
+def cell_key(T: int, n: int) -> str:
+    return f"T={T},kv={n}"
+
+
+def train_run(
+    cfg: ModelConfig,
+    s: Settings,
+    device,
+    ckpt: Path | None,
+    desc: str,
+    ckpt_every: int,
+    eval_every: int = 0,
+    save_to: Path | None = None,
+) -> dict:
+    """Train one model on the grid (cells in turn, one per step) and evaluate it; with
+    ``eval_every`` > 0 also record the held-out accuracy every that many steps."""
+    torch.manual_seed(s.seed)
+    model = BMojoLM(cfg).to(device)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=s.lr,
+        betas=(0.9, 0.98),
+    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.steps, pct_start=0.1)
+    gen = _data_generator(s.seed)
+    start, losses, elapsed, curve = 0, [], 0.0, []
+    if ckpt is not None and ckpt.is_file():
+        saved = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        gen.set_state(saved["gen"])
+        start, losses, elapsed = saved["step"], saved["losses"], saved["elapsed"]
+        curve = saved.get("curve", [])
+    grid = s.grid
+    t0 = time.perf_counter() - elapsed
+    bar = tqdm(range(start, s.steps), desc=desc, unit="step", initial=start, total=s.steps, leave=False)
+    for step in bar:
+        T, n = grid[step % len(grid)]
+        x, y = mqar_batch(s.batch, T, n, s.vocab, generator=gen)
+        x, y = x.to(device), y.to(device)
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(round(loss.item(), 4))
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+        done = step + 1
+        if eval_every > 0 and done % eval_every == 0 and done < s.steps:
+            small = dataclasses.replace(s, eval_sequences=min(128, s.eval_sequences))
+            curve.append([done, round(time.perf_counter() - t0, 1), evaluate(model, small, device)])
+            tqdm.write(f"{desc} step {done}: {curve[-1][2]}")
+        if ckpt is not None and ckpt_every > 0 and done % ckpt_every == 0 and done < s.steps:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            state = {
+                "model": model.state_dict(),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "gen": gen.get_state(),
+                "step": done,
+                "losses": losses,
+                "elapsed": time.perf_counter() - t0,
+                "curve": curve,
+            }
+            torch.save(state, ckpt.with_suffix(".tmp"))
+            os.replace(ckpt.with_suffix(".tmp"), ckpt)
+    bar.close()
+    train_s = time.perf_counter() - t0
+    acc = evaluate(model, s, device)
+    if save_to is not None:
+        model.save_pretrained(save_to)
+    if ckpt is not None and ckpt.is_file():
+        ckpt.unlink()
+    return {
+        "accuracy": acc,
+        "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+        "loss_curve": losses[:: max(1, len(losses) // 50)],
+        "train_seconds": round(train_s, 1),
+        "accuracy_curve": curve,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+# ----------------------------------------------------------------------------- the experiment
+
+
+def _run_key(arch: str, cfg: ModelConfig, s: Settings) -> str:
+    blob = json.dumps(
+        {"protocol": PROTOCOL, "arch": arch, "config": cfg.to_dict(), "settings": dataclasses.asdict(s)},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def plan(s: Settings, archs: list[str], budgets: list[float], capacities: list[int] | None) -> list[dict]:
+    """The runs of one experiment: (arch, budget label, config, knobs, state bytes)."""
+    full = full_attention_bytes(s)
+    runs = []
+    if capacities is not None:  # the eidetic-memory ablation: B'MOJO at fixed w, f, N, varying M
+        for M in capacities:
+            cfg, knobs = arch_config("bmojo", s, None, eidetic_capacity=M)
+            arch = "bmojo" if M > 0 else "bmojo_f"
+            runs.append(dict(arch=arch, budget=f"M={M}", config=cfg, knobs=knobs))
+    else:
+        if "transformer" in archs:
+            cfg, knobs = arch_config("transformer", s, None)
+            runs.append(dict(arch="transformer", budget="full", config=cfg, knobs=knobs))
+        for frac in budgets:
+            budget = int(frac * full)
+            for arch in archs:
+                if arch == "transformer":
+                    continue
+                got = arch_config(arch, s, budget)
+                if got is None:
+                    tqdm.write(f"note: {LABELS[arch]} has no configuration within {budget} bytes; skipped")
+                    continue
+                runs.append(dict(arch=arch, budget=f"{frac:g}", config=got[0], knobs=got[1]))
+    for run in runs:
+        run["state_bytes"] = state_bytes(run["config"])
+        run["fraction_of_full"] = run["state_bytes"] / full
+        run["key"] = _run_key(run["arch"], run["config"], s)
+    return runs
+
+
+def select_backend(name: str) -> None:
+    """``reference`` always works; any other name needs the backend registry (``bmojo.backends``)."""
+    if name == "reference":
+        return
+    try:
+        backends = importlib.import_module("bmojo.backends")
+    except ModuleNotFoundError:
+        raise ValueError(
+            f"--backend: expected 'reference' (no backend registry is installed: bmojo.backends not found), "
+            f"got {name!r}"
+        ) from None
+    setter = getattr(backends, "set_backend", None)
+    if not callable(setter):
+        raise ValueError(f"--backend: expected 'reference' (bmojo.backends has no set_backend), got {name!r}")
+    try:
+        setter(name)
+    except Exception as err:  # the registry's own errors say why the backend is unavailable
+        raise ValueError(f"--backend: cannot select {name!r}: {err}") from err
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 1024:.1f} KiB"
+
+
+def _knobs(k: dict) -> str:
+    return " ".join(f"{a}={b}" for a, b in k.items())
+
+
+def table(results: list[dict], s: Settings) -> str:
+    cells = [cell_key(T, n) for T, n in s.grid]
+    head = ["architecture", "budget", "config", "params", "state bytes/seq", "vs full", *cells]
+    rows = [head]
+    for r in results:
+        acc = r.get("accuracy", {})
+        rows.append(
+            [
+                LABELS[r["arch"]],
+                r["budget"],
+                _knobs(r["knobs"]),
+                f"{r['parameters']:,}" if "parameters" in r else "-",
+                f"{r['state_bytes']:,}",
+                f"{r['fraction_of_full']:.2f}",
+                *(f"{acc[c]:.3f}" if c in acc else "-" for c in cells),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def ordering(results: list[dict], s: Settings) -> list[str]:
+    """The expected ordering at the longest setting, checked per budget: True/False per claim."""
+    T, n = s.grid[-1]
+    key = cell_key(T, n)
+    notes = []
+    by_budget: dict[str, dict[str, float]] = {}
+    for r in results:
+        if "accuracy" in r:
+            by_budget.setdefault(r["budget"], {})[r["arch"]] = r["accuracy"][key]
+    for budget, acc in by_budget.items():
+        claims = [("bmojo", "bmojo_f"), ("bmojo_f", "mamba2"), ("bmojo", "swa")]
+        parts = []
+        for a, b in claims:
+            if a in acc and b in acc:
+                ok = acc[a] >= acc[b]
+                parts.append(f"{LABELS[a]} {acc[a]:.3f} {'>=' if ok else '<'} {LABELS[b]} {acc[b]:.3f}")
+        if parts:
+            notes.append(f"budget {budget} ({key}): " + "; ".join(parts))
+    return notes
+
+
+def plot(results: list[dict], s: Settings, path: Path, ablation: bool) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = s.grid
+    fig, axes = plt.subplots(1, len(cells), figsize=(4.2 * len(cells), 3.6), squeeze=False, sharey=True)
+    for ax, (T, n) in zip(axes[0], cells):
+        key = cell_key(T, n)
+        if ablation:
+            pts = sorted((r["knobs"]["M"], r["accuracy"][key]) for r in results if "accuracy" in r)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"B'MOJO (w={s.window})")
+            ax.set_xlabel("eidetic capacity M (tokens per layer)")
+        else:
+            for arch in ARCHS:
+                pts = sorted((r["state_bytes"], r["accuracy"][key]) for r in results if r["arch"] == arch)
+                if pts:
+                    style = "*" if len(pts) == 1 else "o-"
+                    ax.plot([p[0] / 1024 for p in pts], [p[1] for p in pts], style, label=LABELS[arch], ms=8)
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("decode-state size per sequence (KiB)")
+        ax.set_title(f"MQAR: {n} pairs, T={T}")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][-1].legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def register(sub) -> None:
+    d = Settings()
+    p = sub.add_parser(
+        "mqar",
+        help="multi-query associative recall: 5 architectures at matched decode-state budgets (CPU, <10 min)",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--seq-len", type=int, nargs="+", default=list(d.seq_lens), help="sequence lengths (default 32 64)")
+    p.add_argument("--kv-pairs", type=int, nargs="+", default=list(d.kv_pairs), help="pairs per sequence (default 4 8)")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"training steps per model (default {d.steps})")
+    p.add_argument("--d-model", type=int, default=d.d_model, help=f"model width (default {d.d_model})")
+    p.add_argument("--vocab", type=int, default=d.vocab, help=f"vocabulary size (default {d.vocab})")
+    p.add_argument("--batch", type=int, default=d.batch, help=f"batch size (default {d.batch})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate, one-cycle (default {d.lr})")
+    p.add_argument(
+        "--budgets",
+        type=float,
+        nargs="+",
+        default=[0.25, 0.5],
+        help="decode-state budgets as fractions of the full Transformer's KV cache (default 0.25 0.5)",
+    )
+    p.add_argument("--window", type=int, default=d.window, help=f"B'MOJO's attention window w (default {d.window})")
+    p.add_argument(
+        "--hybrid-state",
+        type=int,
+        default=d.hybrid_state,
+        help=f"SSM state size N inside B'MOJO and B'MOJO-F (default {d.hybrid_state})",
+    )
+    p.add_argument(
+        "--eidetic-capacity",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="M",
+        help="ablation: B'MOJO at window --window with these eidetic capacities (0 = B'MOJO-F) instead of budgets",
+    )
+    p.add_argument(
+        "--arch",
+        nargs="+",
+        choices=ARCHS,
+        default=None,
+        help="architectures (default: all five; with --quick: transformer bmojo)",
+    )
+    p.add_argument(
+        "--tie-embeddings",
+        action=argparse.BooleanOptionalAction,
+        default=d.tie_embeddings,
+        help="tie the LM head to the embedding (default: untied)",
+    )
+    p.add_argument("--init-std", type=float, default=d.init_std, help=f"weight init std (default {d.init_std})")
+    p.add_argument("--eval-sequences", type=int, default=d.eval_sequences, help="held-out sequences per setting")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of weights and data (default 0)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--backend", default="reference", help="op backend (default reference)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default 1: faster for models this small)"
+    )
+    p.add_argument("--out", default="runs/mqar", help="results directory; finished runs there are reused (resume)")
+    p.add_argument("--ckpt-every", type=int, default=100, help="checkpoint interval in steps (0: never)")
+    p.add_argument("--eval-every", type=int, default=0, help="also record held-out accuracy every N steps")
+    p.add_argument("--save-models", action="store_true", help="keep each trained model under --out/models")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tiny instance (<1 min): T=32, 4 pairs, vocabulary 32, 250 steps, Transformer and B'MOJO "
+        "(overrides the size flags)",
+    )
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args) -> Settings:
+    if args.quick:
+        return Settings(
+            seq_lens=(32,),
+            kv_pairs=(4,),
+            vocab=32,
+            d_model=64,
+            steps=250,
+            batch=32,
+            eval_sequences=256,
+            seed=args.seed,
+        )
+    return Settings(
+        seq_lens=tuple(args.seq_len),
+        kv_pairs=tuple(args.kv_pairs),
+        vocab=args.vocab,
+        d_model=args.d_model,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        eval_sequences=args.eval_sequences,
+        window=args.window,
+        hybrid_state=args.hybrid_state,
+        tie_embeddings=args.tie_embeddings,
+        init_std=args.init_std,
+        seed=args.seed,
+    )
+
+
+def run(args) -> int:
+    select_backend(args.backend)
+    # These models are small enough that one thread is as fast as several on an idle machine and
+    # much faster on a busy one (intra-op threads spin against other processes).
+    torch.set_num_threads(max(1, args.threads or 1))
+    s = settings_from_args(args)
+    if not s.grid:
+        raise ValueError(
+            f"--seq-len/--kv-pairs: expected at least one valid (T, pairs) cell (T >= 2·pairs + max(2·pairs, T/2)), "
+            f"got T={list(s.seq_lens)} pairs={list(s.kv_pairs)}"
+        )
+    if s.steps < 1:
+        raise ValueError(f"--steps: expected >= 1, got {s.steps}")
+    if args.arch is None:
+        archs = ["transformer", "bmojo"] if args.quick else list(ARCHS)
+    else:
+        archs = list(dict.fromkeys(args.arch))
+    out = Path(args.out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device)
+    budgets = [0.75] if args.quick else args.budgets
+    runs = plan(s, archs, budgets, args.eidetic_capacity)
+    gaps = ", ".join(f"T={T} kv={n}: queries from {mqar_query_start(T, n)}" for T, n in s.grid)
+    print(
+        f"MQAR: vocab {s.vocab}, {gaps}; {len(runs)} models of 2 layers, width {s.d_model}, "
+        f"{s.steps} steps of batch {s.batch}; seed {s.seed}; device {device}, {torch.get_num_threads()} threads"
+    )
+    t0 = time.perf_counter()
+    results = []
+    for run_ in tqdm(runs, desc="models", unit="model"):
+        path = out / "runs" / f"{run_['arch']}-{run_['budget']}-{run_['key']}.json"
+        record = {k: v for k, v in run_.items() if k != "config"}
+        record["config"] = run_["config"].to_dict()
+        if path.is_file():
+            record.update(json.loads(path.read_text()))
+            tqdm.write(f"{LABELS[run_['arch']]} ({run_['budget']}): cached in {path}")
+        else:
+            desc = f"{LABELS[run_['arch']]} {run_['budget']}"
+            ckpt = out / "ckpt" / f"{run_['key']}.pt"
+            save_to = out / "models" / path.stem if args.save_models else None
+            record.update(train_run(run_["config"], s, device, ckpt, desc, args.ckpt_every, args.eval_every, save_to))
+            path.write_text(json.dumps(record, indent=1))
+            accs = " ".join(f"{k}: {v:.3f}" for k, v in record["accuracy"].items())
+            tqdm.write(f"{desc} ({_knobs(run_['knobs'])}): {accs}  [{record['train_seconds']:.0f} s]")
+        results.append(record)
+    wall = time.perf_counter() - t0
+    text = table(results, s)
+    print()
+    print(text)
+    notes = ordering(results, s) if args.eidetic_capacity is None else []
+    for note in notes:
+        print(note)
+    summary = {
+        "settings": dataclasses.asdict(s),
+        "budgets": budgets,
+        "eidetic_capacity": args.eidetic_capacity,
+        "full_attention_bytes": full_attention_bytes(s),
+        "wall_seconds": round(wall, 1),  # this invocation (cached runs cost nothing)
+        "train_seconds_total": round(sum(r.get("train_seconds", 0.0) for r in results), 1),
+        "results": results,
+        "ordering": notes,
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    plot(results, s, out / "mqar.png", ablation=args.eidetic_capacity is not None)
+    print(f"\nwrote {out / 'results.json'} and {out / 'mqar.png'} ({wall:.0f} s)")
+    return 0
