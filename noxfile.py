@@ -26,8 +26,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """bmojo-core's unit and property tests."""
-    session.install(*CONSTRAINTS, "-e", f"{CORE}[test]")
+    """bmojo-core's unit and property tests, plus the benchmark smoke test (transformers is its peer,
+    installed here so the smoke test runs in CI instead of skipping)."""
+    session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "transformers")
     session.run("pytest", "tests", "-q", *session.posargs, env={"PYTHONHASHSEED": "0"})
 
 
