@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import importlib
 import itertools
 import json
 import os
@@ -331,22 +330,15 @@ def plan(s: Settings, archs: list[str], budgets: list[float], capacities: list[i
 
 
 def select_backend(name: str) -> None:
-    """``reference`` always works; any other name needs the backend registry (``bmojo.backends``)."""
-    if name == "reference":
+    """``auto``: the registry's implicit choice per op; any other name is selected explicitly and
+    must be available (the registry's error says why not; never a silent fallback)."""
+    from bmojo.backends import BackendUnavailableError, set_backend
+
+    if name == "auto":
         return
     try:
-        backends = importlib.import_module("bmojo.backends")
-    except ModuleNotFoundError:
-        raise ValueError(
-            f"--backend: expected 'reference' (no backend registry is installed: bmojo.backends not found), "
-            f"got {name!r}"
-        ) from None
-    setter = getattr(backends, "set_backend", None)
-    if not callable(setter):
-        raise ValueError(f"--backend: expected 'reference' (bmojo.backends has no set_backend), got {name!r}")
-    try:
-        setter(name)
-    except Exception as err:  # the registry's own errors say why the backend is unavailable
+        set_backend(name)
+    except BackendUnavailableError as err:
         raise ValueError(f"--backend: cannot select {name!r}: {err}") from err
 
 
@@ -487,7 +479,9 @@ def register(sub) -> None:
     p.add_argument("--eval-sequences", type=int, default=d.eval_sequences, help="held-out sequences per setting")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of weights and data (default 0)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--backend", default="reference", help="op backend (default reference)")
+    p.add_argument(
+        "--backend", default="reference", help="op backend, or 'auto' for the registry's choice (default reference)"
+    )
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default 1: faster for models this small)"
     )
