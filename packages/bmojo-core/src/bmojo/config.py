@@ -43,6 +43,16 @@ def _int(cfg, name, minimum):
         raise _bad(name, f"an int >= {minimum}", value)
 
 
+def _check_fields(cls, what: str, data: Any) -> None:
+    """A config read from JSON must be a dict of known fields; unknown keys are typos, not extras."""
+    if not isinstance(data, dict):
+        raise _bad(what, "a dict", type(data).__name__)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise _bad(what, f"only known fields {sorted(names)}", unknown)
+
+
 def argparse_ns(**kw):
     """A throwaway namespace so plain arguments go through the same field checks."""
     return type("Args", (), kw)()
@@ -205,12 +215,7 @@ class LayerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LayerConfig:
-        if not isinstance(data, dict):
-            raise _bad("layer config", "a dict", type(data).__name__)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise _bad("layer config", f"only known fields {sorted(names)}", unknown)
+        _check_fields(cls, "layer config", data)
         return cls(**data)
 
     @classmethod
@@ -292,12 +297,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        if not isinstance(data, dict):
-            raise _bad("model config", "a dict", type(data).__name__)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise _bad("model config", f"only known fields {sorted(names)}", unknown)
+        _check_fields(cls, "model config", data)
         data = dict(data)
         if "layers" in data:
             if not isinstance(data["layers"], (list, tuple)):
