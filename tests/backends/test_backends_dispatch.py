@@ -131,3 +131,25 @@ def test_compiled_training_step_backward():
     compiled = torch.compile(run, fullgraph=True, backend="aot_eager")
     g_comp = torch.autograd.grad(compiled(x).square().sum(), x)[0]
     torch.testing.assert_close(g_comp, g_eager)
+
+
+def test_whole_lm_compiles_fullgraph():
+    """The LM itself, input checks included, traces without a graph break (the id-range check reads
+    values, so it runs in eager calls only)."""
+    from bmojo import BMojoLM, ModelConfig
+
+    cfg = ModelConfig.preset(
+        ["bmojo", "mamba2", "swa"],
+        vocab_size=64,
+        d_model=32,
+        n_layers=3,
+        window=8,
+        n_heads=4,
+        ssm_head_dim=16,
+        ssm_chunk_size=8,
+        attn_block_size=4,
+    )
+    model = BMojoLM(cfg)
+    ids = torch.randint(0, 64, (2, 40))
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(ids), model(ids))
