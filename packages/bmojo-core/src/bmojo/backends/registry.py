@@ -244,6 +244,8 @@ class Registry:
                     st.state, st.reason = State.UNAVAILABLE, reason
                 elif name in disabled and name != REFERENCE:
                     st.state, st.reason = State.DISABLED, f"listed in {ENV_DISABLE}"
+                else:
+                    st.reason = reason  # an available backend's note, e.g. "emulated (tests only)"
             out.append(st)
         return out
 
