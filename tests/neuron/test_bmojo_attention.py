@@ -75,8 +75,12 @@ def test_against_naive_oracle_float32(delta):
 
 def test_plan_windows_cover_exactly_the_visible_keys():
     """Host side: every key a query of tile n may see lies in rows n·Bq ... n·Bq + span - 1."""
-    for T, q_start, Tk, Tf, w, f, d, chunk in [(300, 0, 300, 300, 40, 20, 40, None), (37, 3, 40, 40, 4, 5, 0, 4),
-                                               (1, 700, 21, 31, 8, 8, 3, 8), (10, 0, 10, 10, 50, 50, 50, None)]:
+    for T, q_start, Tk, Tf, w, f, d, chunk in [
+        (300, 0, 300, 300, 40, 20, 40, None),
+        (37, 3, 40, 40, 4, 5, 0, 4),
+        (1, 700, 21, 31, 8, 8, 3, 8),
+        (10, 0, 10, 10, 50, 50, 50, None),
+    ]:
         pl = plan(T, q_start, Tk, Tf, w, f, d, chunk)
         assert 1 <= pl.Bq <= 128 and (chunk is None or chunk % pl.Bq == 0)
         qs0 = q_start - pl.lead
@@ -98,8 +102,8 @@ def test_window_rows_pads_with_zeros():
 
 def test_errors_name_the_argument():
     q, k, v = (torch.randn(1, 4, 1, 130) for _ in range(3))
-    with pytest.raises(ValueError, match="^q: expected a head dim of at most 128"):
+    with pytest.raises(ValueError, match=r"^q: expected a head dim of at most 128"):
         bmojo_attention(q, k, v, window=2)
     q, k, v = (torch.randn(1, 4, 1, 8) for _ in range(3))
-    with pytest.raises(ValueError, match="^fading_offset: expected 0 <= fading_offset <= window"):
+    with pytest.raises(ValueError, match=r"^fading_offset: expected 0 <= fading_offset <= window"):
         bmojo_attention(q, k, v, q, q, window=2, fading_window=2, fading_offset=3)

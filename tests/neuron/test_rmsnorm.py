@@ -39,7 +39,7 @@ def test_gated_rmsnorm(shape, group, dtype):
 
 def test_errors_name_the_argument():
     x = torch.randn(2, 3, 32)
-    with pytest.raises(ValueError, match="^group_size: expected a divisor"):
+    with pytest.raises(ValueError, match=r"^group_size: expected a divisor"):
         gated_rmsnorm(x, x, torch.ones(32), 1e-6, 5)
-    with pytest.raises(ValueError, match="^x: expected a last axis of at most"):
+    with pytest.raises(ValueError, match=r"^x: expected a last axis of at most"):
         rmsnorm(torch.randn(1, 7000), torch.ones(7000))

@@ -62,7 +62,7 @@ def test_scan_matches_naive_oracle_without_D_and_state():
 def test_bfloat16_is_widened_like_the_reference():
     args = inputs(2, 20, 4, 8, 2, 8, torch.bfloat16)
     y, h = ssm_scan(*args)
-    y_ref, h_ref = ref_scan(*args)
+    y_ref, _h_ref = ref_scan(*args)
     assert y.dtype == torch.bfloat16 and h.dtype == torch.bfloat16
     assert_close(y, y_ref, torch.bfloat16, "y")
 
@@ -90,7 +90,7 @@ def test_layout_selector_rebuilds_each_channels_B():
     """Host side: SEL.T @ BT must give every (real) channel the B row of its (batch, group)."""
     b, T, H, P, G, N = 3, 5, 6, 16, 3, 4
     x, dt, A, B, C, D, h0 = inputs(b, T, H, P, G, N, torch.float64)
-    X, DT, A_, D_, DTB, H0, BT, CT, SEL = scan_layout(x, dt, A, B, C, D, h0)
+    X, _DT, A_, _D, _DTB, _H0, BT, _CT, SEL = scan_layout(x, dt, A, B, C, D, h0)
     assert X.shape[0] % 128 == 0 and SEL.shape[2] == 128
     per_channel = torch.einsum("ikc,inkt->icnt", SEL, BT).reshape(-1, N, T)[: b * H * P]
     want = B.permute(0, 2, 3, 1)[:, :, None].repeat_interleave(H // G, 1).expand(b, G * (H // G), P, N, T)
@@ -101,5 +101,5 @@ def test_layout_selector_rebuilds_each_channels_B():
 
 def test_bad_input_is_refused_with_the_argument_name():
     x, dt, A, B, C, D, h0 = inputs(2, 8, 4, 8, 2, 8, torch.float32)
-    with pytest.raises(ValueError, match="^dt: expected shape"):
+    with pytest.raises(ValueError, match=r"^dt: expected shape"):
         ssm_scan(x, dt[:, :-1], A, B, C, D, h0)

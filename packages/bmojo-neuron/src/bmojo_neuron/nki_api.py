@@ -32,4 +32,4 @@ else:
 
     IS_EMULATOR = True
 
-__all__ = ["nki", "nl", "nisa", "RUNTIME", "IS_EMULATOR"]
+__all__ = ["IS_EMULATOR", "RUNTIME", "nisa", "nki", "nl"]

@@ -88,8 +88,11 @@ def probe_runtime(rt: Runtime) -> Probe:
     if rt.mode == EMULATED:
         return Probe(True, f"{EMULATED}: {ENV_EMULATE}=1, kernels run in bmojo_neuron.emulator on CPU tensors")
     if rt.mode == MISSING:
-        return Probe(False, f"Neuron SDK not found (no 'nki' module); install it: {INSTALL}; or set {ENV_EMULATE}=1 "
-                     "to run the kernels in the CPU emulator (tests only)")
+        return Probe(
+            False,
+            f"Neuron SDK not found (no 'nki' module); install it: {INSTALL}; or set {ENV_EMULATE}=1 "
+            "to run the kernels in the CPU emulator (tests only)",
+        )
     try:
         import nki
         import nki.isa
@@ -99,8 +102,11 @@ def probe_runtime(rt: Runtime) -> Probe:
     needed = [("nki", nki, "jit"), ("nki", nki, "simulate"), ("nki.isa", nki.isa, "tensor_tensor_scan")]
     missing = [f"{m}.{a}" for m, mod, a in needed if not hasattr(mod, a)]
     if missing:
-        return Probe(False, f"the installed 'nki' lacks {missing} (the PyPI placeholder, or an SDK older than "
-                     f"the NKI API these kernels use); install: {INSTALL}")
+        return Probe(
+            False,
+            f"the installed 'nki' lacks {missing} (the PyPI placeholder, or an SDK older than "
+            f"the NKI API these kernels use); install: {INSTALL}",
+        )
     if rt.mode == DEVICE and importlib.util.find_spec("torch_xla") is None:
         return Probe(False, f"a Neuron device is present but torch-neuronx (torch_xla) is not installed: {INSTALL}")
     if rt.mode == SIMULATOR:

@@ -25,7 +25,7 @@ import numpy as np
 from bmojo_neuron.emulator import isa, language
 from bmojo_neuron.emulator._core import PSUM_BANKS, SBUF_BYTES, EmulatorError, EmulatorLimitError, Tensor, new_launch
 
-__all__ = ["jit", "language", "isa", "EmulatorError", "EmulatorLimitError", "Tensor", "IS_EMULATOR"]
+__all__ = ["IS_EMULATOR", "EmulatorError", "EmulatorLimitError", "Tensor", "isa", "jit", "language"]
 
 #: Lets code (and tests) tell the emulator from the real ``nki`` module.
 IS_EMULATOR = True

@@ -90,7 +90,7 @@ class Tensor:
     """A NumPy view in a buffer. Indexing with slices/ints (or ``nl.ds``) gives a view in the same
     buffer; on-chip views must keep the partition axis first."""
 
-    __slots__ = ("data", "buffer", "_owner", "__weakref__")
+    __slots__ = ("__weakref__", "_owner", "buffer", "data")
 
     def __init__(self, data: np.ndarray, buffer: Buffer, owner=None):
         self.data, self.buffer = data, buffer

@@ -27,7 +27,7 @@ from bmojo_neuron.emulator._core import (
 )
 
 
-class reduce_cmd(Enum):  # noqa: N801 - the NKI name
+class reduce_cmd(Enum):
     idle = "idle"
     reset = "reset"
     reduce = "reduce"

@@ -12,6 +12,7 @@ import numpy as np
 
 from bmojo_neuron.emulator._core import (
     HBM,
+    MOVING_FMAX,
     PMAX,
     PRIVATE_HBM,
     PSUM,
@@ -19,7 +20,6 @@ from bmojo_neuron.emulator._core import (
     SBUF,
     SHARED_HBM,
     STATIONARY_FMAX,
-    MOVING_FMAX,
     EmulatorError,
     Tensor,
     allocate,
@@ -35,7 +35,7 @@ float16 = np.dtype(np.float16)
 int32 = np.dtype(np.int32)
 
 
-class tile_size:  # noqa: N801 - the NKI name
+class tile_size:
     pmax = PMAX
     psum_fmax = PSUM_FMAX
     gemm_stationary_fmax = STATIONARY_FMAX

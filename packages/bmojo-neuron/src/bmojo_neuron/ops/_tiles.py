@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from bmojo._checks import fail
+
 from bmojo_neuron.plugin import DEVICE, EMULATED, SIMULATOR, runtime
 
 #: Partitions per tile (nl.tile_size.pmax) and fp32 elements per PSUM bank (nl.tile_size.psum_fmax).

@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-
 from bmojo._checks import check_int, fail
 from bmojo.ops.bmojo_attention.reference import _block_size, _check, resolve_fading_offset
+
 from bmojo_neuron.ops._tiles import FAR, MAX_POSITION, PMAX, ceil_div, kernel_dtype, launch, pad_axis, positions
 
 
@@ -70,8 +70,21 @@ def window_rows(seq: torch.Tensor, seq_start: int, start: int, length: int) -> t
 
 
 def bmojo_attention(
-    q, k, v, kf=None, vf=None, ek=None, ev=None, epos=None, *, q_start: int = 0, window: int, fading_window: int = 0,
-    eidetic_chunk: int | None = None, scale: float | None = None, block_size: int = 64,
+    q,
+    k,
+    v,
+    kf=None,
+    vf=None,
+    ek=None,
+    ev=None,
+    epos=None,
+    *,
+    q_start: int = 0,
+    window: int,
+    fading_window: int = 0,
+    eidetic_chunk: int | None = None,
+    scale: float | None = None,
+    block_size: int = 64,
     fading_offset: int | None = None,
 ):
     """Same contract as ``bmojo.ops.bmojo_attention.reference.bmojo_attention``."""
@@ -122,12 +135,31 @@ def bmojo_attention(
         ep = epos[:, snap].to(torch.float64)
         EPOS = torch.where(ep >= 0, ep, torch.full_like(ep, FAR)).to(cd)[:, :, None, :].contiguous()
     O, LSE = launch(
-        attention_kernel, QT, QPOS, KT, V_, KPOS, KFT, VF, FPOS, EKT, EV, EPOS,
-        scale, w, d, f if use_fading else 0, b, g, Bq, pl.span_r, pl.span_f,
+        attention_kernel,
+        QT,
+        QPOS,
+        KT,
+        V_,
+        KPOS,
+        KFT,
+        VF,
+        FPOS,
+        EKT,
+        EV,
+        EPOS,
+        scale,
+        w,
+        d,
+        f if use_fading else 0,
+        b,
+        g,
+        Bq,
+        pl.span_r,
+        pl.span_f,
     )
     o = O.reshape(b, H, Tq, Dh)[:, :, pl.lead : pl.lead + T].permute(0, 2, 1, 3).to(q.dtype).contiguous()
     lse = LSE.reshape(b, H, Tq)[:, :, pl.lead : pl.lead + T].contiguous()
     return o, lse
 
 
-__all__ = ["bmojo_attention", "plan", "window_rows", "Plan"]
+__all__ = ["Plan", "bmojo_attention", "plan", "window_rows"]

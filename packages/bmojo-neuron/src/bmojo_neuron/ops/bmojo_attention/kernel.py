@@ -32,7 +32,7 @@ positions, pᵀ, p·v). SBUF per partition: a few (512,) rows plus (Dh,) rows �
 
 from __future__ import annotations
 
-from bmojo_neuron.nki_api import nki, nisa, nl
+from bmojo_neuron.nki_api import nisa, nki, nl
 from bmojo_neuron.ops._tiles import FAR, acc_dtype
 
 #: Added to hidden scores; exp(s - m) of a hidden score is exactly 0 once any key is visible.
@@ -73,7 +73,12 @@ def _chunk(state, qT, qpos, ones, kT, v, pos, lo, hi, scale, acc):
     nisa.tensor_scalar(dst=neg_m, data=m_new, op0=nl.multiply, operand0=-1.0)
     rowsum = nl.ndarray((Bq, 1), dtype=acc, buffer=nl.sbuf)
     nisa.activation(
-        dst=s, op=nl.exp, data=s, bias=neg_m, reduce_op=nl.add, reduce_res=rowsum,
+        dst=s,
+        op=nl.exp,
+        data=s,
+        bias=neg_m,
+        reduce_op=nl.add,
+        reduce_res=rowsum,
         reduce_cmd=nisa.reduce_cmd.reset_reduce,
     )
     nisa.tensor_scalar(dst=l, data=l, op0=nl.multiply, operand0=corr)
@@ -108,8 +113,9 @@ def _source(state, qT, qpos, ones, KT, V, POS, kv, first, span, lo, hi, scale, a
 
 
 @nki.jit
-def attention_kernel(QT, QPOS, KT, V, KPOS, KFT, VF, FPOS, EKT, EV, EPOS, scale, window, delta, fading, b, g, Bq,
-                     span_r, span_f):
+def attention_kernel(
+    QT, QPOS, KT, V, KPOS, KFT, VF, FPOS, EKT, EV, EPOS, scale, window, delta, fading, b, g, Bq, span_r, span_f
+):
     """Returns O (batch·H, Tq, Dh) in QT's dtype and LSE (batch·H, Tq, 1) in the accumulation dtype."""
     BH, Dh, Tq = QT.shape
     Hkv = KT.shape[0] // b
@@ -130,16 +136,44 @@ def attention_kernel(QT, QPOS, KT, V, KPOS, KFT, VF, FPOS, EKT, EV, EPOS, scale,
                     qpos = nl.load(QPOS[rows, :], dtype=acc)
                     m = nl.ndarray((Bq, 1), dtype=acc, buffer=nl.sbuf)
                     nisa.memset(dst=m, value=-HIDDEN)
-                    l = nl.zeros((Bq, 1), dtype=acc, buffer=nl.sbuf)  # noqa: E741 - the softmax sum
+                    l = nl.zeros((Bq, 1), dtype=acc, buffer=nl.sbuf)
                     o_acc = nl.zeros((Bq, Dh), dtype=acc, buffer=nl.sbuf)
                     state = (m, l, o_acc)
                     _source(state, qT, qpos, ones, KT, V, KPOS, kv, n * Bq, span_r, -window, 0, scale, acc)
                     if KFT is not None:
-                        _source(state, qT, qpos, ones, KFT, VF, FPOS, kv, n * Bq, span_f, -delta - fading, -delta,
-                                scale, acc)
+                        _source(
+                            state,
+                            qT,
+                            qpos,
+                            ones,
+                            KFT,
+                            VF,
+                            FPOS,
+                            kv,
+                            n * Bq,
+                            span_f,
+                            -delta - fading,
+                            -delta,
+                            scale,
+                            acc,
+                        )
                     if EKT is not None:
-                        _source(state, qT, qpos, ones, EKT[kv], EV[kv], EPOS[bb, n], n, 0, EKT.shape[-1], FAR / 2,
-                                -window, scale, acc)
+                        _source(
+                            state,
+                            qT,
+                            qpos,
+                            ones,
+                            EKT[kv],
+                            EV[kv],
+                            EPOS[bb, n],
+                            n,
+                            0,
+                            EKT.shape[-1],
+                            FAR / 2,
+                            -window,
+                            scale,
+                            acc,
+                        )
                     inv = nl.ndarray((Bq, 1), dtype=acc, buffer=nl.sbuf)
                     nisa.activation(dst=inv, op=nl.reciprocal, data=l)
                     o = nl.ndarray((Bq, Dh), dtype=acc, buffer=nl.sbuf)

@@ -7,6 +7,7 @@ to float32 (the reference normalises half precision in float32 too), launch, dro
 from __future__ import annotations
 
 from bmojo._checks import check_same, check_tensor, fail
+
 from bmojo_neuron.ops._tiles import kernel_dtype, launch, pad_axis, round_up
 
 
@@ -48,4 +49,4 @@ def gated_rmsnorm(x, z, weight, eps: float = 1e-6, group_size: int | None = None
     return _run(x, z, weight, eps, group, True)
 
 
-__all__ = ["rmsnorm", "gated_rmsnorm"]
+__all__ = ["gated_rmsnorm", "rmsnorm"]

@@ -15,7 +15,7 @@ the host; wider rows would need column tiling of the row loop (a known gap).
 
 from __future__ import annotations
 
-from bmojo_neuron.nki_api import nki, nisa, nl
+from bmojo_neuron.nki_api import nisa, nki, nl
 from bmojo_neuron.ops._tiles import acc_dtype
 
 #: Widest row the one-pass plan keeps in SBUF (6 rows of 4 bytes per column, 192 KiB per partition).
@@ -52,7 +52,11 @@ def rmsnorm_kernel(X, W, Z, eps, group, gated):
         for g in nl.static_range(Dm // group):
             cols = nl.ds(g * group, group)
             nisa.activation(
-                dst=sq, op=nl.square, data=x[:, cols], reduce_op=nl.add, reduce_res=ss,
+                dst=sq,
+                op=nl.square,
+                data=x[:, cols],
+                reduce_op=nl.add,
+                reduce_res=ss,
                 reduce_cmd=nisa.reduce_cmd.reset_reduce,
             )
             # rstd = (sum / group + eps) ** -0.5

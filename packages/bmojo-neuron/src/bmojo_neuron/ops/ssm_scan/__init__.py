@@ -12,8 +12,8 @@ inside the kernel (Mamba-2's dt path).
 from __future__ import annotations
 
 import torch
-
 from bmojo.ops.ssm_scan.reference import _check_scan_args
+
 from bmojo_neuron.ops._tiles import PMAX, kernel_dtype, launch, pad_axis, round_up
 
 
@@ -85,4 +85,4 @@ def ssm_step(state, x, dt, A, B, C, D=None):
     return y[:, 0].contiguous(), h
 
 
-__all__ = ["ssm_scan", "ssm_step", "ssm_scan_fused", "scan_layout"]
+__all__ = ["scan_layout", "ssm_scan", "ssm_scan_fused", "ssm_step"]

@@ -27,7 +27,7 @@ banks. Compile-time constants: ``dt_softplus``.
 
 from __future__ import annotations
 
-from bmojo_neuron.nki_api import nki, nisa, nl
+from bmojo_neuron.nki_api import nisa, nki, nl
 from bmojo_neuron.ops._tiles import acc_dtype
 
 
@@ -84,6 +84,8 @@ def ssm_scan_kernel(X, DT, A, D, DTB, H0, BT, CT, SEL, dt_softplus):
         for j in nl.sequential_range(n_full):
             _scan_tile(Y, X, DT, BT, CT, i, rows, nl.ds(j * L, L), L, a, d, dtb, sel, state, dt_softplus, acc)
         if tail:  # the ragged last sequence tile, unrolled at trace time
-            _scan_tile(Y, X, DT, BT, CT, i, rows, nl.ds(n_full * L, tail), tail, a, d, dtb, sel, state, dt_softplus, acc)
+            _scan_tile(
+                Y, X, DT, BT, CT, i, rows, nl.ds(n_full * L, tail), tail, a, d, dtb, sel, state, dt_softplus, acc
+            )
         nl.store(HT[rows, :], value=state)
     return Y, HT
