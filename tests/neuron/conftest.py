@@ -28,7 +28,7 @@ def _missing() -> str | None:
 REASON = _missing()
 
 if REASON is not None:
-    collect_ignore_glob = ["test_*.py"]
+    collect_ignore_glob = ["test_*.py", "helpers.py"]
 
     class _MissingDependency(pytest.Item):
         def runtest(self):

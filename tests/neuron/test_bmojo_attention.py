@@ -12,7 +12,7 @@ from bmojo.ops.bmojo_attention.reference import bmojo_attention as ref_attention
 from bmojo.ops.bmojo_attention.reference import eidetic_snapshot_count
 from bmojo_neuron.ops.bmojo_attention import bmojo_attention, plan, window_rows
 
-from tests.neuron.helpers import assert_close
+from .helpers import assert_close
 
 
 def inputs(b, T, H, Hkv, Dh, f=0, M=None, chunk=None, q_start=0, k_extra=0, f_extra=0, dtype=torch.float64, seed=0):

@@ -10,7 +10,7 @@ from bmojo.ops.rmsnorm.reference import gated_rmsnorm as ref_gated
 from bmojo.ops.rmsnorm.reference import rmsnorm as ref_rmsnorm
 from bmojo_neuron.ops.rmsnorm import gated_rmsnorm, rmsnorm
 
-from tests.neuron.helpers import assert_close
+from .helpers import assert_close
 
 SHAPES = [(2, 7, 32), (1, 1, 16), (300, 64), (3, 50, 1000)]  # one tile; T=1; 3 row tiles; 2 weight pieces
 

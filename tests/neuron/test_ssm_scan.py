@@ -12,7 +12,7 @@ from bmojo.ops.ssm_scan.reference import ssm_scan as ref_scan
 from bmojo.ops.ssm_scan.reference import ssm_step as ref_step
 from bmojo_neuron.ops.ssm_scan import scan_layout, ssm_scan, ssm_scan_fused, ssm_step
 
-from tests.neuron.helpers import assert_close
+from .helpers import assert_close
 
 
 def inputs(b, T, H, P, G, N, dtype, D=True, state=True, seed=0):
