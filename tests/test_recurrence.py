@@ -20,6 +20,13 @@ PRESETS = {
     "swa": dict(),
     "mamba2": dict(),
     "jamba": dict(),  # ["bmojo", "mamba2"] interleaved
+    # layer v2 (spec §2.1): fading offset δ (w = 8) and the gated SSM bypass
+    "bmojo_d0": dict(eidetic_capacity=4, eidetic_per_chunk=2, eidetic_chunk=4, fading_offset=0),
+    "bmojo_d1_gated": dict(eidetic_capacity=3, eidetic_per_chunk=1, fading_offset=1, ssm_bypass="gated"),
+    "bmojo_d7": dict(eidetic_capacity=4, eidetic_per_chunk=2, eidetic_chunk=4, fading_offset=7, fading_window=5),
+    "bmojo_d8_gated": dict(eidetic_capacity=4, eidetic_per_chunk=2, fading_offset=8, ssm_bypass="gated"),
+    "bmojo_f_d0": dict(fading_offset=0),
+    "bmojo_f_d3_gated": dict(fading_offset=3, fading_window=3, ssm_bypass="gated"),
 }
 DTYPES = [torch.float64, torch.float32]
 T = 50
@@ -27,10 +34,18 @@ T = 50
 
 def build(name, dtype):
     overrides = dict(PRESETS[name])
-    preset = ["bmojo", "mamba2"] if name == "jamba" else name.split("_fifo")[0]
+    preset = ["bmojo", "mamba2"] if name == "jamba" else name.split("_fifo")[0].split("_d")[0]
     model = small_model(preset, dtype=dtype, **overrides)
-    if name.startswith("bmojo") and name != "bmojo_f":
+    if name.startswith("bmojo") and not name.startswith("bmojo_f"):
         assert all(b.mixer.cfg.eidetic_capacity > 0 for b in model.blocks)
+    for block in model.blocks:
+        cfg = block.mixer.cfg
+        assert (cfg.fading_offset, cfg.ssm_bypass) == (
+            overrides.get("fading_offset"),
+            overrides.get("ssm_bypass", "none"),
+        )
+        if cfg.ssm_bypass == "gated":  # perturbed away from its zero init, so the bypass matters
+            assert block.mixer.bypass_gate.abs().min() > 0
     return model
 
 
@@ -83,7 +98,7 @@ def test_forward_equals_random_prefill_splits(name, dtype):
             assert_close(got, full, TOL[dtype], f"{name} pieces {cuts} + steps")
 
 
-@pytest.mark.parametrize("name", ["bmojo", "bmojo_f", "swa"])
+@pytest.mark.parametrize("name", ["bmojo", "bmojo_f", "swa", "bmojo_d0", "bmojo_f_d3_gated"])
 def test_prefill_batch_one(name):
     model = build(name, torch.float64)
     ids = torch.randint(0, model.config.vocab_size, (1, 37))
@@ -94,9 +109,10 @@ def test_prefill_batch_one(name):
     assert_close(torch.cat([a, b], 1), full, TOL[torch.float64], "prefill split, batch 1")
 
 
-def test_mixer_forward_equals_step_with_gradients():
+@pytest.mark.parametrize("name", ["bmojo", "bmojo_d0", "bmojo_d1_gated"])
+def test_mixer_forward_equals_step_with_gradients(name):
     """Gradients of the recurrent path equal those of the parallel path (one bmojo mixer)."""
-    model = build("bmojo", torch.float64)
+    model = build(name, torch.float64)
     mixer: BMojoMixer = model.blocks[0].mixer
     x = torch.randn(2, 21, 32, dtype=torch.float64)
     g = torch.randn(2, 21, 32, dtype=torch.float64)

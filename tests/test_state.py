@@ -69,6 +69,18 @@ def test_state_holds_what_the_spec_lists():
     assert layer["eidetic.pending"].shape == (3, c.chunk)
 
 
+@pytest.mark.parametrize("delta", [0, 1, 7, 8])
+def test_fading_cache_keeps_delta_plus_f_rows(delta):
+    """Spec §2.1/§5: the fading cache holds the last δ+f fading K/V, never more than v1's w+f."""
+    model = small_model("bmojo", eidetic_capacity=4, eidetic_per_chunk=2, fading_offset=delta, fading_window=5)
+    v1 = small_model("bmojo", eidetic_capacity=4, eidetic_per_chunk=2, fading_window=5)
+    c = model.config.layers[0]
+    layer = model.init_state(2).layers[0]
+    assert layer["fading_window.k"].shape[1] == layer["fading_window.v"].shape[1] == delta + c.fading_window
+    assert model.init_state(2).nbytes() <= v1.init_state(2).nbytes()
+    assert (model.init_state(2).nbytes() == v1.init_state(2).nbytes()) == (delta == c.window)
+
+
 SUBPROCESS = textwrap.dedent(
     """
     import sys

@@ -4,9 +4,10 @@ Data flow for a sequence x (batch, T, D) starting at absolute position ``start``
 
 1. fading memory (SSM) → fading tokens s (batch, T, D)        [if the config has an SSM]
 2. q, k, v = Wq x, Wk x, Wv x; fading keys/values k̃, ṽ = Wk̃ s, Wṽ s; RoPE at own positions
-3. windows append k, v (last w) and k̃, ṽ (last w+f) to their decode caches
+3. windows append k, v (last w) and k̃, ṽ (last δ+f) to their decode caches
 4. eidetic memory scores each token by innovation ‖k_t − k̃_{t−1}‖² and selects per chunk
-5. one softmax over raw window ∪ fading window ∪ eidetic snapshot → Wo
+5. one softmax over raw window ∪ fading window (offset δ) ∪ eidetic snapshot → Wo
+6. with ``ssm_bypass="gated"``: y = Wo·o + g ⊙ s (g per channel, initialised to 0)
 
 With w = 0 the layer is the SSM alone (output s); with no SSM it is (sliding-window) attention.
 """
@@ -40,7 +41,7 @@ class BMojoMixer(nn.Module):
         self.k_proj = nn.Linear(D, Hkv * Dh, bias=False)
         self.v_proj = nn.Linear(D, Hkv * Dh, bias=False)
         self.o_proj = nn.Linear(H * Dh, D, bias=False)
-        self.uses_fading_keys = cfg.fading_window > 0 or cfg.eidetic_capacity > 0
+        self.uses_fading_keys = cfg.uses_fading_keys
         if self.uses_fading_keys and not cfg.tie_fading_projections:
             self.kf_proj = nn.Linear(D, Hkv * Dh, bias=False)
             self.vf_proj = nn.Linear(D, Hkv * Dh, bias=False)
@@ -49,9 +50,13 @@ class BMojoMixer(nn.Module):
             self.k_norm = RMSNorm(Dh, cfg.norm_eps)
         self.windows["window"] = SlidingWindow(cfg.window)
         if cfg.fading_window > 0:
-            self.windows["fading_window"] = SlidingWindow(cfg.window + cfg.fading_window)
+            # Query i reads fading rows (i-δ-f, i-δ]: the last δ+f rows cover every later query's.
+            self.windows["fading_window"] = SlidingWindow(cfg.delta + cfg.fading_window)
         if cfg.eidetic_capacity > 0:
             self.eidetic = InnovationMemory(cfg)
+        if cfg.ssm_bypass == "gated":
+            # g = 0: a fresh layer equals the plain one; Wo = 0, g = 1 gives the Mamba-2 mixer.
+            self.bypass_gate = nn.Parameter(torch.zeros(D))
 
     # ----- decode state -----
     def init_state(self, batch: int, *, device=None, dtype=None) -> State:
@@ -150,8 +155,12 @@ class BMojoMixer(nn.Module):
             fading_window=cfg.fading_window,
             eidetic_chunk=cfg.chunk if self.eidetic is not None else None,
             block_size=cfg.attn_block_size,
+            fading_offset=cfg.fading_offset,
         )
-        return self.o_proj(o.reshape(b, T, H * Dh)), new
+        y = self.o_proj(o.reshape(b, T, H * Dh))
+        if cfg.ssm_bypass == "gated":
+            y = y + self.bypass_gate * s
+        return y, new
 
     @staticmethod
     def _put(new: State | None, prefix: str, sub: State | None) -> None:
