@@ -86,29 +86,49 @@ class BMojoMixer(nn.Module):
         return {k[n:]: v for k, v in state.items() if k.startswith(prefix + ".")}
 
     # ----- compute -----
-    def forward(self, x: torch.Tensor, state: State | None = None, start: int = 0) -> tuple[torch.Tensor, State | None]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: State | None = None,
+        start: int | torch.Tensor = 0,
+        pad: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, State | None]:
         """Mix a sequence x (batch, T, D) whose first token sits at absolute position ``start``.
 
         With ``state`` (from ``init_state`` or a previous call) the layer continues a stream and
         returns the new state; without, it starts fresh (``start`` must be 0) and returns None.
+
+        Rows may sit at different positions: ``start`` is then an int64 tensor (batch,). ``pad``
+        (batch,) counts leading columns of x that are padding for a row that has not started
+        (its ``start`` is 0): they never reach its SSM, conv, innovation scores or visible keys,
+        so the row computes exactly what it computes alone without them. Outputs at pad
+        columns are meaningless (zeros from attention, whatever the bypass adds).
         """
         cfg = self.cfg
         check_tensor("x", x, ndim=3)
-        _, T, D = x.shape
+        b, T, D = x.shape
         if D != cfg.d_model:
             fail("x", f"last axis d_model={cfg.d_model}", f"shape {tuple(x.shape)}")
         if T == 0:
             fail("x", "a non-empty sequence (T >= 1)", f"shape {tuple(x.shape)}")
-        check_int("start", start, minimum=0)
-        if state is None and start != 0:
+        starts, pads = row_positions(start, pad, b, T)
+        if state is None and any(starts):
             fail("start", "0 when no state is given (a stream starts at position 0)", start)
         s = fstate = None
         if self.fading is not None:
-            s, fstate = self.fading(x, self._sub(state, "fading"))
-        return self._mix(x, s, fstate, state, start)
+            mask = None
+            if any(pads):
+                mask = torch.arange(T, device=x.device)[None, :] >= torch.tensor(pads, device=x.device)[:, None]
+            s, fstate = self.fading(x, self._sub(state, "fading"), mask)
+        return self._mix(x, s, fstate, state, starts, pads)
 
-    def _mix(self, x, s, fstate, state, start):
-        """Everything after the SSM: attention over the three memories, and the new state."""
+    def _mix(self, x, s, fstate, state, starts, pads):
+        """Everything after the SSM: attention over the three memories, and the new state.
+
+        ``starts``/``pads`` are per-row lists of ints. When every row sits at one position with no
+        pads (training, and decoding a batch of equal-length prompts) the attention op and the
+        eidetic update run once for the batch; otherwise once per distinct (position, pads).
+        """
         cfg = self.cfg
         new: State | None = None if state is None else {}
         if fstate is not None and new is not None:
@@ -122,11 +142,18 @@ class BMojoMixer(nn.Module):
         v = self.v_proj(x).view(b, T, Hkv, Dh)
         if cfg.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        cos, sin = rope_cos_sin(torch.arange(start, start + T, device=x.device), Dh, cfg.rope_theta, q.dtype)
+        uniform = len(set(starts)) == 1 and not any(pads)
+        if uniform:
+            positions = torch.arange(starts[0], starts[0] + T, device=x.device)
+        else:  # row r's column c sits at starts[r] - pads[r] + c (pads at negative positions)
+            first = torch.tensor(starts, device=x.device) - torch.tensor(pads, device=x.device)
+            positions = first[:, None] + torch.arange(T, device=x.device)
+        cos, sin = rope_cos_sin(positions, Dh, cfg.rope_theta, q.dtype)
+        q = apply_rope(q, cos, sin)
         k_seq, v_seq, sub = self.windows["window"].extend(apply_rope(k, cos, sin), v, self._sub(state, "window"))
         self._put(new, "window", sub)
 
-        kf_seq = vf_seq = ek = ev = epos = None
+        kf = kf_seq = vf_seq = None
         if self.uses_fading_keys:
             kf = getattr(self, "kf_proj", self.k_proj)(s).view(b, T, Hkv, Dh)
             vf = getattr(self, "vf_proj", self.v_proj)(s).view(b, T, Hkv, Dh)
@@ -137,12 +164,44 @@ class BMojoMixer(nn.Module):
                     apply_rope(kf, cos, sin), vf, self._sub(state, "fading_window")
                 )
                 self._put(new, "fading_window", sub)
-            if self.eidetic is not None:
-                ek, ev, epos, sub = self.eidetic.update(k, kf, k_seq, v_seq, start, self._sub(state, "eidetic"))
-                self._put(new, "eidetic", sub)
+        seqs = (k_seq, v_seq, kf_seq, vf_seq)
+        estate = self._sub(state, "eidetic") if self.eidetic is not None else None
 
+        if uniform:
+            o, esub = self._attend(q, k, kf, seqs, starts[0], estate)
+        else:
+            o = q.new_zeros(b, T, H, Dh)
+            esub = None if estate is None else dict(estate)
+            groups: dict[tuple[int, int], list[int]] = {}
+            for r, key in enumerate(zip(starts, pads)):
+                if key[1] < T:  # a row of pads only has nothing to attend with
+                    groups.setdefault(key, []).append(r)
+            for (st, p), rows in groups.items():
+                idx = torch.tensor(rows, device=x.device)
+                part = None if estate is None else {n: t.index_select(0, idx) for n, t in estate.items()}
+                rows_seqs = tuple(None if t is None else t.index_select(0, idx) for t in seqs)
+                kf_rows = None if kf is None else kf.index_select(0, idx)[:, p:]
+                o_g, part = self._attend(q.index_select(0, idx)[:, p:], k.index_select(0, idx)[:, p:], kf_rows,
+                                         rows_seqs, st, part)  # fmt: skip
+                o = o.index_put((idx[:, None], torch.arange(p, T, device=x.device)[None, :]), o_g)
+                if esub is not None and part is not None:
+                    esub = {n: t.index_copy(0, idx, part[n]) for n, t in esub.items()}
+        self._put(new, "eidetic", esub)
+        y = self.o_proj(o.reshape(b, T, H * Dh))
+        if cfg.ssm_bypass == "gated":
+            y = y + self.bypass_gate * s
+        return y, new
+
+    def _attend(self, q, k, kf, seqs, start, estate):
+        """The eidetic update and the attention op for rows that all sit at ``start``: q (RoPE
+        applied) and the pre-RoPE k, kf of the new tokens; seqs the window caches' sequences."""
+        cfg = self.cfg
+        k_seq, v_seq, kf_seq, vf_seq = seqs
+        ek = ev = epos = esub = None
+        if self.eidetic is not None:
+            ek, ev, epos, esub = self.eidetic.update(k, kf, k_seq, v_seq, start, estate)
         o, _ = bmojo_attention(
-            apply_rope(q, cos, sin),
+            q,
             k_seq,
             v_seq,
             kf_seq,
@@ -157,18 +216,16 @@ class BMojoMixer(nn.Module):
             block_size=cfg.attn_block_size,
             fading_offset=cfg.fading_offset,
         )
-        y = self.o_proj(o.reshape(b, T, H * Dh))
-        if cfg.ssm_bypass == "gated":
-            y = y + self.bypass_gate * s
-        return y, new
+        return o, esub
 
     @staticmethod
     def _put(new: State | None, prefix: str, sub: State | None) -> None:
         if new is not None and sub is not None:
             new.update({f"{prefix}.{k}": v for k, v in sub.items()})
 
-    def step(self, x: torch.Tensor, state: State, position: int) -> tuple[torch.Tensor, State]:
-        """One token x (batch, D) at absolute ``position``.
+    def step(self, x: torch.Tensor, state: State, position: int | torch.Tensor) -> tuple[torch.Tensor, State]:
+        """One token x (batch, D) at absolute ``position`` (an int, or an int64 tensor (batch,)
+        when rows sit at different positions).
 
         The SSM and conv use their dedicated step ops; attention over the caches is the same op
         at T = 1 (its blocks shrink to one query, so no work is wasted).
@@ -176,10 +233,34 @@ class BMojoMixer(nn.Module):
         check_tensor("x", x, ndim=2)
         if state is None:
             fail("state", "a decode state (see init_state)", None)
-        check_int("position", position, minimum=0)
+        starts, pads = row_positions(position, None, x.shape[0], 1, name="position")
         s = fstate = None
         if self.fading is not None:
             s, fstate = self.fading.step(x, self._sub(state, "fading"))
             s = s[:, None]
-        out, new = self._mix(x[:, None], s, fstate, state, position)
+        out, new = self._mix(x[:, None], s, fstate, state, starts, pads)
         return out[:, 0], new
+
+
+def row_positions(start, pad, batch: int, T: int, *, name: str = "start") -> tuple[list[int], list[int]]:
+    """Per-row positions and leading-pad counts as lists of ints, after checking them: ``start`` an
+    int >= 0 or an integer tensor (batch,) >= 0; ``pad`` None or an integer tensor (batch,) in
+    [0, T], non-zero only for rows at position 0 (pads precede a stream's first token)."""
+    if isinstance(start, torch.Tensor):
+        check_tensor(name, start, shape=(batch,), floating=False)
+        starts = [int(p) for p in start.tolist()]
+        if min(starts) < 0:
+            fail(name, "positions >= 0", f"{min(starts)}")
+    else:
+        check_int(name, start, minimum=0)
+        starts = [start] * batch
+    if pad is None:
+        return starts, [0] * batch
+    check_tensor("pad", pad, shape=(batch,), floating=False)
+    pads = [int(p) for p in pad.tolist()]
+    for r, (st, p) in enumerate(zip(starts, pads)):
+        if not 0 <= p <= T:
+            fail("pad", f"counts in [0, T={T}]", f"{p} for row {r}")
+        if p and st:
+            fail("pad", f"0 for row {r}, which already sits at position {st} (pads only precede a stream)", p)
+    return starts, pads
