@@ -135,3 +135,14 @@ def test_config_carries_the_v2_fields(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded.eval()(ids).logits, model(ids).logits)
         assert torch.equal(model(ids).logits, model.core(ids))
+
+
+def test_loss_includes_the_weighted_innovation_loss():
+    model = tiny_model("bmojo", eidetic_capacity=2, innovation_loss_weight=0.5).train()
+    ids = torch.randint(0, VOCAB, (2, 13))
+    out = model(ids, labels=ids)
+    logits, aux = model.core(ids, return_aux=True)
+    assert out.aux_loss is not None and torch.allclose(out.aux_loss, aux, rtol=1e-6, atol=0)
+    ce = F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+    assert torch.allclose(out.loss, ce + aux, rtol=1e-5, atol=0)
+    assert tiny_model("bmojo", eidetic_capacity=2)(ids, labels=ids).aux_loss is None

@@ -15,10 +15,11 @@ With w = 0 the layer is the SSM alone (output s); with no SSM it is (sliding-win
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bmojo._checks import check_int, check_tensor, fail
-from bmojo.backends.dispatch import bmojo_attention
+from bmojo.backends.dispatch import bmojo_attention, rmsnorm
 from bmojo.config import LayerConfig
 from bmojo.memory import InnovationMemory, Mamba2Fading, SlidingWindow, State
 from bmojo.norm import RMSNorm
@@ -92,6 +93,7 @@ class BMojoMixer(nn.Module):
         state: State | None = None,
         start: int | torch.Tensor = 0,
         pad: torch.Tensor | None = None,
+        aux: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, State | None]:
         """Mix a sequence x (batch, T, D) whose first token sits at absolute position ``start``.
 
@@ -103,6 +105,9 @@ class BMojoMixer(nn.Module):
         (its ``start`` is 0): they never reach its SSM, conv, innovation scores or visible keys,
         so the row computes exactly what it computes alone without them. Outputs at pad
         columns are meaningless (zeros from attention, whatever the bypass adds).
+
+        ``aux``: a list to which the layer appends its weighted innovation loss (see
+        ``innovation_loss``) when ``innovation_loss_weight`` > 0; nothing is computed otherwise.
         """
         cfg = self.cfg
         check_tensor("x", x, ndim=3)
@@ -120,7 +125,39 @@ class BMojoMixer(nn.Module):
             if any(pads):
                 mask = torch.arange(T, device=x.device)[None, :] >= torch.tensor(pads, device=x.device)[:, None]
             s, fstate = self.fading(x, self._sub(state, "fading"), mask)
-        return self._mix(x, s, fstate, state, starts, pads)
+        y, new = self._mix(x, s, fstate, state, starts, pads)
+        if aux is not None and cfg.innovation_loss_weight > 0:
+            aux.append(cfg.innovation_loss_weight * self.innovation_loss(x, s, pads))
+        return y, new
+
+    def innovation_loss(self, x: torch.Tensor, s: torch.Tensor, pads: list[int] | None = None) -> torch.Tensor:
+        """The auxiliary loss of spec §3 (unweighted): how badly the fading memory after t-1
+        predicts token t's key, mean over tokens t >= 1 of the call (and over rows), with the
+        innovation score's normalisation: mean over kv heads of ‖sg(Wk x_t) − Wk̃ s_{t−1}‖² / Dh,
+        pre-RoPE (after ``k_norm`` when ``qk_norm``).
+
+        The target is stop-gradient and the key map is held fixed in the prediction (``Wk`` and
+        ``k_norm`` detached; an untied ``Wk̃`` does learn), so the loss trains the fading path
+        (SSM and ``Wk̃``) to predict the keys, never the keys to become predictable (shrinking
+        ``Wk`` would zero it). Leading ``pads`` of a row are left out."""
+        cfg = self.cfg
+        b, T, _ = x.shape
+        Hkv, Dh = cfg.kv_heads, cfg.dh
+        if T < 2:
+            return x.new_zeros(())
+        with torch.no_grad():
+            target = self.k_proj(x[:, 1:]).view(b, T - 1, Hkv, Dh)
+            if cfg.qk_norm:
+                target = self.k_norm(target)
+        w_pred = self.kf_proj.weight if hasattr(self, "kf_proj") else self.k_proj.weight.detach()
+        pred = F.linear(s[:, :-1], w_pred).view(b, T - 1, Hkv, Dh)
+        if cfg.qk_norm:
+            pred = rmsnorm(pred, self.k_norm.weight.detach(), self.k_norm.eps)
+        per_token = (target - pred).pow(2).mean(-1).mean(-1)  # (b, T-1): the score's normalisation
+        if pads is None or not any(pads):
+            return per_token.mean()
+        keep = torch.arange(T - 1, device=x.device)[None, :] >= torch.tensor(pads, device=x.device)[:, None]
+        return (per_token * keep).sum() / keep.sum().clamp(min=1)
 
     def _mix(self, x, s, fstate, state, starts, pads):
         """Everything after the SSM: attention over the three memories, and the new state.

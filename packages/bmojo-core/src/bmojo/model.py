@@ -48,8 +48,15 @@ class Block(nn.Module):
     def _ffn(self, h):
         return h + self.mlp(self.mlp_norm(h)) if hasattr(self, "mlp") else h
 
-    def forward(self, x, state: State | None = None, start: int | torch.Tensor = 0, pad: torch.Tensor | None = None):
-        y, new = self.mixer(self.norm(x), state, start, pad)
+    def forward(
+        self,
+        x,
+        state: State | None = None,
+        start: int | torch.Tensor = 0,
+        pad: torch.Tensor | None = None,
+        aux: list[torch.Tensor] | None = None,
+    ):
+        y, new = self.mixer(self.norm(x), state, start, pad, aux)
         return self._ffn(x + y), new
 
     def step(self, x, state: State, position: int | torch.Tensor):
@@ -127,18 +134,29 @@ class BMojoLM(nn.Module):
         return pad.cpu() if bool(pad.any()) else None
 
     # ----- compute -----
-    def forward(self, input_ids: torch.Tensor, *, pad: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, *, pad: torch.Tensor | None = None, return_aux: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits (batch, T, vocab) for a whole sequence from position 0.
 
         ``pad`` (batch,) optionally counts each row's leading pad columns (left padding): they
         are not part of the row's stream, whose first token then sits at position 0; the logits
-        at pad columns are meaningless."""
+        at pad columns are meaningless.
+
+        ``return_aux=True`` returns ``(logits, aux_loss)``: the sum over layers of
+        ``innovation_loss_weight`` × the layer's innovation loss (``BMojoMixer.innovation_loss``),
+        a scalar to add to the training loss (``loss = ce + aux_loss``). Layers with weight 0
+        compute nothing; with every weight 0 it is a constant 0."""
         self._check_ids(input_ids)
         pad = self._check_pad(pad, input_ids)
+        aux: list[torch.Tensor] | None = [] if return_aux else None
         h = self.embed(input_ids)
         for block in self.blocks:
-            h, _ = block(h, None, 0, pad)
-        return self._head(h)
+            h, _ = block(h, None, 0, pad, aux)
+        logits = self._head(h)
+        if not return_aux:
+            return logits
+        return logits, sum(aux) if aux else logits.new_zeros(())
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> DecodeState:
         check_int("batch_size", batch_size, minimum=1)

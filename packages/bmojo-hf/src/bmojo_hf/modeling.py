@@ -44,6 +44,7 @@ class BMojoCausalLMOutput(ModelOutput):
     logits: torch.FloatTensor | None = None
     cache: BMojoCache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    aux_loss: torch.FloatTensor | None = None  #: weighted innovation loss, included in ``loss``
 
 
 class BMojoPreTrainedModel(PreTrainedModel):
@@ -129,7 +130,9 @@ class BMojoModel(BMojoPreTrainedModel):
         self.core.embed = value
 
     # ----- running core -----
-    def _run(self, input_ids: torch.Tensor, state: DecodeState | None, collect: bool, pad: torch.Tensor | None):
+    def _run(
+        self, input_ids: torch.Tensor, state: DecodeState | None, collect: bool, pad: torch.Tensor | None, aux=None
+    ):
         """Core blocks over ``input_ids`` (batch, T) from ``state`` (fresh parallel forward when None),
         skipping ``pad`` leading columns per row; returns the normed hidden states, the new state and
         the per-block hidden states."""
@@ -140,13 +143,13 @@ class BMojoModel(BMojoPreTrainedModel):
         start = 0 if state is None else core._start(state)
         for i, block in enumerate(core.blocks):
             if state is None:
-                h, _ = block(h, None, 0, pad)
+                h, _ = block(h, None, 0, pad, aux)
             elif input_ids.shape[1] == 1 and pad is None:  # core's step path, as BMojoLM.step
                 out, new = block.step(h[:, 0], state.layers[i], start)
                 h = out[:, None]
                 layers.append(new)
             else:  # core's prefill path, as BMojoLM.prefill
-                h, new = block(h, state.layers[i], start, pad)
+                h, new = block(h, state.layers[i], start, pad, aux)
                 layers.append(new)
             if collect:
                 hidden.append(h)
@@ -166,11 +169,13 @@ class BMojoModel(BMojoPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         past_key_values: BMojoCache | None = None,
+        aux_losses: list | None = None,
         **kwargs,
     ) -> BMojoModelOutput | tuple:
         """``attention_mask`` (batch, columns) covers at least the current ``input_ids`` (its last
         T columns are theirs); ``position_ids`` are ignored: a row's positions start at its first
-        real token, as in core."""
+        real token, as in core. ``aux_losses``: a list the layers append their weighted innovation
+        losses to (core's ``return_aux``)."""
         if inputs_embeds is not None:
             raise ValueError("inputs_embeds: not supported by B'MOJO models; pass input_ids")
         cache = cache if cache is not None else past_key_values
@@ -199,7 +204,7 @@ class BMojoModel(BMojoPreTrainedModel):
                             f"attention_mask: row {r} already started but has a pad in the new columns; pads may "
                             "only precede a row's first real token"
                         )
-        h, new_state, hidden = self._run(input_ids, state, collect, pad)
+        h, new_state, hidden = self._run(input_ids, state, collect, pad, aux_losses)
         if use_cache:
             cache.state = new_state
             cache.seen += T
@@ -263,9 +268,14 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
         past_key_values: BMojoCache | None = None,
         **kwargs,
     ) -> BMojoCausalLMOutput | tuple:
-        """Logits (batch, T, vocab); with ``labels`` also the shifted cross-entropy loss."""
+        """Logits (batch, T, vocab); with ``labels`` also the shifted cross-entropy loss, plus the
+        weighted innovation loss of layers with ``innovation_loss_weight`` > 0 (also returned
+        alone as ``aux_loss``)."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        wants_aux = labels is not None and any(c.innovation_loss_weight > 0 for c in self.core.config.layers)
+        aux_losses = [] if wants_aux else None
         out = self.model(
+            aux_losses=aux_losses,
             input_ids=input_ids,
             attention_mask=attention_mask,
             cache=cache,
@@ -285,7 +295,10 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
         if labels is not None:
             loss_kwargs = {k: v for k, v in kwargs.items() if k in ("num_items_in_batch", "ignore_index")}
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **loss_kwargs)
-        result = BMojoCausalLMOutput(loss, logits, out.cache, out.hidden_states)
+        aux_loss = sum(aux_losses) if aux_losses else None
+        if aux_loss is not None:
+            loss = loss + aux_loss
+        result = BMojoCausalLMOutput(loss, logits, out.cache, out.hidden_states, aux_loss)
         return result if return_dict else result.to_tuple()
 
     def prepare_inputs_for_generation(
