@@ -36,3 +36,19 @@ def on_device(t: torch.Tensor):
     if t.device.type == "cuda":
         return torch.cuda.device(t.device)
     return contextlib.nullcontext()
+
+
+def upcast(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether the kernels must run their matmuls in float32: Triton's interpreter (the only way
+    they run on a CPU) stores bfloat16 as raw uint16 and multiplies those bits. Upcasting the
+    bfloat16 operands gives the GPU's own math (exact bf16 products, float32 sums)."""
+    return device.type != "cuda" and dtype == torch.bfloat16
+
+
+@triton.jit
+def mm(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """``tl.dot(a, b)`` with the input precision PREC; UPCAST: operands to float32 first."""
+    if UPCAST:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, input_precision=PREC)

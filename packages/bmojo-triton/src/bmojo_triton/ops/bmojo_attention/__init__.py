@@ -19,7 +19,7 @@ import triton
 
 from bmojo._checks import compute_dtype
 from bmojo.ops.bmojo_attention.reference import _check, resolve_fading_offset
-from bmojo_triton.ops._triton_utils import acc_dtype, dot_precision, on_device, pow2
+from bmojo_triton.ops._triton_utils import acc_dtype, dot_precision, on_device, pow2, upcast
 from bmojo_triton.ops.bmojo_attention.bwd import (
     _attn_bwd_dkdv_band_kernel,
     _attn_bwd_dkdv_eidetic_kernel,
@@ -38,6 +38,11 @@ def _tiles(Dh: int, T: int, device: torch.device) -> tuple[int, int, int]:
     bm = 64 if T > 16 else 16
     bn = 64 if bd <= 64 else 32
     return bm, bn, bd
+
+
+def _dot_consts(q: torch.Tensor) -> dict:
+    up = upcast(q.dtype, q.device)
+    return dict(ACC=acc_dtype(q.dtype), DOT_PREC="ieee" if up else dot_precision(q.dtype), UPCAST=up)
 
 
 def _strides(t: torch.Tensor | None, n: int) -> tuple[int, ...]:
@@ -80,7 +85,7 @@ def _fwd(q, k, v, kf, vf, ek, ev, epos, meta: _Meta):
             meta.q_start, meta.window, meta.fading_window, meta.delta, meta.chunk, meta.scale,
             HAS_FADING=meta.use_fading, HAS_EIDETIC=meta.use_eidetic,
             BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd,
-            ACC=acc_dtype(q.dtype), DOT_PREC=dot_precision(q.dtype),
+            **_dot_consts(q),
         )  # fmt: skip
     return o, lse
 
@@ -91,7 +96,6 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
     G = H // Hkv
     Tf = kf.shape[1] if meta.use_fading else 0
     M = ek.shape[2] if meta.use_eidetic else 0
-    acc, prec = acc_dtype(q.dtype), dot_precision(q.dtype)
     do = do.contiguous()
     # Δ_i = dO_i·O_i − dlse_i (float32, or float64 for float64 inputs): a (b, H, T) vector
     dlt = (do.to(lse.dtype) * o.to(lse.dtype)).sum(-1).transpose(1, 2)
@@ -99,7 +103,7 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
         dlt = dlt - dlse.to(lse.dtype)
     dlt = dlt.contiguous()
     bm, bn, bd = _tiles(Dh, T, q.device)
-    consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, ACC=acc, DOT_PREC=prec)
+    consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, **_dot_consts(q))
     dq = torch.empty_like(q)
     f_src = (kf, vf) if meta.use_fading else (k, v)
     e_src = (ek, ev, epos) if meta.use_eidetic else (k, v, lse)

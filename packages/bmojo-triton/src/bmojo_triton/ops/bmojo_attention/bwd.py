@@ -23,6 +23,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from bmojo_triton.ops._triton_utils import mm
+
 
 @triton.jit
 def _band_dq(
@@ -30,7 +32,7 @@ def _band_dq(
     K, V, stride_kt, stride_kd, stride_vt, stride_vd,
     src_start, Tsrc, offset, width, scale,
     offs_d, d_ok,
-    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     lo = tl.maximum(i_lo - offset - width + 1, tl.maximum(src_start, 0)) - src_start
     hi = tl.minimum(i_hi - offset + 1 - src_start, Tsrc)
@@ -39,13 +41,13 @@ def _band_dq(
         r_ok = rows < hi
         k = tl.load(K + rows[:, None] * stride_kt + offs_d[None, :] * stride_kd, mask=r_ok[:, None] & d_ok[None, :], other=0.0)
         v = tl.load(V + rows[:, None] * stride_vt + offs_d[None, :] * stride_vd, mask=r_ok[:, None] & d_ok[None, :], other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * scale
+        s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
         rel = i_pos[:, None] - (src_start + rows)[None, :] - offset
         vis = (rel >= 0) & (rel < width) & r_ok[None, :] & q_ok[:, None]
         p = tl.where(vis, tl.exp(s - lse[:, None]), 0.0)
-        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC).to(dq.dtype)
+        dp = mm(do, tl.trans(v), DOT_PREC, UPCAST).to(dq.dtype)
         ds = p * (dp - dlt[:, None])
-        dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC).to(dq.dtype)
+        dq += mm(ds.to(k.dtype), k, DOT_PREC, UPCAST).to(dq.dtype)
     return dq
 
 
@@ -66,7 +68,7 @@ def _attn_bwd_dq_kernel(
     q_start, window, fading_window, delta, chunk, scale,
     HAS_FADING: tl.constexpr, HAS_EIDETIC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    ACC: tl.constexpr, DOT_PREC: tl.constexpr,
+    ACC: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """dQ; DQ has q's strides, DO has its own; LSE and DLT (float32/64) share strides sl_*."""
     pid_m = tl.program_id(0)
@@ -91,13 +93,13 @@ def _attn_bwd_dq_kernel(
     dq = _band_dq(
         dq, q, do, lse, dlt, i_pos, q_ok, i_first, i_last,
         K + b * sk_b + hk * sk_h, V + b * sv_b + hk * sv_h, sk_t, sk_d, sv_t, sv_d,
-        q_end + 1 - Tk, Tk, 0, window, scale, offs_d, d_ok, BLOCK_N, DOT_PREC,
+        q_end + 1 - Tk, Tk, 0, window, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST,
     )
     if HAS_FADING:
         dq = _band_dq(
             dq, q, do, lse, dlt, i_pos, q_ok, i_first, i_last,
             KF + b * skf_b + hk * skf_h, VF + b * svf_b + hk * svf_h, skf_t, skf_d, svf_t, svf_d,
-            q_end + 1 - Tf, Tf, delta, fading_window, scale, offs_d, d_ok, BLOCK_N, DOT_PREC,
+            q_end + 1 - Tf, Tf, delta, fading_window, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST,
         )
     if HAS_EIDETIC:
         base = q_start // chunk
@@ -118,15 +120,15 @@ def _attn_bwd_dq_kernel(
                     EV + b * sev_b + s_idx * sev_s + hk * sev_h + slots[:, None] * sev_m + offs_d[None, :] * sev_d,
                     mask=kd_mask, other=0.0,
                 )
-                s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * scale
+                s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
                 vis = (
                     (snap == s_idx)[:, None] & q_ok[:, None]
                     & (ep >= 0)[None, :] & (ep[None, :] <= (i_pos - window)[:, None])
                 )
                 p = tl.where(vis, tl.exp(s - lse[:, None]), 0.0)
-                dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC).to(ACC)
+                dp = mm(do, tl.trans(v), DOT_PREC, UPCAST).to(ACC)
                 ds = p * (dp - dlt[:, None])
-                dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC).to(ACC)
+                dq += mm(ds.to(k.dtype), k, DOT_PREC, UPCAST).to(ACC)
     dq = dq * scale
     tl.store(DQ + b * sq_b + h * sq_h + offs_m[:, None] * sq_t + offs_d[None, :] * sq_d, dq.to(DQ.dtype.element_ty), mask=qd_mask)
 
@@ -136,7 +138,7 @@ def _dkdv_tile(
     dk, dv, k, v, j_pos, j_ok, q_lo, q_hi,
     Q, DO, LSE, DLT, sq_t, sq_d, sdo_t, sdo_d, sl_t,
     q_start, offset, width, scale, offs_d, d_ok,
-    BLOCK_M: tl.constexpr, DOT_PREC: tl.constexpr, EIDETIC: tl.constexpr,
+    BLOCK_M: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr, EIDETIC: tl.constexpr,
 ):
     """Accumulate one query head's contribution to a key tile, over query rows [q_lo, q_hi).
 
@@ -153,7 +155,7 @@ def _dkdv_tile(
         lse = tl.load(LSE + offs_m * sl_t, mask=q_ok, other=0.0).to(dk.dtype)
         dlt = tl.load(DLT + offs_m * sl_t, mask=q_ok, other=0.0).to(dk.dtype)
         i_pos = q_start + offs_m
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * scale  # (BLOCK_M, BLOCK_N)
+        s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale  # (BLOCK_M, BLOCK_N)
         if EIDETIC:
             vis = (j_pos >= 0)[None, :] & (j_pos[None, :] <= (i_pos - width)[:, None])
         else:
@@ -161,10 +163,10 @@ def _dkdv_tile(
             vis = (rel >= 0) & (rel < width) & (j_pos >= 0)[None, :]
         vis = vis & q_ok[:, None] & j_ok[None, :]
         p = tl.where(vis, tl.exp(s - lse[:, None]), 0.0)
-        dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PREC).to(dv.dtype)
-        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC).to(dk.dtype)
+        dv += mm(tl.trans(p.to(do.dtype)), do, DOT_PREC, UPCAST).to(dv.dtype)
+        dp = mm(do, tl.trans(v), DOT_PREC, UPCAST).to(dk.dtype)
         ds = p * (dp - dlt[:, None])
-        dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PREC).to(dk.dtype)
+        dk += mm(tl.trans(ds.to(q.dtype)), q, DOT_PREC, UPCAST).to(dk.dtype)
     return dk, dv
 
 
@@ -179,7 +181,7 @@ def _attn_bwd_dkdv_band_kernel(
     T, Tsrc, Hkv, G, Dh,
     q_start, offset, width, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    ACC: tl.constexpr, DOT_PREC: tl.constexpr,
+    ACC: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """dK, dV of one banded source; DK/DV have K/V's strides."""
     pid_n = tl.program_id(0)
@@ -209,7 +211,7 @@ def _attn_bwd_dkdv_band_kernel(
             dk, dv, k, v, j_pos, r_ok, q_lo, q_hi,
             Q + b * sq_b + h * sq_h, DO + b * sdo_b + h * sdo_h, LSE + b * sl_b + h * sl_h,
             DLT + b * sl_b + h * sl_h, sq_t, sq_d, sdo_t, sdo_d, sl_t,
-            q_start, offset, width, scale, offs_d, d_ok, BLOCK_M, DOT_PREC, False,
+            q_start, offset, width, scale, offs_d, d_ok, BLOCK_M, DOT_PREC, UPCAST, False,
         )
     dk = dk * scale
     tl.store(DK + b * sk_b + hk * sk_h + rows[:, None] * sk_t + offs_d[None, :] * sk_d, dk.to(DK.dtype.element_ty), mask=kd_mask)
@@ -228,7 +230,7 @@ def _attn_bwd_dkdv_eidetic_kernel(
     T, M, Hkv, G, Dh,
     q_start, window, chunk, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    ACC: tl.constexpr, DOT_PREC: tl.constexpr,
+    ACC: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """dEK, dEV of one snapshot's slot tile; DEK/DEV have EK/EV's strides."""
     pid_n = tl.program_id(0)
@@ -257,7 +259,7 @@ def _attn_bwd_dkdv_eidetic_kernel(
             dk, dv, k, v, ep, e_ok, q_lo, q_hi,
             Q + b * sq_b + h * sq_h, DO + b * sdo_b + h * sdo_h, LSE + b * sl_b + h * sl_h,
             DLT + b * sl_b + h * sl_h, sq_t, sq_d, sdo_t, sdo_d, sl_t,
-            q_start, 0, window, scale, offs_d, d_ok, BLOCK_M, DOT_PREC, True,
+            q_start, 0, window, scale, offs_d, d_ok, BLOCK_M, DOT_PREC, UPCAST, True,
         )
     dk = dk * scale
     tl.store(DEK + b * sek_b + s_idx * sek_s + hk * sek_h + slots[:, None] * sek_m + offs_d[None, :] * sek_d, dk.to(DEK.dtype.element_ty), mask=kd_mask)

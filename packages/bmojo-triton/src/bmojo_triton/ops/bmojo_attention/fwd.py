@@ -18,6 +18,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from bmojo_triton.ops._triton_utils import mm
+
 #: Finite "minus infinity" for the running max: a fully masked tile then gives exp(-inf - m) = 0
 #: without the NaN of (-inf) - (-inf).
 NEG_BIG = -1.0e30
@@ -29,7 +31,7 @@ def _band_fwd(
     K, V, stride_kt, stride_kd, stride_vt, stride_vd,
     src_start, Tsrc, offset, width, scale,
     offs_d, d_ok,
-    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """Online-softmax update with the keys at positions j with offset <= i - j < offset + width.
 
@@ -43,7 +45,7 @@ def _band_fwd(
         r_ok = rows < hi
         k = tl.load(K + rows[:, None] * stride_kt + offs_d[None, :] * stride_kd, mask=r_ok[:, None] & d_ok[None, :], other=0.0)
         v = tl.load(V + rows[:, None] * stride_vt + offs_d[None, :] * stride_vd, mask=r_ok[:, None] & d_ok[None, :], other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * scale
+        s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
         rel = i_pos[:, None] - (src_start + rows)[None, :] - offset
         vis = (rel >= 0) & (rel < width) & r_ok[None, :] & q_ok[:, None]
         s = tl.where(vis, s, float("-inf"))
@@ -51,7 +53,7 @@ def _band_fwd(
         alpha = tl.exp(m_i - m_new)
         p = tl.exp(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC).to(acc.dtype)
+        acc = acc * alpha[:, None] + mm(p.to(v.dtype), v, DOT_PREC, UPCAST).to(acc.dtype)
         m_i = m_new
     return acc, m_i, l_i
 
@@ -73,7 +75,7 @@ def _attn_fwd_kernel(
     q_start, window, fading_window, delta, chunk, scale,
     HAS_FADING: tl.constexpr, HAS_EIDETIC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    ACC: tl.constexpr, DOT_PREC: tl.constexpr,
+    ACC: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -101,14 +103,14 @@ def _attn_fwd_kernel(
     acc, m_i, l_i = _band_fwd(
         acc, m_i, l_i, q, i_pos, q_ok, i_first, i_last,
         K + b * sk_b + hk * sk_h, V + b * sv_b + hk * sv_h, sk_t, sk_d, sv_t, sv_d,
-        q_end + 1 - Tk, Tk, 0, window, scale, offs_d, d_ok, BLOCK_N, DOT_PREC,
+        q_end + 1 - Tk, Tk, 0, window, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST,
     )
     # 2. fading keys: (i - δ - f, i - δ]
     if HAS_FADING:
         acc, m_i, l_i = _band_fwd(
             acc, m_i, l_i, q, i_pos, q_ok, i_first, i_last,
             KF + b * skf_b + hk * skf_h, VF + b * svf_b + hk * svf_h, skf_t, skf_d, svf_t, svf_d,
-            q_end + 1 - Tf, Tf, delta, fading_window, scale, offs_d, d_ok, BLOCK_N, DOT_PREC,
+            q_end + 1 - Tf, Tf, delta, fading_window, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST,
         )
     # 3. eidetic slots of the snapshot each query's chunk uses; visible when 0 <= epos <= i - w
     if HAS_EIDETIC:
@@ -130,7 +132,7 @@ def _attn_fwd_kernel(
                     EV + b * sev_b + s_idx * sev_s + hk * sev_h + slots[:, None] * sev_m + offs_d[None, :] * sev_d,
                     mask=kd_mask, other=0.0,
                 )
-                s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * scale
+                s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
                 vis = (
                     (snap == s_idx)[:, None] & q_ok[:, None]
                     & (ep >= 0)[None, :] & (ep[None, :] <= (i_pos - window)[:, None])
@@ -140,7 +142,7 @@ def _attn_fwd_kernel(
                 alpha = tl.exp(m_i - m_new)
                 p = tl.exp(s - m_new[:, None])
                 l_i = l_i * alpha + tl.sum(p, axis=1)
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC).to(ACC)
+                acc = acc * alpha[:, None] + mm(p.to(v.dtype), v, DOT_PREC, UPCAST).to(ACC)
                 m_i = m_new
 
     seen = l_i > 0
