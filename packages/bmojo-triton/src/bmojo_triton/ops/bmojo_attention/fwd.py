@@ -22,7 +22,7 @@ from bmojo_triton.ops._triton_utils import mm
 
 #: Finite "minus infinity" for the running max: a fully masked tile then gives exp(-inf - m) = 0
 #: without the NaN of (-inf) - (-inf).
-NEG_BIG = -1.0e30
+NEG_BIG = tl.constexpr(-1.0e30)
 
 
 @triton.jit
