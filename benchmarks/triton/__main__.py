@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -114,7 +113,11 @@ def ratio(name, num, den, target=None, better="lower"):
     val = num / den
     ok = None if target is None else (val <= target if better == "lower" else val >= target)
     ROWS.append(dict(section="ratio", case=name, value=val, target=target, met=ok))
-    tgt = "" if target is None else f"  (target {'<=' if better == 'lower' else '>='} {target}: {'met' if ok else 'NOT met'})"
+    tgt = (
+        ""
+        if target is None
+        else f"  (target {'<=' if better == 'lower' else '>='} {target}: {'met' if ok else 'NOT met'})"
+    )
     print(f"  ratio {name}: {val:.2f}{tgt}", flush=True)
 
 
@@ -126,7 +129,7 @@ def ceilings(gpu, dev):
     n = 1 << 28  # 512 MiB of bf16
     src = torch.empty(n, dtype=torch.bfloat16, device=dev)
     dst = torch.empty_like(src)
-    t = bench(lambda: dst.copy_(src), gpu=gpu)
+    t = bench(lambda: dst.copy_(src), gpu=gpu)  # noqa: F821 (ruff misreads the del below)
     CEIL["copy_gbps"] = 2 * src.numel() * 2 / t / 1e9
     del src, dst
     a = torch.randn(8192, 8192, dtype=torch.bfloat16, device=dev)
@@ -146,14 +149,20 @@ def _flex():
 
 
 def attention(s, gpu, dev, dtype, backend_fn, ref_fn):
-    from bmojo.ops.bmojo_attention.reference import eidetic_snapshot_count
-
     flex = _flex() if s["flex"] else None
     compiled = torch.compile(flex[0], dynamic=False) if (flex and gpu) else (flex[0] if flex else None)
-    b, H, Dh, w, f, M = s["b"], s["H"], s["Dh"], s["w"], s["f"], s["M"]
-    chunk = w
     dname = str(dtype).replace("torch.", "")
     for T in s["T"]:
+        _attention_case(s, T, gpu, dev, dtype, dname, backend_fn, ref_fn, flex, compiled)
+
+
+def _attention_case(s, T, gpu, dev, dtype, dname, backend_fn, ref_fn, flex, compiled):
+    """One sequence length: every implementation and peer, and the ratios."""
+    from bmojo.ops.bmojo_attention.reference import eidetic_snapshot_count
+
+    b, H, Dh, w, f, M = s["b"], s["H"], s["Dh"], s["w"], s["f"], s["M"]
+    chunk = w
+    if True:
         g = torch.Generator(device="cpu").manual_seed(T)
 
         def rnd(*shape):
@@ -177,11 +186,31 @@ def attention(s, gpu, dev, dtype, backend_fn, ref_fn):
         def ref3():
             return ref_fn(q, k, v, kf, vf, ek, ev, epos, **kw)
 
-        t_f = attempt("attention", case, "triton fused w+f+M", "fwd", lambda: bench(ours3, gpu=gpu), flops=fl3, nbytes=io3)
-        attempt("attention", case, "triton fused w+f+M", "fwd+bwd", lambda: bench(fwd_bwd(ours3, [q, k, v, kf, vf, ek, ev]), gpu=gpu), flops=3.5 * fl3, nbytes=2.5 * io3)
+        t_f = attempt(
+            "attention", case, "triton fused w+f+M", "fwd", lambda: bench(ours3, gpu=gpu), flops=fl3, nbytes=io3
+        )
+        attempt(
+            "attention",
+            case,
+            "triton fused w+f+M",
+            "fwd+bwd",
+            lambda: bench(fwd_bwd(ours3, [q, k, v, kf, vf, ek, ev]), gpu=gpu),
+            flops=3.5 * fl3,
+            nbytes=2.5 * io3,
+        )
         if T <= s["ref_max_T"]:
-            t_r = attempt("attention", case, "reference op w+f+M", "fwd", lambda: bench(ref3, gpu=gpu), flops=fl3, nbytes=io3)
-            attempt("attention", case, "reference op w+f+M", "fwd+bwd", lambda: bench(fwd_bwd(ref3, [q, k, v, kf, vf, ek, ev]), gpu=gpu), flops=3.5 * fl3, nbytes=2.5 * io3)
+            t_r = attempt(
+                "attention", case, "reference op w+f+M", "fwd", lambda: bench(ref3, gpu=gpu), flops=fl3, nbytes=io3
+            )
+            attempt(
+                "attention",
+                case,
+                "reference op w+f+M",
+                "fwd+bwd",
+                lambda: bench(fwd_bwd(ref3, [q, k, v, kf, vf, ek, ev]), gpu=gpu),
+                flops=3.5 * fl3,
+                nbytes=2.5 * io3,
+            )
             ratio(f"attention {case}: reference/triton fwd (speed-up)", t_r, t_f)
 
         # B'MOJO-F (M = 0): fused vs the two-call + log-sum-exp merge (FlexAttention)
@@ -192,7 +221,15 @@ def attention(s, gpu, dev, dtype, backend_fn, ref_fn):
             return backend_fn(q, k, v, kf, vf, window=w, fading_window=f)
 
         tF = attempt("attention", case, "triton fused w+f", "fwd", lambda: bench(oursF, gpu=gpu), flops=flF, nbytes=io3)
-        tFb = attempt("attention", case, "triton fused w+f", "fwd+bwd", lambda: bench(fwd_bwd(oursF, [q, k, v, kf, vf]), gpu=gpu), flops=3.5 * flF, nbytes=2.5 * io3)
+        tFb = attempt(
+            "attention",
+            case,
+            "triton fused w+f",
+            "fwd+bwd",
+            lambda: bench(fwd_bwd(oursF, [q, k, v, kf, vf]), gpu=gpu),
+            flops=3.5 * flF,
+            nbytes=2.5 * io3,
+        )
 
         # window only
         flW = 4 * b * H * T * w * Dh
@@ -201,10 +238,20 @@ def attention(s, gpu, dev, dtype, backend_fn, ref_fn):
         def oursW():
             return backend_fn(q, k, v, window=w)
 
-        tW = attempt("attention", case, "triton fused window", "fwd", lambda: bench(oursW, gpu=gpu), flops=flW, nbytes=ioW)
-        tWb = attempt("attention", case, "triton fused window", "fwd+bwd", lambda: bench(fwd_bwd(oursW, [q, k, v]), gpu=gpu), flops=3.5 * flW, nbytes=2.5 * ioW)
+        tW = attempt(
+            "attention", case, "triton fused window", "fwd", lambda: bench(oursW, gpu=gpu), flops=flW, nbytes=ioW
+        )
+        tWb = attempt(
+            "attention",
+            case,
+            "triton fused window",
+            "fwd+bwd",
+            lambda: bench(fwd_bwd(oursW, [q, k, v]), gpu=gpu),
+            flops=3.5 * flW,
+            nbytes=2.5 * ioW,
+        )
         if compiled is None:
-            continue
+            return
         fa, cbm = compiled, flex[1]
         # flex wants (b, H, T, Dh); the transposes are done once, outside the timed region
         qh, kh, vh, kfh, vfh = (t.detach().transpose(1, 2).contiguous().requires_grad_(True) for t in (q, k, v, kf, vf))
@@ -221,7 +268,7 @@ def attention(s, gpu, dev, dtype, backend_fn, ref_fn):
             bm_f = cbm(fad_mask, None, None, T, T, device=dev)
         except Exception as err:
             record("attention", case, "flex block masks", "-", None, note=f"error: {type(err).__name__}: {err}"[:200])
-            continue
+            return
 
         def flexW():
             return fa(qh, kh, vh, block_mask=bm_w)
@@ -232,10 +279,36 @@ def attention(s, gpu, dev, dtype, backend_fn, ref_fn):
             lse = torch.logaddexp(l1, l2)
             return o1 * torch.exp(l1 - lse)[..., None].to(o1.dtype) + o2 * torch.exp(l2 - lse)[..., None].to(o2.dtype)
 
-        pW = attempt("attention", case, "flex (compiled) window", "fwd", lambda: bench(flexW, gpu=gpu), flops=flW, nbytes=ioW)
-        pWb = attempt("attention", case, "flex (compiled) window", "fwd+bwd", lambda: bench(fwd_bwd(flexW, [qh, kh, vh]), gpu=gpu), flops=3.5 * flW, nbytes=2.5 * ioW)
-        p2 = attempt("attention", case, "flex two-call + lse merge", "fwd", lambda: bench(two_call, gpu=gpu), flops=flF, nbytes=io3)
-        p2b = attempt("attention", case, "flex two-call + lse merge", "fwd+bwd", lambda: bench(fwd_bwd(two_call, [qh, kh, vh, kfh, vfh]), gpu=gpu), flops=3.5 * flF, nbytes=2.5 * io3)
+        pW = attempt(
+            "attention", case, "flex (compiled) window", "fwd", lambda: bench(flexW, gpu=gpu), flops=flW, nbytes=ioW
+        )
+        pWb = attempt(
+            "attention",
+            case,
+            "flex (compiled) window",
+            "fwd+bwd",
+            lambda: bench(fwd_bwd(flexW, [qh, kh, vh]), gpu=gpu),
+            flops=3.5 * flW,
+            nbytes=2.5 * ioW,
+        )
+        p2 = attempt(
+            "attention",
+            case,
+            "flex two-call + lse merge",
+            "fwd",
+            lambda: bench(two_call, gpu=gpu),
+            flops=flF,
+            nbytes=io3,
+        )
+        p2b = attempt(
+            "attention",
+            case,
+            "flex two-call + lse merge",
+            "fwd+bwd",
+            lambda: bench(fwd_bwd(two_call, [qh, kh, vh, kfh, vfh]), gpu=gpu),
+            flops=3.5 * flF,
+            nbytes=2.5 * io3,
+        )
         ratio(f"attention {case}: two-call merge / fused (fwd)", p2, tF, target=1.5, better="higher")
         ratio(f"attention {case}: two-call merge / fused (fwd+bwd)", p2b, tFb, target=1.5, better="higher")
         ratio(f"attention {case}: triton / flex window (fwd)", tW, pW, target=1.2)
@@ -252,14 +325,19 @@ def _fla_scan():
 
 
 def ssm(s, gpu, dev, dtype, backend_fn, ref_fn):
-    b, H, P, N, G = s["b"], s["H"], s["P"], s["N"], 1
     fla = _fla_scan() if gpu else None
     if gpu and fla is None:
         print("  ssm: flash-linear-attention (fla) not installed: peer skipped", flush=True)
         ROWS.append(dict(section="ssm", case="-", impl="fla chunk_simple_gla", note="not installed"))
+    for T in s["T"]:
+        _ssm_case(s, T, gpu, dev, dtype, backend_fn, ref_fn, fla)
+
+
+def _ssm_case(s, T, gpu, dev, dtype, backend_fn, ref_fn, fla):
+    b, H, P, N, G = s["b"], s["H"], s["P"], s["N"], 1
     dname = str(dtype).replace("torch.", "")
     el = torch.finfo(dtype).bits // 8
-    for T in s["T"]:
+    if True:
         g = torch.Generator(device="cpu").manual_seed(T)
         x = torch.randn(b, T, H, P, generator=g).to(dev, dtype).requires_grad_(True)
         dt = (torch.rand(b, T, H, generator=g) * 0.1 + 0.01).to(dev, dtype).requires_grad_(True)
@@ -279,12 +357,19 @@ def ssm(s, gpu, dev, dtype, backend_fn, ref_fn):
             return ref_fn(x, dt, A, B, C, D)
 
         t_o = attempt("ssm", case, "triton ssm_scan", "fwd", lambda: bench(ours, gpu=gpu), flops=flops, nbytes=nbytes)
-        attempt("ssm", case, "triton ssm_scan", "fwd+bwd", lambda: bench(fwd_bwd(ours, [x, dt, A, B, C, D]), gpu=gpu), note="bwd = reference recompute")
+        attempt(
+            "ssm",
+            case,
+            "triton ssm_scan",
+            "fwd+bwd",
+            lambda: bench(fwd_bwd(ours, [x, dt, A, B, C, D]), gpu=gpu),
+            note="bwd = reference recompute",
+        )
         t_r = attempt("ssm", case, "reference op", "fwd", lambda: bench(ref, gpu=gpu), flops=flops, nbytes=nbytes)
         attempt("ssm", case, "reference op", "fwd+bwd", lambda: bench(fwd_bwd(ref, [x, dt, A, B, C, D]), gpu=gpu))
         ratio(f"ssm {case}: triton / reference (fwd)", t_o, t_r)
         if fla is None:
-            continue
+            return
         # SSD == simple GLA: q = C, k = B (shared by the heads of a group), v = dt·x, g = dt·A
         qg = C.detach().expand(b, T, H, N).contiguous().requires_grad_(True)
         kg = B.detach().expand(b, T, H, N).contiguous().requires_grad_(True)
@@ -294,7 +379,9 @@ def ssm(s, gpu, dev, dtype, backend_fn, ref_fn):
         def peer():
             return fla(q=qg, k=kg, v=vg, g=gg, scale=1.0)[0]
 
-        t_p = attempt("ssm", case, "fla chunk_simple_gla", "fwd", lambda: bench(peer, gpu=gpu), flops=flops, nbytes=nbytes)
+        t_p = attempt(
+            "ssm", case, "fla chunk_simple_gla", "fwd", lambda: bench(peer, gpu=gpu), flops=flops, nbytes=nbytes
+        )
         attempt("ssm", case, "fla chunk_simple_gla", "fwd+bwd", lambda: bench(fwd_bwd(peer, [qg, kg, vg, gg]), gpu=gpu))
         ratio(f"ssm {case}: triton / fla (fwd)", t_o, t_p, target=1.2)
 
@@ -313,13 +400,36 @@ def norm_conv(s, gpu, dev, dtype, ops, refs):
         ("gated_rmsnorm", (x, z, wt, 1e-6, width // 8), 3 * x.numel() * el),
     ):
         for impl, fn in (("triton", ops[name]), ("reference op", refs[name])):
-            attempt("norm_conv", f"{name} {case}", impl, "fwd", lambda fn=fn, args=args: bench(lambda: fn(*args), gpu=gpu), nbytes=nb)
-            attempt("norm_conv", f"{name} {case}", impl, "fwd+bwd", lambda fn=fn, args=args: bench(fwd_bwd(lambda: fn(*args), [a for a in args if isinstance(a, torch.Tensor)]), gpu=gpu), nbytes=2.5 * nb)
+            attempt(
+                "norm_conv",
+                f"{name} {case}",
+                impl,
+                "fwd",
+                lambda fn=fn, args=args: bench(lambda: fn(*args), gpu=gpu),
+                nbytes=nb,
+            )
+            attempt(
+                "norm_conv",
+                f"{name} {case}",
+                impl,
+                "fwd+bwd",
+                lambda fn=fn, args=args: bench(
+                    fwd_bwd(lambda: fn(*args), [a for a in args if isinstance(a, torch.Tensor)]), gpu=gpu
+                ),
+                nbytes=2.5 * nb,
+            )
     xc = torch.randn(b, T, ch, generator=g).to(dev, dtype)
     wc = torch.randn(ch, K, generator=g).to(dev, dtype)
     bc = torch.randn(ch, generator=g).to(dev, dtype)
     for impl, fn in (("triton", ops["causal_conv1d"]), ("reference op", refs["causal_conv1d"])):
-        attempt("norm_conv", f"causal_conv1d T={T} x {ch}", impl, "fwd", lambda fn=fn: bench(lambda: fn(xc, wc, bc), gpu=gpu), nbytes=2 * xc.numel() * el)
+        attempt(
+            "norm_conv",
+            f"causal_conv1d T={T} x {ch}",
+            impl,
+            "fwd",
+            lambda fn=fn: bench(lambda: fn(xc, wc, bc), gpu=gpu),
+            nbytes=2 * xc.numel() * el,
+        )
 
 
 # ----- decode -----
@@ -328,7 +438,9 @@ def decode(s, gpu, dev, dtype):
     from bmojo.config import ModelConfig
     from bmojo.model import BMojoLM
 
-    cfg = ModelConfig.preset("bmojo", vocab_size=256, d_model=s["D"], n_layers=2, window=s["w"], eidetic_capacity=s["M"], n_heads=s["H"])
+    cfg = ModelConfig.preset(
+        "bmojo", vocab_size=256, d_model=s["D"], n_layers=2, window=s["w"], eidetic_capacity=s["M"], n_heads=s["H"]
+    )
     torch.manual_seed(0)
     net = BMojoLM(cfg).to(dev, dtype).eval()
     times = {}
@@ -340,10 +452,21 @@ def decode(s, gpu, dev, dtype):
                 for i in range(0, ctx, s["prefill_chunk"]):
                     logits, state = net.prefill(ids[:, i : i + s["prefill_chunk"]], state)
                 tok = logits[:, -1].argmax(-1)
-                t = attempt("decode", f"ctx={ctx}", f"{backend} 2-layer step", "step", lambda state=state, tok=tok: bench(lambda: net.step(tok, state), gpu=gpu))
+                t = attempt(
+                    "decode",
+                    f"ctx={ctx}",
+                    f"{backend} 2-layer step",
+                    "step",
+                    lambda state=state, tok=tok: bench(lambda: net.step(tok, state), gpu=gpu),
+                )
                 times[(backend, ctx)] = t
     c0, c1 = s["ctx"][0], s["ctx"][-1]
-    ratio(f"decode triton step ctx={c1} / ctx={c0} (flat = 1)", times.get(("triton", c1)), times.get(("triton", c0)), target=1.2)
+    ratio(
+        f"decode triton step ctx={c1} / ctx={c0} (flat = 1)",
+        times.get(("triton", c1)),
+        times.get(("triton", c0)),
+        target=1.2,
+    )
     ratio(f"decode reference/triton step ctx={c1} (speed-up)", times.get(("reference", c1)), times.get(("triton", c1)))
 
 
@@ -401,7 +524,6 @@ def main(argv=None) -> int:
     from bmojo.ops.rmsnorm.reference import gated_rmsnorm as ref_gated
     from bmojo.ops.rmsnorm.reference import rmsnorm as ref_rms
     from bmojo.ops.ssm_scan.reference import ssm_scan as ref_scan
-
     from bmojo_triton.ops.bmojo_attention import bmojo_attention
     from bmojo_triton.ops.causal_conv1d import causal_conv1d
     from bmojo_triton.ops.rmsnorm import gated_rmsnorm, rmsnorm
@@ -419,7 +541,10 @@ def main(argv=None) -> int:
         info["triton"] = triton.__version__
     except ImportError:
         pass
-    print(f"benchmarks.triton on {info['device']} (torch {info['torch']}, triton {info.get('triton')}), scale {scale}", flush=True)
+    print(
+        f"benchmarks.triton on {info['device']} (torch {info['torch']}, triton {info.get('triton')}), scale {scale}",
+        flush=True,
+    )
     ceilings(gpu, dev)
     t_start = time.perf_counter()
 

@@ -10,16 +10,32 @@ import pytest
 import torch
 from bmojo.ops.bmojo_attention.reference import bmojo_attention as reference
 from bmojo.ops.bmojo_attention.reference import eidetic_snapshot_count
-
 from bmojo_triton.ops.bmojo_attention import bmojo_attention as fused
-
 from triton_helpers import compare_fwd_bwd
 
 NAMES = ("q", "k", "v", "kf", "vf", "ek", "ev", "epos")
 
 
-def make(device, dtype, *, b=1, T=37, H=4, Hkv=2, Dh=32, w=19, f=13, M=5, chunk=7, q_start=0, k_extra=0,
-         f_extra=0, empty=0.25, delta=None, seed=0):
+def make(
+    device,
+    dtype,
+    *,
+    b=1,
+    T=37,
+    H=4,
+    Hkv=2,
+    Dh=32,
+    w=19,
+    f=13,
+    M=5,
+    chunk=7,
+    q_start=0,
+    k_extra=0,
+    f_extra=0,
+    empty=0.25,
+    delta=None,
+    seed=0,
+):
     g = torch.Generator().manual_seed(seed)
 
     def rn(*shape, s=1.0):
@@ -34,8 +50,9 @@ def make(device, dtype, *, b=1, T=37, H=4, Hkv=2, Dh=32, w=19, f=13, M=5, chunk=
         args += [rn(b, S, M, Hkv, Dh), rn(b, S, M, Hkv, Dh), epos.to(device)]
     else:
         args += [None, None, None]
-    kw = dict(q_start=q_start, window=w, fading_window=f, eidetic_chunk=chunk if M is not None else None,
-              fading_offset=delta)
+    kw = dict(
+        q_start=q_start, window=w, fading_window=f, eidetic_chunk=chunk if M is not None else None, fading_offset=delta
+    )
     return args, kw
 
 
@@ -77,7 +94,9 @@ def test_lse_dtype_and_unused_sources_get_zero_gradients(device):
     args, kw = make(device, torch.bfloat16, T=10, f=0, empty=1.0)
     args[3] = torch.randn(1, 10, 2, 32, device=device, dtype=torch.bfloat16)
     args[4] = torch.randn(1, 10, 2, 32, device=device, dtype=torch.bfloat16)
-    q, k, v, kf, vf, ek, ev, epos = [a.requires_grad_(True) if a is not None and a.is_floating_point() else a for a in args]
+    q, k, v, kf, vf, ek, ev, epos = [
+        a.requires_grad_(True) if a is not None and a.is_floating_point() else a for a in args
+    ]
     o, lse = fused(q, k, v, kf, vf, ek, ev, epos, **kw)
     assert lse.dtype == torch.float32 and o.dtype == torch.bfloat16
     (o.float().sum() + lse.sum()).backward()
@@ -86,7 +105,7 @@ def test_lse_dtype_and_unused_sources_get_zero_gradients(device):
 
 
 def test_non_contiguous_inputs(device):
-    args, kw = make(device, torch.float32, T=20, H=2, Hkv=2, M=None, f=0, w=7)
+    args, _ = make(device, torch.float32, T=20, H=2, Hkv=2, M=None, f=0, w=7)
     q = args[0].transpose(1, 2).contiguous().transpose(1, 2)  # (b, T, H, Dh) with H-major strides
     assert not q.is_contiguous()
     o, lse = fused(q, args[1], args[2], window=7)
@@ -95,7 +114,7 @@ def test_non_contiguous_inputs(device):
 
 
 def test_bad_input_names_the_argument(device):
-    args, kw = make(device, torch.float32, T=5, M=None, f=0, w=3)
+    args, _ = make(device, torch.float32, T=5, M=None, f=0, w=3)
     with pytest.raises(ValueError, match="fading_offset"):
         fused(*args[:3], window=3, fading_offset=4)
     with pytest.raises(ValueError, match="k"):

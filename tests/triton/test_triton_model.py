@@ -16,9 +16,18 @@ from triton_helpers import assert_close
 
 def _model(device):
     cfg = ModelConfig.preset(
-        "bmojo", vocab_size=64, d_model=32, n_layers=2, window=6, eidetic_capacity=3, n_heads=2,
-        ssm_head_dim=16, ssm_state_size=8, ssm_chunk_size=8, attn_block_size=4,
-    )  # fmt: skip
+        "bmojo",
+        vocab_size=64,
+        d_model=32,
+        n_layers=2,
+        window=6,
+        eidetic_capacity=3,
+        n_heads=2,
+        ssm_head_dim=16,
+        ssm_state_size=8,
+        ssm_chunk_size=8,
+        attn_block_size=4,
+    )
     torch.manual_seed(0)
     return BMojoLM(cfg).to(device)
 

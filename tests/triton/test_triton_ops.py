@@ -9,10 +9,9 @@ from bmojo.ops.causal_conv1d import reference as conv_ref
 from bmojo.ops.eidetic import reference as eid_ref
 from bmojo.ops.rmsnorm import reference as norm_ref
 from bmojo.ops.ssm_scan import reference as ssm_ref
-from triton_helpers import assert_close, compare_fwd_bwd
-
 from bmojo_triton.ops import causal_conv1d as conv
 from bmojo_triton.ops import eidetic, rmsnorm, ssm_scan
+from triton_helpers import assert_close, compare_fwd_bwd
 
 
 def rn(device, dtype, *shape, s=1.0, g=None):
@@ -93,7 +92,7 @@ def test_causal_conv1d(name, dtype, device):
     )
     compare_fwd_bwd(name, conv.causal_conv1d, conv_ref.causal_conv1d, args, {}, dtype, names=(), grads=False)
     # the step continues the sequence exactly
-    y, s = conv_ref.causal_conv1d(*args)
+    _, s = conv_ref.causal_conv1d(*args)
     x1 = rn(device, dtype, b, ch, g=g)
     step = conv.causal_conv1d_step(x1, s, args[1], args[2], c["act"])
     step_r = conv_ref.causal_conv1d_step(x1, s, args[1], args[2], c["act"])
@@ -116,7 +115,9 @@ def test_norms_forward_and_gradients(name, dtype, device):
     else:
         z = rn(device, dtype, 2, 5, width, g=g)
         args = (x, z, w, 1e-6, None if group == width else group)
-        compare_fwd_bwd(name, rmsnorm.gated_rmsnorm, norm_ref.gated_rmsnorm, args, {}, dtype, names=("x", "z", "weight"))
+        compare_fwd_bwd(
+            name, rmsnorm.gated_rmsnorm, norm_ref.gated_rmsnorm, args, {}, dtype, names=("x", "z", "weight")
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from bmojo.backends import Registry, State, use_backend
 from bmojo.backends.registry import set_registry
-
 from bmojo_triton import plugin
 
 

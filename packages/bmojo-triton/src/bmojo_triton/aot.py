@@ -52,11 +52,10 @@ def _signature(kernel, args, kwargs):
 @contextlib.contextmanager
 def compile_instead_of_launch(arch: int, log: list):
     """Inside the block, ``kernel[grid](...)`` compiles for ``cuda:arch`` and records the result."""
+    import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     from triton.runtime.jit import JITFunction
-
-    import triton
 
     target = GPUTarget("cuda", arch, 32)
     seen: dict = {}
@@ -110,7 +109,9 @@ def run_all(arch: int, dtypes=(torch.float32, torch.bfloat16, torch.float16, tor
                 if fn is None:
                     continue
                 args, kw = case.build(dtype, "cpu", 0)
-                args = [a.requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args]
+                args = [
+                    a.requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args
+                ]
                 out = fn(*args, **kw)
                 outs = [out] if isinstance(out, torch.Tensor) else list(out)
                 diff = [o for o in outs if o.requires_grad]

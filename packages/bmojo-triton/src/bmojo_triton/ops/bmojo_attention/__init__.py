@@ -16,9 +16,9 @@ import math
 
 import torch
 import triton
-
 from bmojo._checks import compute_dtype
 from bmojo.ops.bmojo_attention.reference import _check, resolve_fading_offset
+
 from bmojo_triton.ops._triton_utils import acc_dtype, dot_precision, on_device, pow2, upcast
 from bmojo_triton.ops.bmojo_attention.bwd import (
     _attn_bwd_dkdv_band_kernel,
@@ -75,18 +75,43 @@ def _fwd(q, k, v, kf, vf, ek, ev, epos, meta: _Meta):
     e_src = (ek, ev, epos) if meta.use_eidetic else (k, v, lse)
     with on_device(q):
         _attn_fwd_kernel[grid](
-            q, k, v, *f_src, *e_src, o, lse,
-            *q.stride(), *k.stride(), *v.stride(),
-            *_strides(kf if meta.use_fading else None, 4), *_strides(vf if meta.use_fading else None, 4),
-            *_strides(ek if meta.use_eidetic else None, 5), *_strides(ev if meta.use_eidetic else None, 5),
+            q,
+            k,
+            v,
+            *f_src,
+            *e_src,
+            o,
+            lse,
+            *q.stride(),
+            *k.stride(),
+            *v.stride(),
+            *_strides(kf if meta.use_fading else None, 4),
+            *_strides(vf if meta.use_fading else None, 4),
+            *_strides(ek if meta.use_eidetic else None, 5),
+            *_strides(ev if meta.use_eidetic else None, 5),
             *_strides(epos if meta.use_eidetic else None, 3),
-            *o.stride(), *lse.stride(),
-            T, Tk, Tf, M, H, H // Hkv, Dh,
-            meta.q_start, meta.window, meta.fading_window, meta.delta, meta.chunk, meta.scale,
-            HAS_FADING=meta.use_fading, HAS_EIDETIC=meta.use_eidetic,
-            BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd,
+            *o.stride(),
+            *lse.stride(),
+            T,
+            Tk,
+            Tf,
+            M,
+            H,
+            H // Hkv,
+            Dh,
+            meta.q_start,
+            meta.window,
+            meta.fading_window,
+            meta.delta,
+            meta.chunk,
+            meta.scale,
+            HAS_FADING=meta.use_fading,
+            HAS_EIDETIC=meta.use_eidetic,
+            BLOCK_M=bm,
+            BLOCK_N=bn,
+            BLOCK_D=bd,
             **_dot_consts(q),
-        )  # fmt: skip
+        )
     return o, lse
 
 
@@ -109,25 +134,70 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
     e_src = (ek, ev, epos) if meta.use_eidetic else (k, v, lse)
     with on_device(q):
         _attn_bwd_dq_kernel[(triton.cdiv(T, bm), b * H)](
-            q, k, v, *f_src, *e_src, do, lse, dlt, dq,
-            *q.stride(), *k.stride(), *v.stride(),
-            *_strides(kf if meta.use_fading else None, 4), *_strides(vf if meta.use_fading else None, 4),
-            *_strides(ek if meta.use_eidetic else None, 5), *_strides(ev if meta.use_eidetic else None, 5),
+            q,
+            k,
+            v,
+            *f_src,
+            *e_src,
+            do,
+            lse,
+            dlt,
+            dq,
+            *q.stride(),
+            *k.stride(),
+            *v.stride(),
+            *_strides(kf if meta.use_fading else None, 4),
+            *_strides(vf if meta.use_fading else None, 4),
+            *_strides(ek if meta.use_eidetic else None, 5),
+            *_strides(ev if meta.use_eidetic else None, 5),
             *_strides(epos if meta.use_eidetic else None, 3),
-            *do.stride(), *lse.stride(),
-            T, Tk, Tf, M, H, G, Dh,
-            meta.q_start, meta.window, meta.fading_window, meta.delta, meta.chunk, meta.scale,
-            HAS_FADING=meta.use_fading, HAS_EIDETIC=meta.use_eidetic, **consts,
-        )  # fmt: skip
+            *do.stride(),
+            *lse.stride(),
+            T,
+            Tk,
+            Tf,
+            M,
+            H,
+            G,
+            Dh,
+            meta.q_start,
+            meta.window,
+            meta.fading_window,
+            meta.delta,
+            meta.chunk,
+            meta.scale,
+            HAS_FADING=meta.use_fading,
+            HAS_EIDETIC=meta.use_eidetic,
+            **consts,
+        )
 
         def band(kk, vv, offset, width):
             dk, dv = torch.empty_like(kk), torch.empty_like(vv)
             _attn_bwd_dkdv_band_kernel[(triton.cdiv(kk.shape[1], bn), b * Hkv)](
-                q, do, lse, dlt, kk, vv, dk, dv,
-                *q.stride(), *do.stride(), *lse.stride(), *kk.stride(), *vv.stride(),
-                T, kk.shape[1], Hkv, G, Dh,
-                meta.q_start, offset, width, meta.scale, **consts,
-            )  # fmt: skip
+                q,
+                do,
+                lse,
+                dlt,
+                kk,
+                vv,
+                dk,
+                dv,
+                *q.stride(),
+                *do.stride(),
+                *lse.stride(),
+                *kk.stride(),
+                *vv.stride(),
+                T,
+                kk.shape[1],
+                Hkv,
+                G,
+                Dh,
+                meta.q_start,
+                offset,
+                width,
+                meta.scale,
+                **consts,
+            )
             return dk, dv
 
         dk, dv = band(k, v, 0, meta.window)
@@ -142,11 +212,32 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
                 dek, dev = torch.empty_like(ek), torch.empty_like(ev)
                 S = ek.shape[1]
                 _attn_bwd_dkdv_eidetic_kernel[(triton.cdiv(M, bn), S, b * Hkv)](
-                    q, do, lse, dlt, ek, ev, epos, dek, dev,
-                    *q.stride(), *do.stride(), *lse.stride(), *ek.stride(), *ev.stride(), *epos.stride(),
-                    T, M, Hkv, G, Dh,
-                    meta.q_start, meta.window, meta.chunk, meta.scale, **consts,
-                )  # fmt: skip
+                    q,
+                    do,
+                    lse,
+                    dlt,
+                    ek,
+                    ev,
+                    epos,
+                    dek,
+                    dev,
+                    *q.stride(),
+                    *do.stride(),
+                    *lse.stride(),
+                    *ek.stride(),
+                    *ev.stride(),
+                    *epos.stride(),
+                    T,
+                    M,
+                    Hkv,
+                    G,
+                    Dh,
+                    meta.q_start,
+                    meta.window,
+                    meta.chunk,
+                    meta.scale,
+                    **consts,
+                )
             else:  # M = 0 slots
                 dek, dev = torch.zeros_like(ek), torch.zeros_like(ev)
     return dq, dk, dv, dkf, dvf, dek, dev

@@ -28,19 +28,43 @@ from bmojo_triton.ops._triton_utils import mm
 
 @triton.jit
 def _band_dq(
-    dq, q, do, lse, dlt, i_pos, q_ok, i_lo, i_hi,
-    K, V, stride_kt, stride_kd, stride_vt, stride_vd,
-    src_start, Tsrc, offset, width, scale,
-    offs_d, d_ok,
-    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
+    dq,
+    q,
+    do,
+    lse,
+    dlt,
+    i_pos,
+    q_ok,
+    i_lo,
+    i_hi,
+    K,
+    V,
+    stride_kt,
+    stride_kd,
+    stride_vt,
+    stride_vd,
+    src_start,
+    Tsrc,
+    offset,
+    width,
+    scale,
+    offs_d,
+    d_ok,
+    BLOCK_N: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     lo = tl.maximum(i_lo - offset - width + 1, tl.maximum(src_start, 0)) - src_start
     hi = tl.minimum(i_hi - offset + 1 - src_start, Tsrc)
     for n0 in range(lo, hi, BLOCK_N):
         rows = n0 + tl.arange(0, BLOCK_N)
         r_ok = rows < hi
-        k = tl.load(K + rows[:, None] * stride_kt + offs_d[None, :] * stride_kd, mask=r_ok[:, None] & d_ok[None, :], other=0.0)
-        v = tl.load(V + rows[:, None] * stride_vt + offs_d[None, :] * stride_vd, mask=r_ok[:, None] & d_ok[None, :], other=0.0)
+        k = tl.load(
+            K + rows[:, None] * stride_kt + offs_d[None, :] * stride_kd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
+        )
+        v = tl.load(
+            V + rows[:, None] * stride_vt + offs_d[None, :] * stride_vd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
+        )
         s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
         rel = i_pos[:, None] - (src_start + rows)[None, :] - offset
         vis = (rel >= 0) & (rel < width) & r_ok[None, :] & q_ok[:, None]
@@ -53,22 +77,79 @@ def _band_dq(
 
 @triton.jit
 def _attn_bwd_dq_kernel(
-    Q, K, V, KF, VF, EK, EV, EPOS, DO, LSE, DLT, DQ,
-    sq_b, sq_t, sq_h, sq_d,
-    sk_b, sk_t, sk_h, sk_d,
-    sv_b, sv_t, sv_h, sv_d,
-    skf_b, skf_t, skf_h, skf_d,
-    svf_b, svf_t, svf_h, svf_d,
-    sek_b, sek_s, sek_m, sek_h, sek_d,
-    sev_b, sev_s, sev_m, sev_h, sev_d,
-    sep_b, sep_s, sep_m,
-    sdo_b, sdo_t, sdo_h, sdo_d,
-    sl_b, sl_h, sl_t,
-    T, Tk, Tf, M, H, G, Dh,
-    q_start, window, fading_window, delta, chunk, scale,
-    HAS_FADING: tl.constexpr, HAS_EIDETIC: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    ACC: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
+    Q,
+    K,
+    V,
+    KF,
+    VF,
+    EK,
+    EV,
+    EPOS,
+    DO,
+    LSE,
+    DLT,
+    DQ,
+    sq_b,
+    sq_t,
+    sq_h,
+    sq_d,
+    sk_b,
+    sk_t,
+    sk_h,
+    sk_d,
+    sv_b,
+    sv_t,
+    sv_h,
+    sv_d,
+    skf_b,
+    skf_t,
+    skf_h,
+    skf_d,
+    svf_b,
+    svf_t,
+    svf_h,
+    svf_d,
+    sek_b,
+    sek_s,
+    sek_m,
+    sek_h,
+    sek_d,
+    sev_b,
+    sev_s,
+    sev_m,
+    sev_h,
+    sev_d,
+    sep_b,
+    sep_s,
+    sep_m,
+    sdo_b,
+    sdo_t,
+    sdo_h,
+    sdo_d,
+    sl_b,
+    sl_h,
+    sl_t,
+    T,
+    Tk,
+    Tf,
+    M,
+    H,
+    G,
+    Dh,
+    q_start,
+    window,
+    fading_window,
+    delta,
+    chunk,
+    scale,
+    HAS_FADING: tl.constexpr,
+    HAS_EIDETIC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """dQ; DQ has q's strides, DO has its own; LSE and DLT (float32/64) share strides sl_*."""
     pid_m = tl.program_id(0)
@@ -83,7 +164,9 @@ def _attn_bwd_dq_kernel(
     qd_mask = q_ok[:, None] & d_ok[None, :]
     i_pos = q_start + offs_m
     q = tl.load(Q + b * sq_b + h * sq_h + offs_m[:, None] * sq_t + offs_d[None, :] * sq_d, mask=qd_mask, other=0.0)
-    do = tl.load(DO + b * sdo_b + h * sdo_h + offs_m[:, None] * sdo_t + offs_d[None, :] * sdo_d, mask=qd_mask, other=0.0)
+    do = tl.load(
+        DO + b * sdo_b + h * sdo_h + offs_m[:, None] * sdo_t + offs_d[None, :] * sdo_d, mask=qd_mask, other=0.0
+    )
     lse = tl.load(LSE + b * sl_b + h * sl_h + offs_m * sl_t, mask=q_ok, other=0.0).to(ACC)
     dlt = tl.load(DLT + b * sl_b + h * sl_h + offs_m * sl_t, mask=q_ok, other=0.0).to(ACC)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=ACC)
@@ -91,15 +174,59 @@ def _attn_bwd_dq_kernel(
     i_first = q_start + pid_m * BLOCK_M
     i_last = tl.minimum(i_first + BLOCK_M - 1, q_end)
     dq = _band_dq(
-        dq, q, do, lse, dlt, i_pos, q_ok, i_first, i_last,
-        K + b * sk_b + hk * sk_h, V + b * sv_b + hk * sv_h, sk_t, sk_d, sv_t, sv_d,
-        q_end + 1 - Tk, Tk, 0, window, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST,
+        dq,
+        q,
+        do,
+        lse,
+        dlt,
+        i_pos,
+        q_ok,
+        i_first,
+        i_last,
+        K + b * sk_b + hk * sk_h,
+        V + b * sv_b + hk * sv_h,
+        sk_t,
+        sk_d,
+        sv_t,
+        sv_d,
+        q_end + 1 - Tk,
+        Tk,
+        0,
+        window,
+        scale,
+        offs_d,
+        d_ok,
+        BLOCK_N,
+        DOT_PREC,
+        UPCAST,
     )
     if HAS_FADING:
         dq = _band_dq(
-            dq, q, do, lse, dlt, i_pos, q_ok, i_first, i_last,
-            KF + b * skf_b + hk * skf_h, VF + b * svf_b + hk * svf_h, skf_t, skf_d, svf_t, svf_d,
-            q_end + 1 - Tf, Tf, delta, fading_window, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST,
+            dq,
+            q,
+            do,
+            lse,
+            dlt,
+            i_pos,
+            q_ok,
+            i_first,
+            i_last,
+            KF + b * skf_b + hk * skf_h,
+            VF + b * svf_b + hk * svf_h,
+            skf_t,
+            skf_d,
+            svf_t,
+            svf_d,
+            q_end + 1 - Tf,
+            Tf,
+            delta,
+            fading_window,
+            scale,
+            offs_d,
+            d_ok,
+            BLOCK_N,
+            DOT_PREC,
+            UPCAST,
         )
     if HAS_EIDETIC:
         base = q_start // chunk
@@ -114,31 +241,62 @@ def _attn_bwd_dq_kernel(
                 kd_mask = e_ok[:, None] & d_ok[None, :]
                 k = tl.load(
                     EK + b * sek_b + s_idx * sek_s + hk * sek_h + slots[:, None] * sek_m + offs_d[None, :] * sek_d,
-                    mask=kd_mask, other=0.0,
+                    mask=kd_mask,
+                    other=0.0,
                 )
                 v = tl.load(
                     EV + b * sev_b + s_idx * sev_s + hk * sev_h + slots[:, None] * sev_m + offs_d[None, :] * sev_d,
-                    mask=kd_mask, other=0.0,
+                    mask=kd_mask,
+                    other=0.0,
                 )
                 s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
                 vis = (
-                    (snap == s_idx)[:, None] & q_ok[:, None]
-                    & (ep >= 0)[None, :] & (ep[None, :] <= (i_pos - window)[:, None])
+                    (snap == s_idx)[:, None]
+                    & q_ok[:, None]
+                    & (ep >= 0)[None, :]
+                    & (ep[None, :] <= (i_pos - window)[:, None])
                 )
                 p = tl.where(vis, tl.exp(s - lse[:, None]), 0.0)
                 dp = mm(do, tl.trans(v), DOT_PREC, UPCAST).to(ACC)
                 ds = p * (dp - dlt[:, None])
                 dq += mm(ds.to(k.dtype), k, DOT_PREC, UPCAST).to(ACC)
     dq = dq * scale
-    tl.store(DQ + b * sq_b + h * sq_h + offs_m[:, None] * sq_t + offs_d[None, :] * sq_d, dq.to(DQ.dtype.element_ty), mask=qd_mask)
+    tl.store(
+        DQ + b * sq_b + h * sq_h + offs_m[:, None] * sq_t + offs_d[None, :] * sq_d,
+        dq.to(DQ.dtype.element_ty),
+        mask=qd_mask,
+    )
 
 
 @triton.jit
 def _dkdv_tile(
-    dk, dv, k, v, j_pos, j_ok, q_lo, q_hi,
-    Q, DO, LSE, DLT, sq_t, sq_d, sdo_t, sdo_d, sl_t,
-    q_start, offset, width, scale, offs_d, d_ok,
-    BLOCK_M: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr, EIDETIC: tl.constexpr,
+    dk,
+    dv,
+    k,
+    v,
+    j_pos,
+    j_ok,
+    q_lo,
+    q_hi,
+    Q,
+    DO,
+    LSE,
+    DLT,
+    sq_t,
+    sq_d,
+    sdo_t,
+    sdo_d,
+    sl_t,
+    q_start,
+    offset,
+    width,
+    scale,
+    offs_d,
+    d_ok,
+    BLOCK_M: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+    EIDETIC: tl.constexpr,
 ):
     """Accumulate one query head's contribution to a key tile, over query rows [q_lo, q_hi).
 
@@ -172,16 +330,48 @@ def _dkdv_tile(
 
 @triton.jit
 def _attn_bwd_dkdv_band_kernel(
-    Q, DO, LSE, DLT, K, V, DK, DV,
-    sq_b, sq_t, sq_h, sq_d,
-    sdo_b, sdo_t, sdo_h, sdo_d,
-    sl_b, sl_h, sl_t,
-    sk_b, sk_t, sk_h, sk_d,
-    sv_b, sv_t, sv_h, sv_d,
-    T, Tsrc, Hkv, G, Dh,
-    q_start, offset, width, scale,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    ACC: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
+    Q,
+    DO,
+    LSE,
+    DLT,
+    K,
+    V,
+    DK,
+    DV,
+    sq_b,
+    sq_t,
+    sq_h,
+    sq_d,
+    sdo_b,
+    sdo_t,
+    sdo_h,
+    sdo_d,
+    sl_b,
+    sl_h,
+    sl_t,
+    sk_b,
+    sk_t,
+    sk_h,
+    sk_d,
+    sv_b,
+    sv_t,
+    sv_h,
+    sv_d,
+    T,
+    Tsrc,
+    Hkv,
+    G,
+    Dh,
+    q_start,
+    offset,
+    width,
+    scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """dK, dV of one banded source; DK/DV have K/V's strides."""
     pid_n = tl.program_id(0)
@@ -208,29 +398,97 @@ def _attn_bwd_dkdv_band_kernel(
     for gi in range(0, G):
         h = hk * G + gi
         dk, dv = _dkdv_tile(
-            dk, dv, k, v, j_pos, r_ok, q_lo, q_hi,
-            Q + b * sq_b + h * sq_h, DO + b * sdo_b + h * sdo_h, LSE + b * sl_b + h * sl_h,
-            DLT + b * sl_b + h * sl_h, sq_t, sq_d, sdo_t, sdo_d, sl_t,
-            q_start, offset, width, scale, offs_d, d_ok, BLOCK_M, DOT_PREC, UPCAST, False,
+            dk,
+            dv,
+            k,
+            v,
+            j_pos,
+            r_ok,
+            q_lo,
+            q_hi,
+            Q + b * sq_b + h * sq_h,
+            DO + b * sdo_b + h * sdo_h,
+            LSE + b * sl_b + h * sl_h,
+            DLT + b * sl_b + h * sl_h,
+            sq_t,
+            sq_d,
+            sdo_t,
+            sdo_d,
+            sl_t,
+            q_start,
+            offset,
+            width,
+            scale,
+            offs_d,
+            d_ok,
+            BLOCK_M,
+            DOT_PREC,
+            UPCAST,
+            False,
         )
     dk = dk * scale
-    tl.store(DK + b * sk_b + hk * sk_h + rows[:, None] * sk_t + offs_d[None, :] * sk_d, dk.to(DK.dtype.element_ty), mask=kd_mask)
-    tl.store(DV + b * sv_b + hk * sv_h + rows[:, None] * sv_t + offs_d[None, :] * sv_d, dv.to(DV.dtype.element_ty), mask=kd_mask)
+    tl.store(
+        DK + b * sk_b + hk * sk_h + rows[:, None] * sk_t + offs_d[None, :] * sk_d,
+        dk.to(DK.dtype.element_ty),
+        mask=kd_mask,
+    )
+    tl.store(
+        DV + b * sv_b + hk * sv_h + rows[:, None] * sv_t + offs_d[None, :] * sv_d,
+        dv.to(DV.dtype.element_ty),
+        mask=kd_mask,
+    )
 
 
 @triton.jit
 def _attn_bwd_dkdv_eidetic_kernel(
-    Q, DO, LSE, DLT, EK, EV, EPOS, DEK, DEV,
-    sq_b, sq_t, sq_h, sq_d,
-    sdo_b, sdo_t, sdo_h, sdo_d,
-    sl_b, sl_h, sl_t,
-    sek_b, sek_s, sek_m, sek_h, sek_d,
-    sev_b, sev_s, sev_m, sev_h, sev_d,
-    sep_b, sep_s, sep_m,
-    T, M, Hkv, G, Dh,
-    q_start, window, chunk, scale,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    ACC: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
+    Q,
+    DO,
+    LSE,
+    DLT,
+    EK,
+    EV,
+    EPOS,
+    DEK,
+    DEV,
+    sq_b,
+    sq_t,
+    sq_h,
+    sq_d,
+    sdo_b,
+    sdo_t,
+    sdo_h,
+    sdo_d,
+    sl_b,
+    sl_h,
+    sl_t,
+    sek_b,
+    sek_s,
+    sek_m,
+    sek_h,
+    sek_d,
+    sev_b,
+    sev_s,
+    sev_m,
+    sev_h,
+    sev_d,
+    sep_b,
+    sep_s,
+    sep_m,
+    T,
+    M,
+    Hkv,
+    G,
+    Dh,
+    q_start,
+    window,
+    chunk,
+    scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """dEK, dEV of one snapshot's slot tile; DEK/DEV have EK/EV's strides."""
     pid_n = tl.program_id(0)
@@ -244,8 +502,16 @@ def _attn_bwd_dkdv_eidetic_kernel(
     d_ok = offs_d < Dh
     kd_mask = e_ok[:, None] & d_ok[None, :]
     ep = tl.load(EPOS + b * sep_b + s_idx * sep_s + slots * sep_m, mask=e_ok, other=-1)
-    k = tl.load(EK + b * sek_b + s_idx * sek_s + hk * sek_h + slots[:, None] * sek_m + offs_d[None, :] * sek_d, mask=kd_mask, other=0.0)
-    v = tl.load(EV + b * sev_b + s_idx * sev_s + hk * sev_h + slots[:, None] * sev_m + offs_d[None, :] * sev_d, mask=kd_mask, other=0.0)
+    k = tl.load(
+        EK + b * sek_b + s_idx * sek_s + hk * sek_h + slots[:, None] * sek_m + offs_d[None, :] * sek_d,
+        mask=kd_mask,
+        other=0.0,
+    )
+    v = tl.load(
+        EV + b * sev_b + s_idx * sev_s + hk * sev_h + slots[:, None] * sev_m + offs_d[None, :] * sev_d,
+        mask=kd_mask,
+        other=0.0,
+    )
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=ACC)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=ACC)
     # the queries of this snapshot's chunk (those at positions < epos + w contribute zeros)
@@ -256,11 +522,42 @@ def _attn_bwd_dkdv_eidetic_kernel(
     for gi in range(0, G):
         h = hk * G + gi
         dk, dv = _dkdv_tile(
-            dk, dv, k, v, ep, e_ok, q_lo, q_hi,
-            Q + b * sq_b + h * sq_h, DO + b * sdo_b + h * sdo_h, LSE + b * sl_b + h * sl_h,
-            DLT + b * sl_b + h * sl_h, sq_t, sq_d, sdo_t, sdo_d, sl_t,
-            q_start, 0, window, scale, offs_d, d_ok, BLOCK_M, DOT_PREC, UPCAST, True,
+            dk,
+            dv,
+            k,
+            v,
+            ep,
+            e_ok,
+            q_lo,
+            q_hi,
+            Q + b * sq_b + h * sq_h,
+            DO + b * sdo_b + h * sdo_h,
+            LSE + b * sl_b + h * sl_h,
+            DLT + b * sl_b + h * sl_h,
+            sq_t,
+            sq_d,
+            sdo_t,
+            sdo_d,
+            sl_t,
+            q_start,
+            0,
+            window,
+            scale,
+            offs_d,
+            d_ok,
+            BLOCK_M,
+            DOT_PREC,
+            UPCAST,
+            True,
         )
     dk = dk * scale
-    tl.store(DEK + b * sek_b + s_idx * sek_s + hk * sek_h + slots[:, None] * sek_m + offs_d[None, :] * sek_d, dk.to(DEK.dtype.element_ty), mask=kd_mask)
-    tl.store(DEV + b * sev_b + s_idx * sev_s + hk * sev_h + slots[:, None] * sev_m + offs_d[None, :] * sev_d, dv.to(DEV.dtype.element_ty), mask=kd_mask)
+    tl.store(
+        DEK + b * sek_b + s_idx * sek_s + hk * sek_h + slots[:, None] * sek_m + offs_d[None, :] * sek_d,
+        dk.to(DEK.dtype.element_ty),
+        mask=kd_mask,
+    )
+    tl.store(
+        DEV + b * sev_b + s_idx * sev_s + hk * sev_h + slots[:, None] * sev_m + offs_d[None, :] * sev_d,
+        dv.to(DEV.dtype.element_ty),
+        mask=kd_mask,
+    )

@@ -27,11 +27,30 @@ NEG_BIG = tl.constexpr(-1.0e30)
 
 @triton.jit
 def _band_fwd(
-    acc, m_i, l_i, q, i_pos, q_ok, i_lo, i_hi,
-    K, V, stride_kt, stride_kd, stride_vt, stride_vd,
-    src_start, Tsrc, offset, width, scale,
-    offs_d, d_ok,
-    BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
+    acc,
+    m_i,
+    l_i,
+    q,
+    i_pos,
+    q_ok,
+    i_lo,
+    i_hi,
+    K,
+    V,
+    stride_kt,
+    stride_kd,
+    stride_vt,
+    stride_vd,
+    src_start,
+    Tsrc,
+    offset,
+    width,
+    scale,
+    offs_d,
+    d_ok,
+    BLOCK_N: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """Online-softmax update with the keys at positions j with offset <= i - j < offset + width.
 
@@ -43,8 +62,12 @@ def _band_fwd(
     for n0 in range(lo, hi, BLOCK_N):
         rows = n0 + tl.arange(0, BLOCK_N)
         r_ok = rows < hi
-        k = tl.load(K + rows[:, None] * stride_kt + offs_d[None, :] * stride_kd, mask=r_ok[:, None] & d_ok[None, :], other=0.0)
-        v = tl.load(V + rows[:, None] * stride_vt + offs_d[None, :] * stride_vd, mask=r_ok[:, None] & d_ok[None, :], other=0.0)
+        k = tl.load(
+            K + rows[:, None] * stride_kt + offs_d[None, :] * stride_kd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
+        )
+        v = tl.load(
+            V + rows[:, None] * stride_vt + offs_d[None, :] * stride_vd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
+        )
         s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
         rel = i_pos[:, None] - (src_start + rows)[None, :] - offset
         vis = (rel >= 0) & (rel < width) & r_ok[None, :] & q_ok[:, None]
@@ -60,22 +83,77 @@ def _band_fwd(
 
 @triton.jit
 def _attn_fwd_kernel(
-    Q, K, V, KF, VF, EK, EV, EPOS, O, LSE,
-    sq_b, sq_t, sq_h, sq_d,
-    sk_b, sk_t, sk_h, sk_d,
-    sv_b, sv_t, sv_h, sv_d,
-    skf_b, skf_t, skf_h, skf_d,
-    svf_b, svf_t, svf_h, svf_d,
-    sek_b, sek_s, sek_m, sek_h, sek_d,
-    sev_b, sev_s, sev_m, sev_h, sev_d,
-    sep_b, sep_s, sep_m,
-    so_b, so_t, so_h, so_d,
-    sl_b, sl_h, sl_t,
-    T, Tk, Tf, M, H, G, Dh,
-    q_start, window, fading_window, delta, chunk, scale,
-    HAS_FADING: tl.constexpr, HAS_EIDETIC: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    ACC: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
+    Q,
+    K,
+    V,
+    KF,
+    VF,
+    EK,
+    EV,
+    EPOS,
+    O,
+    LSE,
+    sq_b,
+    sq_t,
+    sq_h,
+    sq_d,
+    sk_b,
+    sk_t,
+    sk_h,
+    sk_d,
+    sv_b,
+    sv_t,
+    sv_h,
+    sv_d,
+    skf_b,
+    skf_t,
+    skf_h,
+    skf_d,
+    svf_b,
+    svf_t,
+    svf_h,
+    svf_d,
+    sek_b,
+    sek_s,
+    sek_m,
+    sek_h,
+    sek_d,
+    sev_b,
+    sev_s,
+    sev_m,
+    sev_h,
+    sev_d,
+    sep_b,
+    sep_s,
+    sep_m,
+    so_b,
+    so_t,
+    so_h,
+    so_d,
+    sl_b,
+    sl_h,
+    sl_t,
+    T,
+    Tk,
+    Tf,
+    M,
+    H,
+    G,
+    Dh,
+    q_start,
+    window,
+    fading_window,
+    delta,
+    chunk,
+    scale,
+    HAS_FADING: tl.constexpr,
+    HAS_EIDETIC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -101,16 +179,58 @@ def _attn_fwd_kernel(
 
     # 1. raw keys: (i - w, i]
     acc, m_i, l_i = _band_fwd(
-        acc, m_i, l_i, q, i_pos, q_ok, i_first, i_last,
-        K + b * sk_b + hk * sk_h, V + b * sv_b + hk * sv_h, sk_t, sk_d, sv_t, sv_d,
-        q_end + 1 - Tk, Tk, 0, window, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST,
+        acc,
+        m_i,
+        l_i,
+        q,
+        i_pos,
+        q_ok,
+        i_first,
+        i_last,
+        K + b * sk_b + hk * sk_h,
+        V + b * sv_b + hk * sv_h,
+        sk_t,
+        sk_d,
+        sv_t,
+        sv_d,
+        q_end + 1 - Tk,
+        Tk,
+        0,
+        window,
+        scale,
+        offs_d,
+        d_ok,
+        BLOCK_N,
+        DOT_PREC,
+        UPCAST,
     )
     # 2. fading keys: (i - δ - f, i - δ]
     if HAS_FADING:
         acc, m_i, l_i = _band_fwd(
-            acc, m_i, l_i, q, i_pos, q_ok, i_first, i_last,
-            KF + b * skf_b + hk * skf_h, VF + b * svf_b + hk * svf_h, skf_t, skf_d, svf_t, svf_d,
-            q_end + 1 - Tf, Tf, delta, fading_window, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST,
+            acc,
+            m_i,
+            l_i,
+            q,
+            i_pos,
+            q_ok,
+            i_first,
+            i_last,
+            KF + b * skf_b + hk * skf_h,
+            VF + b * svf_b + hk * svf_h,
+            skf_t,
+            skf_d,
+            svf_t,
+            svf_d,
+            q_end + 1 - Tf,
+            Tf,
+            delta,
+            fading_window,
+            scale,
+            offs_d,
+            d_ok,
+            BLOCK_N,
+            DOT_PREC,
+            UPCAST,
         )
     # 3. eidetic slots of the snapshot each query's chunk uses; visible when 0 <= epos <= i - w
     if HAS_EIDETIC:
@@ -126,16 +246,20 @@ def _attn_fwd_kernel(
                 kd_mask = e_ok[:, None] & d_ok[None, :]
                 k = tl.load(
                     EK + b * sek_b + s_idx * sek_s + hk * sek_h + slots[:, None] * sek_m + offs_d[None, :] * sek_d,
-                    mask=kd_mask, other=0.0,
+                    mask=kd_mask,
+                    other=0.0,
                 )
                 v = tl.load(
                     EV + b * sev_b + s_idx * sev_s + hk * sev_h + slots[:, None] * sev_m + offs_d[None, :] * sev_d,
-                    mask=kd_mask, other=0.0,
+                    mask=kd_mask,
+                    other=0.0,
                 )
                 s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
                 vis = (
-                    (snap == s_idx)[:, None] & q_ok[:, None]
-                    & (ep >= 0)[None, :] & (ep[None, :] <= (i_pos - window)[:, None])
+                    (snap == s_idx)[:, None]
+                    & q_ok[:, None]
+                    & (ep >= 0)[None, :]
+                    & (ep[None, :] <= (i_pos - window)[:, None])
                 )
                 s = tl.where(vis, s, float("-inf"))
                 m_new = tl.maximum(m_i, tl.max(s, axis=1))

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 import triton
-
 from bmojo._checks import compute_dtype
 from bmojo.ops.causal_conv1d.reference import _check
+
 from bmojo_triton.ops._triton_utils import acc_dtype, on_device, pow2
 from bmojo_triton.ops.causal_conv1d.fwd import _conv_fwd_kernel
 from bmojo_triton.ops.causal_conv1d.step import _conv_step_kernel
@@ -36,11 +36,24 @@ def causal_conv1d(
     if x.numel():
         with on_device(x):
             _conv_fwd_kernel[(triton.cdiv(T, bt), triton.cdiv(ch, bc), b)](
-                x, state if state is not None else x, weight, bias if bias is not None else weight, y, T, ch, K,
-                x.stride(0), x.stride(1), *(state.stride()[:2] if state is not None else (0, 0)),
-                HAS_STATE=state is not None, HAS_BIAS=bias is not None, SILU=activation == "silu",
-                BLOCK_T=bt, BLOCK_C=bc, ACC=acc_dtype(compute_dtype(x.dtype)),
-            )  # fmt: skip
+                x,
+                state if state is not None else x,
+                weight,
+                bias if bias is not None else weight,
+                y,
+                T,
+                ch,
+                K,
+                x.stride(0),
+                x.stride(1),
+                *(state.stride()[:2] if state is not None else (0, 0)),
+                HAS_STATE=state is not None,
+                HAS_BIAS=bias is not None,
+                SILU=activation == "silu",
+                BLOCK_T=bt,
+                BLOCK_C=bc,
+                ACC=acc_dtype(compute_dtype(x.dtype)),
+            )
     # the last K-1 inputs (from the state when T < K-1): a small copy, done by torch
     if K == 1:
         final = x.new_empty(b, 0, ch)
@@ -69,8 +82,17 @@ def causal_conv1d_step(
     if x.numel():
         with on_device(x):
             _conv_step_kernel[(b, triton.cdiv(ch, bc))](
-                x, state if K > 1 else x, weight, bias if bias is not None else weight, y, new_state, ch, K,
-                HAS_BIAS=bias is not None, SILU=activation == "silu", BLOCK_C=bc,
+                x,
+                state if K > 1 else x,
+                weight,
+                bias if bias is not None else weight,
+                y,
+                new_state,
+                ch,
+                K,
+                HAS_BIAS=bias is not None,
+                SILU=activation == "silu",
+                BLOCK_C=bc,
                 ACC=acc_dtype(compute_dtype(x.dtype)),
-            )  # fmt: skip
+            )
     return y, new_state

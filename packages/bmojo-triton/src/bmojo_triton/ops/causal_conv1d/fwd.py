@@ -12,10 +12,24 @@ import triton.language as tl
 
 @triton.jit
 def _conv_fwd_kernel(
-    X, S, W, BIAS, Y, T, CH, K,
-    sx_b, sx_t, ss_b, ss_t,
-    HAS_STATE: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr,
+    X,
+    S,
+    W,
+    BIAS,
+    Y,
+    T,
+    CH,
+    K,
+    sx_b,
+    sx_t,
+    ss_b,
+    ss_t,
+    HAS_STATE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SILU: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    ACC: tl.constexpr,
 ):
     pid_t = tl.program_id(0)
     pid_c = tl.program_id(1)
@@ -44,4 +58,6 @@ def _conv_fwd_kernel(
         acc += xv * w[None, :]
     if SILU:
         acc = acc * tl.sigmoid(acc)
-    tl.store(Y + b * sx_b + t[:, None] * sx_t + c[None, :], acc.to(Y.dtype.element_ty), mask=t_ok[:, None] & c_ok[None, :])
+    tl.store(
+        Y + b * sx_b + t[:, None] * sx_t + c[None, :], acc.to(Y.dtype.element_ty), mask=t_ok[:, None] & c_ok[None, :]
+    )

@@ -8,8 +8,18 @@ import triton.language as tl
 
 @triton.jit
 def _conv_step_kernel(
-    X, S, W, BIAS, Y, NEW_S, CH, K,
-    HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr,
+    X,
+    S,
+    W,
+    BIAS,
+    Y,
+    NEW_S,
+    CH,
+    K,
+    HAS_BIAS: tl.constexpr,
+    SILU: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    ACC: tl.constexpr,
 ):
     b = tl.program_id(0)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)

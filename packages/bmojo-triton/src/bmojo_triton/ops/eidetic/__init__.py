@@ -4,8 +4,8 @@ small discrete top-k over one chunk's scores, and core's reference (torch) serve
 from __future__ import annotations
 
 import torch
-
 from bmojo._checks import check_tensor
+
 from bmojo_triton.ops._triton_utils import acc_dtype, on_device, pow2
 from bmojo_triton.ops.eidetic.fwd import _innovation_kernel
 

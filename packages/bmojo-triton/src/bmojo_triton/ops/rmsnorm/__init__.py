@@ -7,8 +7,8 @@ hold the kernels; the ``autograd.Function`` here saves the inputs and runs the b
 from __future__ import annotations
 
 import torch
-
 from bmojo._checks import check_same, check_tensor, compute_dtype, fail
+
 from bmojo_triton.ops._triton_utils import acc_dtype, on_device, pow2
 from bmojo_triton.ops.rmsnorm.bwd import _norm_bwd_kernel
 from bmojo_triton.ops.rmsnorm.fwd import _norm_fwd_kernel
@@ -20,9 +20,17 @@ def _launch_fwd(x, z, weight, eps, group):
     if rows:
         with on_device(x):
             _norm_fwd_kernel[(rows,)](
-                x, z if z is not None else x, weight, y, group, x.shape[-1] // group, float(eps),
-                HAS_Z=z is not None, BLOCK=pow2(group, 1), ACC=acc_dtype(x.dtype),
-            )  # fmt: skip
+                x,
+                z if z is not None else x,
+                weight,
+                y,
+                group,
+                x.shape[-1] // group,
+                float(eps),
+                HAS_Z=z is not None,
+                BLOCK=pow2(group, 1),
+                ACC=acc_dtype(x.dtype),
+            )
     return y
 
 
@@ -45,10 +53,20 @@ class _NormFn(torch.autograd.Function):
         if rows:
             with on_device(x):
                 _norm_bwd_kernel[(rows,)](
-                    x, z if z is not None else x, weight, dy, dx, dz if dz is not None else dx, dw_rows,
-                    group, x.shape[-1] // group, float(ctx.eps),
-                    HAS_Z=z is not None, BLOCK=pow2(group, 1), ACC=acc_dtype(x.dtype),
-                )  # fmt: skip
+                    x,
+                    z if z is not None else x,
+                    weight,
+                    dy,
+                    dx,
+                    dz if dz is not None else dx,
+                    dw_rows,
+                    group,
+                    x.shape[-1] // group,
+                    float(ctx.eps),
+                    HAS_Z=z is not None,
+                    BLOCK=pow2(group, 1),
+                    ACC=acc_dtype(x.dtype),
+                )
         dw = dw_rows.reshape(-1, x.shape[-1]).sum(0).to(weight.dtype)
         return dx, dz, dw, None, None
 

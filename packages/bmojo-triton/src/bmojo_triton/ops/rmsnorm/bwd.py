@@ -14,8 +14,19 @@ import triton.language as tl
 
 @triton.jit
 def _norm_bwd_kernel(
-    X, Z, W, DY, DX, DZ, DW_ROWS, group, groups_per_row, eps,
-    HAS_Z: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
+    X,
+    Z,
+    W,
+    DY,
+    DX,
+    DZ,
+    DW_ROWS,
+    group,
+    groups_per_row,
+    eps,
+    HAS_Z: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ACC: tl.constexpr,
 ):
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)

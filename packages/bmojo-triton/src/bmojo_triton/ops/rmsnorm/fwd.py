@@ -12,8 +12,16 @@ import triton.language as tl
 
 @triton.jit
 def _norm_fwd_kernel(
-    X, Z, W, Y, group, groups_per_row, eps,
-    HAS_Z: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
+    X,
+    Z,
+    W,
+    Y,
+    group,
+    groups_per_row,
+    eps,
+    HAS_Z: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ACC: tl.constexpr,
 ):
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)

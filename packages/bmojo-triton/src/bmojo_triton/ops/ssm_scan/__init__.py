@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 import triton
-
 from bmojo._checks import check_int, compute_dtype
 from bmojo.ops.ssm_scan.reference import _check_scan_args
+
 from bmojo_triton.ops._triton_utils import acc_dtype, dot_precision, on_device, pow2
 from bmojo_triton.ops.ssm_scan.fwd import _ssd_fwd_kernel
 from bmojo_triton.ops.ssm_scan.step import _ssm_step_kernel
@@ -45,13 +45,36 @@ def ssm_scan(
     cd = compute_dtype(x.dtype)
     with on_device(x):
         _ssd_fwd_kernel[(b * H, triton.cdiv(P, bp))](
-            x, dt, A.contiguous(), B, C, D.contiguous() if D is not None else A, h0 if h0 is not None else final, y, final,
-            x.stride(0), x.stride(1), x.stride(2), dt.stride(0), dt.stride(1), B.stride(0), B.stride(1), B.stride(2),
-            T, H, P, N, H // G,
-            HAS_D=D is not None, HAS_H0=h0 is not None,
-            BLOCK_L=bl, BLOCK_P=bp, BLOCK_N=pow2(N), ACC=acc_dtype(cd),
+            x,
+            dt,
+            A.contiguous(),
+            B,
+            C,
+            D.contiguous() if D is not None else A,
+            h0 if h0 is not None else final,
+            y,
+            final,
+            x.stride(0),
+            x.stride(1),
+            x.stride(2),
+            dt.stride(0),
+            dt.stride(1),
+            B.stride(0),
+            B.stride(1),
+            B.stride(2),
+            T,
+            H,
+            P,
+            N,
+            H // G,
+            HAS_D=D is not None,
+            HAS_H0=h0 is not None,
+            BLOCK_L=bl,
+            BLOCK_P=bp,
+            BLOCK_N=pow2(N),
+            ACC=acc_dtype(cd),
             DOT_PREC=dot_precision(x.dtype) if gpu else "ieee",
-        )  # fmt: skip
+        )
     return y, final
 
 
@@ -74,8 +97,23 @@ def ssm_step(
     if x.numel():
         with on_device(x):
             _ssm_step_kernel[(b * H, triton.cdiv(P, bp))](
-                state, x, dt, A.contiguous(), B, C, D.contiguous() if D is not None else A, y, new_state,
-                H, P, N, H // G, G,
-                HAS_D=D is not None, BLOCK_P=bp, BLOCK_N=pow2(N, 1), ACC=acc_dtype(compute_dtype(x.dtype)),
-            )  # fmt: skip
+                state,
+                x,
+                dt,
+                A.contiguous(),
+                B,
+                C,
+                D.contiguous() if D is not None else A,
+                y,
+                new_state,
+                H,
+                P,
+                N,
+                H // G,
+                G,
+                HAS_D=D is not None,
+                BLOCK_P=bp,
+                BLOCK_N=pow2(N, 1),
+                ACC=acc_dtype(compute_dtype(x.dtype)),
+            )
     return y, new_state

@@ -25,12 +25,35 @@ from bmojo_triton.ops._triton_utils import mm
 
 @triton.jit
 def _ssd_fwd_kernel(
-    X, DT, A, B, C, D, H0, Y, HT,
-    sx_b, sx_t, sx_h, sdt_b, sdt_t, sb_b, sb_t, sb_g,
-    T, H, P, N, HEADS_PER_GROUP,
-    HAS_D: tl.constexpr, HAS_H0: tl.constexpr,
-    BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-    ACC: tl.constexpr, DOT_PREC: tl.constexpr,
+    X,
+    DT,
+    A,
+    B,
+    C,
+    D,
+    H0,
+    Y,
+    HT,
+    sx_b,
+    sx_t,
+    sx_h,
+    sdt_b,
+    sdt_t,
+    sb_b,
+    sb_t,
+    sb_g,
+    T,
+    H,
+    P,
+    N,
+    HEADS_PER_GROUP,
+    HAS_D: tl.constexpr,
+    HAS_H0: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    ACC: tl.constexpr,
+    DOT_PREC: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)
     pid_p = tl.program_id(1)
@@ -56,9 +79,15 @@ def _ssd_fwd_kernel(
         t = t0 + offs_l
         t_ok = t < T
         dt = tl.load(DT + b * sdt_b + t * sdt_t + h, mask=t_ok, other=0.0).to(ACC)
-        x = tl.load(X + b * sx_b + t[:, None] * sx_t + h * sx_h + offs_p[None, :], mask=t_ok[:, None] & p_ok[None, :], other=0.0).to(ACC)
-        bm = tl.load(B + b * sb_b + t[:, None] * sb_t + g * sb_g + offs_n[None, :], mask=t_ok[:, None] & n_ok[None, :], other=0.0).to(ACC)
-        cm = tl.load(C + b * sb_b + t[:, None] * sb_t + g * sb_g + offs_n[None, :], mask=t_ok[:, None] & n_ok[None, :], other=0.0).to(ACC)
+        x = tl.load(
+            X + b * sx_b + t[:, None] * sx_t + h * sx_h + offs_p[None, :], mask=t_ok[:, None] & p_ok[None, :], other=0.0
+        ).to(ACC)
+        bm = tl.load(
+            B + b * sb_b + t[:, None] * sb_t + g * sb_g + offs_n[None, :], mask=t_ok[:, None] & n_ok[None, :], other=0.0
+        ).to(ACC)
+        cm = tl.load(
+            C + b * sb_b + t[:, None] * sb_t + g * sb_g + offs_n[None, :], mask=t_ok[:, None] & n_ok[None, :], other=0.0
+        ).to(ACC)
         cum = tl.cumsum(dt * a, axis=0)
         total = tl.sum(dt * a, axis=0)
         xdt = x * dt[:, None]
@@ -68,7 +97,11 @@ def _ssd_fwd_kernel(
         y += mm(cm, tl.trans(state), DOT_PREC, False) * tl.exp(cum)[:, None]
         if HAS_D:
             y += x * d
-        tl.store(Y + b * sx_b + t[:, None] * sx_t + h * sx_h + offs_p[None, :], y.to(Y.dtype.element_ty), mask=t_ok[:, None] & p_ok[None, :])
+        tl.store(
+            Y + b * sx_b + t[:, None] * sx_t + h * sx_h + offs_p[None, :],
+            y.to(Y.dtype.element_ty),
+            mask=t_ok[:, None] & p_ok[None, :],
+        )
         to_end = tl.exp(total - cum)
         state = state * tl.exp(total) + mm(tl.trans(xdt * to_end[:, None]), bm, DOT_PREC, False)
     tl.store(HT + state_ptrs, state.to(HT.dtype.element_ty), mask=p_ok[:, None] & n_ok[None, :])

@@ -13,9 +13,24 @@ import triton.language as tl
 
 @triton.jit
 def _ssm_step_kernel(
-    STATE, X, DT, A, B, C, D, Y, NEW_STATE,
-    H, P, N, HEADS_PER_GROUP, G,
-    HAS_D: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr,
+    STATE,
+    X,
+    DT,
+    A,
+    B,
+    C,
+    D,
+    Y,
+    NEW_STATE,
+    H,
+    P,
+    N,
+    HEADS_PER_GROUP,
+    G,
+    HAS_D: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    ACC: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)
     pid_p = tl.program_id(1)
