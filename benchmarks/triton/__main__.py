@@ -93,7 +93,14 @@ def record(section, case, impl, mode, seconds, *, flops=None, nbytes=None, note=
     return seconds
 
 
+#: perf_counter deadline after which remaining measurements are skipped (``--budget``)
+DEADLINE = [float("inf")]
+
+
 def attempt(section, case, impl, mode, fn, **kw):
+    if time.perf_counter() > DEADLINE[0]:
+        record(section, case, impl, mode, None, note="skipped: --budget exhausted")
+        return None
     try:
         return record(section, case, impl, mode, fn(), **kw)
     except Exception as err:  # a peer that fails is reported, never fatal
@@ -490,7 +497,7 @@ SIZES = {
         decode=dict(D=32, H=2, w=4, M=2, ctx=[8, 16], prefill_chunk=8),
     ),
 }
-SECTIONS = ("attention", "ssm", "norm_conv", "decode")
+SECTIONS = ("attention", "ssm", "decode", "norm_conv")
 
 
 def main(argv=None) -> int:
@@ -501,6 +508,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     ap.add_argument("--dtypes", default="bfloat16", help="attention/ssm dtypes, e.g. bfloat16,float32")
     ap.add_argument("--out", type=Path, default=None, help="write all rows as JSON here")
+    ap.add_argument("--budget", type=float, default=None, help="seconds; later measurements are skipped (listed)")
     a = ap.parse_args(argv)
     sections = [x for x in a.sections.split(",") if x]
     bad = sorted(set(sections) - set(SECTIONS))
@@ -545,8 +553,10 @@ def main(argv=None) -> int:
         f"benchmarks.triton on {info['device']} (torch {info['torch']}, triton {info.get('triton')}), scale {scale}",
         flush=True,
     )
-    ceilings(gpu, dev)
     t_start = time.perf_counter()
+    if a.budget:
+        DEADLINE[0] = t_start + a.budget
+    ceilings(gpu, dev)
 
     def dump():
         if a.out:

@@ -54,7 +54,7 @@ PY
 }
 export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 export -f setup
-step setup 90 setup.log bash -c setup
+step setup 45 setup.log bash -c setup
 digest setup.log 14
 
 # ----- 1. the machine -----
@@ -77,19 +77,19 @@ grep -E "^(python|device|triton|fla) " "$OUT/env.txt" | sed 's/^/   | /'
 
 # ----- 2. conformance on CUDA -----
 CONF=(env BMOJO_BACKEND=triton python3 -m pytest --pyargs bmojo.testing.conformance --bmojo-backend=triton --bmojo-device=cuda -q -p no:cacheprovider)
-step conformance 110 conformance.log "${CONF[@]}"
+step conformance 130 conformance.log "${CONF[@]}"
 digest conformance.log 16
 step conf_half 60 conformance_half.log "${CONF[@]}" --bmojo-dtypes=bfloat16,float16
 digest conformance_half.log 16
 
 # ----- 3. kernel tests, 4. model-level test -----
-step kernel_tests 70 kernel_tests.log python3 -m pytest tests/triton -q -p no:cacheprovider --bmojo-device=cuda --ignore=tests/triton/test_triton_model.py
+step kernel_tests 60 kernel_tests.log python3 -m pytest tests/triton -q -p no:cacheprovider --bmojo-device=cuda --ignore=tests/triton/test_triton_model.py
 digest kernel_tests.log 6
-step model_test 45 kernel_tests.log python3 -m pytest tests/triton/test_triton_model.py -q -p no:cacheprovider --bmojo-device=cuda
+step model_test 40 kernel_tests.log python3 -m pytest tests/triton/test_triton_model.py -q -p no:cacheprovider --bmojo-device=cuda
 digest kernel_tests.log 4
 
 # ----- 5. benchmark -----
-step benchmark 190 bench.log python3 -m benchmarks.triton --out "$OUT/bench.json"
+step benchmark 140 bench.log python3 -m benchmarks.triton --budget 120 --out "$OUT/bench.json"
 grep -E "^ceilings|ratio|error|^done" "$OUT/bench.log" | head -40 | sed 's/^/   | /'
 
 echo "== summary (total $(( $(date +%s) - T_ALL ))s; logs in $OUT)"

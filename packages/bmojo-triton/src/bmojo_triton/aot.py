@@ -76,11 +76,15 @@ def compile_instead_of_launch(arch: int, log: list):
 
         return launch
 
+    from bmojo_triton.ops import _triton_utils
+
     JITFunction.__getitem__ = getitem
+    _triton_utils.AS_GPU = True
     try:
         yield
     finally:
         JITFunction.__getitem__ = original
+        _triton_utils.AS_GPU = False
 
 
 def run_all(arch: int, dtypes=(torch.float32, torch.bfloat16, torch.float16, torch.float64)) -> list:

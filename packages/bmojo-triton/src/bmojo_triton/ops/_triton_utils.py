@@ -14,6 +14,16 @@ import triton.language as tl
 #: Smallest block edge ``tl.dot`` accepts; smaller dimensions are padded (masked loads).
 MIN_DOT = 16
 
+#: Set by ``bmojo_triton.aot`` only: launch with the GPU's tiles and math on CPU tensors, so the
+#: ahead-of-time compile check sees exactly the kernels a GPU would run.
+AS_GPU = False
+
+
+def gpu_path(device: torch.device) -> bool:
+    """Whether launches use the GPU's tiles and math (True on CUDA), or the interpreter's small
+    tiles and bf16 upcast (CPU tensors, which only run under TRITON_INTERPRET=1)."""
+    return device.type == "cuda" or AS_GPU
+
 
 def pow2(n: int, minimum: int = MIN_DOT) -> int:
     """Smallest power of two >= max(n, minimum): a block edge covering n."""
@@ -42,7 +52,7 @@ def upcast(dtype: torch.dtype, device: torch.device) -> bool:
     """Whether the kernels must run their matmuls in float32: Triton's interpreter (the only way
     they run on a CPU) stores bfloat16 as raw uint16 and multiplies those bits. Upcasting the
     bfloat16 operands gives the GPU's own math (exact bf16 products, float32 sums)."""
-    return device.type != "cuda" and dtype == torch.bfloat16
+    return not gpu_path(device) and dtype == torch.bfloat16
 
 
 @triton.jit

@@ -19,7 +19,7 @@ import triton
 from bmojo._checks import compute_dtype
 from bmojo.ops.bmojo_attention.reference import _check, resolve_fading_offset
 
-from bmojo_triton.ops._triton_utils import acc_dtype, dot_precision, on_device, pow2, upcast
+from bmojo_triton.ops._triton_utils import acc_dtype, dot_precision, gpu_path, on_device, pow2, upcast
 from bmojo_triton.ops.bmojo_attention.bwd import (
     _attn_bwd_dkdv_band_kernel,
     _attn_bwd_dkdv_eidetic_kernel,
@@ -33,7 +33,7 @@ def _tiles(Dh: int, T: int, device: torch.device) -> tuple[int, int, int]:
     they cross tile edges in small tests); on a GPU 64×64 (32 key rows at head size 128, which keeps
     the forward's q, k, v and accumulator in registers)."""
     bd = pow2(Dh)
-    if device.type != "cuda":
+    if not gpu_path(device):
         return 16, 16, bd
     bm = 64 if T > 16 else 16
     bn = 64 if bd <= 64 else 32

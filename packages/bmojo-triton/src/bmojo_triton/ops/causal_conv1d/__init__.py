@@ -12,7 +12,7 @@ import triton
 from bmojo._checks import compute_dtype
 from bmojo.ops.causal_conv1d.reference import _check
 
-from bmojo_triton.ops._triton_utils import acc_dtype, on_device, pow2
+from bmojo_triton.ops._triton_utils import acc_dtype, gpu_path, on_device, pow2
 from bmojo_triton.ops.causal_conv1d.fwd import _conv_fwd_kernel
 from bmojo_triton.ops.causal_conv1d.step import _conv_step_kernel
 
@@ -31,8 +31,9 @@ def causal_conv1d(
     b, T, ch = x.shape
     y = torch.empty_like(x)
     state = initial_state.contiguous() if initial_state is not None else None
-    bt = 16 if x.device.type != "cuda" else 64
-    bc = min(pow2(ch, 1), 16 if x.device.type != "cuda" else 128)
+    gpu = gpu_path(x.device)
+    bt = 64 if gpu else 16
+    bc = min(pow2(ch, 1), 128 if gpu else 16)
     if x.numel():
         with on_device(x):
             _conv_fwd_kernel[(triton.cdiv(T, bt), triton.cdiv(ch, bc), b)](

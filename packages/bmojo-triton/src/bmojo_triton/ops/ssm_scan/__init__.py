@@ -12,7 +12,7 @@ import triton
 from bmojo._checks import check_int, compute_dtype
 from bmojo.ops.ssm_scan.reference import _check_scan_args
 
-from bmojo_triton.ops._triton_utils import acc_dtype, dot_precision, on_device, pow2
+from bmojo_triton.ops._triton_utils import acc_dtype, dot_precision, gpu_path, on_device, pow2
 from bmojo_triton.ops.ssm_scan.fwd import _ssd_fwd_kernel
 from bmojo_triton.ops.ssm_scan.step import _ssm_step_kernel
 
@@ -36,7 +36,7 @@ def ssm_scan(
     T = x.shape[1]
     y = torch.empty_like(x)
     final = torch.empty(b, H, P, N, dtype=x.dtype, device=x.device)
-    gpu = x.device.type == "cuda"
+    gpu = gpu_path(x.device)
     bl = 64 if gpu else 16
     bp = min(pow2(P), 32 if gpu else 16)
     h0 = initial_state.contiguous() if initial_state is not None else None
