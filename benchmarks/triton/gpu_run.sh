@@ -26,7 +26,7 @@ step() {  # step NAME TIMEOUT LOG CMD...
   shift 3
   local t0=$(date +%s)
   echo "== $name (timeout ${limit}s) -> $log"
-  timeout -k 10 "$limit" "$@" >> "$OUT/$log" 2>&1
+  timeout -k 3 "$limit" "$@" >> "$OUT/$log" 2>&1
   local rc=$?
   local dt=$(( $(date +%s) - t0 ))
   printf '%-14s rc=%-4s %5ss\n' "$name" "$rc" "$dt" >> "$SUMMARY"
@@ -40,6 +40,7 @@ digest() {  # the last N lines of a log, indented
 # ----- 0. install -----
 setup() {
   if ls .whl/*.whl >/dev/null 2>&1; then
+    ls .whl
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || return 1
   fi
   local args=(--no-deps --no-build-isolation --no-index -e packages/bmojo-core -e packages/bmojo-triton)
@@ -77,7 +78,7 @@ grep -E "^(python|device|triton|fla) " "$OUT/env.txt" | sed 's/^/   | /'
 
 # ----- 2. conformance on CUDA -----
 CONF=(env BMOJO_BACKEND=triton python3 -m pytest --pyargs bmojo.testing.conformance --bmojo-backend=triton --bmojo-device=cuda -q -p no:cacheprovider)
-step conformance 130 conformance.log "${CONF[@]}"
+step conformance 125 conformance.log "${CONF[@]}"
 digest conformance.log 16
 step conf_half 60 conformance_half.log "${CONF[@]}" --bmojo-dtypes=bfloat16,float16
 digest conformance_half.log 16
@@ -89,8 +90,9 @@ step model_test 40 kernel_tests.log python3 -m pytest tests/triton/test_triton_m
 digest kernel_tests.log 4
 
 # ----- 5. benchmark -----
-step benchmark 140 bench.log python3 -m benchmarks.triton --budget 120 --out "$OUT/bench.json"
+step benchmark 130 bench.log python3 -m benchmarks.triton --budget 110 --out "$OUT/bench.json"
 grep -E "^ceilings|ratio|error|^done" "$OUT/bench.log" | head -40 | sed 's/^/   | /'
+digest bench.log 2
 
 echo "== summary (total $(( $(date +%s) - T_ALL ))s; logs in $OUT)"
 cat "$SUMMARY"
