@@ -39,14 +39,32 @@ SCAN = {
 }
 
 
+SCAN_NAMES = ("x", "dt", "A", "B", "C", "D", "initial_state")
+
+
 @pytest.mark.parametrize("name", list(SCAN))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_ssm_scan(name, dtype, device):
+def test_ssm_scan_forward_and_gradients(name, dtype, device):
+    """y and the final state, and the Triton backward's gradients of every input through both."""
     args = scan_args(device, dtype, **SCAN[name])
-    y, h = ssm_scan.ssm_scan(*args, chunk_size=16)
-    y_r, h_r = ssm_ref.ssm_scan(*args, chunk_size=16)
-    assert_close(f"{name}: y", y, y_r, dtype)
-    assert_close(f"{name}: final state", h, h_r, dtype)
+    kw = dict(chunk_size=16)
+    compare_fwd_bwd(name, ssm_scan.ssm_scan, ssm_ref.ssm_scan, args, kw, dtype, names=SCAN_NAMES)
+
+
+def test_ssm_scan_gradients_float64(device):
+    args = scan_args(device, torch.float64, b=2, T=37, H=4, P=24, G=2, N=20)
+    compare_fwd_bwd("f64", ssm_scan.ssm_scan, ssm_ref.ssm_scan, args, {}, torch.float64, names=SCAN_NAMES)
+
+
+def test_ssm_scan_without_grad_saves_nothing(device):
+    """Inference calls skip the state saving (a different, lighter launch) and agree with it."""
+    args = scan_args(device, torch.float32, b=1, T=40, H=2, P=8, G=1, N=8)
+    with torch.no_grad():
+        y0, h0 = ssm_scan.ssm_scan(*args)
+    y1, h1 = ssm_scan.ssm_scan(*[a.requires_grad_(True) if a is not None else None for a in args])
+    assert y1.grad_fn is not None
+    assert_close("y", y0, y1.detach(), torch.float32)
+    assert_close("h", h0, h1.detach(), torch.float32)
 
 
 def test_ssm_scan_chunk_size_does_not_change_the_result(device):

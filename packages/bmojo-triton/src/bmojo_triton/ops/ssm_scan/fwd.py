@@ -13,6 +13,7 @@ matmuls (Mamba-2's SSD form), across chunks only the state is carried:
 Rows past T load dt = 0 (the state is unchanged by them, as in core's padding). B and C are read
 from the head's group (GQA-style sharing, nothing repeated in memory). The chunk length is the
 kernel's own tile (the ``chunk_size`` argument only changes float rounding in the reference).
+With SAVE_STATES the state entering every chunk is stored (ACC precision) for the backward.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def _ssd_fwd_kernel(
     H0,
     Y,
     HT,
+    STATES,
     sx_b,
     sx_t,
     sx_h,
@@ -49,6 +51,7 @@ def _ssd_fwd_kernel(
     HEADS_PER_GROUP,
     HAS_D: tl.constexpr,
     HAS_H0: tl.constexpr,
+    SAVE_STATES: tl.constexpr,
     BLOCK_L: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -75,7 +78,11 @@ def _ssd_fwd_kernel(
     if HAS_D:
         d = tl.load(D + h).to(ACC)
     causal = offs_l[:, None] >= offs_l[None, :]
+    n_chunks = tl.cdiv(T, BLOCK_L)
     for t0 in range(0, T, BLOCK_L):
+        if SAVE_STATES:  # the state entering this chunk, for the backward
+            c_ptrs = ((b * H + h) * n_chunks + t0 // BLOCK_L) * P * N + offs_p[:, None] * N + offs_n[None, :]
+            tl.store(STATES + c_ptrs, state, mask=p_ok[:, None] & n_ok[None, :])
         t = t0 + offs_l
         t_ok = t < T
         dt = tl.load(DT + b * sdt_b + t * sdt_t + h, mask=t_ok, other=0.0).to(ACC)
