@@ -370,7 +370,6 @@ def _ssm_case(s, T, gpu, dev, dtype, backend_fn, ref_fn, fla):
             "triton ssm_scan",
             "fwd+bwd",
             lambda: bench(fwd_bwd(ours, [x, dt, A, B, C, D]), gpu=gpu),
-            note="bwd = reference recompute",
         )
         t_r = attempt("ssm", case, "reference op", "fwd", lambda: bench(ref, gpu=gpu), flops=flops, nbytes=nbytes)
         attempt("ssm", case, "reference op", "fwd+bwd", lambda: bench(fwd_bwd(ref, [x, dt, A, B, C, D]), gpu=gpu))
