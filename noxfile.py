@@ -72,11 +72,11 @@ def neuron(session: nox.Session) -> None:
 
 @nox.session
 def triton(session: nox.Session) -> None:
-    """bmojo-triton's kernel tests (tests/triton) on CPU under the Triton interpreter; on a GPU
-    machine run ``pytest tests/triton --bmojo-device=cuda`` instead (see docs/backends/triton.md)."""
+    """bmojo-triton's kernel tests (tests/triton_backend) on CPU under the Triton interpreter; on a GPU
+    machine run ``pytest tests/triton_backend --bmojo-device=cuda`` instead (see docs/backends/triton.md)."""
     session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "-e", TRITON, *TRITON_CPU)
     env = {"PYTHONHASHSEED": "0", **TRITON_ENV}
-    session.run("python", "-m", "pytest", "tests/triton", "-q", *QUIET, *session.posargs, env=env)
+    session.run("python", "-m", "pytest", "tests/triton_backend", "-q", *QUIET, *session.posargs, env=env)
 
 
 @nox.session
