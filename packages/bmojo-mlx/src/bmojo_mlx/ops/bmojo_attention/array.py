@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 
 import mlx.core as mx
-
 from bmojo.arith import eidetic_snapshot_count
+
 from bmojo_mlx.ops._checks import check_array, check_int, check_same, compute_dtype, fail
 from bmojo_mlx.ops._math import exp, logsumexp
 
