@@ -119,6 +119,10 @@ def _disabled() -> set[str]:
     return {n.strip() for n in os.environ.get(ENV_DISABLE, "").split(",") if n.strip()}
 
 
+def _what(framework: str) -> str:
+    return "torch tensors" if framework == TORCH else f"{framework} arrays"
+
+
 def _short(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
@@ -312,7 +316,7 @@ class Registry:
         if op not in OPS:
             raise BackendError(f"unknown op {op!r}; the op set is {list(OPS)}")
         statuses = {s.name: s for s in self.statuses()}
-        what = "torch tensors" if framework == TORCH else f"{framework} arrays"
+        what = _what(framework)
         if explicit is not None:
             st = statuses.get(explicit) or self.status(explicit)
             if st.state is not State.AVAILABLE:
@@ -321,7 +325,7 @@ class Registry:
             if impl is not None and (impl.framework or TORCH) != framework:
                 raise BackendError(
                     f"bmojo backend {explicit!r} (requested by {source}) provides {op} for "
-                    f"{impl.framework} arrays, not {what}"
+                    f"{_what(impl.framework or TORCH)}, not {what}"
                 )
             if impl is None and framework != TORCH:
                 raise BackendError(
