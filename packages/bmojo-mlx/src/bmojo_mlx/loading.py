@@ -76,7 +76,8 @@ def read_safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]
             or offsets[1] - offsets[0] != nbytes
         ):
             raise CheckpointError(
-                f"{name}: expected data_offsets spanning {nbytes} bytes inside the {data_bytes} data bytes, got {offsets!r}"
+                f"{name}: expected data_offsets spanning {nbytes} bytes inside the {data_bytes} data bytes, "
+                f"got {offsets!r}"
             )
         out[name] = (dtype, tuple(shape))
     return out
