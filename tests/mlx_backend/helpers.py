@@ -7,11 +7,12 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-
 from bmojo_mlx import bridge
 from bmojo_mlx.ops._kernels import metal_available
 
-needs_metal = pytest.mark.skipif(not metal_available(), reason="Metal is not available here (mx.metal); pure-MLX path only")
+needs_metal = pytest.mark.skipif(
+    not metal_available(), reason="Metal is not available here (mx.metal); pure-MLX path only"
+)
 
 
 def mxa(value):

@@ -8,7 +8,6 @@ import pytest
 import torch
 from bmojo.arith import eidetic_snapshot_count
 from bmojo.ops.bmojo_attention.reference import bmojo_attention as ref_attention
-
 from bmojo_mlx.ops.bmojo_attention.array import bmojo_attention
 
 from .helpers import check_against_reference, mxa

@@ -7,7 +7,6 @@ import pytest
 import torch
 from bmojo.ops.causal_conv1d.reference import causal_conv1d as ref_conv
 from bmojo.ops.causal_conv1d.reference import causal_conv1d_step as ref_step
-
 from bmojo_mlx.ops.causal_conv1d.array import causal_conv1d, causal_conv1d_step
 
 from .helpers import check_against_reference, mxa, rel, tt

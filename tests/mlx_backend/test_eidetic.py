@@ -10,7 +10,6 @@ import pytest
 import torch
 from bmojo.ops.eidetic.reference import eidetic_select as ref_select
 from bmojo.ops.eidetic.reference import innovation_scores as ref_scores
-
 from bmojo_mlx.ops.eidetic.array import eidetic_select, innovation_scores
 
 from .helpers import check_against_reference, mxa

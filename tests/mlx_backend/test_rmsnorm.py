@@ -7,7 +7,6 @@ import pytest
 import torch
 from bmojo.ops.rmsnorm.reference import gated_rmsnorm as ref_gated
 from bmojo.ops.rmsnorm.reference import rmsnorm as ref_rms
-
 from bmojo_mlx.ops.rmsnorm.array import gated_rmsnorm, rmsnorm
 
 from .helpers import check_against_reference, mxa

@@ -9,7 +9,6 @@ import pytest
 import torch
 from bmojo.ops.ssm_scan.reference import ssm_scan as ref_scan
 from bmojo.ops.ssm_scan.reference import ssm_step as ref_step
-
 from bmojo_mlx.ops._kernels import metal_available
 from bmojo_mlx.ops.ssm_scan import ssm_step
 from bmojo_mlx.ops.ssm_scan.array import ssm_scan
@@ -68,7 +67,9 @@ def test_step_matches_reference_and_continues_the_scan(D):
     h = mxa(h0)
     ys = []
     for t in range(6):
-        y, h = ssm_step(h, *(mxa(a[:, t]) for a in (x, dt)), mxa(A), mxa(B[:, t]), mxa(C[:, t]), mxa(Dv), kernel="array")
+        y, h = ssm_step(
+            h, *(mxa(a[:, t]) for a in (x, dt)), mxa(A), mxa(B[:, t]), mxa(C[:, t]), mxa(Dv), kernel="array"
+        )
         ys.append(tt(y))
     assert rel(torch.stack(ys, 1), y_ref) < 1e-12 and rel(tt(h), h_ref) < 1e-12
 
