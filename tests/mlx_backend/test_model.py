@@ -137,7 +137,7 @@ def test_inference_path_imports_neither_torch_nor_transformers(pair):
 # ----- checkpoint errors -----
 def test_checkpoint_errors(tmp_path):
     _make("mixed", tmp_path / "a")
-    with pytest.raises(FileNotFoundError, match="expected model.safetensors"):
+    with pytest.raises(FileNotFoundError, match=r"expected model\.safetensors"):
         (tmp_path / "b").mkdir()
         (tmp_path / "b" / "config.json").write_text((tmp_path / "a" / "config.json").read_text())
         bmojo_mlx.load(tmp_path / "b")

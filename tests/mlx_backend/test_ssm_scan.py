@@ -106,13 +106,13 @@ def test_kernel_choice_is_explicit():
 
 
 def test_scan_argument_errors():
-    main, (D, h0) = scan_args(2, 4, 4, 2, 2, 2, torch.float32)
+    main, (_, h0) = scan_args(2, 4, 4, 2, 2, 2, torch.float32)
     x, dt, A, B, C = (mxa(a) for a in main)
     with pytest.raises(ValueError, match=r"A: expected shape \(4,\)"):
         ssm_scan(x, dt, A[:3], B, C)
-    with pytest.raises(ValueError, match="dt: expected dtype mlx.core.float32 \\(same as x\\)"):
+    with pytest.raises(ValueError, match=r"dt: expected dtype mlx\.core\.float32 \(same as x\)"):
         ssm_scan(x, dt.astype(mx.float16), A, B, C)
-    with pytest.raises(ValueError, match="x: expected an mx.array, got Tensor"):
+    with pytest.raises(ValueError, match=r"x: expected an mx\.array, got Tensor"):
         ssm_scan(main[0], dt, A, B, C)
     with pytest.raises(ValueError, match="B: expected a group count dividing the head count 4"):
         ssm_scan(x, dt, A, mx.concatenate([B, B[:, :, :1]], 2), mx.concatenate([C, C[:, :, :1]], 2))
