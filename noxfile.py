@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "tests", "hf", "conformance(backend='reference')"]
+nox.options.sessions = [
+    "lint",
+    "tests",
+    "hf",
+    "mlx",
+    "conformance(backend='reference')",
+    "conformance(backend='mlx')",
+]
 nox.options.error_on_missing_interpreters = True
 
 CONSTRAINTS = ("-c", "constraints/ci.txt")
 CORE = "packages/bmojo-core"
 HF = "packages/bmojo-hf"
+MLX = "packages/bmojo-mlx"
 
 
 @nox.session(python=False)
@@ -38,6 +46,15 @@ def hf(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "-e", CORE, "-e", HF, "pytest")
     env = {"PYTHONHASHSEED": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     session.run("pytest", "tests/hf", "-q", *session.posargs, env=env)
+
+
+@nox.session
+def mlx(session: nox.Session) -> None:
+    """bmojo-mlx (ops on mx.array, the native MLX model) against bmojo-core and its torch reference.
+    Its dependency markers install ``mlx[cpu]`` on Linux (the pure-MLX path) and ``mlx`` on macOS."""
+    session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "-e", MLX)
+    env = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+    session.run("pytest", "tests/mlx_backend", "-q", *session.posargs, env=env)
 
 
 @nox.session
