@@ -302,6 +302,10 @@ class Registry:
         """The converters an available backend declares for ``framework`` (the explicit backend's
         when one is requested)."""
         explicit, _ = requested()
+        key = ("converters", framework, explicit, os.environ.get(ENV_DISABLE, ""))
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
         found = [
             s.backend
             for s in self.statuses()
@@ -310,6 +314,7 @@ class Registry:
         found.sort(key=lambda b: (b.name != explicit, -b.priority, b.name))
         if not found:
             raise BackendError(f"no available backend declares converters for framework {framework!r}")
+        self._cache[key] = found[0].converters
         return found[0].converters
 
     def _choose(self, op, device_type, explicit, source, framework=TORCH):
