@@ -89,6 +89,10 @@ def main(argv=None) -> int:
     t0 = time.time()
     pre, pre_out = timeit_many({"torch": prefill_torch, "mlx": prefill_mlx}, settings)
     dec, dec_out = timeit_many({"torch": decode_torch, "mlx": decode_mlx}, settings)
+    # Context for the prefill figure: one 1024^3 float32 matmul in each framework (same CPU, same run).
+    a_t = torch.randn(1024, 1024)
+    a_m = mx.array(a_t.numpy())
+    gemm, _ = timeit_many({"torch": lambda: a_t @ a_t, "mlx": lambda: mx.eval(a_m @ a_m)}, settings)
     diff_pre = float(np.abs(np.array(pre_out["mlx"]) - pre_out["torch"].numpy()).max())
     diff_dec = float(np.abs(np.array(dec_out["mlx"]) - dec_out["torch"].numpy()).max())
     result = {
@@ -98,6 +102,7 @@ def main(argv=None) -> int:
         "prefill_tokens_per_s": {k: args.prefill / v for k, v in pre.items()},
         "decode_tokens_per_s": {k: args.steps / v for k, v in dec.items()},
         "max_abs_logit_diff": {"prefill": diff_pre, "decode": diff_dec},
+        "gemm_1024_gflops": {k: 2 * 1024**3 / v / 1e9 for k, v in gemm.items()},
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
@@ -114,6 +119,8 @@ def main(argv=None) -> int:
     for name, key in (("prefill tokens/s", "prefill_tokens_per_s"), ("decode tokens/s", "decode_tokens_per_s")):
         v = result[key]
         print(f"{name:<24}{v['torch']:>18.1f}{v['mlx']:>16.1f}{v['mlx'] / v['torch']:>16.2f}")
+    g = result["gemm_1024_gflops"]
+    print(f"{'1024^3 matmul GFLOP/s':<24}{g['torch']:>18.1f}{g['mlx']:>16.1f}{g['mlx'] / g['torch']:>16.2f}")
     print(f"max |logit difference|: prefill {diff_pre:.2e}, decode {diff_dec:.2e}; load {load0} -> {os.getloadavg()}")
     out = args.out or RESULTS_DIR / f"mlx-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     RESULTS_DIR.mkdir(exist_ok=True)
