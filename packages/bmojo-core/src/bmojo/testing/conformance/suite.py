@@ -281,7 +281,6 @@ class ConformanceSuite(_Guard):
         if backend.framework != "torch":
             bridge = _bridge(backend)
             xs = bridge.args(args)
-            cat = None
             with backend.use():
                 if kind == "ssm":
                     x, dt, A, B, C, D, h0 = xs

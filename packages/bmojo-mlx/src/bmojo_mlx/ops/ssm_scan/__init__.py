@@ -17,7 +17,7 @@ from bmojo_mlx.ops.ssm_scan.array import ssm_step as _ssm_step_array
 def ssm_step(state, x, dt, A, B, C, D=None, *, kernel: str | None = None):
     """One decode step (same contract as ``bmojo.ops.ssm_scan.reference.ssm_step``); ``kernel``:
     ``"array"``, ``"metal"`` or None (Metal when available)."""
-    if pick("ssm_step", kernel, x.dtype if hasattr(x, "dtype") else None) == "metal":
+    if pick("ssm_step", kernel, getattr(x, "dtype", None)) == "metal":
         from bmojo_mlx.ops.ssm_scan.metal import ssm_step as ssm_step_metal
 
         return ssm_step_metal(state, x, dt, A, B, C, D)
