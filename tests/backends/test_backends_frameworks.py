@@ -179,3 +179,18 @@ def test_cli_lists_ops_under_their_framework(registry, capsys):
     assert row["frameworks"] == {"rmsnorm": "toy"}
     assert data["array_selection"] == {"toy": {"rmsnorm": "toy"}}
     assert set(data["selection"]) == set(OPS) and set(data["selection"].values()) == {"reference"}
+
+
+def test_config_and_array_dispatch_import_no_torch():
+    """A non-torch model (bmojo-mlx) reads configs and dispatches ops without importing torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bmojo.config, bmojo.arith, bmojo.backends.arrays\n"
+        "bmojo.config.ModelConfig.from_json(bmojo.config.ModelConfig().to_json())\n"
+        "print('torch' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == [
+        "False"
+    ]
