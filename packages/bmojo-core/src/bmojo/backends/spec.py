@@ -150,6 +150,9 @@ class Backend:
         description: one line for ``bmojo backends``.
         known_deviations: conformance test-name glob → reason; those tests run as xfail and the
             summary lists them. The only way to excuse a failing conformance test.
+        implicit: False keeps the backend out of implicit selection: it serves only when asked
+            for by name (``use_backend``/``BMOJO_BACKEND``), e.g. an emulator or a simulator
+            that is correct but slow. Default True.
         framework: the array framework of its ops unless an :class:`OpImpl` says otherwise
             (default ``"torch"``; ``"mlx"`` for ``mx.array`` ops).
         converters: :class:`Converters` for that framework; required when it is not torch (the
@@ -163,6 +166,7 @@ class Backend:
     probe: Callable[[], Probe | bool | tuple[bool, str]] | None = None
     description: str = ""
     known_deviations: Mapping[str, str] = field(default_factory=dict)
+    implicit: bool = True
     framework: str = TORCH
     converters: Converters | None = None
 
@@ -171,6 +175,8 @@ class Backend:
             raise ValueError(f"backend name: expected a lower-case identifier, got {self.name!r}")
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
             raise ValueError(f"backend {self.name!r}: priority must be an int, got {self.priority!r}")
+        if not isinstance(self.implicit, bool):
+            raise ValueError(f"backend {self.name!r}: implicit must be a bool, got {self.implicit!r}")
         unknown = sorted(set(self.ops) - set(OPS))
         if unknown:
             raise ValueError(f"backend {self.name!r}: unknown ops {unknown}; the op set is {list(OPS)}")
