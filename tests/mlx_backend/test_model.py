@@ -1,25 +1,24 @@
 """The native MLX model against the PyTorch ``BMojoLM`` it loads (issue 12, point 4): the same
 ``save_pretrained`` files, logits equal in float32 for the parallel forward, step-by-step decoding
 and prefill splits (float64 much tighter), the same greedy tokens, the same bounded state size;
-checkpoint errors; the v2 guard; the CLI; and no torch/transformers import on the inference path."""
+checkpoint errors; the CLI; and no torch/transformers import on the inference path. Configs cover
+every layer kind and the layer-v2 features (fading offset δ, gated SSM bypass)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import types
 
 import bmojo_mlx
 import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from bmojo import BMojoLM, ModelConfig
+from bmojo import BMojoLM, LayerConfig, ModelConfig
 from bmojo.config import ConfigError
 from bmojo_mlx import cli
 from bmojo_mlx.loading import CheckpointError
-from bmojo_mlx.model import check_supported
 
 SMALL = dict(d_model=32, window=8, n_heads=4, ssm_head_dim=16, ssm_chunk_size=8, ssm_state_size=8, attn_block_size=4)
 CONFIGS = {
@@ -35,6 +34,16 @@ CONFIGS = {
                 tie_fading_projections=False, qk_norm=True, eviction="fifo", eidetic_chunk=4, mlp=i == 0, d_conv=3
             )
             for i, layer in enumerate(ModelConfig.preset("bmojo", vocab_size=256, n_layers=2, **SMALL).layers)
+        ),
+    ),
+    # layer v2 (spec §2.1): fading offsets δ = 0, 3 (< w = 8) and the gated SSM bypass
+    "v2": ModelConfig(
+        vocab_size=256,
+        d_model=32,
+        layers=(
+            LayerConfig.preset("bmojo", fading_offset=0, ssm_bypass="gated", **SMALL),
+            LayerConfig.preset("bmojo_f", fading_offset=3, **SMALL),
+            LayerConfig.preset("bmojo", fading_offset=5, eidetic_chunk=4, **SMALL),
         ),
     ),
 }
@@ -171,14 +180,3 @@ def test_model_argument_errors(pair):
         mlx_model.step(mx.array([1]), mlx_model.init_state(2))
     with pytest.raises(ValueError, match="max_tokens: expected an int >= 1"):
         bmojo_mlx.generate(mlx_model, "a", max_tokens=0)
-
-
-def test_layer_v2_features_fail_loudly():
-    layer = CONFIGS["mixed"].layers[0]
-    check_supported(layer)  # the v1 fields only
-    v2 = types.SimpleNamespace(window=8, fading_offset=8, ssm_bypass="none")
-    check_supported(v2)  # δ = w and no bypass: the v1 layer
-    with pytest.raises(NotImplementedError, match=r"layers\[2\].fading_offset=3"):
-        check_supported(types.SimpleNamespace(window=8, fading_offset=3, ssm_bypass="none"), "layers[2]")
-    with pytest.raises(NotImplementedError, match="ssm_bypass='gated'"):
-        check_supported(types.SimpleNamespace(window=8, fading_offset=None, ssm_bypass="gated"))

@@ -7,7 +7,12 @@ state, mirroring ``bmojo/layer.py``, ``bmojo/memory/`` and ``bmojo/model.py`` st
 
 Decode state: like core's ``DecodeState``, one flat dict of fixed-shape arrays per layer (same
 keys: ``fading.conv``, ``window.k``, ``eidetic.pos``, ...) plus the stream position; its size
-depends only on the config and the batch size (spec §5).
+depends only on the config and the batch size (spec §5). Unlike core's (v2), one position serves
+the whole batch: rows decode in lockstep (no per-row positions, no left-padded prompts).
+
+Layer v2 (spec §2.1) is supported: the fading offset δ (``fading_offset``; the fading cache holds
+δ+f rows) and the gated SSM bypass (``bypass_gate``). ``innovation_loss_weight`` only weights a
+training loss, which inference does not compute.
 
 No torch import anywhere on this path: the config comes from ``bmojo.config`` (torch-free).
 """
@@ -26,21 +31,6 @@ from bmojo_mlx.ops._checks import check_array, check_int, fail
 from bmojo_mlx.ops._math import exp, silu
 
 State = dict[str, mx.array]
-
-
-def check_supported(cfg: LayerConfig, where: str = "layer") -> None:
-    """Raise NotImplementedError naming a layer-v2 feature (spec §2.1, ``ssm_bypass``) this model
-    does not implement yet, instead of silently computing something else. (``innovation_loss_weight``
-    is a training loss: inference does not read it.)"""
-    bypass = getattr(cfg, "ssm_bypass", "none")
-    if bypass not in ("none", None):
-        raise NotImplementedError(f"{where}.ssm_bypass={bypass!r} is not implemented by bmojo-mlx yet")
-    delta = getattr(cfg, "fading_offset", None)
-    if delta is not None and delta != cfg.window:
-        raise NotImplementedError(
-            f"{where}.fading_offset={delta!r} (!= window={cfg.window}) is not implemented by bmojo-mlx's model yet "
-            "(the bmojo_attention op supports it; the model's decode state for it is not wired)"
-        )
 
 
 @dataclass
@@ -288,7 +278,7 @@ class BMojoMixer(nn.Module):
         self.k_proj = nn.Linear(D, Hkv * Dh, bias=False)
         self.v_proj = nn.Linear(D, Hkv * Dh, bias=False)
         self.o_proj = nn.Linear(H * Dh, D, bias=False)
-        self.uses_fading_keys = cfg.fading_window > 0 or cfg.eidetic_capacity > 0
+        self.uses_fading_keys = cfg.uses_fading_keys
         self.own_fading_proj = self.uses_fading_keys and not cfg.tie_fading_projections
         if self.own_fading_proj:
             self.kf_proj = nn.Linear(D, Hkv * Dh, bias=False)
@@ -298,10 +288,13 @@ class BMojoMixer(nn.Module):
             self.k_norm = RMSNorm(Dh, cfg.norm_eps)
         sizes = [("window", cfg.window)]
         if cfg.fading_window > 0:
-            sizes.append(("fading_window", cfg.window + cfg.fading_window))
+            # Query i reads fading rows (i-δ-f, i-δ]: the last δ+f rows cover every later query's.
+            sizes.append(("fading_window", cfg.delta + cfg.fading_window))
         self.window_sizes = tuple(sizes)
         if cfg.eidetic_capacity > 0:
             self.eidetic = InnovationMemory(cfg)
+        if cfg.ssm_bypass == "gated":
+            self.bypass_gate = mx.zeros((D,))  # y = Wo·o + g ⊙ s (spec §2.1); loaded from the checkpoint
 
     def init_state(self, batch: int, dtype) -> State:
         state: State = {}
@@ -369,7 +362,7 @@ class BMojoMixer(nn.Module):
                 kf = self.k_norm(kf)
             if cfg.fading_window > 0:
                 kf_seq, vf_seq, sub = _window_extend(
-                    cfg.window + cfg.fading_window, apply_rope(kf, cos, sin), vf, self._sub(state, "fading_window")
+                    cfg.delta + cfg.fading_window, apply_rope(kf, cos, sin), vf, self._sub(state, "fading_window")
                 )
                 self._put(new, "fading_window", sub)
             if self.eidetic is not None:
@@ -390,8 +383,12 @@ class BMojoMixer(nn.Module):
             fading_window=cfg.fading_window,
             eidetic_chunk=cfg.chunk if self.eidetic is not None else None,
             block_size=cfg.attn_block_size,
+            fading_offset=cfg.fading_offset,
         )
-        return self.o_proj(o.reshape(b, T, H * Dh)), new
+        y = self.o_proj(o.reshape(b, T, H * Dh))
+        if cfg.ssm_bypass == "gated":
+            y = y + self.bypass_gate * s
+        return y, new
 
 
 class Block(nn.Module):
@@ -424,8 +421,6 @@ class BMojoMLX(nn.Module):
         super().__init__()
         if not isinstance(config, ModelConfig):
             fail("config", "a ModelConfig", type(config).__name__)
-        for i, layer in enumerate(config.layers):
-            check_supported(layer, f"layers[{i}]")
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.blocks = [Block(layer) for layer in config.layers]
