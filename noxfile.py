@@ -14,8 +14,10 @@ nox.options.sessions = [
     "lint",
     "tests",
     "hf",
+    "mlx",
     "neuron",
     "conformance(backend='reference')",
+    "conformance(backend='mlx')",
     "conformance(backend='neuron')",
     "conformance(backend='triton')",
     "triton",
@@ -25,6 +27,7 @@ nox.options.error_on_missing_interpreters = True
 CONSTRAINTS = ("-c", "constraints/ci.txt")
 CORE = "packages/bmojo-core"
 HF = "packages/bmojo-hf"
+MLX = "packages/bmojo-mlx"
 NEURON = "packages/bmojo-neuron"
 #: The neuron kernels run in bmojo-neuron's NumPy emulator of NKI on CPU-only machines; on a
 #: Trainium/Inferentia host with the Neuron SDK pass BMOJO_NEURON_EMULATE=0 (docs/backends/neuron.md).
@@ -60,6 +63,15 @@ def hf(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "-e", CORE, "-e", HF, "pytest")
     env = {"PYTHONHASHSEED": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     session.run("pytest", "tests/hf", "-q", *session.posargs, env=env)
+
+
+@nox.session
+def mlx(session: nox.Session) -> None:
+    """bmojo-mlx (ops on mx.array, the native MLX model) against bmojo-core and its torch reference.
+    Its dependency markers install ``mlx[cpu]`` on Linux (the pure-MLX path) and ``mlx`` on macOS."""
+    session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "-e", MLX)
+    env = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+    session.run("pytest", "tests/mlx_backend", "-q", *session.posargs, env=env)
 
 
 @nox.session
