@@ -46,7 +46,9 @@ def _selection(device: str) -> tuple[dict[str, str], str]:
 
 
 def run(args) -> int:
-    statuses = get_registry().statuses()
+    registry = get_registry()
+    statuses = registry.statuses()
+    unknown_disabled = registry.unknown_disabled()
     explicit, source = requested()
     selection, error = _selection(args.device)
     if args.json:
@@ -59,6 +61,7 @@ def run(args) -> int:
                     "device": args.device,
                     "selection": selection,
                     "selection_error": error,
+                    "unknown_disabled": unknown_disabled,
                 },
                 indent=2,
             )
@@ -78,6 +81,8 @@ def run(args) -> int:
             if s.error:
                 print(f"\n--- {s.name}: {s.state} ---\n{s.error.rstrip()}")
     print()
+    if unknown_disabled:
+        print(f"warning: {ENV_DISABLE} names no installed backend: {', '.join(unknown_disabled)}")
     who = f"explicit: {explicit!r} ({source})" if explicit else "implicit (highest priority available per op)"
     print(f"selection on {args.device}: {who}")
     if error:
