@@ -68,6 +68,22 @@ CASES = {
     "decode_T1": (2, 1, 4, 2, 4, 30, 8, 8, 8, 16, 4, 8, 4),
     "M0_slots": (2, 10, 2, 2, 4, 0, 0, 3, 3, 0, 0, 3, 3),
     "block1": (1, 9, 2, 1, 4, 2, 2, 2, 2, 4, 2, 2, 1),
+    # fading_offset δ (spec §2.1): fading keys at (i-δ-f, i-δ]; δ given in DELTA below
+    "delta0_all_three": (2, 23, 4, 2, 4, 0, 0, 4, 4, 0, 3, 4, 4),
+    "delta0_cache": (2, 9, 2, 1, 4, 5, 4, 4, 6, 10, None, None, 3),
+    "delta1_fading_f_ne_w": (1, 19, 2, 2, 4, 0, 0, 3, 5, 0, None, None, 5),
+    "delta_w_minus_1_cache": (2, 15, 4, 1, 6, 7, 4, 4, 4, 8, 4, 4, 2),
+    "delta0_decode_T1": (2, 1, 4, 2, 4, 30, 8, 8, 8, 7, 4, 8, 4),
+    "delta3_decode_T1_near_start": (1, 1, 2, 1, 4, 4, 4, 6, 5, 4, None, None, 4),
+}
+#: fading_offset per case (absent: None, i.e. δ = w).
+DELTA = {
+    "delta0_all_three": 0,
+    "delta0_cache": 0,
+    "delta1_fading_f_ne_w": 1,
+    "delta_w_minus_1_cache": 3,
+    "delta0_decode_T1": 0,
+    "delta3_decode_T1_near_start": 3,
 }
 
 
@@ -80,7 +96,7 @@ def run_both(case, dtype=torch.float64, empty=0.3, requires_grad=False):
     if requires_grad:
         for t in (q, k, v, *[t for t in kw.values() if t.is_floating_point()]):
             t.requires_grad_(True)
-    common = dict(q_start=q_start, window=w, fading_window=f, eidetic_chunk=chunk)
+    common = dict(q_start=q_start, window=w, fading_window=f, eidetic_chunk=chunk, fading_offset=DELTA.get(case))
     out = bmojo_attention(q, k, v, **kw, **common, block_size=block)
     ref = bmojo_attention_naive(q, k, v, **kw, **common)
     return out, ref, (q, k, v, kw)
@@ -123,20 +139,24 @@ def test_window_ge_T_is_causal_softmax():
     assert_close(lse, s.logsumexp(-1), 1e-13, "lse")
 
 
-@pytest.mark.parametrize("case", ["swa_gqa_b3", "all_three_cache", "decode_T1"])
+@pytest.mark.parametrize("case", ["swa_gqa_b3", "all_three_cache", "decode_T1", "delta0_all_three"])
 def test_float32_matches_float64_naive(case):
     (o, lse), _, (q, k, v, kw) = run_both(case, dtype=torch.float32)
     *_, q_start, _, w, f, _, _, chunk, _ = CASES[case]
     kw64 = {n: t.double() if t.is_floating_point() else t for n, t in kw.items()}
     o_ref, lse_ref = bmojo_attention_naive(
-        q.double(), k.double(), v.double(), **kw64, q_start=q_start, window=w, fading_window=f, eidetic_chunk=chunk
-    )
+        q.double(), k.double(), v.double(), **kw64, q_start=q_start, window=w, fading_window=f, eidetic_chunk=chunk,
+        fading_offset=DELTA.get(case),
+    )  # fmt: skip
     assert o.dtype == torch.float32 and lse.dtype == torch.float32
     assert_close(o, o_ref, TOL[torch.float32], "output")
     assert_close(lse, lse_ref, TOL[torch.float32], "lse")
 
 
-GRAD_CASES = ["swa_gqa_b3", "fading_cache", "all_three", "all_three_chunk_lt_w", "decode_T1"]
+GRAD_CASES = [
+    "swa_gqa_b3", "fading_cache", "all_three", "all_three_chunk_lt_w", "decode_T1",
+    "delta0_all_three", "delta_w_minus_1_cache", "delta0_decode_T1",
+]  # fmt: skip
 
 
 def compare_grads(case, through_output, through_lse):
@@ -182,3 +202,31 @@ def test_gradcheck_all_sources():
         return bmojo_attention(*a, epos, q_start=2, window=2, fading_window=2, eidetic_chunk=2, block_size=2)
 
     assert torch.autograd.gradcheck(fn, floats)
+
+
+@pytest.mark.parametrize("case", ["all_three", "all_three_cache", "decode_T1", "fading_f_ne_w"])
+def test_fading_offset_w_is_version_1_bit_for_bit(case):
+    """Spec §4.6: δ = w (explicit) is exactly the default (version-1) op, bit for bit."""
+    b, T, H, Hkv, Dh, q_start, k_extra, w, f, f_extra, M, chunk, block = CASES[case]
+    q, k, v, kw = make_inputs(b, T, H, Hkv, Dh, q_start=q_start, k_extra=k_extra, f=f, f_extra=f_extra, M=M,
+                              chunk=chunk, dtype=torch.float32)  # fmt: skip
+    common = dict(q_start=q_start, window=w, fading_window=f, eidetic_chunk=chunk, block_size=block)
+    o1, lse1 = bmojo_attention(q, k, v, **kw, **common)
+    o2, lse2 = bmojo_attention(q, k, v, **kw, **common, fading_offset=w)
+    assert torch.equal(o1, o2) and torch.equal(lse1, lse2)
+
+
+def test_fading_offset_changes_the_key_set():
+    """The δ = 0 oracle differs from δ = w (so the δ cases above can fail): the query's own fading
+    token is visible only at δ = 0."""
+    q, k, v, kw = make_inputs(1, 9, 2, 1, 4, f=3)
+    a = bmojo_attention_naive(q, k, v, **kw, window=3, fading_window=3)[0]
+    b = bmojo_attention_naive(q, k, v, **kw, window=3, fading_window=3, fading_offset=0)[0]
+    assert (a - b).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("delta", [-1, 5, 1.5, True])
+def test_fading_offset_out_of_range(delta):
+    q, k, v, kw = make_inputs(1, 4, 2, 1, 4, f=2)
+    with pytest.raises((ValueError, TypeError), match=r"^fading_offset: expected"):
+        bmojo_attention(q, k, v, **kw, window=4, fading_window=2, fading_offset=delta)

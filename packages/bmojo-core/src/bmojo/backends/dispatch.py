@@ -84,6 +84,7 @@ def _sig_bmojo_attention(
     eidetic_chunk: int | None = None,
     scale: float | None = None,
     block_size: int = 64,
+    fading_offset: int | None = None,
 ) -> tuple[Tensor, Tensor]: ...
 
 
@@ -565,6 +566,7 @@ def bmojo_attention(
     eidetic_chunk=None,
     scale=None,
     block_size=64,
+    fading_offset=None,
 ):
     kw = {
         "q_start": q_start,
@@ -573,6 +575,7 @@ def bmojo_attention(
         "eidetic_chunk": eidetic_chunk,
         "scale": None if scale is None else float(scale),
         "block_size": block_size,
+        "fading_offset": fading_offset,
     }
     return _call("bmojo_attention", (q, k, v, kf, vf, ek, ev, epos), kw)
 

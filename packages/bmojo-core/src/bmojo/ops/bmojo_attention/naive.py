@@ -23,11 +23,13 @@ def bmojo_attention_naive(
     fading_window=0,
     eidetic_chunk=None,
     scale=None,
+    fading_offset=None,
 ):
     b, T, H, Dh = q.shape
     Hkv = k.shape[2]
     g = H // Hkv
     scale = 1.0 / math.sqrt(Dh) if scale is None else scale
+    delta = window if fading_offset is None else fading_offset
     last = q_start + T - 1
     k_start = last + 1 - k.shape[1]
     f_start = last + 1 - kf.shape[1] if kf is not None else None
@@ -45,7 +47,7 @@ def bmojo_attention_naive(
             if kf is not None:
                 for j in range(kf.shape[1]):
                     p = f_start + j
-                    if p >= 0 and i - window - fading_window < p <= i - window:
+                    if p >= 0 and i - delta - fading_window < p <= i - delta:
                         keys.append(kf[bi, j])
                         vals.append(vf[bi, j])
             if ek is not None:

@@ -1,7 +1,8 @@
 """Blocked three-source attention in pure PyTorch.
 
 Queries are cut into blocks of ``Bq`` tokens aligned to absolute positions. Block n only needs the
-raw keys in (start-w, end], the fading keys in (start-w-f, end-w] and one eidetic snapshot, so
+raw keys in (start-w, end], the fading keys in (start-δ-f, end-δ] (δ = ``fading_offset``, default w)
+and one eidetic snapshot, so
 each block's scores have ``(w+Bq-1) + (f+Bq-1) + M`` columns: memory is O(T·(w+f+M)), never
 O(T²). Blocks are gathered with ``unfold`` (a view) and scored in batched matmuls; groups of
 blocks are processed in turn so the score tensor stays under a fixed element budget.
@@ -37,6 +38,16 @@ def _block_size(block_size: int, T: int, chunk: int | None) -> int:
     if chunk is None:
         return limit
     return max(d for d in range(1, limit + 1) if chunk % d == 0)
+
+
+def resolve_fading_offset(fading_offset: int | None, window: int) -> int:
+    """δ: ``None`` means the published convention δ = w; otherwise 0 <= δ <= w (spec §2.1)."""
+    if fading_offset is None:
+        return window
+    check_int("fading_offset", fading_offset, minimum=0)
+    if fading_offset > window:
+        fail("fading_offset", f"0 <= fading_offset <= window ({window})", fading_offset)
+    return fading_offset
 
 
 def _check(q, k, v, kf, vf, ek, ev, epos, q_start, window, fading_window, eidetic_chunk):
@@ -117,12 +128,13 @@ def bmojo_attention(
     eidetic_chunk: int | None = None,
     scale: float | None = None,
     block_size: int = 64,
+    fading_offset: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Three-source attention, one softmax over the union of visible keys.
 
     Query i (absolute position ``q_start + row``) sees
       * raw keys at positions j with i-w < j <= i,
-      * fading keys at positions j with i-w-f < j <= i-w,
+      * fading keys at positions j with i-δ-f < j <= i-δ (δ = ``fading_offset``),
       * eidetic keys of its chunk's snapshot at positions j <= i-w.
 
     Args:
@@ -135,6 +147,8 @@ def bmojo_attention(
             i // eidetic_chunk == q_start // eidetic_chunk + s.
         window: w >= 1 (the query's own token is always visible).
         fading_window: f >= 0. scale: defaults to 1/sqrt(Dh). block_size: query block target.
+        fading_offset: δ with 0 <= δ <= w; ``None`` (default) means δ = w, the published B'MOJO-F
+            convention (spec §2.1). δ = 0 lets query i see its own fading token s_i.
 
     Returns:
         o: (batch, T, H, Dh) in q's dtype; lse: (batch, H, T) log-sum-exp of the scaled scores,
@@ -144,6 +158,7 @@ def bmojo_attention(
     check_int("block_size", block_size, minimum=1)
     g = H // Hkv
     w, f = window, fading_window
+    d = resolve_fading_offset(fading_offset, w)
     use_fading = kf is not None and f > 0
     use_eidetic = ek is not None and ek.shape[2] > 0
     scale = 1.0 / math.sqrt(Dh) if scale is None else float(scale)
@@ -156,7 +171,7 @@ def bmojo_attention(
         if kernel is not None:
             kf_, vf_ = (kf.to(cd), vf.to(cd)) if use_fading else (None, None)
             ek_, ev_ = (ek.to(cd), ev.to(cd)) if use_eidetic else (None, None)
-            o, lse = _decode_one(kernel, q, k, v, kf_, vf_, ek_, ev_, epos, q_start, w, f, scale)
+            o, lse = _decode_one(kernel, q, k, v, kf_, vf_, ek_, ev_, epos, q_start, w, f, d, scale)
             return o.to(out_dtype), lse
 
     Bq = _block_size(block_size, T, eidetic_chunk if use_eidetic else None)
@@ -186,10 +201,10 @@ def bmojo_attention(
         rel = kpos[:, None, :] - qpos[:, :, None]  # (n, Bq, span): key minus query position
         srcs = [(kr, vr, kvalid[:, None, :] & (rel <= 0) & (rel > -w))]
         if use_fading:
-            kw, fpos, fvalid = _windows(kf, f_start, first - w - f + 1, n, Bq, f + Bq - 1, q_end)
-            vw = _windows(vf, f_start, first - w - f + 1, n, Bq, f + Bq - 1, q_end)[0]
+            kw, fpos, fvalid = _windows(kf, f_start, first - d - f + 1, n, Bq, f + Bq - 1, q_end)
+            vw = _windows(vf, f_start, first - d - f + 1, n, Bq, f + Bq - 1, q_end)[0]
             rel = fpos[:, None, :] - qpos[:, :, None]
-            srcs.append((kw, vw, fvalid[:, None, :] & (rel <= -w) & (rel > -w - f)))
+            srcs.append((kw, vw, fvalid[:, None, :] & (rel <= -d) & (rel > -d - f)))
         if use_eidetic:
             sn = snap[n0:n1]
             ep = epos[:, sn]  # (b, n, M)
@@ -316,10 +331,10 @@ def _attend_fused(kernel, qp, sources):
     return o, lse
 
 
-def _decode_one(kernel, q, k, v, kf, vf, ek, ev, epos, i, w, f, scale):
+def _decode_one(kernel, q, k, v, kf, vf, ek, ev, epos, i, w, f, d, scale):
     """One query at position i (decode): slice the visible rows instead of building blocks.
 
-    Raw rows (i-w, i] and fading rows (i-w-f, i-w] are contiguous slices (positions < 0 cut
+    Raw rows (i-w, i] and fading rows (i-d-f, i-d] are contiguous slices (positions < 0 cut
     off); only the eidetic slots need a mask. Same kernel, so the same numerics as blocks.
     """
     b, _, H, Dh = q.shape
@@ -330,8 +345,8 @@ def _decode_one(kernel, q, k, v, kf, vf, ek, ev, epos, i, w, f, scale):
     keys, vals = [k[:, lo:]], [v[:, lo:]]
     if kf is not None:
         Tf = kf.shape[1]
-        end = Tf - w  # row of position i-w+1 (exclusive end of the fading rows)
-        first = max(Tf - w - f, Tf - 1 - i, 0)  # positions > i-w-f, >= 0, inside kf
+        end = Tf - d  # row of position i-d+1 (exclusive end of the fading rows)
+        first = max(Tf - d - f, Tf - 1 - i, 0)  # positions > i-d-f, >= 0, inside kf
         if end > first:
             keys.append(kf[:, first:end])
             vals.append(vf[:, first:end])

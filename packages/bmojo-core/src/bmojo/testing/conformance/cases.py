@@ -109,7 +109,7 @@ def _conv_step(r, b, ch, K, bias=True, activation="silu"):
 
 
 # ----- attention -----
-def _attention(r, b, T, H, Hkv, Dh, w, f=0, M=None, chunk=None, q_start=0, k_extra=0, f_extra=0, block=64):
+def _attention(r, b, T, H, Hkv, Dh, w, f=0, M=None, chunk=None, q_start=0, k_extra=0, f_extra=0, block=64, delta=None):
     args = [r.randn(b, T, H, Dh, scale=1.5), r.randn(b, T + k_extra, Hkv, Dh), r.randn(b, T + k_extra, Hkv, Dh)]
     if f:
         args += [r.randn(b, T + f_extra, Hkv, Dh), r.randn(b, T + f_extra, Hkv, Dh)]
@@ -124,7 +124,12 @@ def _attention(r, b, T, H, Hkv, Dh, w, f=0, M=None, chunk=None, q_start=0, k_ext
     else:
         args += [None, None, None]
     kw = dict(
-        q_start=q_start, window=w, fading_window=f, eidetic_chunk=chunk if M is not None else None, block_size=block
+        q_start=q_start,
+        window=w,
+        fading_window=f,
+        eidetic_chunk=chunk if M is not None else None,
+        block_size=block,
+        fading_offset=delta,  # δ (spec §2.1); None: δ = w
     )
     return tuple(args), kw
 
@@ -165,6 +170,7 @@ def _c(op, name, make, **params) -> Case:
     return Case(op, name, make, params)
 
 
+# fmt: off
 CASES: tuple[Case, ...] = (
     _c("ssm_scan", "base", _ssm_scan, b=2, T=32, H=4, P=8, G=2, N=8, chunk=16),
     _c("ssm_scan", "T_ragged", _ssm_scan, b=2, T=37, H=4, P=8, G=2, N=8, chunk=16, D=False, state=False),
@@ -235,6 +241,16 @@ CASES: tuple[Case, ...] = (
         f_extra=9,
         block=3,
     ),
+    # fading_offset δ ∈ {0, 1, w-1, w} (spec §2.1): fading keys at (i-δ-f, i-δ]
+    _c("bmojo_attention", "delta0_three_sources", _attention, b=2, T=19, H=4, Hkv=2, Dh=8, w=5, f=4, M=3, chunk=5,
+       block=5, delta=0),
+    _c("bmojo_attention", "delta1_fading_only", _attention, b=2, T=17, H=2, Hkv=1, Dh=8, w=4, f=6, block=4, delta=1),
+    _c("bmojo_attention", "delta_w_minus_1_continuation", _attention, b=2, T=11, H=2, Hkv=1, Dh=8, w=6, f=3, M=2,
+       chunk=3, q_start=10, k_extra=5, f_extra=9, block=3, delta=5),
+    _c("bmojo_attention", "delta_w_explicit", _attention, b=2, T=13, H=2, Hkv=2, Dh=8, w=4, f=4, M=2, chunk=4,
+       block=4, delta=4),
+    _c("bmojo_attention", "delta0_T1_decode", _attention, b=2, T=1, H=4, Hkv=2, Dh=8, w=8, f=8, M=2, chunk=8,
+       q_start=23, k_extra=7, f_extra=7, delta=0),
     _c("innovation_scores", "base", _scores, b=2, T=13, Hkv=2, Dh=8),
     _c("innovation_scores", "B1_T1", _scores, b=1, T=1, Hkv=1, Dh=4),
     _c("eidetic_select", "base_ties", _select, b=2, start=0, T=20, chunk=4, per_chunk=2, M=5),
@@ -248,6 +264,7 @@ CASES: tuple[Case, ...] = (
     _c("gated_rmsnorm", "grouped", _gated, shape=(2, 5, 32), group=8),
     _c("gated_rmsnorm", "B1_T1", _gated, shape=(1, 1, 16)),
 )
+# fmt: on
 
 GRAD_CASES = tuple(c for c in CASES if c.op in DIFFERENTIABLE)
 #: opcheck is slow (it traces with fake tensors and AOT autograd): the first case of each op.
