@@ -90,8 +90,8 @@ class BMojoLM(nn.Module):
     def _check_ids(self, ids, name="input_ids", ndim=2):
         if not isinstance(ids, torch.Tensor):
             fail(name, "a torch.Tensor of token ids", type(ids).__name__)
-        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-            fail(name, "an integer tensor (token ids)", ids.dtype)
+        if ids.dtype not in (torch.int64, torch.int32):  # what nn.Embedding accepts
+            fail(name, "an integer tensor of token ids (int64 or int32)", ids.dtype)
         if ids.ndim != ndim:
             want = "(batch, T)" if ndim == 2 else "(batch,)"
             fail(name, f"a {ndim}-d tensor {want}", f"shape {tuple(ids.shape)}")
@@ -111,6 +111,8 @@ class BMojoLM(nn.Module):
             fail("state", f"{self.config.n_layers} layer states", len(state.layers))
         if state.batch_size != batch:
             fail("state", f"batch size {batch} (same as input_ids)", state.batch_size)
+        # Every key, shape and dtype as init_state makes them for this model (meta: no allocation).
+        state.check_like(self.init_state(batch, device="meta"))
 
     def _head(self, h):
         h = self.norm_f(h)
@@ -159,6 +161,10 @@ class BMojoLM(nn.Module):
     ) -> torch.Tensor:
         """Greedy (temperature 0) or sampled continuation; returns the new tokens (batch, n)."""
         check_int("max_new_tokens", max_new_tokens, minimum=1)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
+            fail("temperature", "a number >= 0 (0: greedy)", temperature)
+        if math.isinf(temperature):
+            fail("temperature", "a finite number >= 0 (0: greedy)", temperature)
         logits, state = self.prefill(input_ids)
         last = logits[:, -1]
         out = []

@@ -70,8 +70,8 @@ class BMojoPreTrainedModel(PreTrainedModel):
 def _check_ids(input_ids, vocab_size: int) -> None:
     if not isinstance(input_ids, torch.Tensor):
         raise ValueError(f"input_ids: expected a torch.Tensor of token ids, got {type(input_ids).__name__}")
-    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
-        raise ValueError(f"input_ids: expected an integer tensor, got {input_ids.dtype}")
+    if input_ids.dtype not in (torch.int64, torch.int32):  # what nn.Embedding accepts
+        raise ValueError(f"input_ids: expected an integer tensor (int64 or int32), got {input_ids.dtype}")
     if input_ids.ndim != 2 or input_ids.numel() == 0:
         raise ValueError(f"input_ids: expected a non-empty (batch, T) tensor, got shape {tuple(input_ids.shape)}")
     lo, hi = int(input_ids.min()), int(input_ids.max())
