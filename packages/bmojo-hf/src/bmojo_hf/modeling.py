@@ -60,6 +60,23 @@ class BMojoPreTrainedModel(PreTrainedModel):
         # generate must not build a DynamicCache: the model creates its own BMojoCache.
         return False
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """transformers' loading, made strict: a checkpoint that lacks weights the config needs
+        (say, a config edited to one more layer) or whose shapes differ is refused instead of
+        being filled with random initial weights."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        missing = sorted(info.get("missing_keys") or ())
+        mismatched = sorted(str(m) for m in (info.get("mismatched_keys") or ()))
+        if missing or mismatched:
+            where = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            raise ValueError(
+                f"{where}: expected a checkpoint with every weight of its config; missing {missing[:8]}"
+                f"{' ...' if len(missing) > 8 else ''}, mismatched shapes {mismatched[:8]}"
+            )
+        return (model, info) if want_info else model
+
     def _init_weights(self, module):
         # Core's own initialisation (normal(init_std), residual-scaled output projections); the
         # SSM's dt_bias/A_log/D are initialised by core's constructors.
