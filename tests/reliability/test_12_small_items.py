@@ -98,3 +98,25 @@ def test_every_bad_record_of_a_plugin_is_reported(registry):
     st = reg.status("multi")
     assert st.state is State.INVALID
     assert "returned str" in st.reason and "returned int" in st.reason and "returned NoneType" in st.reason
+
+
+# --- mqar/demo errors name the flags ------------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["demo", "--pairs", "0"], "--pairs"),
+        (["demo", "--pairs", "20", "--vocab", "32"], "--pairs"),
+        (["demo", "--d-model", "10"], "--d-model"),
+        (["demo", "--window", "0"], "--window"),
+        (["demo", "--steps", "0"], "--steps"),
+        (["mqar", "--d-model", "8", "--steps", "1"], "--d-model"),
+    ],
+)
+def test_cli_errors_name_the_flag(tmp_path, capsys, argv, flag, monkeypatch):
+    from bmojo import mqar
+    from bmojo.cli import main
+
+    monkeypatch.setattr(mqar, "train_run", lambda *a, **k: pytest.fail("trained before checking flags"))
+    rc = main([*argv, *(["--out", str(tmp_path)] if argv[0] == "mqar" else [])])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"error: {flag}" in err, err
