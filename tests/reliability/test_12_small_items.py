@@ -32,6 +32,13 @@ def test_nan_poisons_at_most_its_own_chunk_and_it_is_documented():
     y, _ = ssm_scan(x, dt, A, B, C, chunk_size=chunk)
     assert torch.isfinite(y[:, : t - t % chunk]).all(), "a NaN reached an earlier chunk"
     assert not torch.isfinite(y[:, t:]).all()
+    # Attention: a NaN key at t reaches at most the queries of its own block.
+    from bmojo.ops import bmojo_attention
+
+    q, k, v = (torch.randn(1, 32, 2, 8, dtype=torch.float64) for _ in range(3))
+    k[:, 21] = float("nan")
+    o, _ = bmojo_attention(q, k, v, window=6, block_size=8)
+    assert torch.isfinite(o[:, :16]).all(), "a NaN reached an earlier block"
     text = (DOCS / "backends.md").read_text()
     assert "Non-finite inputs" in text and "earlier tokens of the same chunk" in text
 
