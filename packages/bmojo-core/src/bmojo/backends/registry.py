@@ -16,8 +16,8 @@ Selection: an explicit request (``use_backend(name)``, else ``BMOJO_BACKEND=name
 backend for the ops it provides and raises :class:`BackendUnavailableError` carrying the reason
 when it is not available — never a silent fallback. Ops it does not implement at all run the
 reference (logged once). Without a request, each op goes to the highest-priority available
-backend providing it for the tensor's device, falling back to the reference; each choice is logged
-once at INFO on the ``bmojo.backends`` logger.
+backend providing it for the tensor's device (skipping backends declared ``implicit=False``),
+falling back to the reference; each choice is logged once at INFO on the ``bmojo.backends`` logger.
 """
 
 from __future__ import annotations
@@ -316,6 +316,8 @@ class Registry:
                 ok, reason = self._probe(base)
                 if not ok:
                     st.state, st.reason = State.UNAVAILABLE, reason
+                else:
+                    st.reason = reason  # an available backend's note, e.g. "emulated (tests only)"
         return st
 
     def _check_disabled(self, disabled: set[str]) -> None:
@@ -400,6 +402,7 @@ class Registry:
             for name, s in self._found.items()
             if s.backend is not None
             and not (name in disabled and name != REFERENCE)
+            and s.backend.implicit  # implicit=False: served only when requested by name
             and op in s.backend.ops
             and s.backend.ops[op].runs_on(device_type)
         ]

@@ -138,6 +138,9 @@ class Backend:
         description: one line for ``bmojo backends``.
         known_deviations: conformance test-name glob → reason; those tests run as xfail and the
             summary lists them. The only way to excuse a failing conformance test.
+        implicit: False keeps the backend out of implicit selection: it serves only when asked
+            for by name (``use_backend``/``BMOJO_BACKEND``), e.g. an emulator or a simulator
+            that is correct but slow. Default True.
     """
 
     name: str
@@ -147,6 +150,7 @@ class Backend:
     probe: Callable[[], Probe | bool | tuple[bool, str]] | None = None
     description: str = ""
     known_deviations: Mapping[str, str] = field(default_factory=dict)
+    implicit: bool = True
 
     def __post_init__(self):
         # Every field is checked here, so a malformed record fails in the plugin's hook (and is
@@ -163,6 +167,8 @@ class Backend:
             raise ValueError(f"backend {self.name!r}: probe must be callable or None, got {self.probe!r}")
         if not isinstance(self.ops, Mapping):
             raise ValueError(f"backend {self.name!r}: ops must be a mapping op → OpImpl, got {type(self.ops).__name__}")
+        if not isinstance(self.implicit, bool):
+            raise ValueError(f"backend {self.name!r}: implicit must be a bool, got {self.implicit!r}")
         unknown = sorted(map(repr, set(self.ops) - set(OPS)))
         if unknown:
             raise ValueError(f"backend {self.name!r}: unknown ops {unknown}; the op set is {list(OPS)}")
