@@ -1,13 +1,14 @@
 """Issue 10, item 11: a bad state file gives a ``StateError`` naming the file and what is wrong —
 never a raw ``KeyError``/``StopIteration``/``IndexError`` — and negative positions, aliased layer
-indices (``layers.-1``, ``layers.01``) and unknown versions are refused."""
+indices (``layers.-1``, ``layers.01``) and unknown versions are refused, all before any tensor is
+read."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from bmojo import BMojoLM, ModelConfig
-from bmojo.state import FORMAT, VERSION, StateError
+from bmojo.state import FORMAT, StateError
 from safetensors.torch import load_file, save_file
 
 SIZES = dict(vocab_size=17, d_model=16, n_layers=2, n_heads=2, ssm_head_dim=8, ssm_chunk_size=4, window=4)
@@ -22,7 +23,7 @@ def saved(tmp_path_factory):
     return m, path
 
 
-def _rewrite(src, dst, *, meta=None, drop_meta=(), rename=None, tensors=None):
+def _rewrite(src, dst, *, meta=None, drop_meta=(), rename=None, edit=None):
     from safetensors import safe_open
 
     with safe_open(str(src), framework="pt") as f:
@@ -30,7 +31,9 @@ def _rewrite(src, dst, *, meta=None, drop_meta=(), rename=None, tensors=None):
     md.update(meta or {})
     for k in drop_meta:
         md.pop(k)
-    ts = load_file(str(src)) if tensors is None else tensors
+    ts = load_file(str(src))
+    if edit is not None:
+        ts = edit(ts)
     if rename:
         ts = {rename.get(k, k): v for k, v in ts.items()}
     save_file(ts, str(dst), metadata=md)
@@ -40,19 +43,24 @@ def _rewrite(src, dst, *, meta=None, drop_meta=(), rename=None, tensors=None):
 def test_round_trip_still_works(saved):
     m, path = saved
     state = m.load_state(path)
-    assert state.position == 5
+    assert state.positions.tolist() == [5, 5]
+
+
+def _positions(values):
+    return lambda ts: {**ts, "positions": torch.tensor(values)}
 
 
 @pytest.mark.parametrize(
     "change, match",
     [
-        (dict(drop_meta=("position",)), r"metadata position: expected a non-negative integer, got None"),
-        (dict(meta={"position": "-7"}), r"metadata position: expected a non-negative integer, got '-7'"),
-        (dict(meta={"position": "five"}), r"metadata position"),
-        (dict(meta={"version": "99"}), rf"metadata version: expected '{VERSION}', got '99'"),
-        (dict(drop_meta=("version",)), r"metadata version"),
+        (dict(edit=lambda ts: {k: v for k, v in ts.items() if k != "positions"}), r"tensors: expected a 'positions'"),
+        (dict(edit=_positions([-7, 0])), r"positions: expected positions >= 0, got \[-7, 0\]"),
+        (dict(edit=_positions([1.5, 2.0])), r"positions: expected a 1-d integer tensor"),
+        (dict(edit=_positions([[1, 2]])), r"positions: expected a 1-d integer tensor"),
+        (dict(meta={"version": "99"}), r"expected state version '2', got '99'"),
+        (dict(drop_meta=("version",)), r"expected state version '2', got None"),
         (dict(meta={"config": "{not json"}), r"metadata config: expected the model config as JSON"),
-        (dict(tensors={}), r"tensors: expected at least one state tensor, got none"),
+        (dict(edit=lambda ts: {"positions": ts["positions"]}), r"tensors: expected at least one state tensor"),
         (dict(rename={"layers.1.fading.ssm": "layers.-1.fading.ssm"}), r"tensor name: .*'layers\.-1\."),
         (dict(rename={"layers.1.fading.ssm": "layers.01.fading.ssm"}), r"tensor name: .*'layers\.01\."),
         (dict(rename={"layers.1.fading.ssm": "layers.7.fading.ssm"}), r"tensor name: .*with i in \[0, 2\)"),
@@ -82,9 +90,12 @@ def test_corrupt_and_wrong_format_files(saved, tmp_path):
         m.load_state(other)
 
 
-def test_negative_position_in_memory_is_refused(saved):
+def test_bad_positions_in_memory_are_refused(saved):
     m, path = saved
     state = m.load_state(path)
-    state.position = -7
-    with pytest.raises(StateError, match=r"state\.position: expected a non-negative int, got -7"):
+    state.positions = torch.tensor([-7, 0])
+    with pytest.raises(StateError, match=r"state\.positions: expected positions >= 0, got \[-7, 0\]"):
+        m.step(torch.zeros(2, dtype=torch.long), state)
+    state.positions = torch.tensor([3, 3], dtype=torch.int32)
+    with pytest.raises(StateError, match=r"state\.positions: expected \(2,\) torch\.int64"):
         m.step(torch.zeros(2, dtype=torch.long), state)

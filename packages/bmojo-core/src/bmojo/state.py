@@ -1,8 +1,9 @@
-"""The model's decode state: one fixed-shape tensor dict per layer plus the stream position.
+"""The model's decode state: one fixed-shape tensor dict per layer plus each row's stream position.
 
 Bounded by construction (spec §5): every tensor's shape comes from the config and the batch
-size, never from the number of tokens seen. It round-trips through safetensors and is validated
-against the model on load, so a state saved for another config fails loudly.
+size, never from the number of tokens seen. Rows of one batch may sit at different positions
+(prompts of different lengths decoded together). The state round-trips through safetensors and is
+validated against the model on load, so a state saved for another config fails loudly.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from safetensors.torch import load_file, save_file
 from bmojo.memory import State
 
 FORMAT = "bmojo-decode-state"
-VERSION = "1"
+#: "2": per-row positions (a ``positions`` tensor); "1" held one ``position`` in the metadata.
+VERSION = "2"
+POSITIONS_KEY = "positions"
 
 
 class StateError(ValueError):
@@ -27,8 +30,35 @@ class StateError(ValueError):
 
 @dataclass
 class DecodeState:
-    position: int  #: absolute position of the next token
+    """``positions`` (batch,) int64 on the CPU: the absolute position of each row's next token.
+    An int is accepted and broadcast to every row."""
+
+    positions: torch.Tensor
     layers: list[State]
+
+    def __post_init__(self):
+        if isinstance(self.positions, int) and not isinstance(self.positions, bool):
+            if self.positions < 0:
+                raise StateError(f"positions: expected positions >= 0, got {self.positions}")
+            self.positions = torch.full((self.batch_size,), self.positions, dtype=torch.int64)
+        p = self.positions
+        if not isinstance(p, torch.Tensor) or p.ndim != 1 or p.is_floating_point() or p.dtype == torch.bool:
+            raise StateError(f"positions: expected an int or a 1-d integer tensor (batch,), got {p!r}")
+        if p.shape[0] != self.batch_size:
+            raise StateError(f"positions: expected {self.batch_size} rows (the state's batch), got {p.shape[0]}")
+        if p.numel() and int(p.min()) < 0:
+            raise StateError(f"positions: expected positions >= 0, got {int(p.min())}")
+        self.positions = p.to(device="cpu", dtype=torch.int64)
+
+    @property
+    def position(self) -> int:
+        """The stream position shared by every row; an error when rows sit at different positions."""
+        first = int(self.positions[0])
+        if not bool((self.positions == first).all()):
+            raise StateError(
+                f"position: expected every row at one position, got {self.positions.tolist()} (use .positions)"
+            )
+        return first
 
     @property
     def batch_size(self) -> int:
@@ -38,13 +68,14 @@ class DecodeState:
         raise StateError("state: expected at least one tensor, got an empty state")
 
     def nbytes(self) -> int:
-        """Total bytes of all tensors: constant for a given config and batch size."""
+        """Total bytes of the layers' tensors: constant for a given config and batch size (the
+        positions, 8 bytes per row, are bookkeeping and not counted)."""
         return sum(t.numel() * t.element_size() for layer in self.layers for t in layer.values())
 
     def check_like(self, expected: DecodeState, what: str = "state") -> None:
         """Raise :class:`StateError` unless this state has exactly ``expected``'s layers, keys,
         shapes and dtypes (``expected`` comes from ``model.init_state``, e.g. on the meta device)
-        and a valid position. Generic: whatever keys ``init_state`` produces are the contract."""
+        and valid positions. Generic: whatever keys ``init_state`` produces are the contract."""
         if len(self.layers) != len(expected.layers):
             raise StateError(f"{what}: expected {len(expected.layers)} layer states, got {len(self.layers)}")
         for i, (got, want) in enumerate(zip(self.layers, expected.layers)):
@@ -59,16 +90,33 @@ class DecodeState:
                         f"{what}.layers[{i}].{key}: expected {tuple(t.shape)} {t.dtype} (the state of another "
                         f"model config or batch size?), got {actual}"
                     )
-        _check_position(f"{what}.position", self.position, expected.position)
+        _check_positions(f"{what}.positions", self.positions, expected.positions)
 
     def detach(self) -> DecodeState:
-        return DecodeState(self.position, [{k: v.detach() for k, v in layer.items()} for layer in self.layers])
+        return DecodeState(self.positions, [{k: v.detach() for k, v in layer.items()} for layer in self.layers])
+
+    def select(self, rows: torch.Tensor) -> DecodeState:
+        """The state of rows ``rows`` (int64 indices, repeats allowed), e.g. for beam search."""
+        rows = torch.as_tensor(rows, dtype=torch.long).flatten()
+        layers = [{k: v.index_select(0, rows.to(v.device)) for k, v in layer.items()} for layer in self.layers]
+        return DecodeState(self.positions.index_select(0, rows.cpu()), layers)
+
+    @staticmethod
+    def cat(states: list[DecodeState]) -> DecodeState:
+        """Rows of several states (of one model) stacked into one batch."""
+        if not states:
+            raise StateError("states: expected at least one state, got none")
+        layers = [
+            {k: torch.cat([s.layers[i][k] for s in states]) for k in lay} for i, lay in enumerate(states[0].layers)
+        ]
+        return DecodeState(torch.cat([s.positions for s in states]), layers)
 
     def save(self, path: str | Path, config_json: str) -> None:
         tensors = {
             f"layers.{i}.{k}": v.detach().contiguous() for i, layer in enumerate(self.layers) for k, v in layer.items()
         }
-        meta = {"format": FORMAT, "version": VERSION, "position": str(self.position), "config": config_json}
+        tensors[POSITIONS_KEY] = self.positions.contiguous()
+        meta = {"format": FORMAT, "version": VERSION, "config": config_json}
         save_file(tensors, str(path), metadata=meta)
 
     @classmethod
@@ -94,14 +142,22 @@ class DecodeState:
         if meta.get("format") != FORMAT:
             raise bad("metadata format", repr(FORMAT), repr(meta.get("format")))
         if meta.get("version") != VERSION:
-            raise bad("metadata version", repr(VERSION), repr(meta.get("version")))
-        position = _parse_position(meta.get("position"), lambda exp, got: bad("metadata position", exp, got))
+            hint = " (version 1 states hold one position for the batch; re-create the state)"
+            raise StateError(
+                f"{path}: expected state version {VERSION!r}, got {meta.get('version')!r}"
+                + (hint if meta.get("version") == "1" else "")
+            )
         try:
             saved_cfg = json.loads(meta.get("config", "null"))
         except json.JSONDecodeError as err:
             raise bad("metadata config", "the model config as JSON", f"invalid JSON ({err})") from None
         if saved_cfg != model.config.to_dict():
             raise StateError(f"{path}: expected a state saved for this model's config, got a different config")
+        if POSITIONS_KEY not in header:
+            raise bad("tensors", f"a {POSITIONS_KEY!r} tensor", sorted(header)[:8])
+        pshape, pdtype = header.pop(POSITIONS_KEY)
+        if len(pshape) != 1 or pshape[0] < 1 or pdtype not in _INT_DTYPES:
+            raise bad(POSITIONS_KEY, "a 1-d integer tensor (batch,)", f"{pdtype} {pshape}")
         if not header:
             raise bad("tensors", "at least one state tensor", "none")
         n_layers = model.config.n_layers
@@ -111,10 +167,7 @@ class DecodeState:
             if m is None or int(m.group(1)) >= n_layers:
                 raise bad("tensor name", f"'layers.<i>.<key>' with i in [0, {n_layers})", repr(name))
             names[name] = (int(m.group(1)), m.group(2))
-        shape0 = next(iter(header.values()))[0]
-        if not shape0:
-            raise bad("tensor shapes", "a leading batch axis", "a 0-d tensor")
-        expected = model.init_state(shape0[0], device="meta")
+        expected = model.init_state(pshape[0], device="meta")
         got: list[dict[str, tuple]] = [{} for _ in range(n_layers)]
         for name, (i, key) in names.items():
             got[i][key] = header[name]
@@ -126,11 +179,14 @@ class DecodeState:
                 if shape != tuple(t.shape) or dtype != _ST_DTYPES.get(t.dtype):
                     raise bad(f"layers[{i}].{key}", f"{tuple(t.shape)} {t.dtype}", f"{shape} {dtype}")
         tensors = load_file(str(path), device=str(next(model.parameters()).device))
+        positions = tensors.pop(POSITIONS_KEY).cpu()
+        if bool((positions < 0).any()):
+            raise bad(POSITIONS_KEY, "positions >= 0", positions.tolist())
         layers: list[State] = [{} for _ in range(n_layers)]
         for name, t in tensors.items():
             i, key = names[name]
             layers[i][key] = t
-        return cls(position, layers)
+        return cls(positions, layers)
 
 
 #: ``layers.<i>.<key>`` with a canonical non-negative index (no ``-1``, no ``01``).
@@ -147,24 +203,13 @@ _ST_DTYPES = {
     torch.uint8: "U8",
     torch.bool: "BOOL",
 }
+_INT_DTYPES = ("I64", "I32", "I16", "I8", "U8")
 
 
-def _parse_position(text, error) -> int:
-    """The stream position from the metadata: a canonical non-negative decimal integer."""
-    if not isinstance(text, str) or re.fullmatch(r"0|[1-9][0-9]*", text) is None:
-        raise error("a non-negative integer", repr(text))
-    return int(text)
-
-
-def _check_position(what: str, value, expected) -> None:
-    """A position is a non-negative int, or — where ``init_state`` gives a tensor (e.g. one
-    position per batch row) — a non-negative integer tensor of the same shape and dtype."""
-    if isinstance(expected, torch.Tensor):
-        if not isinstance(value, torch.Tensor) or value.shape != expected.shape or value.dtype != expected.dtype:
-            actual = f"{tuple(value.shape)} {value.dtype}" if isinstance(value, torch.Tensor) else repr(value)
-            raise StateError(f"{what}: expected {tuple(expected.shape)} {expected.dtype}, got {actual}")
-        if value.numel() and not value.is_meta and bool((value < 0).any()):
-            raise StateError(f"{what}: expected non-negative positions, got {value.tolist()}")
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise StateError(f"{what}: expected a non-negative int, got {value!r}")
+def _check_positions(what: str, value, expected: torch.Tensor) -> None:
+    """Positions as ``init_state`` makes them (a (batch,) int64 tensor), all non-negative."""
+    if not isinstance(value, torch.Tensor) or value.shape != expected.shape or value.dtype != expected.dtype:
+        actual = f"{tuple(value.shape)} {value.dtype}" if isinstance(value, torch.Tensor) else repr(value)
+        raise StateError(f"{what}: expected {tuple(expected.shape)} {expected.dtype}, got {actual}")
+    if value.numel() and bool((value < 0).any()):
+        raise StateError(f"{what}: expected positions >= 0, got {value.tolist()}")
