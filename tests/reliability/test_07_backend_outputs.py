@@ -34,7 +34,12 @@ def crashes(x, weight, eps=1e-6):
     raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
 
+def exits(x, weight, eps=1e-6):
+    raise SystemExit(3)
+
+
 CASES = {
+    "exits": (exits, r"failed in rmsnorm: SystemExit: 3"),
     "wrong_shape": (wrong_shape, r"output 0: expected shape \(2, 3, 8\) torch.float32, got shape \(2, 3, 7\)"),
     "wrong_dtype": (wrong_dtype, r"output 0: expected shape \(2, 3, 8\) torch.float32, got .*torch.float64"),
     "two_outputs": (two_outputs, r"expected 1 output tensor\(s\), got 2"),

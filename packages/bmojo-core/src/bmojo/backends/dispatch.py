@@ -283,7 +283,9 @@ def _run(d: "OpDef", backend: str, fn: Callable, pos, kw):
         return fn(*pos, **kw)
     try:
         out = fn(*pos, **kw)
-    except Exception as err:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:  # a kernel's sys.exit() is the backend's failure, not the process's end
         raise BackendOpError(f"bmojo backend {backend!r} failed in {d.name}: {type(err).__name__}: {err}") from err
     _check_outputs(d, backend, out, pos, kw)
     return out
