@@ -98,3 +98,7 @@ def test_ctrl_c_is_a_message_not_a_traceback(tmp_path, capsys, monkeypatch):
     rc = main(["mqar", *FLAGS, "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 130 and "bmojo mqar: interrupted" in err and "Traceback" not in err
+    # Called as a function, the command leaves the caller's backend selection as it was.
+    from bmojo.backends import requested
+
+    assert requested()[0] is None

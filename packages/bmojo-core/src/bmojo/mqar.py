@@ -750,7 +750,18 @@ def read_run_record(path: Path) -> dict:
 def run(args) -> int:
     validate_args(args)
     device = check_device("--device", args.device)
+    from bmojo.backends import requested, set_backend
+
+    previous = requested()[0] if requested()[1].startswith("use_backend") else None
     select_backend(args.backend)
+    try:
+        return _run(args, device)
+    finally:  # called as a function (tests, notebooks): leave the caller's selection as it was
+        if args.backend != "auto":
+            set_backend(previous, check=False)
+
+
+def _run(args, device) -> int:
     # These models are small enough that one thread is as fast as several on an idle machine and
     # much faster on a busy one (intra-op threads spin against other processes).
     torch.set_num_threads(max(1, args.threads or 1))
