@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,8 @@ def _float(cfg, name, *, positive=True):
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _bad(name, "a number", value)
+    if not math.isfinite(value):
+        raise _bad(name, "a finite number", value)
     if positive and not value > 0:
         raise _bad(name, "a positive number", value)
 

@@ -70,7 +70,9 @@ def _print_selection(selection: dict[str, str]) -> None:
 
 
 def run(args) -> int:
-    statuses = get_registry().statuses()
+    registry = get_registry()
+    statuses = registry.statuses()
+    unknown_disabled = registry.unknown_disabled()
     explicit, source = requested()
     selection, error = _selection(args.device)
     arrays = _array_selections(args.device)
@@ -86,6 +88,7 @@ def run(args) -> int:
                     "selection_error": error,
                     "array_selection": {fw: sel for fw, sel in arrays.items() if isinstance(sel, dict)},
                     "array_selection_error": {fw: sel for fw, sel in arrays.items() if isinstance(sel, str)},
+                    "unknown_disabled": unknown_disabled,
                 },
                 indent=2,
             )
@@ -105,6 +108,8 @@ def run(args) -> int:
             if s.error:
                 print(f"\n--- {s.name}: {s.state} ---\n{s.error.rstrip()}")
     print()
+    if unknown_disabled:
+        print(f"warning: {ENV_DISABLE} names no installed backend: {', '.join(unknown_disabled)}")
     who = f"explicit: {explicit!r} ({source})" if explicit else "implicit (highest priority available per op)"
     print(f"selection on {args.device}: {who}")
     if error:

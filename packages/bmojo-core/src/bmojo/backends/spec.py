@@ -117,6 +117,21 @@ class OpImpl:
     backward: Callable | str | None = None
     framework: str | None = None
 
+    def __post_init__(self):
+        _check_target("fn", self.fn, optional=False)
+        _check_target("backward", self.backward, optional=True)
+        devices = self.devices
+        # A bare str would match by substring ("cu" in "cuda"); a list is accepted as a tuple.
+        if isinstance(devices, list):
+            devices = tuple(devices)
+        if not isinstance(devices, tuple) or not devices or not all(isinstance(d, str) and d for d in devices):
+            raise ValueError(
+                f"OpImpl.devices: expected a non-empty tuple of device types like ('cuda',), got {devices!r}"
+            )
+        object.__setattr__(self, "devices", devices)
+        if not isinstance(self.differentiable, bool):
+            raise ValueError(f"OpImpl.differentiable: expected a bool, got {self.differentiable!r}")
+
     def load(self) -> Callable:
         return _resolve(self.fn)
 
@@ -128,6 +143,19 @@ class OpImpl:
         if (self.framework or TORCH) != framework:
             return False
         return ANY_DEVICE in self.devices or device_type in self.devices
+
+
+def _check_target(what: str, target, *, optional: bool) -> None:
+    if target is None and optional:
+        return
+    if callable(target):
+        return
+    if isinstance(target, str) and _TARGET.match(target):
+        return
+    raise ValueError(f"OpImpl.{what}: expected a callable or a 'package.module:attr' string, got {target!r}")
+
+
+_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
 def _always_available() -> Probe:
@@ -171,18 +199,40 @@ class Backend:
     converters: Converters | None = None
 
     def __post_init__(self):
+        # Every field is checked here, so a malformed record fails in the plugin's hook (and is
+        # reported as that plugin's failure) instead of later in ``bmojo backends`` or a forward.
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ValueError(f"backend name: expected a lower-case identifier, got {self.name!r}")
+        if not isinstance(self.version, str):
+            raise ValueError(f"backend {self.name!r}: version must be a str, got {self.version!r}")
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
             raise ValueError(f"backend {self.name!r}: priority must be an int, got {self.priority!r}")
+        if not isinstance(self.description, str):
+            raise ValueError(f"backend {self.name!r}: description must be a str, got {self.description!r}")
+        if self.probe is not None and not callable(self.probe):
+            raise ValueError(f"backend {self.name!r}: probe must be callable or None, got {self.probe!r}")
+        if not isinstance(self.ops, Mapping):
+            raise ValueError(f"backend {self.name!r}: ops must be a mapping op → OpImpl, got {type(self.ops).__name__}")
         if not isinstance(self.implicit, bool):
             raise ValueError(f"backend {self.name!r}: implicit must be a bool, got {self.implicit!r}")
-        unknown = sorted(set(self.ops) - set(OPS))
+        unknown = sorted(map(repr, set(self.ops) - set(OPS)))
         if unknown:
             raise ValueError(f"backend {self.name!r}: unknown ops {unknown}; the op set is {list(OPS)}")
+        if not isinstance(self.known_deviations, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.known_deviations.items()
+        ):
+            raise ValueError(
+                f"backend {self.name!r}: known_deviations must map test-name patterns (str) to reasons (str), "
+                f"got {self.known_deviations!r}"
+            )
+        ops = {}
+        for op, v in self.ops.items():
+            try:
+                ops[op] = v if isinstance(v, OpImpl) else OpImpl(v)
+            except ValueError as err:
+                raise ValueError(f"backend {self.name!r}: ops[{op!r}]: {err}") from None
         if not isinstance(self.framework, str) or not _NAME.match(self.framework):
             raise ValueError(f"backend {self.name!r}: framework must be a lower-case name, got {self.framework!r}")
-        ops = {op: v if isinstance(v, OpImpl) else OpImpl(v) for op, v in self.ops.items()}
         ops = {op: v if v.framework else replace(v, framework=self.framework) for op, v in ops.items()}
         for op, impl in ops.items():
             if impl.framework not in (TORCH, self.framework):
@@ -199,13 +249,17 @@ class Backend:
         object.__setattr__(self, "known_deviations", MappingProxyType(dict(self.known_deviations)))
 
     def run_probe(self) -> Probe:
+        """The probe's answer as a :class:`Probe`; anything but a ``Probe``, a bool or a
+        ``(bool, str)`` pair means unavailable (a truthy ``"no"`` is not a yes)."""
         result = (self.probe or _always_available)()
         if isinstance(result, Probe):
-            return result
-        if isinstance(result, bool):
+            if isinstance(result.available, bool) and isinstance(result.reason, str):
+                return result
+        elif isinstance(result, bool):
             return Probe(result, "" if result else "probe() returned False")
-        available, reason = result
-        return Probe(bool(available), str(reason))
+        elif isinstance(result, tuple) and len(result) == 2 and all(map(isinstance, result, (bool, str))):
+            return Probe(result[0], result[1])
+        return Probe(False, f"probe() returned {result!r}; expected a Probe, a bool or (bool, reason)")
 
 
 class BackendSpecs:

@@ -31,6 +31,7 @@ from bmojo.testing.conformance.cases import (
     LAYER_SSM,
     OPCHECK_CASES,
     Case,
+    noncontiguous,
 )
 from bmojo.testing.conformance.tolerances import TOLERANCES
 
@@ -46,6 +47,11 @@ LAYER_OPS = {
 
 def _ids(cases):
     return [c.id for c in cases]
+
+
+def _params(cases):
+    """One pytest param per case; large cases carry the ``bmojo_large`` marker."""
+    return [pytest.param(c, id=c.id, marks=[pytest.mark.bmojo_large] if c.large else []) for c in cases]
 
 
 # ----- helpers -----
@@ -115,7 +121,13 @@ def _dispatched(op):
 
 
 def _clone(args):
-    return tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+    """Copies with the same values and layout (a non-contiguous input stays non-contiguous)."""
+    return tuple(_clone_one(a) if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def _clone_one(a: torch.Tensor) -> torch.Tensor:
+    c = a.detach().clone()
+    return c if a.is_contiguous() else noncontiguous(c)
 
 
 def _assert_served_by(backend, op, device):
@@ -177,7 +189,7 @@ class ConformanceSuite(_Guard):
     deviations: ClassVar[dict[str, str]] = {}
 
     @pytest.mark.bmojo_conformance
-    @pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+    @pytest.mark.parametrize("case", _params(CASES))
     def test_forward(self, backend, case: Case, bmojo_dtype, bmojo_seed):
         """Forward on fresh random inputs equals the reference; outputs NaN-poisoned before the call."""
         backend.require(case.op)
@@ -199,7 +211,7 @@ class ConformanceSuite(_Guard):
         assert_matches(actual, expected, tol.atol, tol.rtol, case.op)
 
     @pytest.mark.bmojo_conformance
-    @pytest.mark.parametrize("case", GRAD_CASES, ids=_ids(GRAD_CASES))
+    @pytest.mark.parametrize("case", _params(GRAD_CASES))
     def test_backward(self, backend, case: Case, bmojo_dtype, bmojo_seed):
         """Gradients of every floating input, for random upstream gradients on every output."""
         backend.require(case.op)
