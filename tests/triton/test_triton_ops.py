@@ -97,7 +97,7 @@ CONV = {
 
 @pytest.mark.parametrize("name", list(CONV))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_causal_conv1d(name, dtype, device):
+def test_causal_conv1d_forward_gradients_and_step(name, dtype, device):
     c = dict(bias=True, state=True, act="silu") | CONV[name]
     g = torch.Generator().manual_seed(1)
     b, T, ch, K = c["b"], c["T"], c["ch"], c["K"]
@@ -108,7 +108,8 @@ def test_causal_conv1d(name, dtype, device):
         rn(device, dtype, b, K - 1, ch, g=g) if c["state"] else None,
         c["act"],
     )
-    compare_fwd_bwd(name, conv.causal_conv1d, conv_ref.causal_conv1d, args, {}, dtype, names=(), grads=False)
+    names = ("x", "weight", "bias", "initial_state")
+    compare_fwd_bwd(name, conv.causal_conv1d, conv_ref.causal_conv1d, args, {}, dtype, names=names)
     # the step continues the sequence exactly
     _, s = conv_ref.causal_conv1d(*args)
     x1 = rn(device, dtype, b, ch, g=g)
