@@ -12,10 +12,17 @@ import triton
 from bmojo._checks import check_int, compute_dtype
 from bmojo.ops.ssm_scan.reference import _check_scan_args
 
-from bmojo_triton.ops._triton_utils import acc_dtype, dot_precision, gpu_path, on_device, pow2
+from bmojo_triton.ops._triton_utils import acc_dtype, gpu_path, on_device, pow2
 from bmojo_triton.ops.ssm_scan.bwd import _ssd_bwd_kernel
 from bmojo_triton.ops.ssm_scan.fwd import _ssd_fwd_kernel
 from bmojo_triton.ops.ssm_scan.step import _ssm_step_kernel
+
+
+def _scan_precision(dtype: torch.dtype, gpu: bool) -> str:
+    """The scan's matmuls take float32 operands for every input dtype: TF32 tensor cores for
+    bfloat16 inputs (TF32's 10-bit mantissa is finer than bf16's 7), full IEEE float32 otherwise
+    (float16 has as many mantissa bits as TF32, so TF32 would lose to it)."""
+    return "tf32" if (gpu and dtype == torch.bfloat16) else "ieee"
 
 
 def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
@@ -65,7 +72,7 @@ def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
             BLOCK_P=bp,
             BLOCK_N=pow2(N),
             ACC=acc_dtype(cd),
-            DOT_PREC=dot_precision(x.dtype) if gpu else "ieee",
+            DOT_PREC=_scan_precision(x.dtype, gpu),
         )
     return y, final, states, bl
 
@@ -120,7 +127,7 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, needs):
             BLOCK_P=pow2(P),
             BLOCK_N=pow2(N),
             ACC=acc_dtype(cd),
-            DOT_PREC=dot_precision(x.dtype) if gpu else "ieee",
+            DOT_PREC=_scan_precision(x.dtype, gpu),
             num_warps=8 if gpu else 4,
         )
     # dB, dC: the heads of a group share B and C
