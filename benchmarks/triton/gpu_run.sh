@@ -80,13 +80,13 @@ grep -E "^(python|device|triton|fla) " "$OUT/env.txt" | sed 's/^/   | /'
 CONF=(env BMOJO_BACKEND=triton python3 -m pytest --pyargs bmojo.testing.conformance --bmojo-backend=triton --bmojo-device=cuda -q -p no:cacheprovider)
 step conformance 125 conformance.log "${CONF[@]}"
 digest conformance.log 16
-step conf_half 60 conformance_half.log "${CONF[@]}" --bmojo-dtypes=bfloat16,float16
+step conf_half 50 conformance_half.log "${CONF[@]}" --bmojo-dtypes=bfloat16,float16
 digest conformance_half.log 16
 
 # ----- 3. kernel tests, 4. model-level test -----
-step kernel_tests 60 kernel_tests.log python3 -m pytest tests/triton -q -p no:cacheprovider --bmojo-device=cuda --ignore=tests/triton/test_triton_model.py
+step kernel_tests 55 kernel_tests.log python3 -m pytest tests/triton -q -p no:cacheprovider --bmojo-device=cuda --ignore=tests/triton/test_triton_model.py
 digest kernel_tests.log 6
-step model_test 40 kernel_tests.log python3 -m pytest tests/triton/test_triton_model.py -q -p no:cacheprovider --bmojo-device=cuda
+step model_test 70 kernel_tests.log python3 -m pytest tests/triton/test_triton_model.py -q -p no:cacheprovider --bmojo-device=cuda
 digest kernel_tests.log 4
 
 # ----- 5. benchmark -----
