@@ -41,6 +41,7 @@ digest() {  # the last N lines of a log, indented
 setup() {
   if ls .whl/*.whl >/dev/null 2>&1; then
     ls .whl
+    rm -rf /tmp/site
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || return 1
   fi
   local args=(--no-deps --no-build-isolation --no-index -e packages/bmojo-core -e packages/bmojo-triton)
