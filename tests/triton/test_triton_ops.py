@@ -146,3 +146,24 @@ def test_innovation_scores(dtype, device):
     out, ref = eidetic.innovation_scores(k, kp), eid_ref.innovation_scores(k, kp)
     assert out.dtype == torch.float32
     assert_close("scores", out, ref, torch.float32)
+
+
+def test_steps_in_place_match_the_ops(device):
+    """The in-place entry points (preallocated decode caches) equal the registered ops."""
+    x, dt, A, B, C, D, h0 = scan_args(device, torch.float32, b=2, T=1, H=4, P=12, G=2, N=10)
+    y, new = ssm_scan.ssm_step(h0, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], D)
+    cache = h0.clone()
+    y2 = ssm_scan.ssm_step_(cache, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], D)
+    assert torch.equal(y, y2) and torch.equal(new, cache)
+    with pytest.raises(ValueError, match="state"):
+        ssm_scan.ssm_step_(h0.double(), x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], D)
+    g = torch.Generator().manual_seed(5)
+    xc, s, w = (
+        rn(device, torch.float32, 2, 20, g=g),
+        rn(device, torch.float32, 2, 3, 20, g=g),
+        rn(device, torch.float32, 20, 4, g=g),
+    )
+    yc, sn = conv.causal_conv1d_step(xc, s, w, None, "silu")
+    cache = s.clone()
+    yc2 = conv.causal_conv1d_step_(xc, cache, w, None, "silu")
+    assert torch.equal(yc, yc2) and torch.equal(sn, cache)

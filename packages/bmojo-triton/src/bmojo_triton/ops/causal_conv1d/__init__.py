@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 import triton
-from bmojo._checks import compute_dtype
+from bmojo._checks import compute_dtype, fail
 from bmojo.ops.causal_conv1d.reference import _check
 
 from bmojo_triton.ops._triton_utils import acc_dtype, gpu_path, on_device, pow2
@@ -153,19 +153,10 @@ def causal_conv1d(
     return _fwd(*args, activation)
 
 
-def causal_conv1d_step(
-    x: torch.Tensor,
-    state: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    activation: str | None = "silu",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Same contract as ``bmojo.ops.causal_conv1d.reference.causal_conv1d_step``."""
-    K = _check(x, weight, bias, state, activation, step=True)
-    x, state, weight = x.contiguous(), state.contiguous(), weight.contiguous()
+def _step(x, state, weight, bias, activation, out_state):
+    K = weight.shape[1]
     b, ch = x.shape
     y = torch.empty_like(x)
-    new_state = torch.empty_like(state)
     bc = min(pow2(ch, 1), 1024)
     if x.numel():
         with on_device(x):
@@ -175,7 +166,7 @@ def causal_conv1d_step(
                 weight,
                 bias if bias is not None else weight,
                 y,
-                new_state,
+                out_state,
                 ch,
                 K,
                 HAS_BIAS=bias is not None,
@@ -183,4 +174,38 @@ def causal_conv1d_step(
                 BLOCK_C=bc,
                 ACC=acc_dtype(compute_dtype(x.dtype)),
             )
-    return y, new_state
+    return y
+
+
+def causal_conv1d_step(
+    x: torch.Tensor,
+    state: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: str | None = "silu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same contract as ``bmojo.ops.causal_conv1d.reference.causal_conv1d_step``."""
+    _check(x, weight, bias, state, activation, step=True)
+    x, state, weight = x.contiguous(), state.contiguous(), weight.contiguous()
+    new_state = torch.empty_like(state)
+    return _step(x, state, weight, bias, activation, new_state), new_state
+
+
+def causal_conv1d_step_(
+    x: torch.Tensor,
+    state: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: str | None = "silu",
+) -> torch.Tensor:
+    """``causal_conv1d_step`` shifting ``state`` in place (each program reads a row before it
+    overwrites it); returns y. Not registered with the backend; ``state`` must be contiguous and
+    not require grad."""
+    _check(x, weight, bias, state, activation, step=True)
+    if not state.is_contiguous() or state.requires_grad:
+        fail(
+            "state",
+            "a contiguous tensor that does not require grad (updated in place)",
+            f"contiguous={state.is_contiguous()}, requires_grad={state.requires_grad}",
+        )
+    return _step(x.contiguous(), state, weight.contiguous(), bias, activation, state)
