@@ -78,16 +78,18 @@ PY
 grep -E "^(python|device|triton|fla) " "$OUT/env.txt" | sed 's/^/   | /'
 
 # ----- 2. conformance on CUDA -----
-CONF=(env BMOJO_BACKEND=triton python3 -m pytest --pyargs bmojo.testing.conformance --bmojo-backend=triton --bmojo-device=cuda -q -p no:cacheprovider)
+# NVIDIA_TF32_OVERRIDE=0: cuBLAS/cuDNN keep float32 in full precision (cuDNN allows TF32 by
+# default, which would make the reference's float32 convolution the imprecise side of a test)
+CONF=(env BMOJO_BACKEND=triton NVIDIA_TF32_OVERRIDE=0 python3 -m pytest --pyargs bmojo.testing.conformance --bmojo-backend=triton --bmojo-device=cuda -q -p no:cacheprovider)
 step conformance 125 conformance.log "${CONF[@]}"
 digest conformance.log 16
 step conf_half 50 conformance_half.log "${CONF[@]}" --bmojo-dtypes=bfloat16,float16
 digest conformance_half.log 16
 
 # ----- 3. kernel tests, 4. model-level test -----
-step kernel_tests 55 kernel_tests.log python3 -m pytest tests/triton -q -p no:cacheprovider --bmojo-device=cuda --ignore=tests/triton/test_triton_model.py
+step kernel_tests 55 kernel_tests.log env NVIDIA_TF32_OVERRIDE=0 python3 -m pytest tests/triton -q -p no:cacheprovider --bmojo-device=cuda --ignore=tests/triton/test_triton_model.py
 digest kernel_tests.log 6
-step model_test 70 kernel_tests.log python3 -m pytest tests/triton/test_triton_model.py -q -p no:cacheprovider --bmojo-device=cuda
+step model_test 70 kernel_tests.log env NVIDIA_TF32_OVERRIDE=0 python3 -m pytest tests/triton/test_triton_model.py -q -p no:cacheprovider --bmojo-device=cuda
 digest kernel_tests.log 4
 
 # ----- 5. benchmark -----

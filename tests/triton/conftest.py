@@ -76,13 +76,18 @@ def device(request):
 
 @pytest.fixture(autouse=True)
 def deterministic_torch():
-    """Seeded, but without torch's deterministic-algorithms mode that the core suite turns on:
-    on CUDA it rejects cuBLAS matmuls unless CUBLAS_WORKSPACE_CONFIG is set (overrides the core
-    conftest's fixture of the same name)."""
+    """Seeded, without TF32, and without torch's deterministic-algorithms mode that the core suite
+    turns on: on CUDA it rejects cuBLAS matmuls unless CUBLAS_WORKSPACE_CONFIG is set (overrides
+    the core conftest's fixture of the same name)."""
     import torch
 
     torch.manual_seed(0)
     before = torch.get_num_threads()
+    # the reference must be the precise side on a GPU: no TF32 in cuBLAS/cuDNN float32 (cuDNN
+    # allows it by default)
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
