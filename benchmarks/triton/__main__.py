@@ -128,6 +128,23 @@ def ratio(name, num, den, target=None, better="lower"):
     print(f"  ratio {name}: {val:.2f}{tgt}", flush=True)
 
 
+def agree(section, case, what, ours, peer):
+    """Record max|ours − peer| of the first output (the comparison is only meaningful if equal)."""
+    try:
+        with torch.no_grad():
+            a, b = ours(), peer()
+            a = a[0] if isinstance(a, tuple) else a
+            b = b[0] if isinstance(b, tuple) else b
+            diff = (a.float() - b.float()).abs().max().item()
+            scale = b.float().abs().max().item()
+    except Exception as err:
+        diff, scale = None, None
+        print(f"  {section:9s} {case:26s} max|diff| {what}: error {type(err).__name__}: {err}"[:200], flush=True)
+    ROWS.append(dict(section=section, case=case, impl=what, mode="max_abs_diff", value=diff, scale=scale))
+    if diff is not None:
+        print(f"  {section:9s} {case:26s} max|diff| {what}: {diff:.2e} (max|peer| {scale:.2e})", flush=True)
+
+
 # ----- ceilings -----
 def ceilings(gpu, dev):
     if not gpu:
@@ -233,6 +250,7 @@ def _attention_case(s, T, gpu, dev, dtype, dname, backend_fn, ref_fn, flex, comp
                 nbytes=2.5 * io3,
             )
             ratio(f"attention {case}: reference/triton fwd (speed-up)", t_r, t_f)
+            agree("attention", case, "triton vs reference (w+f+M)", ours3, ref3)
 
         # B'MOJO-F (M = 0): fused vs the two-call + log-sum-exp merge (FlexAttention)
         pairsF = b * H * T * (w + f)
@@ -333,6 +351,8 @@ def _attention_case(s, T, gpu, dev, dtype, dname, backend_fn, ref_fn, flex, comp
         ratio(f"attention {case}: two-call merge / fused (fwd)", p2, tF, target=1.5, better="higher")
         ratio(f"attention {case}: two-call merge / fused (fwd+bwd)", p2b, tFb, target=1.5, better="higher")
         ratio(f"attention {case}: triton / flex window (fwd)", tW, pW, target=1.2)
+        agree("attention", case, "triton vs flex window", lambda: oursW()[0].transpose(1, 2), flexW)
+        agree("attention", case, "triton w+f vs flex two-call merge", lambda: oursF()[0].transpose(1, 2), two_call)
         ratio(f"attention {case}: triton / flex window (fwd+bwd)", tWb, pWb, target=1.2)
 
 

@@ -42,6 +42,7 @@ digest() {  # the last N lines of a log, indented
 setup() {
   if ls .whl/*.whl >/dev/null 2>&1; then
     ls .whl
+    rm -rf /tmp/site
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || return 1
   fi
   local args=(--no-deps --no-build-isolation --no-index -e packages/bmojo-core -e packages/bmojo-triton)
@@ -82,7 +83,9 @@ grep -E "^(python|device|triton|fla|xdist) " "$OUT/setup.log" | sed 's/^/   | /'
 # machine): the first H200 run spent its whole 125 s conformance timeout compiling. The machine has
 # 16 cores, so the four test steps run at once, each spread over pytest-xdist workers when present.
 XD() { python3 -c "import xdist" 2>/dev/null && echo "-n $1"; }
-PYT=(python3 -m pytest -q -p no:cacheprovider -rfE --tb=short)
+# NVIDIA_TF32_OVERRIDE=0: cuBLAS/cuDNN keep float32 in full precision (cuDNN allows TF32 by
+# default, which would make the reference's float32 convolution the imprecise side of a test)
+PYT=(env NVIDIA_TF32_OVERRIDE=0 python3 -m pytest -q -p no:cacheprovider -rfE --tb=short)
 CONF=(env BMOJO_BACKEND=triton "${PYT[@]}" --pyargs bmojo.testing.conformance --bmojo-backend=triton --bmojo-device=cuda)
 TEST_LIMIT=${TEST_LIMIT:-150}
 step conformance "$TEST_LIMIT" conformance.log "${CONF[@]}" $(XD 6) --bmojo-dtypes=float32,float64 &

@@ -97,7 +97,7 @@ CONV = {
 
 @pytest.mark.parametrize("name", list(CONV))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_causal_conv1d(name, dtype, device):
+def test_causal_conv1d_forward_gradients_and_step(name, dtype, device):
     c = dict(bias=True, state=True, act="silu") | CONV[name]
     g = torch.Generator().manual_seed(1)
     b, T, ch, K = c["b"], c["T"], c["ch"], c["K"]
@@ -108,7 +108,8 @@ def test_causal_conv1d(name, dtype, device):
         rn(device, dtype, b, K - 1, ch, g=g) if c["state"] else None,
         c["act"],
     )
-    compare_fwd_bwd(name, conv.causal_conv1d, conv_ref.causal_conv1d, args, {}, dtype, names=(), grads=False)
+    names = ("x", "weight", "bias", "initial_state")
+    compare_fwd_bwd(name, conv.causal_conv1d, conv_ref.causal_conv1d, args, {}, dtype, names=names)
     # the step continues the sequence exactly
     _, s = conv_ref.causal_conv1d(*args)
     x1 = rn(device, dtype, b, ch, g=g)
@@ -145,3 +146,24 @@ def test_innovation_scores(dtype, device):
     out, ref = eidetic.innovation_scores(k, kp), eid_ref.innovation_scores(k, kp)
     assert out.dtype == torch.float32
     assert_close("scores", out, ref, torch.float32)
+
+
+def test_steps_in_place_match_the_ops(device):
+    """The in-place entry points (preallocated decode caches) equal the registered ops."""
+    x, dt, A, B, C, D, h0 = scan_args(device, torch.float32, b=2, T=1, H=4, P=12, G=2, N=10)
+    y, new = ssm_scan.ssm_step(h0, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], D)
+    cache = h0.clone()
+    y2 = ssm_scan.ssm_step_(cache, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], D)
+    assert torch.equal(y, y2) and torch.equal(new, cache)
+    with pytest.raises(ValueError, match="state"):
+        ssm_scan.ssm_step_(h0.double(), x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], D)
+    g = torch.Generator().manual_seed(5)
+    xc, s, w = (
+        rn(device, torch.float32, 2, 20, g=g),
+        rn(device, torch.float32, 2, 3, 20, g=g),
+        rn(device, torch.float32, 20, 4, g=g),
+    )
+    yc, sn = conv.causal_conv1d_step(xc, s, w, None, "silu")
+    cache = s.clone()
+    yc2 = conv.causal_conv1d_step_(xc, cache, w, None, "silu")
+    assert torch.equal(yc, yc2) and torch.equal(sn, cache)

@@ -67,12 +67,12 @@ def bmojo_backends():
                 # Forward kernels only: the backward recomputes the reference under autograd
                 # (differentiable=False) where no Triton backward exists yet (see the docs).
                 "ssm_step": _op("ssm_scan:ssm_step", differentiable=False),
-                "causal_conv1d": _op("causal_conv1d:causal_conv1d", differentiable=False),
                 "causal_conv1d_step": _op("causal_conv1d:causal_conv1d_step", differentiable=False),
                 # autograd.Function wrappers with Triton backward kernels: eager autograd records
                 # them directly; under torch.compile core's custom-op backward re-runs the wrapper
                 # under autograd, so the Triton backward serves both.
                 "ssm_scan": _op("ssm_scan:ssm_scan"),
+                "causal_conv1d": _op("causal_conv1d:causal_conv1d"),
                 "bmojo_attention": _op("bmojo_attention:bmojo_attention"),
                 "innovation_scores": _op("eidetic:innovation_scores", differentiable=False),
                 "rmsnorm": _op("rmsnorm:rmsnorm"),

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import torch
 import triton
-from bmojo._checks import check_int, compute_dtype
+from bmojo._checks import check_int, compute_dtype, fail
 from bmojo.ops.ssm_scan.reference import _check_scan_args
 
-from bmojo_triton.ops._triton_utils import acc_dtype, dot_precision, gpu_path, on_device, pow2
+from bmojo_triton.ops._triton_utils import acc_dtype, gpu_path, on_device, pow2
 from bmojo_triton.ops.ssm_scan.bwd import _ssd_bwd_kernel
 from bmojo_triton.ops.ssm_scan.fwd import _ssd_fwd_kernel
 from bmojo_triton.ops.ssm_scan.step import _ssm_step_kernel
+
+
+def _scan_precision(dtype: torch.dtype, gpu: bool) -> str:
+    """The scan's matmuls take float32 operands for every input dtype: TF32 tensor cores for
+    bfloat16 inputs (TF32's 10-bit mantissa is finer than bf16's 7), full IEEE float32 otherwise
+    (float16 has as many mantissa bits as TF32, so TF32 would lose to it)."""
+    return "tf32" if (gpu and dtype == torch.bfloat16) else "ieee"
 
 
 def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
@@ -65,7 +72,7 @@ def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
             BLOCK_P=bp,
             BLOCK_N=pow2(N),
             ACC=acc_dtype(cd),
-            DOT_PREC=dot_precision(x.dtype) if gpu else "ieee",
+            DOT_PREC=_scan_precision(x.dtype, gpu),
         )
     return y, final, states, bl
 
@@ -120,7 +127,7 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, needs):
             BLOCK_P=pow2(P),
             BLOCK_N=pow2(N),
             ACC=acc_dtype(cd),
-            DOT_PREC=dot_precision(x.dtype) if gpu else "ieee",
+            DOT_PREC=_scan_precision(x.dtype, gpu),
             num_warps=8 if gpu else 4,
         )
     # dB, dC: the heads of a group share B and C
@@ -172,21 +179,10 @@ def ssm_scan(
     return y, final
 
 
-def ssm_step(
-    state: torch.Tensor,
-    x: torch.Tensor,
-    dt: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Same contract as ``bmojo.ops.ssm_scan.reference.ssm_step``; the new state is a new tensor."""
-    _, H, P, G, N = _check_scan_args(x, dt, A, B, C, D, state, step=True)
-    state, x, dt, B, C = (t.contiguous() for t in (state, x, dt, B, C))
-    b = x.shape[0]
+def _step(state, x, dt, A, B, C, D, out_state):
+    b, H, P = x.shape
+    G, N = B.shape[-2:]
     y = torch.empty_like(x)
-    new_state = torch.empty_like(state, dtype=x.dtype)
     bp = min(pow2(P, 1), 64)
     if x.numel():
         with on_device(x):
@@ -199,7 +195,7 @@ def ssm_step(
                 C,
                 D.contiguous() if D is not None else A,
                 y,
-                new_state,
+                out_state,
                 H,
                 P,
                 N,
@@ -210,4 +206,46 @@ def ssm_step(
                 BLOCK_N=pow2(N, 1),
                 ACC=acc_dtype(compute_dtype(x.dtype)),
             )
-    return y, new_state
+    return y
+
+
+def ssm_step(
+    state: torch.Tensor,
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same contract as ``bmojo.ops.ssm_scan.reference.ssm_step``; the new state is a new tensor
+    (what the registered op must do: custom ops may not mutate their inputs)."""
+    _check_scan_args(x, dt, A, B, C, D, state, step=True)
+    state, x, dt, B, C = (t.contiguous() for t in (state, x, dt, B, C))
+    new_state = torch.empty_like(state, dtype=x.dtype)
+    return _step(state, x, dt, A, B, C, D, new_state), new_state
+
+
+def ssm_step_(
+    state: torch.Tensor,
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``ssm_step`` updating ``state`` in place (a preallocated decode cache); returns y.
+
+    Not registered with the backend (ops return new tensors); for callers that manage their own
+    cache. ``state`` must be contiguous, of x's dtype, and not require grad (no autograd here).
+    """
+    _check_scan_args(x, dt, A, B, C, D, state, step=True)
+    if not state.is_contiguous() or state.dtype != x.dtype or state.requires_grad:
+        fail(
+            "state",
+            f"a contiguous {x.dtype} tensor that does not require grad (updated in place)",
+            f"contiguous={state.is_contiguous()}, dtype={state.dtype}, requires_grad={state.requires_grad}",
+        )
+    x, dt, B, C = (t.contiguous() for t in (x, dt, B, C))
+    return _step(state, x, dt, A, B, C, D, state)
