@@ -14,8 +14,10 @@ nox.options.sessions = [
     "lint",
     "tests",
     "hf",
+    "mlx",
     "neuron",
     "conformance(backend='reference')",
+    "conformance(backend='mlx')",
     "conformance(backend='neuron')",
     "conformance(backend='triton')",
     "triton",
@@ -25,6 +27,7 @@ nox.options.error_on_missing_interpreters = True
 CONSTRAINTS = ("-c", "constraints/ci.txt")
 CORE = "packages/bmojo-core"
 HF = "packages/bmojo-hf"
+MLX = "packages/bmojo-mlx"
 NEURON = "packages/bmojo-neuron"
 #: The neuron kernels run in bmojo-neuron's NumPy emulator of NKI on CPU-only machines; on a
 #: Trainium/Inferentia host with the Neuron SDK pass BMOJO_NEURON_EMULATE=0 (docs/backends/neuron.md).
@@ -63,6 +66,15 @@ def hf(session: nox.Session) -> None:
 
 
 @nox.session
+def mlx(session: nox.Session) -> None:
+    """bmojo-mlx (ops on mx.array, the native MLX model) against bmojo-core and its torch reference.
+    Its dependency markers install ``mlx[cpu]`` on Linux (the pure-MLX path) and ``mlx`` on macOS."""
+    session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "-e", MLX)
+    env = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+    session.run("pytest", "tests/mlx_backend", "-q", *session.posargs, env=env)
+
+
+@nox.session
 def neuron(session: nox.Session) -> None:
     """bmojo-neuron (NKI kernels) against bmojo-core: the kernels run in its NKI emulator on CPU."""
     session.install(*CONSTRAINTS, "-e", CORE, "-e", NEURON, "pytest")
@@ -72,11 +84,11 @@ def neuron(session: nox.Session) -> None:
 
 @nox.session
 def triton(session: nox.Session) -> None:
-    """bmojo-triton's kernel tests (tests/triton) on CPU under the Triton interpreter; on a GPU
-    machine run ``pytest tests/triton --bmojo-device=cuda`` instead (see docs/backends/triton.md)."""
+    """bmojo-triton's kernel tests (tests/triton_backend) on CPU under the Triton interpreter; on a GPU
+    machine run ``pytest tests/triton_backend --bmojo-device=cuda`` instead (see docs/backends/triton.md)."""
     session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "-e", TRITON, *TRITON_CPU)
     env = {"PYTHONHASHSEED": "0", **TRITON_ENV}
-    session.run("python", "-m", "pytest", "tests/triton", "-q", *QUIET, *session.posargs, env=env)
+    session.run("python", "-m", "pytest", "tests/triton_backend", "-q", *QUIET, *session.posargs, env=env)
 
 
 @nox.session

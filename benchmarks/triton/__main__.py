@@ -17,7 +17,7 @@ measured in the same run: a device-to-device copy and a large bf16 matmul) and r
   reference). Target: flat in context length.
 
 ``--quick``: one small size per section (a few tens of seconds on a GPU); ``--tiny``: toy sizes that
-also run on a CPU under ``TRITON_INTERPRET=1`` (the smoke test in tests/triton uses it).
+also run on a CPU under ``TRITON_INTERPRET=1`` (the smoke test in tests/triton_backend uses it).
 ``--out results.json`` writes every row (also after each section, so a timeout keeps what ran).
 """
 
@@ -155,8 +155,22 @@ def _flex():
     return flex_attention, create_block_mask
 
 
+def _allow_recompiles(limit: int = 64) -> None:
+    """Every (T, mask, return_lse) of the compiled FlexAttention peer is its own graph
+    (dynamic=False); past dynamo's default limit of 8 it silently falls back to the unfused path,
+    which materialises the full score matrix (seen on the first H200 run: 256 GiB at T = 32k)."""
+    import torch._dynamo
+
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(cfg, name):
+            setattr(cfg, name, max(getattr(cfg, name), limit))
+
+
 def attention(s, gpu, dev, dtype, backend_fn, ref_fn):
     flex = _flex() if s["flex"] else None
+    if flex and gpu:
+        _allow_recompiles()
     compiled = torch.compile(flex[0], dynamic=False) if (flex and gpu) else (flex[0] if flex else None)
     dname = str(dtype).replace("torch.", "")
     for T in s["T"]:

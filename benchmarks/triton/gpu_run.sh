@@ -8,8 +8,9 @@
 # matplotlib, numpy already installed, and no network: wheels the run needs beyond those
 # (hatchling + trove-classifiers to build the editable installs; optionally fla-core +
 # flash-linear-attention for the ssm peer) are taken from ./.whl/ if present.
-# Every step has a timeout (the whole script stays under ~8 minutes); a failing step does not
-# stop the later ones. Full logs go to $OUT (at most 8 files); stdout keeps a short digest and
+# Every step has a timeout (the whole script stays under ~5 minutes; TEST_LIMIT, BENCH_LIMIT,
+# BENCH_BUDGET and BENCH_ARGS, e.g. "--sections ssm,decode", narrow a rerun); a failing step does
+# not stop the later ones. Full logs go to $OUT (at most 8 files); stdout keeps a short digest and
 # ends with a summary table (step, rc, seconds).
 set -uo pipefail
 
@@ -58,7 +59,7 @@ export -f setup
 step setup 45 setup.log bash -c setup
 digest setup.log 14
 
-# ----- 1. the machine -----
+# ----- 1. the machine (appended to setup.log: the reply brings back at most 8 files) -----
 {
   date -u
   nvidia-smi || true
@@ -66,32 +67,38 @@ digest setup.log 14
 import importlib, torch
 print("python", __import__("sys").version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)
 print("device", torch.cuda.get_device_name() if torch.cuda.is_available() else None)
-for m in ("triton", "numpy", "transformers", "fla", "bmojo", "bmojo_triton"):
+for m in ("triton", "numpy", "transformers", "fla", "xdist", "bmojo", "bmojo_triton"):
     try:
         mod = importlib.import_module(m)
         print(m, getattr(mod, "__version__", "?"))
     except Exception as e:
         print(m, "not installed:", type(e).__name__, e)
 PY
-} > "$OUT/env.txt" 2>&1
-grep -E "^(python|device|triton|fla) " "$OUT/env.txt" | sed 's/^/   | /'
+} >> "$OUT/setup.log" 2>&1
+grep -E "^(python|device|triton|fla|xdist) " "$OUT/setup.log" | sed 's/^/   | /'
 
-# ----- 2. conformance on CUDA -----
-CONF=(env BMOJO_BACKEND=triton python3 -m pytest --pyargs bmojo.testing.conformance --bmojo-backend=triton --bmojo-device=cuda -q -p no:cacheprovider)
-step conformance 125 conformance.log "${CONF[@]}"
-digest conformance.log 16
-step conf_half 60 conformance_half.log "${CONF[@]}" --bmojo-dtypes=bfloat16,float16
-digest conformance_half.log 16
+# ----- 2-4. conformance on CUDA, kernel tests, model-level test: concurrently -----
+# Each test's first launch JIT-compiles its kernel variants (CPU-bound, cold cache on a fresh
+# machine): the first H200 run spent its whole 125 s conformance timeout compiling. The machine has
+# 16 cores, so the four test steps run at once, each spread over pytest-xdist workers when present.
+XD() { python3 -c "import xdist" 2>/dev/null && echo "-n $1"; }
+PYT=(python3 -m pytest -q -p no:cacheprovider -rfE --tb=short)
+CONF=(env BMOJO_BACKEND=triton "${PYT[@]}" --pyargs bmojo.testing.conformance --bmojo-backend=triton --bmojo-device=cuda)
+TEST_LIMIT=${TEST_LIMIT:-150}
+step conformance "$TEST_LIMIT" conformance.log "${CONF[@]}" $(XD 6) --bmojo-dtypes=float32,float64 &
+step conf_half "$TEST_LIMIT" conformance_half.log "${CONF[@]}" $(XD 3) --bmojo-dtypes=bfloat16,float16 &
+step kernel_tests "$TEST_LIMIT" kernel_tests.log "${PYT[@]}" tests/triton_backend $(XD 4) --bmojo-device=cuda --ignore=tests/triton_backend/test_triton_model.py &
+step model_test "$TEST_LIMIT" model_test.log "${PYT[@]}" tests/triton_backend/test_triton_model.py $(XD 2) --bmojo-device=cuda &
+wait
+for log in conformance.log conformance_half.log kernel_tests.log model_test.log; do
+  echo "-- $log"
+  grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/$log" | tail -n 12 | cut -c1-220 | sed 's/^/   | /'
+done
 
-# ----- 3. kernel tests, 4. model-level test -----
-step kernel_tests 60 kernel_tests.log python3 -m pytest tests/triton -q -p no:cacheprovider --bmojo-device=cuda --ignore=tests/triton/test_triton_model.py
-digest kernel_tests.log 6
-step model_test 40 kernel_tests.log python3 -m pytest tests/triton/test_triton_model.py -q -p no:cacheprovider --bmojo-device=cuda
-digest kernel_tests.log 4
-
-# ----- 5. benchmark -----
-step benchmark 130 bench.log python3 -m benchmarks.triton --budget 110 --out "$OUT/bench.json"
-grep -E "^ceilings|ratio|error|^done" "$OUT/bench.log" | head -40 | sed 's/^/   | /'
+# ----- 5. benchmark (alone on the machine, so its timings are not disturbed) -----
+BENCH_ARGS=${BENCH_ARGS:-}
+step benchmark "${BENCH_LIMIT:-130}" bench.log python3 -m benchmarks.triton --budget "${BENCH_BUDGET:-110}" --out "$OUT/bench.json" $BENCH_ARGS
+grep -E "^ceilings|ratio|error|^done" "$OUT/bench.log" | head -40 | cut -c1-200 | sed 's/^/   | /'
 digest bench.log 2
 
 echo "== summary (total $(( $(date +%s) - T_ALL ))s; logs in $OUT)"

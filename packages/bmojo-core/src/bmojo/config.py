@@ -15,7 +15,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from bmojo.ops.eidetic import EVICTIONS
+#: Eviction rules of the eidetic memory (``bmojo.ops.eidetic`` re-exports this). Defined here so
+#: reading a config needs no torch (the MLX model loads checkpoints without it).
+EVICTIONS = ("lowest", "fifo")
 
 LAYER_PRESETS = ("transformer", "swa", "mamba2", "bmojo_f", "bmojo")
 SSM_BYPASSES = ("none", "gated")

@@ -12,6 +12,11 @@ States, in the order a backend can fail:
 * ``disabled`` — named in ``BMOJO_DISABLE`` (comma-separated);
 * ``available``.
 
+Frameworks: torch dispatch (``resolve``) only ever picks ops whose framework is torch. Ops on
+another framework's arrays (``OpImpl.framework``, e.g. ``"mlx"``) are resolved by
+``resolve_array`` with the same rules, except that the reference (torch only) is never a fallback
+for them; :mod:`bmojo.backends.arrays` calls them.
+
 Selection: an explicit request (``use_backend(name)``, else ``BMOJO_BACKEND=name``) uses that
 backend for the ops it provides and raises :class:`BackendUnavailableError` carrying the reason
 when it is not available — never a silent fallback. Ops it does not implement at all run the
@@ -34,7 +39,7 @@ from enum import Enum
 
 import pluggy
 
-from bmojo.backends.spec import OPS, PROJECT, Backend, BackendSpecs, OpImpl
+from bmojo.backends.spec import OPS, PROJECT, TORCH, Backend, BackendSpecs, Converters, OpImpl
 
 log = logging.getLogger("bmojo.backends")
 
@@ -94,6 +99,13 @@ class BackendStatus:
             return {}
         return {op: impl.devices for op, impl in self.backend.ops.items()}
 
+    @property
+    def frameworks(self) -> dict[str, str]:
+        """op → the array framework its implementation takes (``"torch"``, ``"mlx"``, ...)."""
+        if self.backend is None:
+            return {}
+        return {op: impl.framework or TORCH for op, impl in self.backend.ops.items()}
+
     def as_dict(self) -> dict:
         return {
             "name": self.name,
@@ -103,6 +115,7 @@ class BackendStatus:
             "priority": self.priority,
             "origin": self.origin,
             "ops": {op: list(devs) for op, devs in self.ops.items()},
+            "frameworks": self.frameworks,
             "known_deviations": dict(self.backend.known_deviations) if self.backend else {},
             "error": self.error,
         }
@@ -110,6 +123,10 @@ class BackendStatus:
 
 def _disabled() -> set[str]:
     return {n.strip() for n in os.environ.get(ENV_DISABLE, "").split(",") if n.strip()}
+
+
+def _what(framework: str) -> str:
+    return "torch tensors" if framework == TORCH else f"{framework} arrays"
 
 
 def _short(err: BaseException) -> str:
@@ -367,7 +384,40 @@ class Registry:
             self._cache[key] = choice
             return choice
 
-    def _choose(self, op, device_type, explicit, source):
+    def resolve_array(self, op: str, framework: str, device_type: str) -> tuple[str, OpImpl]:
+        """Like :meth:`resolve`, for arrays of ``framework`` (``"mlx"``, ...) computed on
+        ``device_type``: only ops declaring that framework are candidates, and the reference
+        (torch only) is never a fallback."""
+        explicit, source = requested()
+        key = (op, device_type, explicit, os.environ.get(ENV_DISABLE, ""), framework)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        with self._lock:
+            choice = self._choose(op, device_type, explicit, source, framework)
+            self._cache[key] = choice
+            return choice
+
+    def converters(self, framework: str) -> Converters:
+        """The converters an available backend declares for ``framework`` (the explicit backend's
+        when one is requested)."""
+        explicit, _ = requested()
+        key = ("converters", framework, explicit, os.environ.get(ENV_DISABLE, ""))
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        found = [
+            s.backend
+            for s in self.statuses()
+            if s.state is State.AVAILABLE and s.backend.framework == framework and s.backend.converters is not None
+        ]
+        found.sort(key=lambda b: (b.name != explicit, -b.priority, b.name))
+        if not found:
+            raise BackendError(f"no available backend declares converters for framework {framework!r}")
+        self._cache[key] = found[0].converters
+        return found[0].converters
+
+    def _choose(self, op, device_type, explicit, source, framework=TORCH):
         """Probe only what this choice needs: the requested backend, or — implicitly — the
         candidates for this op and device in priority order until one is available."""
         if op not in OPS:
@@ -376,11 +426,22 @@ class Registry:
         disabled = _disabled()
         self._check_disabled(disabled)
         reference = self._found[REFERENCE].backend
+        what = _what(framework)
         if explicit is not None:
             st = self.status(explicit)
             if st.state is not State.AVAILABLE:
                 raise BackendUnavailableError(explicit, st.state, st.reason, source)
             impl = st.backend.ops.get(op)
+            if impl is not None and (impl.framework or TORCH) != framework:
+                raise BackendError(
+                    f"bmojo backend {explicit!r} (requested by {source}) provides {op} for "
+                    f"{_what(impl.framework or TORCH)}, not {what}"
+                )
+            if impl is None and framework != TORCH:
+                raise BackendError(
+                    f"bmojo backend {explicit!r} (requested by {source}) does not implement {op}, and the "
+                    f"reference serves torch tensors only, not {what}"
+                )
             if impl is None:
                 self._log_once(
                     (op, explicit, "missing"),
@@ -391,7 +452,7 @@ class Registry:
                     op,
                 )
                 return REFERENCE, reference.ops[op]
-            if not impl.runs_on(device_type):
+            if not impl.runs_on(device_type, framework):
                 raise BackendError(
                     f"bmojo backend {explicit!r} (requested by {source}) provides {op} for devices "
                     f"{list(impl.devices)}, not {device_type!r}"
@@ -404,18 +465,19 @@ class Registry:
             and not (name in disabled and name != REFERENCE)
             and s.backend.implicit  # implicit=False: served only when requested by name
             and op in s.backend.ops
-            and s.backend.ops[op].runs_on(device_type)
+            and s.backend.ops[op].runs_on(device_type, framework)
         ]
         candidates.sort(key=lambda s: (-s.backend.priority, s.name == REFERENCE, s.name))
         best = next((s for s in candidates if self._probe(s)[0]), None)
         if best is None:
-            raise BackendError(f"no available backend provides {op} on {device_type!r}")
+            where = repr(device_type) if framework == TORCH else f"{device_type!r} for {what}"
+            raise BackendError(f"no available backend provides {op} on {where}")
         self._log_once(
-            (op, device_type, best.name),
+            (op, device_type, best.name, framework),
             logging.INFO,
             "bmojo: %s on %s -> backend %r %s (priority %d)",
             op,
-            device_type,
+            device_type if framework == TORCH else f"{device_type} ({framework})",
             best.name,
             best.version,
             best.backend.priority,
@@ -430,6 +492,26 @@ class Registry:
     def selection(self, device_type: str = "cpu") -> dict[str, str]:
         """op → backend name that would run it now on ``device_type`` (raises like dispatch)."""
         return {op: self.resolve(op, device_type)[0] for op in OPS}
+
+    def array_frameworks(self) -> list[str]:
+        """Non-torch frameworks some available backend serves (from the records; imports nothing)."""
+        found = {
+            fw for s in self.statuses() if s.state is State.AVAILABLE for fw in s.frameworks.values() if fw != TORCH
+        }
+        return sorted(found)
+
+    def array_selection(self, framework: str, device_type: str = "cpu") -> dict[str, str]:
+        """op → backend name that would run it now for ``framework`` arrays (ops nobody provides
+        for that framework are left out; an unavailable explicit backend raises)."""
+        out = {}
+        for op in OPS:
+            try:
+                out[op] = self.resolve_array(op, framework, device_type)[0]
+            except BackendUnavailableError:
+                raise
+            except BackendError:
+                continue
+        return out
 
 
 _registry: Registry | None = None

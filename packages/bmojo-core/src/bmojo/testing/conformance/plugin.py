@@ -45,10 +45,23 @@ class BackendUnderTest:
     device: str
     status: object  # bmojo.backends.BackendStatus
 
+    @property
+    def framework(self) -> str:
+        """The array framework of the backend's ops: ``"torch"``, or e.g. ``"mlx"`` (then inputs
+        cross through its declared converters, see :mod:`.arrays`)."""
+        backend = self.status.backend
+        return "torch" if backend is None else backend.framework
+
+    @property
+    def tensor_device(self) -> str:
+        """Where the torch inputs are built: the device under test for torch backends, else the
+        CPU (they go through numpy into the framework, which computes on ``device``)."""
+        return self.device if self.framework == "torch" else "cpu"
+
     def provides(self, op: str) -> bool:
         backend = self.status.backend
         impl = backend.ops.get(op) if backend is not None else None
-        return impl is not None and impl.runs_on(self.device)
+        return impl is not None and impl.runs_on(self.device, self.framework)
 
     def require(self, *ops: str) -> None:
         """Stop the test as ``not provided`` unless the backend implements one of ``ops`` here."""
@@ -87,7 +100,11 @@ _KEY = pytest.StashKey[_Run]()
 def pytest_addoption(parser):
     group = parser.getgroup("bmojo", "bmojo backend conformance suite")
     group.addoption("--bmojo-backend", default=None, help="backend under test (default: $BMOJO_BACKEND or reference)")
-    group.addoption("--bmojo-device", default="cpu", help="torch device for the inputs (default cpu)")
+    group.addoption(
+        "--bmojo-device",
+        default="cpu",
+        help="device type under test (default cpu): a torch device, or the backend's framework device (mlx: cpu, gpu)",
+    )
     group.addoption(
         "--bmojo-dtypes",
         default=None,

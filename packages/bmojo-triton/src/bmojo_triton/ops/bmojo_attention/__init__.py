@@ -60,6 +60,11 @@ class _Meta:
         self.use_eidetic = ek is not None and ek.shape[2] > 0
         self.chunk = eidetic_chunk if self.use_eidetic else 1
         self.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+        # Passed to the kernels as a one-element tensor in the accumulator's dtype: Triton types a
+        # Python float argument as float32 on a GPU, which would round the float64 scale (the CPU
+        # interpreter keeps it exact, so only the GPU conformance run showed float64 failing).
+        acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+        self.scale_t = torch.full((1,), self.scale, dtype=acc, device=q.device)
 
 
 def _fwd(q, k, v, kf, vf, ek, ev, epos, meta: _Meta):
@@ -104,7 +109,7 @@ def _fwd(q, k, v, kf, vf, ek, ev, epos, meta: _Meta):
             meta.fading_window,
             meta.delta,
             meta.chunk,
-            meta.scale,
+            meta.scale_t,
             HAS_FADING=meta.use_fading,
             HAS_EIDETIC=meta.use_eidetic,
             BLOCK_M=bm,
@@ -165,7 +170,7 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
             meta.fading_window,
             meta.delta,
             meta.chunk,
-            meta.scale,
+            meta.scale_t,
             HAS_FADING=meta.use_fading,
             HAS_EIDETIC=meta.use_eidetic,
             **consts,
@@ -195,7 +200,7 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
                 meta.q_start,
                 offset,
                 width,
-                meta.scale,
+                meta.scale_t,
                 **consts,
             )
             return dk, dv
@@ -235,7 +240,7 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
                     meta.q_start,
                     meta.window,
                     meta.chunk,
-                    meta.scale,
+                    meta.scale_t,
                     **consts,
                 )
             else:  # M = 0 slots

@@ -141,7 +141,7 @@ def _attn_bwd_dq_kernel(
     fading_window,
     delta,
     chunk,
-    scale,
+    Scale,
     HAS_FADING: tl.constexpr,
     HAS_EIDETIC: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -151,6 +151,7 @@ def _attn_bwd_dq_kernel(
     DOT_PREC: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
+    scale = tl.load(Scale)  # a tensor: a Python float arg would be typed float32 on a GPU
     """dQ; DQ has q's strides, DO has its own; LSE and DLT (float32/64) share strides sl_*."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -365,7 +366,7 @@ def _attn_bwd_dkdv_band_kernel(
     q_start,
     offset,
     width,
-    scale,
+    Scale,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -373,6 +374,7 @@ def _attn_bwd_dkdv_band_kernel(
     DOT_PREC: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
+    scale = tl.load(Scale)  # a tensor: a Python float arg would be typed float32 on a GPU
     """dK, dV of one banded source; DK/DV have K/V's strides."""
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -482,7 +484,7 @@ def _attn_bwd_dkdv_eidetic_kernel(
     q_start,
     window,
     chunk,
-    scale,
+    Scale,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -490,6 +492,7 @@ def _attn_bwd_dkdv_eidetic_kernel(
     DOT_PREC: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
+    scale = tl.load(Scale)  # a tensor: a Python float arg would be typed float32 on a GPU
     """dEK, dEV of one snapshot's slot tile; DEK/DEV have EK/EV's strides."""
     pid_n = tl.program_id(0)
     s_idx = tl.program_id(1)

@@ -145,7 +145,7 @@ def _attn_fwd_kernel(
     fading_window,
     delta,
     chunk,
-    scale,
+    Scale,
     HAS_FADING: tl.constexpr,
     HAS_EIDETIC: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -155,6 +155,7 @@ def _attn_fwd_kernel(
     DOT_PREC: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
+    scale = tl.load(Scale)  # a tensor: a Python float arg would be typed float32 on a GPU
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H

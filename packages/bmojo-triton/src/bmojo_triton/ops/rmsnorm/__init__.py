@@ -14,6 +14,12 @@ from bmojo_triton.ops.rmsnorm.bwd import _norm_bwd_kernel
 from bmojo_triton.ops.rmsnorm.fwd import _norm_fwd_kernel
 
 
+def _eps_tensor(eps: float, x: torch.Tensor) -> torch.Tensor:
+    """eps as a one-element tensor in the accumulator's dtype: Triton types a Python float argument
+    as float32 on a GPU, and the rounded eps missed the float64 tolerance there (H200 run, eps=1e-2)."""
+    return torch.full((1,), float(eps), dtype=compute_dtype(x.dtype), device=x.device)
+
+
 def _launch_fwd(x, z, weight, eps, group):
     y = torch.empty_like(x)
     rows = x.numel() // group
@@ -26,7 +32,7 @@ def _launch_fwd(x, z, weight, eps, group):
                 y,
                 group,
                 x.shape[-1] // group,
-                float(eps),
+                _eps_tensor(eps, x),
                 HAS_Z=z is not None,
                 BLOCK=pow2(group, 1),
                 ACC=acc_dtype(x.dtype),
@@ -62,7 +68,7 @@ class _NormFn(torch.autograd.Function):
                     dw_rows,
                     group,
                     x.shape[-1] // group,
-                    float(ctx.eps),
+                    _eps_tensor(ctx.eps, x),
                     HAS_Z=z is not None,
                     BLOCK=pow2(group, 1),
                     ACC=acc_dtype(x.dtype),

@@ -23,11 +23,12 @@ def _norm_bwd_kernel(
     DW_ROWS,
     group,
     groups_per_row,
-    eps,
+    Eps,
     HAS_Z: tl.constexpr,
     BLOCK: tl.constexpr,
     ACC: tl.constexpr,
 ):
+    eps = tl.load(Eps)  # a tensor: a Python float arg would be typed float32 on a GPU
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     ok = cols < group

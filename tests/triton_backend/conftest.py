@@ -1,13 +1,15 @@
 """Kernel-level tests of bmojo-triton; run them with ``nox -s triton`` (CPU, Triton interpreter) or
-``pytest tests/triton --bmojo-device=cuda`` on a GPU.
+``pytest tests/triton_backend --bmojo-device=cuda`` on a GPU.
 
 They check what the conformance suite cannot see: tile edges of these kernels (T, w, f, M not
 multiples of the tiles, δ = 0, empty eidetic slots, GQA, head sizes 32/64/128), registry
 behaviour of the plugin, the model level, and the benchmark script. The device comes from
 ``--bmojo-device`` (core's pytest plugin; default cpu). On a CPU the kernels need
 ``TRITON_INTERPRET=1`` set before Python starts; without it, or without triton/bmojo-triton, the
-directory is skipped once with the reason. (Not a package, on purpose: a ``tests/triton`` package
-would shadow the real ``triton`` module; file names are prefixed ``test_triton_`` to stay unique.)
+directory is skipped once with the reason. (Named ``triton_backend``, not ``triton``: pytest puts
+``tests/`` on ``sys.path``, where a ``triton`` folder becomes a namespace package that shadows a
+missing real ``triton`` and breaks torch's import of it in every other test session; file names
+are prefixed ``test_triton_`` to stay unique.)
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ def _missing(config) -> str | None:
         try:
             importlib.import_module(name)
         except ImportError as err:
-            return f"tests/triton need {name} installed (run `nox -s triton`): {err}"
+            return f"tests/triton_backend need {name} installed (run `nox -s triton`): {err}"
     if config.getoption("--bmojo-device") == "cpu" and not INTERPRET:
-        return "tests/triton on cpu need TRITON_INTERPRET=1 (run `nox -s triton`)"
+        return "tests/triton_backend on cpu need TRITON_INTERPRET=1 (run `nox -s triton`)"
     return None
 
 
@@ -38,7 +40,7 @@ class _Skipped(pytest.Item):
         pytest.skip(self.reason)
 
     def reportinfo(self):
-        return self.path, None, "tests/triton"
+        return self.path, None, "tests/triton_backend"
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -47,7 +49,7 @@ def pytest_collection_modifyitems(session, config, items):
         return
     here = os.path.dirname(__file__)
     items[:] = [it for it in items if not str(it.path).startswith(here)]
-    item = _Skipped.from_parent(session, name="tests/triton")
+    item = _Skipped.from_parent(session, name="tests/triton_backend")
     item.reason = reason
     items.append(item)
 
