@@ -86,9 +86,9 @@ def run(args) -> int:
                     "device": args.device,
                     "selection": selection,
                     "selection_error": error,
+                    "unknown_disabled": unknown_disabled,
                     "array_selection": {fw: sel for fw, sel in arrays.items() if isinstance(sel, dict)},
                     "array_selection_error": {fw: sel for fw, sel in arrays.items() if isinstance(sel, str)},
-                    "unknown_disabled": unknown_disabled,
                 },
                 indent=2,
             )

@@ -131,6 +131,8 @@ class OpImpl:
         object.__setattr__(self, "devices", devices)
         if not isinstance(self.differentiable, bool):
             raise ValueError(f"OpImpl.differentiable: expected a bool, got {self.differentiable!r}")
+        if self.framework is not None and not (isinstance(self.framework, str) and _NAME.match(self.framework)):
+            raise ValueError(f"OpImpl.framework: expected None or a lower-case name, got {self.framework!r}")
 
     def load(self) -> Callable:
         return _resolve(self.fn)

@@ -202,7 +202,6 @@ def pytest_collection_modifyitems(session, config, items):
     suite_items = [it for it in items if _is_conformance(it)]
     if not suite_items:
         return
-    run.active = True
     from bmojo.backends import State, get_registry
 
     status = get_registry().status(run.backend)
@@ -250,6 +249,7 @@ def pytest_collection_modifyitems(session, config, items):
             f"bmojo conformance: the known_deviations of {run.backend!r} cover every test of {', '.join(covered)}; "
             "a deviation may excuse some tests of an op, never all of them (declare fewer, or do not provide the op)"
         )
+    run.active = True
 
 
 def _glob(pattern: str, name: str) -> bool:

@@ -154,6 +154,9 @@ def causal_conv1d(
 
 
 def _step(x, state, weight, bias, activation, out_state):
+    # The kernel reads bias with unit stride: a strided bias (a view) must be made contiguous
+    # (the conformance suite's strided cases caught this).
+    bias = bias.contiguous() if bias is not None else None
     K = weight.shape[1]
     b, ch = x.shape
     y = torch.empty_like(x)
