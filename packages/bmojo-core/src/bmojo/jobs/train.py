@@ -46,7 +46,7 @@ class TrainSettings:
     seq_len: int | None = None  #: None: the preset's context (256 for small, 64 for tiny)
     batch_size: int = 16  #: global sequences per optimizer step
     accum: int = 1  #: micro-batches per step and process
-    steps: int = 1000
+    steps: int = 400
     lr: float = 3e-3
     warmup: int | None = None  #: None: steps // 20
     min_lr_ratio: float = 0.1
@@ -54,9 +54,9 @@ class TrainSettings:
     clip: float = 1.0
     autocast: str = "auto"
     compile: bool = False
-    val_every: int = 250
+    val_every: int = 100
     val_windows: int = 64
-    ckpt_every: int = 250
+    ckpt_every: int = 50
     keep: int = 2
     out: str = "runs/train"
     resume: bool = False
