@@ -1,12 +1,16 @@
 """``bmojo eval-length``: validation perplexity at 1×, 2×, 4×, 8×, 16× the training context.
 
-Every evaluated length ``L`` sees the *same* validation tokens: the first ``--windows`` × (largest
-L) tokens of the checkpoint's validation split, cut into windows of ``L`` tokens, each evaluated
-from position 0 with no state carried between windows. Two numbers per length:
+Every evaluated length ``L`` sees the *same* validation tokens (when ``L`` divides the largest
+length, as with the default powers of two): the first ``--windows`` × (largest L) tokens of the
+checkpoint's validation split, cut into windows of ``L`` tokens, each evaluated from position 0
+with no state carried between windows. Two numbers per length:
 
 * ``ppl``: perplexity over every token of every window (the usual "perplexity at length L");
-* ``tail ppl``: perplexity over each window's last ``context`` tokens only — the tokens that sit
-  beyond the training length, so it isolates what the extra context does to the model.
+* ``tail ppl``: perplexity over a *fixed* set of target tokens — the last ``context`` tokens of
+  each window of the largest length — each predicted from a window of ``L`` tokens ending at its
+  block. Only the amount of preceding context changes with ``L``, so this isolates what longer
+  context does to a model (at 1× it is the 1× perplexity of those tokens, at 16× they sit
+  15 training contexts deep).
 
 Full-attention layers (no SSM, window ≥ the training context: the ``transformer`` preset) are
 evaluated with their window widened to the evaluated length (``--extend-attention``, on by
@@ -54,24 +58,38 @@ def widen_attention(model: BMojoLM, context: int, length: int) -> tuple[BMojoLM,
     return wide.to(device=p.device, dtype=p.dtype).eval(), changed
 
 
-@torch.no_grad()
-def length_nll(model: BMojoLM, tokens: torch.Tensor, length: int, context: int, n_windows: int, batch_tokens: int):
-    """(mean NLL over all tokens, mean NLL over each window's last ``context`` tokens)."""
+def _nll(model, tokens: torch.Tensor, starts: torch.Tensor, length: int, batch_tokens: int):
+    """Per-token NLL (len(starts), length) of the windows ``tokens[s : s + length + 1]``."""
     device = next(model.parameters()).device
-    starts = torch.arange(n_windows) * length
     per = max(1, batch_tokens // length)
-    total = tail = 0.0
-    n_total = n_tail = 0
-    for i in range(0, n_windows, per):
+    out = []
+    for i in range(0, starts.numel(), per):
         idx = starts[i : i + per, None] + torch.arange(length + 1)
         w = tokens[idx].long().to(device)
         x, y = w[:, :-1], w[:, 1:]
-        nll = F.cross_entropy(model(x).float().flatten(0, 1), y.flatten(), reduction="none").view(y.shape)
-        total += float(nll.sum())
-        n_total += nll.numel()
-        tail += float(nll[:, -context:].sum())
-        n_tail += nll[:, -context:].numel()
-    return total / n_total, tail / n_tail
+        out.append(F.cross_entropy(model(x).float().flatten(0, 1), y.flatten(), reduction="none").view(y.shape).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def length_nll(
+    model: BMojoLM, tokens: torch.Tensor, length: int, longest: int, context: int, windows: int, batch_tokens: int
+):
+    """(mean NLL over all tokens, mean NLL over the fixed tail targets) at one evaluated ``length``.
+
+    All tokens: ``windows · longest / length`` windows of ``length`` tiling the first
+    ``windows · longest`` tokens. Tail: for each window of ``longest`` tokens, the window of
+    ``length`` tokens that ends where it ends; only its last ``context`` tokens count.
+    """
+    n = windows * longest // length  # windows of `length` tiling the evaluated tokens
+    nll = _nll(model, tokens, torch.arange(n) * length, length, batch_tokens)
+    if longest % length == 0:  # the tiling already has a window ending where each long one ends
+        k = longest // length
+        tail = nll[k - 1 :: k, -context:]
+    else:
+        tail_starts = torch.arange(windows) * longest + (longest - length)
+        tail = _nll(model, tokens, tail_starts, length, batch_tokens)[:, -context:]
+    return float(nll.mean()), float(tail.mean())
 
 
 def evaluate_checkpoint(
@@ -115,7 +133,7 @@ def evaluate_checkpoint(
     for factor in tqdm(factors, desc=f"eval {label}", unit="length", leave=False):
         L = factor * context
         m, widened = widen_attention(model, context, L) if extend_attention else (model, 0)
-        nll, tail = length_nll(m, corpus.val, L, context, windows * max(factors) // factor, batch_tokens)
+        nll, tail = length_nll(m, corpus.val, L, longest, context, windows, batch_tokens)
         rows.append(
             {
                 "factor": factor,
@@ -155,7 +173,7 @@ def plot(results: list[dict], path: Path) -> None:
         "all tokens of each window": {
             r["label"]: ([x["length"] for x in r["results"]], [x["ppl"] for x in r["results"]]) for r in results
         },
-        "last training-context tokens of each window": {
+        "tail: fixed targets, L tokens of context": {
             r["label"]: ([x["length"] for x in r["results"]], [x["tail_ppl"] for x in r["results"]]) for r in results
         },
     }
@@ -234,7 +252,7 @@ def run(args) -> int:
     text = (
         "perplexity over all tokens of each window\n\n"
         + table(results, "ppl")
-        + "\n\nperplexity over the last training-context tokens of each window\n\n"
+        + "\n\ntail perplexity: the same target tokens at every length, preceded by L - context tokens\n\n"
         + table(results, "tail_ppl")
     )
     print(text)

@@ -34,6 +34,9 @@ def line_plot(
             ax.axvline(vline, color="grey", ls="--", lw=1, label=vline_label)
         if logx:
             ax.set_xscale("log", base=2)
+            xs_all = sorted({x for xs, _ in lines.values() for x in xs})
+            ax.set_xticks(xs_all, [str(int(x)) if float(x).is_integer() else str(x) for x in xs_all])
+            ax.minorticks_off()
         if logy:
             ax.set_yscale("log")
         ax.set_xlabel(xlabel)
