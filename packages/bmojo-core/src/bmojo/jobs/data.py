@@ -23,7 +23,7 @@ file among text, an empty file or directory, or a token file of the wrong shape 
 error that names ``--data``.
 
 **Batches** are stateless: the windows of optimizer step ``s`` are drawn from a
-``torch.Generator`` seeded with ``(seed, s)``, so a resumed run sees exactly the batches of an
+``torch.Generator`` seeded with a hash of ``(seed, s)``, so a resumed run sees exactly the batches of an
 uninterrupted one, and rank ``r`` of ``W`` takes rows ``[r·B/W, (r+1)·B/W)`` of the same global
 batch: the world size changes who computes a row, never which rows there are.
 """
@@ -174,7 +174,7 @@ def _torch_ids(array) -> torch.Tensor:
     kind = array.dtype
     if kind == np.uint16 or kind == np.uint32:  # torch has no unsigned 16/32-bit arithmetic
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
-    return torch.from_numpy(np.ascontiguousarray(array))
+    return torch.from_numpy(np.array(array))  # a copy: the memory map is read-only
 
 
 def _from_npy(path: Path) -> Corpus:
@@ -266,7 +266,9 @@ def load_corpus(data: str | Path | None) -> Corpus:
 
 def step_generator(seed: int, step: int) -> torch.Generator:
     """The generator that draws step ``step``'s windows (independent of rank, world size, resume)."""
-    return torch.Generator().manual_seed((seed * (1 << 32) + step) % (1 << 63))
+    # A hash, not seed·2^32 + step: the CPU generator (mt19937) keeps only 32 bits of its seed.
+    digest = hashlib.sha256(f"bmojo-batch:{seed}:{step}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:4], "big"))
 
 
 def batch_starts(n_tokens: int, seq_len: int, batch: int, seed: int, step: int) -> torch.Tensor:
