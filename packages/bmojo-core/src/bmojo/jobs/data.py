@@ -40,6 +40,8 @@ import torch
 BYTE_VOCAB = 256
 EOS = 0  #: byte appended after every text file
 VAL_PERCENT = 5
+#: Names the per-step batch draw; recorded in checkpoints so a resume under another draw fails.
+BATCH_SCHEME = "sha256(seed:step)->mt19937/randint-v1"
 SKIP_DIRS = frozenset({"test", "tests", "site-packages", "dist-packages", "__pycache__"})
 TOKEN_SUFFIXES = (".npy", ".safetensors")
 _INT_DTYPES = {"uint8", "int8", "int16", "uint16", "int32", "uint32", "int64"}

@@ -291,6 +291,11 @@ def _train(s: TrainSettings, world, device, corpus) -> dict:
         _check_resume(s, trainer, world, found)
         if trainer.get("data", {}).get("fingerprint") != corpus.fingerprint:
             raise ValueError(f"--data: the corpus differs from the one the checkpoint in {str(found)!r} was trained on")
+        if trainer.get("data", {}).get("batch_scheme") != D.BATCH_SCHEME:
+            raise ValueError(
+                f"--resume: the checkpoint in {str(found)!r} drew its batches with another scheme "
+                f"({trainer.get('data', {}).get('batch_scheme')!r}, this bmojo: {D.BATCH_SCHEME!r})"
+            )
         trainer = ckpt.load_for_resume(found, model, base, optimizer, world=world, device=device)
         start, tokens, elapsed = trainer["step"], trainer["tokens"], trainer["elapsed_s"]
 
@@ -328,7 +333,12 @@ def _train(s: TrainSettings, world, device, corpus) -> dict:
             "arch": s.arch if s.config is None else "config",
             "label": label,
             "parameters": n_params,
-            "data": {"source": corpus.source, "fingerprint": corpus.fingerprint, "vocab_size": corpus.vocab_size},
+            "data": {
+                "source": corpus.source,
+                "fingerprint": corpus.fingerprint,
+                "vocab_size": corpus.vocab_size,
+                "batch_scheme": D.BATCH_SCHEME,
+            },
             "last_loss": last_loss,
             "val_loss": val_loss,
         }
