@@ -153,9 +153,11 @@ def model_config(s: TrainSettings, corpus: D.Corpus) -> ModelConfig:
     return cfg
 
 
-def autocast_context(mode: str, device: torch.device):
-    """bfloat16 autocast: 'auto' on CUDA when the GPU supports bf16 (off on CPU, where it is
-    usually slower), 'bf16' wherever torch supports it (an error where it does not)."""
+def autocast_context(mode: str, device: torch.device, model: BMojoLM | None = None):
+    """bfloat16 autocast: 'auto' uses it where it works (CUDA with bf16 support, off on CPU where
+    it is usually slower), 'bf16' wherever it works and is an error elsewhere. "Works" is probed:
+    one forward of ``model`` on 8 tokens under autocast (the ops of some backends, the reference
+    among them, refuse the mixed dtypes autocast produces)."""
     if mode == "off":
         return contextlib.nullcontext
     cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -163,7 +165,18 @@ def autocast_context(mode: str, device: torch.device):
         return contextlib.nullcontext
     if device.type == "cuda" and not cuda_bf16:
         raise ValueError(f"--autocast: bf16 requested but device {device} does not support bfloat16")
-    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    context = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731
+    if model is not None:
+        try:
+            with torch.no_grad(), context():
+                model(torch.zeros(1, 8, dtype=torch.long, device=device))
+        except (ValueError, RuntimeError) as err:
+            if mode == "auto":
+                return contextlib.nullcontext
+            raise ValueError(
+                f"--autocast: bf16 autocast does not work with this model's ops on {device}: {err}"
+            ) from err
+    return context
 
 
 def lm_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -281,7 +294,7 @@ def _train(s: TrainSettings, world, device, corpus) -> dict:
     model = wrap(base, s.strategy, world, device)
     optimizer = adamw(model, lr=s.lr, weight_decay=s.weight_decay)
     schedule = Schedule(s.lr, s.warmup_steps, s.steps, s.min_lr_ratio)
-    autocast = autocast_context(s.autocast, device)
+    autocast = autocast_context(s.autocast, device, base)
 
     start, tokens, elapsed = 0, 0, 0.0
     if found is not None:
