@@ -55,18 +55,22 @@ def test_npy_and_safetensors_token_files(tmp_path):
     "make, match",
     [
         (lambda p: p / "missing", "--data: expected an existing file or directory"),
-        (lambda p: (p / "e.txt").write_bytes(b"") and None or p / "e.txt", "--data: expected a non-empty file"),
+        (lambda p: ((p / "e.txt").write_bytes(b"") and None) or p / "e.txt", "--data: expected a non-empty file"),
         (lambda p: (p / "d").mkdir() or p / "d", "--data: expected at least one non-empty text file"),
-        (lambda p: (p / "b.txt").write_bytes(b"ab\x00\x01") and None or p / "b.txt", "--data: .*binary file"),
-        (lambda p: (p / "u.txt").write_bytes(b"\xff\xfe\xfa") and None or p / "u.txt", "--data: .*binary file"),
+        (lambda p: ((p / "b.txt").write_bytes(b"ab\x00\x01") and None) or p / "b.txt", "--data: .*binary file"),
+        (lambda p: ((p / "u.txt").write_bytes(b"\xff\xfe\xfa") and None) or p / "u.txt", "--data: .*binary file"),
         (lambda p: np.save(p / "f.npy", np.ones(10, np.float32)) or p / "f.npy", "--data: expected integer token ids"),
         (lambda p: np.save(p / "m.npy", np.ones((2, 5), np.int64)) or p / "m.npy", "--data: expected a 1-d array"),
         (
-            lambda p: save_file({"a": torch.ones(2, 2, dtype=torch.long)}, str(p / "m.safetensors")) or p / "m.safetensors",
+            lambda p: (
+                save_file({"a": torch.ones(2, 2, dtype=torch.long)}, str(p / "m.safetensors")) or p / "m.safetensors"
+            ),
             "--data: expected a 1-d tensor",
         ),
         (
-            lambda p: save_file({"a": torch.ones(3), "b": torch.ones(3)}, str(p / "x.safetensors")) or p / "x.safetensors",
+            lambda p: (
+                save_file({"a": torch.ones(3), "b": torch.ones(3)}, str(p / "x.safetensors")) or p / "x.safetensors"
+            ),
             "--data: expected one 1-d token tensor",
         ),
     ],
