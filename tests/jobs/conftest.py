@@ -26,8 +26,19 @@ def text_dir(tmp_path_factory) -> Path:
         sub = out / ("pkg" if i % 3 else "")  # some in a sub-directory
         sub.mkdir(exist_ok=True)
         shutil.copy(path, sub / f"doc{i:03d}.py")
+    # Add copies under names the split rule sends to validation until it holds >= 30 kB.
+    val_bytes = sum(p.stat().st_size for p in out.rglob("*.py") if is_validation_file(p.relative_to(out).as_posix()))
+    big = sorted(sources, key=lambda p: -p.stat().st_size)
+    j = 0
+    while val_bytes < 30_000:
+        name = f"extra{j:04d}.py"
+        if is_validation_file(name):
+            src_file = big[j % len(big)]
+            shutil.copy(src_file, out / name)
+            val_bytes += src_file.stat().st_size
+        j += 1
     rels = [p.relative_to(out).as_posix() for p in out.rglob("*.py")]
-    assert any(is_validation_file(r) for r in rels) and not all(is_validation_file(r) for r in rels)
+    assert not all(is_validation_file(r) for r in rels)
     return out
 
 

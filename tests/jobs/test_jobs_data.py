@@ -84,7 +84,7 @@ def test_bad_data_names_the_flag(tmp_path, make, match):
 def test_binary_file_inside_a_directory_is_named(tmp_path):
     (tmp_path / "ok.py").write_text("x = 1\n")
     (tmp_path / "blob.bin").write_bytes(bytes(range(256)))
-    with pytest.raises(D.DataError, match="blob.bin"):
+    with pytest.raises(D.DataError, match=r"blob.bin"):
         D.load_corpus(tmp_path)
 
 

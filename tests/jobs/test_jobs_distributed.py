@@ -122,7 +122,7 @@ def test_single_process_checkpoint_resumes_under_ddp(runs):
 def test_ddp_checkpoint_resumes_in_one_process(runs):
     half = runs["root"] / "ddp-half"
     assert ckpt.read_trainer(ckpt.resolve(half))["world_size"] == 2
-    with pytest.raises(ValueError, match="--nproc_per_node: .* written by 2 process"):
+    with pytest.raises(ValueError, match=r"--nproc_per_node: .* written by 2 process"):
         run_training(replace(runs["base"], out=str(half), resume=True))
     run_training(replace(runs["base"], out=str(half), resume=True, allow_world_size_change=True))
     assert max_diff(weights(runs["single"]), weights(half)) < WEIGHT_ATOL

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -17,7 +18,7 @@ def test_warmup_then_cosine_to_the_floor():
     assert s.lr(60) == pytest.approx(1e-4 + 0.5 * 9e-4)  # half-way through the cosine
     assert s.lr(110) == pytest.approx(1e-4)
     lrs = [s.lr(i) for i in range(10, 111)]
-    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
     assert Schedule(1e-3, 0, 10, 0.0).lr(5) == pytest.approx(0.5e-3 * (1 + math.cos(math.pi * 0.5)))
 
 

@@ -71,13 +71,13 @@ def test_checkpoint_layout_loads_as_a_pretrained_model(tiny, corpus):
 def test_resume_refuses_another_config_or_changed_settings(tiny, corpus):
     s = tiny(stop_at=3)
     run_training(s, corpus=corpus)
-    with pytest.raises(ValueError, match="--config/--preset: .*another model config"):
+    with pytest.raises(ValueError, match=r"--config/--preset: .*another model config"):
         run_training(replace(s, arch="swa", resume=True), corpus=corpus)
-    with pytest.raises(ValueError, match="--lr: expected 0.003"):
+    with pytest.raises(ValueError, match=r"--lr: expected 0.003"):
         run_training(replace(s, lr=1e-3, resume=True), corpus=corpus)
-    with pytest.raises(ValueError, match="--out: .* already holds a checkpoint"):
+    with pytest.raises(ValueError, match=r"--out: .* already holds a checkpoint"):
         run_training(s, corpus=corpus)
-    with pytest.raises(ValueError, match="--resume: expected a checkpoint"):
+    with pytest.raises(ValueError, match=r"--resume: expected a checkpoint"):
         run_training(replace(s, out=s.out + "-new", resume=True), corpus=corpus)
 
 
@@ -88,7 +88,7 @@ def test_world_size_mismatch_on_resume_names_the_flag(tiny, corpus):
     info = json.loads(info_path.read_text())
     info["world_size"] = 2  # as if written by `torchrun --nproc_per_node=2` (tested for real in test_jobs_distributed)
     info_path.write_text(json.dumps(info))
-    with pytest.raises(ValueError, match="--nproc_per_node: .* written by 2 process"):
+    with pytest.raises(ValueError, match=r"--nproc_per_node: .* written by 2 process"):
         run_training(replace(s, resume=True, stop_at=None), corpus=corpus)
 
 
@@ -101,16 +101,16 @@ def test_loading_validates_before_reading(tiny, corpus):
     name = sorted(dropped)[0]
     del dropped[name]
     save_file(dropped, str(step_dir / "model.safetensors"))
-    with pytest.raises(ckpt.CheckpointError, match=f"missing \\['{name}'\\]"):
+    with pytest.raises(ckpt.CheckpointError, match=rf"missing \['{name}'\]"):
         ckpt.load_model(s.out)
     weights[name] = weights[name][:1]
     save_file(weights, str(step_dir / "model.safetensors"))
     with pytest.raises(ckpt.CheckpointError, match=f"{name}: expected shape"):
         ckpt.load_model(s.out)
     (step_dir / "config.json").write_text('{"d_model": 64, "bogus": 1}')
-    with pytest.raises(ckpt.CheckpointError, match="not a valid model config"):
+    with pytest.raises(ckpt.CheckpointError, match=r"not a valid model config"):
         ckpt.load_model(s.out)
-    with pytest.raises(ckpt.CheckpointError, match="--checkpoint: expected a run or checkpoint directory"):
+    with pytest.raises(ckpt.CheckpointError, match=r"--checkpoint: expected a run or checkpoint directory"):
         ckpt.load_model(Path(s.out) / "nowhere")
 
 
