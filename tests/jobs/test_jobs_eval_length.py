@@ -71,14 +71,16 @@ def test_widening_changes_only_full_attention(trained):
 def test_cli_writes_table_json_and_png(trained, tmp_path, capsys):
     runs, _ = trained
     out = tmp_path / "ev"
-    argv = ["eval-length", "--checkpoint", runs["transformer"], runs["bmojo"], "--factors", "1", "2", "4"]
+    argv = ["eval-length", "--checkpoint", runs["transformer"], runs["bmojo"], "--factors", "1", "2", "8"]
     assert main([*argv, "--windows", "2", "--out", str(out), "--label", "T", "B"]) == 0
     results = json.loads((out / "length.json").read_text())
     assert [r["label"] for r in results] == ["T", "B"]
     for r in results:
-        assert r["context"] == 16 and [x["length"] for x in r["results"]] == [16, 32, 64]
+        assert r["context"] == 16 and [x["length"] for x in r["results"]] == [16, 32, 128]
         assert all(math.isfinite(x[k]) and x[k] > 1 for x in r["results"] for k in ("ppl", "tail_ppl"))
-    assert results[0]["results"][-1]["widened_layers"] == 2 and results[1]["results"][-1]["widened_layers"] == 0
+    # The tiny Transformer's window is its preset context, 64: widened only for the 128-token windows.
+    assert [x["widened_layers"] for x in results[0]["results"]] == [0, 0, 2]
+    assert [x["widened_layers"] for x in results[1]["results"]] == [0, 0, 0]
     assert (out / "length.png").stat().st_size > 0 and "| T |" in (out / "length.md").read_text()
     assert "| B |" in capsys.readouterr().out
     assert main([*argv, "--windows", "100000", "--out", str(out)]) == 2
