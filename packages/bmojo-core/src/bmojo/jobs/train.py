@@ -81,8 +81,8 @@ class TrainSettings:
 
 
 #: Settings a resumed run must share with its checkpoint (they change the math), with their flag.
+#: (--data is checked by the corpus fingerprint, so the same data under another path is fine.)
 RESUME_MUST_MATCH = {
-    "data": "--data",
     "seq_len": "--seq-len",
     "batch_size": "--batch-size",
     "steps": "--steps",
