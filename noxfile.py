@@ -6,14 +6,27 @@ Each session builds its own virtualenv and installs only what it needs, with tor
 
 from __future__ import annotations
 
+import os
+
 import nox
 
-nox.options.sessions = ["lint", "tests", "hf", "conformance(backend='reference')"]
+nox.options.sessions = [
+    "lint",
+    "tests",
+    "hf",
+    "neuron",
+    "conformance(backend='reference')",
+    "conformance(backend='neuron')",
+]
 nox.options.error_on_missing_interpreters = True
 
 CONSTRAINTS = ("-c", "constraints/ci.txt")
 CORE = "packages/bmojo-core"
 HF = "packages/bmojo-hf"
+NEURON = "packages/bmojo-neuron"
+#: The neuron kernels run in bmojo-neuron's NumPy emulator of NKI on CPU-only machines; on a
+#: Trainium/Inferentia host with the Neuron SDK pass BMOJO_NEURON_EMULATE=0 (docs/backends/neuron.md).
+NEURON_EMULATE = {"BMOJO_NEURON_EMULATE": os.environ.get("BMOJO_NEURON_EMULATE", "1")}
 
 
 @nox.session(python=False)
@@ -41,6 +54,14 @@ def hf(session: nox.Session) -> None:
 
 
 @nox.session
+def neuron(session: nox.Session) -> None:
+    """bmojo-neuron (NKI kernels) against bmojo-core: the kernels run in its NKI emulator on CPU."""
+    session.install(*CONSTRAINTS, "-e", CORE, "-e", NEURON, "pytest")
+    env = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", **NEURON_EMULATE}
+    session.run("pytest", "tests/neuron", "-q", *session.posargs, env=env)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """CPU benchmarks vs named peers (not in the default sessions): ``nox -s bench -- --quick``.
 
@@ -64,9 +85,8 @@ CONFORMANCE_BACKENDS = {
 @nox.session
 @nox.parametrize("backend", list(CONFORMANCE_BACKENDS))
 def conformance(session: nox.Session, backend: str) -> None:
-    """The backend conformance suite against one backend (only bmojo-core + that backend installed)."""
-    import os
-
+    """The backend conformance suite against one backend (only bmojo-core + that backend installed).
+    ``neuron`` runs its kernels in the NKI emulator unless BMOJO_NEURON_EMULATE=0."""
     path = CONFORMANCE_BACKENDS[backend]
     if path is not None and not os.path.exists(os.path.join(path, "pyproject.toml")):
         session.skip(f"{path} is not in this repository yet")
@@ -78,5 +98,5 @@ def conformance(session: nox.Session, backend: str) -> None:
         "bmojo.testing.conformance",
         f"--bmojo-backend={backend}",
         *session.posargs,
-        env={"BMOJO_BACKEND": backend, "PYTHONHASHSEED": "0"},
+        env={"BMOJO_BACKEND": backend, "PYTHONHASHSEED": "0", **(NEURON_EMULATE if backend == "neuron" else {})},
     )

@@ -116,3 +116,101 @@ def test_model_config_rejects_inconsistent_layers():
 def test_field_errors_name_the_field(fields, named):
     with pytest.raises(ConfigError, match=rf"^{named}: expected"):
         LayerConfig(**fields)
+
+
+# ----- v2 fields (spec §2.1) and the defaults docs/layer.md promises -----
+
+
+def test_documented_defaults():
+    """Every default in docs/layer.md's tables, read off a default-constructed config."""
+    cfg = LayerConfig()
+    assert cfg.window == 64
+    assert cfg.fading_window == cfg.window  # f defaults to w
+    assert cfg.fading_offset is None and cfg.delta == cfg.window  # δ defaults to w (published)
+    assert cfg.ssm_bypass == "none"
+    assert cfg.innovation_loss_weight == 0.0
+    assert cfg.eidetic_chunk is None and cfg.chunk == cfg.window  # c defaults to w
+    assert cfg.eidetic_per_chunk == 4
+    assert cfg.eviction == "lowest"
+    assert cfg.tie_fading_projections is True
+    assert cfg.qk_norm is False
+    assert cfg.ssm_groups == 1
+    assert cfg.attn_block_size == 64
+    assert cfg.ssm_chunk_size == 64
+    # the bmojo preset: M = w/4, k = min(4, M, c)
+    bm = LayerConfig.preset("bmojo", window=32)
+    assert (bm.fading_window, bm.eidetic_capacity, bm.eidetic_per_chunk) == (32, 8, 4)
+    assert LayerConfig.preset("bmojo", window=8).eidetic_per_chunk == 2  # M = 2 caps k
+    assert LayerConfig.preset("transformer").window == 2048  # the default context
+
+
+@pytest.mark.parametrize("window", [0, 1, 8, 200])
+def test_fading_window_follows_window(window):
+    """f defaults to w, as the chunk does (was a fixed 64 whatever w was)."""
+    cfg = LayerConfig(d_model=16, n_heads=4, window=window, eidetic_capacity=0)
+    assert cfg.fading_window == window
+    assert LayerConfig(d_model=16, n_heads=4, window=8, fading_window=3).fading_window == 3
+    assert LayerConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_window_zero_alone_is_an_ssm_layer():
+    """w = 0 no longer needs f = 0 spelled out: f follows w."""
+    assert LayerConfig(window=0, eidetic_capacity=0).kind == "mamba2"
+
+
+@pytest.mark.parametrize("d_model", [12, 10, 30])
+def test_mamba2_preset_ignores_attention_head_size(d_model):
+    """An attention-free layer builds no heads, so an odd head size d_model / n_heads is no error."""
+    cfg = LayerConfig.preset("mamba2", d_model=d_model, ssm_head_dim=d_model)
+    assert cfg.kind == "mamba2" and not cfg.has_attention
+    BMojoLM(ModelConfig(vocab_size=11, d_model=d_model, layers=(cfg,)))
+    # With the default P = 32 the only complaint is the SSM's own (P must divide d_inner = 24).
+    with pytest.raises(ConfigError, match=r"^ssm_head_dim: expected a divisor of d_inner"):
+        LayerConfig.preset("mamba2", d_model=12)
+    # ... while a layer with attention still needs an even head size.
+    with pytest.raises(ConfigError, match=r"^head_dim: expected an even number"):
+        LayerConfig.preset("swa", d_model=12)
+
+
+@pytest.mark.parametrize(
+    "fields, named",
+    [
+        (dict(window=8, fading_offset=9), "fading_offset"),
+        (dict(window=8, fading_offset=-1), "fading_offset"),
+        (dict(window=8, fading_offset=2.0), "fading_offset"),
+        (dict(ssm_bypass="sum"), "ssm_bypass"),
+        (dict(window=0, fading_window=0, eidetic_capacity=0, ssm_bypass="gated"), "ssm_bypass"),
+        (dict(innovation_loss_weight=-0.1), "innovation_loss_weight"),
+        (dict(innovation_loss_weight=float("nan")), "innovation_loss_weight"),
+        (dict(innovation_loss_weight=float("inf")), "innovation_loss_weight"),
+        (dict(innovation_loss_weight=True), "innovation_loss_weight"),
+        (dict(fading_window=0, eidetic_capacity=0, innovation_loss_weight=0.5), "innovation_loss_weight"),
+    ],
+)
+def test_v2_field_errors_name_the_field(fields, named):
+    with pytest.raises(ConfigError, match=rf"^{named}: expected"):
+        LayerConfig(**fields)
+
+
+@pytest.mark.parametrize("delta", [None, 0, 1, 7, 8])
+def test_fading_offset_range_and_round_trip(delta):
+    cfg = LayerConfig(d_model=32, window=8, fading_offset=delta, ssm_bypass="gated", innovation_loss_weight=0.25)
+    assert cfg.delta == (8 if delta is None else delta)
+    model_cfg = ModelConfig(d_model=32, layers=(cfg,))
+    assert ModelConfig.from_json(model_cfg.to_json()) == model_cfg
+
+
+def test_gated_bypass_builds_an_ssm_even_without_fading_keys():
+    """SWA + gated bypass: attention and a parallel Mamba-2 branch (spec §2.1)."""
+    cfg = LayerConfig(d_model=32, window=8, fading_window=0, eidetic_capacity=0, ssm_bypass="gated")
+    assert cfg.has_ssm and not cfg.uses_fading_keys
+
+
+def test_presets_fix_the_v2_fields_they_never_read():
+    with pytest.raises(ConfigError, match=r"^ssm_bypass: expected 'none' for the 'swa' preset"):
+        LayerConfig.preset("swa", ssm_bypass="gated")
+    with pytest.raises(ConfigError, match=r"^fading_offset: expected None for the 'mamba2' preset"):
+        LayerConfig.preset("mamba2", fading_offset=0)
+    # shared overrides skip the layers that do not read them
+    cfg = ModelConfig.preset(["bmojo", "mamba2"], d_model=32, window=8, fading_offset=0, ssm_bypass="gated")
+    assert [(c.fading_offset, c.ssm_bypass) for c in cfg.layers] == [(0, "gated"), (None, "none")]

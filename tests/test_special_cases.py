@@ -209,6 +209,7 @@ def ref_bmojo_layer(mixer, x, use_eidetic=True):
     cfg = mixer.cfg
     b, T, _ = x.shape
     w, f, c, Dh = cfg.window, cfg.fading_window, cfg.chunk, cfg.dh
+    d = w if cfg.fading_offset is None else cfg.fading_offset  # δ (spec §2.1)
     g = cfg.n_heads // cfg.kv_heads
     s = ref_mamba2(mixer.fading, x)
     q, k, v = qkv(mixer, x)
@@ -230,13 +231,16 @@ def ref_bmojo_layer(mixer, x, use_eidetic=True):
         )  # fmt: skip
         for i in range(T):
             ctx = [j for j in range(T) if i - w < j <= i]
-            fad = [j for j in range(T) if i - w - f < j <= i - w]
+            fad = [j for j in range(T) if i - d - f < j <= i - d]
             eid = [j for j in seen[i] if j <= i - w] if use_eidetic else []
             keys = torch.cat([k[bi, ctx], kf[bi, fad], k[bi, eid]]).repeat_interleave(g, 1)
             vals = torch.cat([v[bi, ctx], vf[bi, fad], v[bi, eid]]).repeat_interleave(g, 1)
             att = torch.einsum("hd,nhd->hn", q[bi, i], keys).div(math.sqrt(Dh)).softmax(-1)
             out[bi, i] = torch.einsum("hn,nhd->hd", att, vals)
-    return out.reshape(b, T, -1) @ mixer.o_proj.weight.T
+    y = out.reshape(b, T, -1) @ mixer.o_proj.weight.T
+    if cfg.ssm_bypass == "gated":
+        y = y + mixer.bypass_gate * s
+    return y
 
 
 @pytest.mark.parametrize(
@@ -263,3 +267,89 @@ def test_bmojo_f_layer_matches_spec():
     x = randn(2, 30, 32)
     out, _ = mixer(x)
     assert_close(out, ref_bmojo_layer(mixer, x), 1e-12, "bmojo_f layer")
+
+
+# ----------------------------------------------------------------------------------------------
+# Layer v2 (spec §2.1): fading offset δ and the gated SSM bypass
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("delta", [0, 1, 7, 8])
+@pytest.mark.parametrize("preset, extra", [("bmojo", dict(eidetic_capacity=4, eidetic_per_chunk=2)), ("bmojo_f", {})])
+def test_fading_offset_layer_matches_spec(delta, preset, extra):
+    """Fading keys at (i-δ-f, i-δ] for δ in {0, 1, w-1, w} (w = 8), against the explicit key set."""
+    mixer = make_mixer(preset, fading_offset=delta, fading_window=5, **extra)
+    x = randn(2, 37, 32)
+    out, _ = mixer(x)
+    assert_close(out, ref_bmojo_layer(mixer, x), 1e-12, f"{preset} δ={delta}")
+
+
+def test_case6_offset_w_is_bit_identical_to_v1():
+    """§4.6: δ = w spelled out equals the version-1 layer (δ left at None) bit for bit: outputs,
+    decode state (same bytes) and gradients."""
+    v1 = make_mixer("bmojo", eidetic_capacity=4, eidetic_per_chunk=2, fading_window=6)
+    v2 = BMojoMixer(v1.cfg.replace(fading_offset=v1.cfg.window)).double()
+    v2.load_state_dict(v1.state_dict())
+    x = randn(2, 33, 32, requires_grad=True)
+    outs = []
+    for mixer in (v1, v2):
+        out, _ = mixer(x)
+        grads = torch.autograd.grad(out.square().sum(), [x, *mixer.parameters()])
+        y, state = mixer(x[:, :20].detach(), mixer.init_state(2), 0)
+        ys = [y]
+        for t in range(20, 23):
+            y_t, state = mixer.step(x[:, t].detach(), state, t)
+            ys.append(y_t[:, None])
+        outs.append((out, grads, torch.cat(ys, 1), state))
+    (o1, g1, y1, s1), (o2, g2, y2, s2) = outs
+    assert torch.equal(o1, o2) and torch.equal(y1, y2)
+    assert all(torch.equal(a, b) for a, b in zip(g1, g2))
+    assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+@pytest.mark.parametrize(
+    "preset, overrides",
+    [
+        ("bmojo", dict(eidetic_capacity=4, eidetic_per_chunk=2, fading_offset=0)),
+        ("bmojo", dict(eidetic_capacity=2, eidetic_per_chunk=1, window=4, fading_window=3, fading_offset=3)),
+        ("bmojo", dict(eidetic_capacity=6, eidetic_per_chunk=2, eidetic_chunk=4, n_kv_heads=2)),  # δ = w
+        ("bmojo_f", dict(fading_offset=1, fading_window=2, window=5, ssm_groups=2)),
+        ("bmojo_f", dict(window=16, tie_fading_projections=False)),
+        ("swa", dict(window=3)),  # f = M = 0: attention + a parallel Mamba-2 branch
+    ],
+)
+def test_case5_gated_bypass_with_wo_zero_is_mamba2(preset, overrides):
+    """§4.5: ssm_bypass="gated" with Wo = 0 and g = 1 is the Mamba-2 mixer, for any w, f, δ, M."""
+    cfg = small_layer(preset, **{k: v for k, v in overrides.items() if preset != "swa" or k == "window"})
+    mixer = BMojoMixer(cfg.replace(ssm_bypass="gated")).double()
+    perturb_(mixer, 0.2)
+    with torch.no_grad():
+        mixer.o_proj.weight.zero_()
+        mixer.bypass_gate.fill_(1.0)
+    x = randn(2, 29, 32)
+    out, _ = mixer(x)
+    assert_close(out, ref_mamba2(mixer.fading, x), 1e-10, f"gated bypass {preset} {overrides}")
+    # Guard: with Wo back, attention changes the output (the bypass is not the whole layer).
+    with torch.no_grad():
+        mixer.o_proj.weight.normal_()
+    assert (mixer(x)[0] - ref_mamba2(mixer.fading, x)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("delta", [None, 0, 5])
+def test_fresh_gated_layer_equals_plain_layer(delta):
+    """g is initialised to 0: a fresh gated layer computes what the plain layer computes."""
+    plain = make_mixer("bmojo", eidetic_capacity=4, eidetic_per_chunk=2, fading_offset=delta)
+    gated = BMojoMixer(plain.cfg.replace(ssm_bypass="gated")).double()
+    assert torch.equal(gated.bypass_gate, torch.zeros(32, dtype=torch.float64))
+    missing, unexpected = gated.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["bypass_gate"] and unexpected == []
+    x = randn(2, 27, 32)
+    assert torch.equal(gated(x)[0], plain(x)[0])
+
+
+def test_gated_bypass_layer_matches_spec():
+    """The full v2 layer (δ = 2, gated bypass with a perturbed g) against the explicit reference."""
+    mixer = make_mixer("bmojo", eidetic_capacity=4, eidetic_per_chunk=2, fading_offset=2, ssm_bypass="gated")
+    x = randn(2, 31, 32)
+    out, _ = mixer(x)
+    assert_close(out, ref_bmojo_layer(mixer, x), 1e-12, "gated v2 layer")

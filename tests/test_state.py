@@ -69,6 +69,18 @@ def test_state_holds_what_the_spec_lists():
     assert layer["eidetic.pending"].shape == (3, c.chunk)
 
 
+@pytest.mark.parametrize("delta", [0, 1, 7, 8])
+def test_fading_cache_keeps_delta_plus_f_rows(delta):
+    """Spec §2.1/§5: the fading cache holds the last δ+f fading K/V, never more than v1's w+f."""
+    model = small_model("bmojo", eidetic_capacity=4, eidetic_per_chunk=2, fading_offset=delta, fading_window=5)
+    v1 = small_model("bmojo", eidetic_capacity=4, eidetic_per_chunk=2, fading_window=5)
+    c = model.config.layers[0]
+    layer = model.init_state(2).layers[0]
+    assert layer["fading_window.k"].shape[1] == layer["fading_window.v"].shape[1] == delta + c.fading_window
+    assert model.init_state(2).nbytes() <= v1.init_state(2).nbytes()
+    assert (model.init_state(2).nbytes() == v1.init_state(2).nbytes()) == (delta == c.window)
+
+
 SUBPROCESS = textwrap.dedent(
     """
     import sys
@@ -197,3 +209,47 @@ def test_from_pretrained_tampered_checkpoint_fails(tmp_path):
     weights.unlink()
     with pytest.raises(FileNotFoundError, match=r"model\.safetensors"):
         BMojoLM.from_pretrained(tmp_path)
+
+
+def test_per_row_positions_round_trip(tmp_path):
+    """Rows at different positions (a left-padded prefill) save and load with their positions."""
+    model = build("bmojo")
+    ids = torch.randint(1, model.config.vocab_size, (3, 9))
+    with torch.no_grad():
+        _, state = model.prefill(ids, pad=torch.tensor([0, 4, 8]))
+        model.save_state(state, tmp_path / "s.safetensors")
+        back = model.load_state(tmp_path / "s.safetensors")
+        assert back.positions.tolist() == [9, 5, 1]
+        with pytest.raises(StateError, match=r"^position: expected every row at one position, got \[9, 5, 1\]"):
+            back.position
+        nxt = torch.randint(1, model.config.vocab_size, (3,))
+        assert torch.equal(model.step(nxt, back)[0], model.step(nxt, state)[0])
+
+
+@pytest.mark.parametrize("version, hint", [("1", "version 1 states hold one position"), ("3", "")])
+def test_old_or_unknown_state_version_is_refused(tmp_path, version, hint):
+    model = build("bmojo_f")
+    _, state = model.prefill(torch.randint(0, model.config.vocab_size, (1, 9)))
+    path = tmp_path / "s.safetensors"
+    model.save_state(state, path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    tensors = load_file(str(path))
+    meta["version"] = version
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(StateError, match=rf"expected state version '2', got '{version}'.*{hint}"):
+        model.load_state(path)
+
+
+def test_state_positions_are_checked():
+    from bmojo import DecodeState
+
+    layers = build("bmojo_f").init_state(2).layers
+    with pytest.raises(StateError, match=r"^positions: expected 2 rows"):
+        DecodeState(torch.tensor([1, 2, 3]), layers)
+    with pytest.raises(StateError, match=r"^positions: expected positions >= 0"):
+        DecodeState(torch.tensor([1, -2]), layers)
+    with pytest.raises(StateError, match=r"^positions: expected an int or a 1-d integer tensor"):
+        DecodeState(torch.tensor([1.0, 2.0]), layers)

@@ -243,3 +243,13 @@ def test_conformance_pytest_plugin_imports_nothing_heavy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["1", "False", "False"]
+
+
+def test_implicit_false_serves_only_when_requested_by_name(registry):
+    reg = registry(EP("explicit", Plugin(fast(name="explicit", priority=99, implicit=False))))
+    assert states(reg)["explicit"].state is State.AVAILABLE
+    assert reg.selection()["rmsnorm"] == "reference"  # never chosen implicitly, whatever its priority
+    with use_backend("explicit"):
+        assert reg.resolve("rmsnorm", "cpu")[0] == "explicit"
+    with pytest.raises(ValueError, match="implicit must be a bool"):
+        fast(name="bad", implicit="no")

@@ -86,10 +86,7 @@ def test_cache_memory_is_flat_far_past_the_state_bound():
 
 
 def _shapes(cache):
-    return [
-        (g.start, tuple(g.rows.tolist()), {k: tuple(v.shape) for lay in g.state.layers for k, v in lay.items()})
-        for g in cache.groups
-    ]
+    return [{k: tuple(v.shape) for k, v in lay.items()} for lay in cache.state.layers]
 
 
 def test_sampling_is_reproducible_and_top_k_1_is_greedy():
@@ -115,7 +112,7 @@ def test_beam_search_with_the_cache_equals_beam_search_without():
     assert torch.equal(cached, uncached)
 
 
-def test_reorder_cache_moves_whole_rows_across_groups():
+def test_reorder_cache_moves_whole_rows():
     model = tiny_model("bmojo", eidetic_capacity=2)
     ids, mask = left_pad(prompts((3, 7, 5)))
     with torch.no_grad():
@@ -151,3 +148,37 @@ def test_generation_continues_from_a_returned_cache():
     resumed = model.generate(first.sequences, attention_mask=mask2, cache=first.cache, max_new_tokens=5, **kw)
     straight = model.generate(ids, attention_mask=mask, max_new_tokens=10, **kw)
     assert torch.equal(resumed, straight)
+
+
+@pytest.mark.parametrize(
+    "preset, kw", [("bmojo", dict(eidetic_capacity=2)), ("bmojo", dict(fading_offset=1, ssm_bypass="gated"))]
+)
+def test_four_prompt_lengths_decode_in_one_core_step_per_token(monkeypatch, preset, kw):
+    """One cache state for the whole batch: a left-padded batch of 4 different prompt lengths is
+    prefilled in one core call per block and then decodes in one core ``step`` per block and
+    token, each row equal to the row alone (float64)."""
+    from bmojo.model import Block
+
+    model = tiny_model(preset, dtype=torch.float64, **kw)
+    rows = prompts((3, 8, 13, 5))
+    ids, mask = left_pad(rows)
+    calls = {"forward": 0, "step": 0}
+    for name in calls:
+        original = getattr(Block, name)
+
+        def counted(self, *a, _orig=original, _name=name, **k):
+            calls[_name] += 1
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(Block, name, counted)
+    n = 9
+    batch = greedy(model, ids, mask, n=n)
+    n_blocks = model.config.num_hidden_layers
+    assert calls == {"forward": n_blocks, "step": n_blocks * (n - 1)}  # the last new token is not fed
+    assert batch.cache.state.positions.tolist() == [len(r) + n - 1 for r in rows]
+    new = batch.sequences[:, ids.shape[1] :]
+    for i, r in enumerate(rows):
+        alone = greedy(model, r[None], n=n)
+        assert torch.equal(new[i], alone.sequences[0, len(r) :]), f"row {i}"
+        for step, (lb, la) in enumerate(zip(batch.logits, alone.logits)):
+            assert rel_err(lb[i], la[0]) < 1e-10, f"row {i} step {step}"

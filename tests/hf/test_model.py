@@ -119,3 +119,30 @@ def test_bad_inputs_name_the_argument():
         model(torch.tensor([[VOCAB]]))
     with pytest.raises(ValueError, match="attention_mask"):
         model(torch.ones(2, 3, dtype=torch.long), attention_mask=torch.ones(1, 3))
+
+
+def test_config_carries_the_v2_fields(tmp_path):
+    """fading_offset, ssm_bypass and innovation_loss_weight travel through config.json."""
+    model = tiny_model("bmojo", eidetic_capacity=2, fading_offset=1, ssm_bypass="gated", innovation_loss_weight=0.5)
+    layer = model.config.core_config.layers[0]
+    assert (layer.fading_offset, layer.ssm_bypass, layer.innovation_loss_weight) == (1, "gated", 0.5)
+    model.save_pretrained(tmp_path)
+    text = (tmp_path / "config.json").read_text()
+    assert '"fading_offset": 1' in text and '"ssm_bypass": "gated"' in text
+    loaded = BMojoForCausalLM.from_pretrained(tmp_path)
+    assert loaded.config.core_config == model.config.core_config
+    ids = torch.randint(0, VOCAB, (2, 13))
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(ids).logits, model(ids).logits)
+        assert torch.equal(model(ids).logits, model.core(ids))
+
+
+def test_loss_includes_the_weighted_innovation_loss():
+    model = tiny_model("bmojo", eidetic_capacity=2, innovation_loss_weight=0.5).train()
+    ids = torch.randint(0, VOCAB, (2, 13))
+    out = model(ids, labels=ids)
+    logits, aux = model.core(ids, return_aux=True)
+    assert out.aux_loss is not None and torch.allclose(out.aux_loss, aux, rtol=1e-6, atol=0)
+    ce = F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+    assert torch.allclose(out.loss, ce + aux, rtol=1e-5, atol=0)
+    assert tiny_model("bmojo", eidetic_capacity=2)(ids, labels=ids).aux_loss is None

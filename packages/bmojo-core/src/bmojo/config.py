@@ -17,13 +17,16 @@ from typing import Any
 from bmojo.ops.eidetic import EVICTIONS
 
 LAYER_PRESETS = ("transformer", "swa", "mamba2", "bmojo_f", "bmojo")
-#: Fields a preset fixes (to 0): overriding them would silently make it another special case.
-PRESET_FIXED = {
-    "transformer": ("fading_window", "eidetic_capacity"),
-    "swa": ("fading_window", "eidetic_capacity"),
-    "mamba2": ("window", "fading_window", "eidetic_capacity"),
-    "bmojo_f": ("eidetic_capacity",),
-    "bmojo": (),
+SSM_BYPASSES = ("none", "gated")
+#: Fields a preset fixes, with the value it fixes them to: overriding them would silently make it
+#: another special case (or set a field the preset's layer never reads).
+_NO_FADING = {"fading_window": 0, "eidetic_capacity": 0, "ssm_bypass": "none", "innovation_loss_weight": 0}
+PRESET_FIXED: dict[str, dict[str, Any]] = {
+    "transformer": dict(_NO_FADING),
+    "swa": dict(_NO_FADING),
+    "mamba2": {"window": 0, "fading_offset": None, **_NO_FADING},
+    "bmojo_f": {"eidetic_capacity": 0},
+    "bmojo": {},
 }
 
 
@@ -73,7 +76,10 @@ class LayerConfig:
     d_model: int = 128
     # --- attention over the three memories (spec §2) ---
     window: int = 64  #: w: raw tokens in (i-w, i]; 0 disables attention (pure SSM layer)
-    fading_window: int = 64  #: f: fading tokens in (i-w-f, i-w]
+    fading_window: int | None = None  #: f: fading tokens in (i-δ-f, i-δ]; None means f = w (set on construction)
+    fading_offset: int | None = None  #: δ (spec §2.1), 0 <= δ <= w; None means δ = w (the published convention)
+    ssm_bypass: str = "none"  #: "gated": y = Wo·attn + g ⊙ s with g per channel, initialised to 0 (spec §2.1)
+    innovation_loss_weight: float = 0.0  #: weight of the auxiliary loss training Wk̃ s_{t-1} to predict Wk x_t
     eidetic_capacity: int = 16  #: M: eidetic slots; 0 gives B'MOJO-F
     eidetic_per_chunk: int = 4  #: k tokens offered per completed chunk
     eidetic_chunk: int | None = None  #: c; None means c = w
@@ -102,6 +108,10 @@ class LayerConfig:
     norm_eps: float = 1e-6
 
     def __post_init__(self):
+        if self.fading_window is None:
+            # f follows w (spec §2: "fading_window f, default w"), fixed when the config is built.
+            _int(self, "window", 0)
+            object.__setattr__(self, "fading_window", self.window)
         self.validate()
 
     # ----- derived sizes -----
@@ -111,7 +121,19 @@ class LayerConfig:
 
     @property
     def has_ssm(self) -> bool:
-        return not self.has_attention or self.fading_window > 0 or self.eidetic_capacity > 0
+        return (
+            not self.has_attention or self.fading_window > 0 or self.eidetic_capacity > 0 or self.ssm_bypass == "gated"
+        )
+
+    @property
+    def uses_fading_keys(self) -> bool:
+        """Whether attention projects fading tokens to keys (fading window or innovation scores)."""
+        return self.has_attention and (self.fading_window > 0 or self.eidetic_capacity > 0)
+
+    @property
+    def delta(self) -> int:
+        """δ, the fading offset: fading keys of query i sit at (i-δ-f, i-δ]."""
+        return self.window if self.fading_offset is None else self.fading_offset
 
     @property
     def kv_heads(self) -> int:
@@ -162,6 +184,19 @@ class LayerConfig:
         for name in ("tie_fading_projections", "qk_norm", "mlp"):
             if not isinstance(getattr(self, name), bool):
                 raise _bad(name, "a bool", getattr(self, name))
+        if self.fading_offset is not None:
+            _int(self, "fading_offset", 0)
+            if self.fading_offset > self.window:
+                raise _bad(
+                    "fading_offset",
+                    f"0 <= fading_offset <= window={self.window} (or None for window)",
+                    self.fading_offset,
+                )
+        if self.ssm_bypass not in SSM_BYPASSES:
+            raise _bad("ssm_bypass", f"one of {SSM_BYPASSES}", self.ssm_bypass)
+        _float(self, "innovation_loss_weight", positive=False)
+        if not (0 <= self.innovation_loss_weight < float("inf")):
+            raise _bad("innovation_loss_weight", "a finite number >= 0", self.innovation_loss_weight)
         if self.eviction not in EVICTIONS:
             raise _bad("eviction", f"one of {EVICTIONS}", self.eviction)
         if self.n_kv_heads is not None:
@@ -172,7 +207,8 @@ class LayerConfig:
             _int(self, "head_dim", 1)
         elif self.has_attention and self.d_model % self.n_heads:
             raise _bad("n_heads", f"a divisor of d_model={self.d_model} (or set head_dim)", self.n_heads)
-        if self.dh % 2:
+        if self.has_attention and self.dh % 2:
+            # An attention-free layer (w = 0) never builds heads, so their size cannot be wrong.
             raise _bad("head_dim", "an even number (RoPE rotates pairs)", self.dh)
         if self.d_ff is not None:
             _int(self, "d_ff", 1)
@@ -188,6 +224,14 @@ class LayerConfig:
                 "window",
                 "> 0 when fading_window or eidetic_capacity is set (attention needs the query's own token)",
                 self.window,
+            )
+        if self.window == 0 and self.ssm_bypass != "none":
+            raise _bad("ssm_bypass", "'none' when window = 0 (the layer output already is the SSM's)", self.ssm_bypass)
+        if self.innovation_loss_weight > 0 and not self.uses_fading_keys:
+            raise _bad(
+                "innovation_loss_weight",
+                "0 for a layer without fading keys (it needs window > 0 and fading_window or eidetic_capacity > 0)",
+                self.innovation_loss_weight,
             )
         if self.eidetic_capacity > 0:
             if self.eidetic_per_chunk > self.eidetic_capacity:
@@ -230,9 +274,9 @@ class LayerConfig:
         """
         if name not in LAYER_PRESETS:
             raise _bad("preset", f"one of {LAYER_PRESETS}", name)
-        for fixed in PRESET_FIXED[name]:
-            if overrides.get(fixed, 0) != 0:
-                raise _bad(fixed, f"0 for the {name!r} preset (choose another preset)", overrides[fixed])
+        for fixed, value in PRESET_FIXED[name].items():
+            if fixed in overrides and overrides[fixed] != value:
+                raise _bad(fixed, f"{value!r} for the {name!r} preset (choose another preset)", overrides[fixed])
         context = overrides.pop("context", 2048)
         window = overrides.get("window", context if name == "transformer" else 64)
         base: dict[str, Any] = {

@@ -48,11 +48,18 @@ class Block(nn.Module):
     def _ffn(self, h):
         return h + self.mlp(self.mlp_norm(h)) if hasattr(self, "mlp") else h
 
-    def forward(self, x, state: State | None = None, start: int = 0):
-        y, new = self.mixer(self.norm(x), state, start)
+    def forward(
+        self,
+        x,
+        state: State | None = None,
+        start: int | torch.Tensor = 0,
+        pad: torch.Tensor | None = None,
+        aux: list[torch.Tensor] | None = None,
+    ):
+        y, new = self.mixer(self.norm(x), state, start, pad, aux)
         return self._ffn(x + y), new
 
-    def step(self, x, state: State, position: int):
+    def step(self, x, state: State, position: int | torch.Tensor):
         y, new = self.mixer.step(self.norm(x), state, position)
         return self._ffn(x + y), new
 
@@ -116,42 +123,86 @@ class BMojoLM(nn.Module):
         h = self.norm_f(h)
         return h @ self.embed.weight.T if self.config.tie_embeddings else self.lm_head(h)
 
+    def _check_pad(self, pad, ids):
+        if pad is None:
+            return None
+        from bmojo._checks import check_tensor
+
+        check_tensor("pad", pad, shape=(ids.shape[0],), floating=False)
+        if int(pad.min()) < 0 or int(pad.max()) > ids.shape[1]:
+            fail("pad", f"counts of leading pad columns in [0, {ids.shape[1]}]", pad.tolist())
+        return pad.cpu() if bool(pad.any()) else None
+
     # ----- compute -----
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Logits (batch, T, vocab) for a whole sequence from position 0."""
+    def forward(
+        self, input_ids: torch.Tensor, *, pad: torch.Tensor | None = None, return_aux: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (batch, T, vocab) for a whole sequence from position 0.
+
+        ``pad`` (batch,) optionally counts each row's leading pad columns (left padding): they
+        are not part of the row's stream, whose first token then sits at position 0; the logits
+        at pad columns are meaningless.
+
+        ``return_aux=True`` returns ``(logits, aux_loss)``: the sum over layers of
+        ``innovation_loss_weight`` × the layer's innovation loss (``BMojoMixer.innovation_loss``),
+        a scalar to add to the training loss (``loss = ce + aux_loss``). Layers with weight 0
+        compute nothing; with every weight 0 it is a constant 0."""
         self._check_ids(input_ids)
+        pad = self._check_pad(pad, input_ids)
+        aux: list[torch.Tensor] | None = [] if return_aux else None
         h = self.embed(input_ids)
         for block in self.blocks:
-            h, _ = block(h)
-        return self._head(h)
+            h, _ = block(h, None, 0, pad, aux)
+        logits = self._head(h)
+        if not return_aux:
+            return logits
+        return logits, sum(aux) if aux else logits.new_zeros(())
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> DecodeState:
         check_int("batch_size", batch_size, minimum=1)
         return DecodeState(0, [b.mixer.init_state(batch_size, device=device, dtype=dtype) for b in self.blocks])
 
-    def prefill(self, input_ids: torch.Tensor, state: DecodeState | None = None) -> tuple[torch.Tensor, DecodeState]:
-        """Process a piece of any length, continuing ``state`` (fresh when None)."""
+    @staticmethod
+    def _start(state: DecodeState) -> int | torch.Tensor:
+        """The blocks' ``start``: one int when every row sits at one position (the batched path)."""
+        p = state.positions
+        return int(p[0]) if bool((p == p[0]).all()) else p
+
+    def prefill(
+        self, input_ids: torch.Tensor, state: DecodeState | None = None, *, pad: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, DecodeState]:
+        """Process a piece of any length, continuing ``state`` (fresh when None).
+
+        Rows may sit at different positions (``state.positions``). ``pad`` (batch,) optionally
+        counts leading pad columns of rows that have not started yet (position 0): a left-padded
+        batch of prompts of different lengths is prefilled in one call, each row exactly as if
+        alone; a row then advances by its own count of real tokens."""
         self._check_ids(input_ids)
         if state is None:
             state = self.init_state(input_ids.shape[0])
         self._check_state(state, input_ids.shape[0])
+        pad = self._check_pad(pad, input_ids)
+        start = self._start(state)
         h = self.embed(input_ids)
         layers = []
         for block, layer_state in zip(self.blocks, state.layers):
-            h, new = block(h, layer_state, state.position)
+            h, new = block(h, layer_state, start, pad)
             layers.append(new)
-        return self._head(h), DecodeState(state.position + input_ids.shape[1], layers)
+        advance = input_ids.shape[1] if pad is None else input_ids.shape[1] - pad
+        return self._head(h), DecodeState(state.positions + advance, layers)
 
     def step(self, token_ids: torch.Tensor, state: DecodeState) -> tuple[torch.Tensor, DecodeState]:
-        """One token per sequence: token_ids (batch,) → logits (batch, vocab)."""
+        """One token per sequence: token_ids (batch,) → logits (batch, vocab). Each row continues
+        at its own position (``state.positions``), so rows of different lengths step together."""
         self._check_ids(token_ids, "token_ids", ndim=1)
         self._check_state(state, token_ids.shape[0])
+        start = self._start(state)
         h = self.embed(token_ids)
         layers = []
         for block, layer_state in zip(self.blocks, state.layers):
-            h, new = block.step(h, layer_state, state.position)
+            h, new = block.step(h, layer_state, start)
             layers.append(new)
-        return self._head(h), DecodeState(state.position + 1, layers)
+        return self._head(h), DecodeState(state.positions + 1, layers)
 
     @torch.no_grad()
     def generate(

@@ -1,6 +1,9 @@
 """Converters from transformers models to B'MOJO special cases (spec §4). Public API.
 
 * ``from_hf_mamba2(Mamba2ForCausalLM)`` → every layer the ``mamba2`` case (w = f = M = 0, no MLP);
+  with ``bmojo={...}`` every layer is instead a B'MOJO layer with the gated SSM bypass
+  (``ssm_bypass="gated"``, spec §2.1) set to Wo = 0, g = 1 — by special case 5 exactly the source
+  Mamba-2 — ready to train its attention (window, fading offset δ, eidetic memory as given);
 * ``from_hf_mistral(MistralForCausalLM)`` → the ``swa`` case (w = ``sliding_window``), or the
   ``transformer`` case when ``sliding_window`` is None;
 * ``from_hf_llama(LlamaForCausalLM)`` → the ``transformer`` case (w = ``max_position_embeddings``
@@ -21,7 +24,7 @@ from __future__ import annotations
 import math
 
 import torch
-from bmojo import LayerConfig, ModelConfig
+from bmojo import BMojoLM, LayerConfig, ModelConfig
 
 from bmojo_hf.configuration import BMojoConfig
 from bmojo_hf.modeling import BMojoForCausalLM
@@ -87,9 +90,15 @@ def _load(source, config: ModelConfig, mapping: dict[str, str], hf_kwargs: dict,
 
 
 # ----------------------------------------------------------------------------- Mamba-2
-def from_hf_mamba2(model, *, dtype: torch.dtype | None = None) -> BMojoForCausalLM:
+def from_hf_mamba2(model, *, dtype: torch.dtype | None = None, bmojo: dict | None = None) -> BMojoForCausalLM:
     """A transformers ``Mamba2ForCausalLM`` as a B'MOJO model whose layers are all the ``mamba2``
-    special case (pure Mamba-2 mixer, no MLP). ``dtype`` defaults to the source's."""
+    special case (pure Mamba-2 mixer, no MLP). ``dtype`` defaults to the source's.
+
+    ``bmojo``: ``LayerConfig`` fields (``window`` required, e.g. ``fading_offset``,
+    ``eidetic_capacity``, ``n_heads``) for B'MOJO layers with ``ssm_bypass="gated"`` instead. The
+    SSM weights are the source's, ``o_proj`` is zero and the gate ``g`` is one, so the converted
+    model computes exactly what the source does (spec §4.5); the attention projections keep core's
+    random initialisation until trained."""
     cfg = _check_source(model, "mamba2", "Mamba2ForCausalLM")
     dtype = _target_dtype(model, dtype)
     if cfg.hidden_act != "silu":
@@ -122,7 +131,17 @@ def from_hf_mamba2(model, *, dtype: torch.dtype | None = None) -> BMojoForCausal
         n_heads=1,
         head_dim=2,
     )
-    layer = LayerConfig.preset("mamba2", d_model=d, **layer_kw)
+    if bmojo is None:
+        layer = LayerConfig.preset("mamba2", d_model=d, **layer_kw)
+    else:
+        if not isinstance(bmojo, dict) or not isinstance(bmojo.get("window"), int) or bmojo["window"] < 1:
+            raise ValueError(f"bmojo: expected a dict of LayerConfig fields with an int window >= 1, got {bmojo!r}")
+        del layer_kw["n_heads"], layer_kw["head_dim"]  # the attention's own, from ``bmojo`` or defaults
+        taken = sorted(set(bmojo) & (set(layer_kw) | {"ssm_bypass", "d_model"}))
+        if taken:
+            raise ValueError(f"bmojo: expected attention fields only (the SSM's come from the source), got {taken}")
+        fields = {"fading_window": bmojo["window"], "eidetic_capacity": 0, **bmojo}
+        layer = LayerConfig(d_model=d, ssm_bypass="gated", **layer_kw, **fields)
     config = ModelConfig(
         vocab_size=cfg.vocab_size,
         d_model=d,
@@ -145,6 +164,16 @@ def from_hf_mamba2(model, *, dtype: torch.dtype | None = None) -> BMojoForCausal
             fill[t + "mixer.fading.conv1d.bias"] = torch.zeros(width)
     if not cfg.tie_word_embeddings:
         mapping["lm_head.weight"] = "lm_head.weight"
+    if bmojo is not None:
+        # Every attention tensor keeps core's init, except Wo = 0 and g = 1 (spec §4.5).
+        fresh = BMojoLM(config).state_dict()
+        for name, t in fresh.items():
+            if name not in mapping and name not in fill:
+                if name.endswith("mixer.o_proj.weight"):
+                    t = torch.zeros_like(t)
+                elif name.endswith("mixer.bypass_gate"):
+                    t = torch.ones_like(t)
+                fill[name] = t
     return _load(model, config, mapping, _token_ids(cfg), dtype, fill)
 
 

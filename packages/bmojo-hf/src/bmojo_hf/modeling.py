@@ -5,10 +5,11 @@ its modules — ``embed``, each ``Block``'s ``forward``/``step`` with a core ``D
 ``norm_f`` — exactly as ``BMojoLM.prefill``/``step`` do, plus the bookkeeping transformers needs
 (attention masks with left padding, the ``cache`` keyword, model outputs, the loss).
 
-Padding. Core streams always start at position 0 and take no mask, so rows are run from their
-first real token; rows with the same first column are batched (see ``bmojo_hf.cache``). Left
-padding is exact: a left-padded row gives the same outputs as the row alone, unpadded. Right
-padding is harmless only without a cache (the model is causal), and rejected with one.
+Padding. Left padding is exact: a row's leading pads are passed to core as a per-row count
+(``pad``), so they never enter its state, and its real tokens sit at positions 0, 1, ... as if the
+row were alone; the whole batch runs in one core call, rows at their own positions (see
+``bmojo_hf.cache``). Right padding is harmless only without a cache (the model is causal), and
+rejected with one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from bmojo_hf.cache import BMojoCache, RowGroup
+from bmojo_hf.cache import BMojoCache
 from bmojo_hf.configuration import BMojoConfig
 
 
@@ -43,6 +44,7 @@ class BMojoCausalLMOutput(ModelOutput):
     logits: torch.FloatTensor | None = None
     cache: BMojoCache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    aux_loss: torch.FloatTensor | None = None  #: weighted innovation loss, included in ``loss``
 
 
 class BMojoPreTrainedModel(PreTrainedModel):
@@ -128,26 +130,33 @@ class BMojoModel(BMojoPreTrainedModel):
         self.core.embed = value
 
     # ----- running core -----
-    def _run(self, input_ids: torch.Tensor, state: DecodeState | None, collect: bool):
-        """Core blocks over ``input_ids`` (batch, T) from ``state`` (fresh parallel forward when None);
-        returns the normed hidden states, the new state and the per-block hidden states."""
+    def _run(
+        self, input_ids: torch.Tensor, state: DecodeState | None, collect: bool, pad: torch.Tensor | None, aux=None
+    ):
+        """Core blocks over ``input_ids`` (batch, T) from ``state`` (fresh parallel forward when None),
+        skipping ``pad`` leading columns per row; returns the normed hidden states, the new state and
+        the per-block hidden states."""
         core = self.core
         h = core.embed(input_ids)
         hidden = [h] if collect else None
         layers = []
+        start = 0 if state is None else core._start(state)
         for i, block in enumerate(core.blocks):
             if state is None:
-                h, _ = block(h)
-            elif input_ids.shape[1] == 1:  # core's step path, as BMojoLM.step
-                out, new = block.step(h[:, 0], state.layers[i], state.position)
+                h, _ = block(h, None, 0, pad, aux)
+            elif input_ids.shape[1] == 1 and pad is None:  # core's step path, as BMojoLM.step
+                out, new = block.step(h[:, 0], state.layers[i], start)
                 h = out[:, None]
                 layers.append(new)
             else:  # core's prefill path, as BMojoLM.prefill
-                h, new = block(h, state.layers[i], state.position)
+                h, new = block(h, state.layers[i], start, pad, aux)
                 layers.append(new)
             if collect:
                 hidden.append(h)
-        new_state = None if state is None else DecodeState(state.position + input_ids.shape[1], layers)
+        new_state = None
+        if state is not None:
+            advance = input_ids.shape[1] if pad is None else input_ids.shape[1] - pad
+            new_state = DecodeState(state.positions + advance, layers)
         return core.norm_f(h), new_state, hidden
 
     def forward(
@@ -160,11 +169,13 @@ class BMojoModel(BMojoPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         past_key_values: BMojoCache | None = None,
+        aux_losses: list | None = None,
         **kwargs,
     ) -> BMojoModelOutput | tuple:
         """``attention_mask`` (batch, columns) covers at least the current ``input_ids`` (its last
         T columns are theirs); ``position_ids`` are ignored: a row's positions start at its first
-        real token, as in core."""
+        real token, as in core. ``aux_losses``: a list the layers append their weighted innovation
+        losses to (core's ``return_aux``)."""
         if inputs_embeds is not None:
             raise ValueError("inputs_embeds: not supported by B'MOJO models; pass input_ids")
         cache = cache if cache is not None else past_key_values
@@ -177,74 +188,32 @@ class BMojoModel(BMojoPreTrainedModel):
         _check_ids(input_ids, self.config.vocab_size)
         B, T = input_ids.shape
         first = _first_real(attention_mask, B, T, allow_right_padding=not use_cache)
+        pad = None if first is None or not any(first) else torch.tensor(first, dtype=torch.long)
 
-        if not use_cache:
-            if first is None:
-                h, _, hidden = self._run(input_ids, None, collect)
-                out = BMojoModelOutput(h, None, tuple(hidden) if collect else None)
-                return out if return_dict else out.to_tuple()
-            jobs = []
-            for start in sorted(set(first)):
-                if start < T:
-                    rows = torch.tensor([r for r in range(B) if first[r] == start], dtype=torch.long)
-                    jobs.append((rows, start, None))
-        else:
+        state = None
+        if use_cache:
             if cache is None:
                 cache = BMojoCache(B, self.config.num_hidden_layers)
             if cache.batch_size != B:
                 raise ValueError(f"cache: expected batch size {B} (same as input_ids), got {cache.batch_size}")
-            first = first if first is not None else [0] * B
-            started = cache._row_locations()
-            for r in started:
-                if first[r] != 0:
-                    raise ValueError(
-                        f"attention_mask: row {r} already started but has a pad in the new columns; pads may only "
-                        "precede a row's first real token"
-                    )
-            new_starts = sorted({first[r] for r in range(B) if r not in started and first[r] < T})
-            for start in new_starts:
-                rows = torch.tensor([r for r in range(B) if r not in started and first[r] == start], dtype=torch.long)
-                cache.groups.append(RowGroup(cache.seen + start, rows, None))
-            jobs = [(g.rows, max(g.start - cache.seen, 0), g) for g in cache.groups]
-
-        n_hidden = self.config.num_hidden_layers + 1
-        h_full = None
-        hidden_full = [None] * n_hidden if collect else None
-        for rows, off, group in jobs:
-            ids = input_ids[rows.to(input_ids.device), off:]
-            if group is None:
-                state = None
-            elif group.state is None:
-                state = self.core.init_state(len(rows))
-            else:
-                state = group.state
-            h, new_state, hidden = self._run(ids, state, collect)
-            if group is not None:
-                group.state = new_state
-            if off == 0 and len(jobs) == 1 and torch.equal(rows, torch.arange(B)):
-                h_full, hidden_full = h, hidden  # the whole batch in one group: nothing to place
-                continue
-            h_full = _scatter(h_full, h, rows, off, B, T)
-            if collect:
-                hidden_full = [_scatter(a, x, rows, off, B, T) for a, x in zip(hidden_full, hidden)]
+            state = cache.state if cache.state is not None else self.core.init_state(B)
+            if pad is not None:
+                for r, (p, position) in enumerate(zip(first, state.positions.tolist())):
+                    if p and position:
+                        raise ValueError(
+                            f"attention_mask: row {r} already started but has a pad in the new columns; pads may "
+                            "only precede a row's first real token"
+                        )
+        h, new_state, hidden = self._run(input_ids, state, collect, pad, aux_losses)
         if use_cache:
+            cache.state = new_state
             cache.seen += T
-            cache.groups.sort(key=lambda g: g.start)
-        if h_full is None:  # no row has a real token yet
-            d = self.config.hidden_size
-            h_full = self.core.embed.weight.new_zeros(B, T, d)
-            hidden_full = [h_full] * n_hidden if collect else None
-        out = BMojoModelOutput(h_full, cache if use_cache else None, tuple(hidden_full) if collect else None)
+        if pad is not None:  # pad columns hold zeros (their labels should be -100)
+            is_pad = (torch.arange(T)[None, :] < pad[:, None]).to(h.device)[..., None]
+            h = h.masked_fill(is_pad, 0.0)
+            hidden = [x.masked_fill(is_pad, 0.0) for x in hidden] if collect else None
+        out = BMojoModelOutput(h, cache if use_cache else None, tuple(hidden) if collect else None)
         return out if return_dict else out.to_tuple()
-
-
-def _scatter(full, part, rows, off, B, T):
-    """Place ``part`` (len(rows), T-off, ...) at rows ``rows``, columns off.. of a (B, T, ...) zero
-    tensor (differentiable)."""
-    if full is None:
-        full = part.new_zeros(B, T, *part.shape[2:])
-    index = (rows.to(part.device)[:, None], torch.arange(off, T, device=part.device)[None, :])
-    return full.index_put(index, part)
 
 
 class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
@@ -299,9 +268,14 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
         past_key_values: BMojoCache | None = None,
         **kwargs,
     ) -> BMojoCausalLMOutput | tuple:
-        """Logits (batch, T, vocab); with ``labels`` also the shifted cross-entropy loss."""
+        """Logits (batch, T, vocab); with ``labels`` also the shifted cross-entropy loss, plus the
+        weighted innovation loss of layers with ``innovation_loss_weight`` > 0 (also returned
+        alone as ``aux_loss``)."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        wants_aux = labels is not None and any(c.innovation_loss_weight > 0 for c in self.core.config.layers)
+        aux_losses = [] if wants_aux else None
         out = self.model(
+            aux_losses=aux_losses,
             input_ids=input_ids,
             attention_mask=attention_mask,
             cache=cache,
@@ -321,7 +295,10 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
         if labels is not None:
             loss_kwargs = {k: v for k, v in kwargs.items() if k in ("num_items_in_batch", "ignore_index")}
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **loss_kwargs)
-        result = BMojoCausalLMOutput(loss, logits, out.cache, out.hidden_states)
+        aux_loss = sum(aux_losses) if aux_losses else None
+        if aux_loss is not None:
+            loss = loss + aux_loss
+        result = BMojoCausalLMOutput(loss, logits, out.cache, out.hidden_states, aux_loss)
         return result if return_dict else result.to_tuple()
 
     def prepare_inputs_for_generation(

@@ -16,8 +16,8 @@ Selection: an explicit request (``use_backend(name)``, else ``BMOJO_BACKEND=name
 backend for the ops it provides and raises :class:`BackendUnavailableError` carrying the reason
 when it is not available — never a silent fallback. Ops it does not implement at all run the
 reference (logged once). Without a request, each op goes to the highest-priority available
-backend providing it for the tensor's device, falling back to the reference; each choice is logged
-once at INFO on the ``bmojo.backends`` logger.
+backend providing it for the tensor's device (skipping backends declared ``implicit=False``),
+falling back to the reference; each choice is logged once at INFO on the ``bmojo.backends`` logger.
 """
 
 from __future__ import annotations
@@ -244,6 +244,8 @@ class Registry:
                     st.state, st.reason = State.UNAVAILABLE, reason
                 elif name in disabled and name != REFERENCE:
                     st.state, st.reason = State.DISABLED, f"listed in {ENV_DISABLE}"
+                else:
+                    st.reason = reason  # an available backend's note, e.g. "emulated (tests only)"
             out.append(st)
         return out
 
@@ -295,7 +297,10 @@ class Registry:
         candidates = [
             s
             for s in statuses.values()
-            if s.state is State.AVAILABLE and op in s.backend.ops and s.backend.ops[op].runs_on(device_type)
+            if s.state is State.AVAILABLE
+            and s.backend.implicit  # implicit=False: served only when requested by name
+            and op in s.backend.ops
+            and s.backend.ops[op].runs_on(device_type)
         ]
         candidates.sort(key=lambda s: (-s.backend.priority, s.name == REFERENCE, s.name))
         if not candidates:

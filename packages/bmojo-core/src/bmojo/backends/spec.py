@@ -110,6 +110,9 @@ class Backend:
         description: one line for ``bmojo backends``.
         known_deviations: conformance test-name glob → reason; those tests run as xfail and the
             summary lists them. The only way to excuse a failing conformance test.
+        implicit: False keeps the backend out of implicit selection: it serves only when asked
+            for by name (``use_backend``/``BMOJO_BACKEND``), e.g. an emulator or a simulator
+            that is correct but slow. Default True.
     """
 
     name: str
@@ -119,12 +122,15 @@ class Backend:
     probe: Callable[[], Probe | bool | tuple[bool, str]] | None = None
     description: str = ""
     known_deviations: Mapping[str, str] = field(default_factory=dict)
+    implicit: bool = True
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ValueError(f"backend name: expected a lower-case identifier, got {self.name!r}")
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
             raise ValueError(f"backend {self.name!r}: priority must be an int, got {self.priority!r}")
+        if not isinstance(self.implicit, bool):
+            raise ValueError(f"backend {self.name!r}: implicit must be a bool, got {self.implicit!r}")
         unknown = sorted(set(self.ops) - set(OPS))
         if unknown:
             raise ValueError(f"backend {self.name!r}: unknown ops {unknown}; the op set is {list(OPS)}")

@@ -23,8 +23,12 @@ class FadingMemory(nn.Module, ABC):
         """The state before any token (zeros)."""
 
     @abstractmethod
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """Process a sequence, continuing from ``state`` (a fresh start when None)."""
+    def forward(
+        self, x: torch.Tensor, state: State | None = None, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """Process a sequence, continuing from ``state`` (a fresh start when None). ``mask``
+        (batch, T) marks leading pads (0) of rows that have not started: they must leave the
+        state as it was (zero)."""
 
     @abstractmethod
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:

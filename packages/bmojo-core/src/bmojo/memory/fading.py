@@ -48,10 +48,17 @@ class Mamba2Fading(FadingMemory):
         y = gated_rmsnorm(y, z, self.norm_weight, c.norm_eps, group_size=c.d_inner // c.ssm_groups)
         return self.out_proj(y)
 
-    def forward(self, x, state=None):
+    def forward(self, x, state=None, mask=None):
+        """``mask`` (batch, T), 1 for a real token, 0 for a leading pad of a row that has not
+        started: a pad enters the conv as a zero input and the scan with dt = 0, so a row's state
+        after its pads is the zero state it started from (its outputs there are meaningless)."""
         c = self.cfg
         b, T, _ = x.shape
         z, xBC, dt = self._split(self.in_proj(x))
+        dt = F.softplus(dt + self.dt_bias)
+        if mask is not None:
+            m = mask.to(xBC.dtype)[..., None]
+            xBC, dt = xBC * m, dt * m
         xBC, conv_state = causal_conv1d(
             xBC, self.conv1d.weight[:, 0], self.conv1d.bias, None if state is None else state["conv"]
         )
@@ -59,7 +66,7 @@ class Mamba2Fading(FadingMemory):
         xs, B, C = torch.split(xBC, [c.d_inner, gn, gn], dim=-1)
         y, ssm_state = ssm_scan(
             xs.reshape(b, T, c.ssm_heads, c.ssm_head_dim),
-            F.softplus(dt + self.dt_bias),
+            dt,
             -torch.exp(self.A_log),
             B.reshape(b, T, c.ssm_groups, c.ssm_state_size),
             C.reshape(b, T, c.ssm_groups, c.ssm_state_size),

@@ -1,0 +1,52 @@
+"""rmsnorm / gated_rmsnorm on the NKI kernel: same contracts as ``bmojo.ops.rmsnorm.reference``.
+
+Host side: flatten to (rows, D), pad rows to a multiple of 128 with zeros, widen half precision
+to float32 (the reference normalises half precision in float32 too), launch, drop the padding.
+"""
+
+from __future__ import annotations
+
+from bmojo._checks import check_same, check_tensor, fail
+
+from bmojo_neuron.ops._tiles import kernel_dtype, launch, pad_axis, round_up
+
+
+def _run(x, z, weight, eps, group, gated):
+    from bmojo_neuron.ops.rmsnorm.kernel import MAX_WIDTH, rmsnorm_kernel
+
+    Dm = x.shape[-1]
+    if Dm > MAX_WIDTH:
+        fail("x", f"a last axis of at most {MAX_WIDTH} on Neuron (one row tile in SBUF)", Dm)
+    cd = kernel_dtype("x", x)
+    R = x.numel() // max(Dm, 1)
+    Rp = round_up(max(R, 1))
+    X = pad_axis(x.to(cd).reshape(R, Dm), 0, 0, Rp - R)
+    Z = pad_axis(z.to(cd).reshape(R, Dm), 0, 0, Rp - R) if gated else X[:1]
+    (out,) = launch(rmsnorm_kernel, X, weight.to(cd).reshape(1, Dm), Z, float(eps), int(group), bool(gated))
+    return out[:R].reshape(x.shape).to(x.dtype)
+
+
+def rmsnorm(x, weight, eps: float = 1e-6):
+    """Same contract as ``bmojo.ops.rmsnorm.reference.rmsnorm``."""
+    check_tensor("x", x)
+    check_tensor("weight", weight, shape=(x.shape[-1],))
+    check_same("weight", weight, "x", x)
+    if not eps > 0:
+        fail("eps", "a positive float", eps)
+    return _run(x, None, weight, eps, x.shape[-1], False)
+
+
+def gated_rmsnorm(x, z, weight, eps: float = 1e-6, group_size: int | None = None):
+    """Same contract as ``bmojo.ops.rmsnorm.reference.gated_rmsnorm``."""
+    check_tensor("x", x)
+    check_tensor("z", z, shape=tuple(x.shape))
+    check_same("z", z, "x", x)
+    width = x.shape[-1]
+    check_tensor("weight", weight, shape=(width,))
+    group = width if group_size is None else group_size
+    if isinstance(group, bool) or not isinstance(group, int) or group < 1 or width % group:
+        fail("group_size", f"a divisor of the last axis ({width})", group_size)
+    return _run(x, z, weight, eps, group, True)
+
+
+__all__ = ["gated_rmsnorm", "rmsnorm"]
