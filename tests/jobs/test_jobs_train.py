@@ -139,3 +139,18 @@ def test_bf16_autocast_trains_or_is_refused_by_name(tiny, corpus):
         assert str(err).startswith("--autocast: bf16 autocast does not work")
     else:
         assert torch.isfinite(torch.tensor(result["loss"]))
+
+
+def test_innovation_loss_is_added_when_its_weight_is_set(tiny, corpus, tmp_path):
+    plain = tiny(out=str(tmp_path / "plain"), steps=2, ckpt_every=0, val_every=0)
+    inno = replace(plain, out=str(tmp_path / "inno"), innovation_loss_weight=0.5)
+    run_training(plain, corpus=corpus)
+    run_training(inno, corpus=corpus)
+    a, b = JsonlLog.read(Path(plain.out) / "log.jsonl"), JsonlLog.read(Path(inno.out) / "log.jsonl")
+    assert "innovation_loss" not in a[0] and b[0]["innovation_loss"] > 0
+    # Step 1: same weights and batch, so the logged total is the cross-entropy plus the innovation part.
+    assert b[0]["loss"] == pytest.approx(a[0]["loss"] + b[0]["innovation_loss"], abs=2e-6)
+    cfg = ckpt.read_config(ckpt.resolve(inno.out))
+    assert all(layer.innovation_loss_weight == 0.5 for layer in cfg.layers)
+    with pytest.raises(ValueError, match="--innovation-loss-weight: "):
+        run_training(replace(inno, arch="swa", out=str(tmp_path / "swa")), corpus=corpus)

@@ -28,7 +28,7 @@ from bmojo.jobs import checkpoint as ckpt
 from bmojo.jobs import data as D
 from bmojo.jobs.distributed import STRATEGIES, all_reduce_sum, any_rank, setup, teardown, wrap
 from bmojo.jobs.optim import Schedule, adamw, set_lr
-from bmojo.jobs.presets import ARCHS, LABELS, SIZES, context_of, preset_config
+from bmojo.jobs.presets import ARCHS, LABELS, LAYER_FLAGS, SIZES, context_of, preset_config
 from bmojo.jobs.progress import JsonlLog, Progress
 from bmojo.model import BMojoLM
 
@@ -42,6 +42,9 @@ class TrainSettings:
     preset: str = "small"
     arch: str = "bmojo"
     config: str | None = None  #: a ModelConfig JSON file; replaces --preset/--arch
+    ssm_bypass: str | None = None  #: layer v2, on every layer of a preset (None: the preset's)
+    fading_offset: int | None = None
+    innovation_loss_weight: float | None = None
     data: str | None = None  #: None: the embedded default corpus
     seq_len: int | None = None  #: None: the preset's context (256 for small, 64 for tiny)
     batch_size: int = 16  #: global sequences per optimizer step
@@ -135,7 +138,11 @@ def validate(s: TrainSettings) -> None:
 def model_config(s: TrainSettings, corpus: D.Corpus) -> ModelConfig:
     if s.config is None:
         vocab = max(D.BYTE_VOCAB, corpus.vocab_size) if corpus.vocab_size <= D.BYTE_VOCAB else corpus.vocab_size
-        return preset_config(s.preset, s.arch, vocab_size=vocab)
+        overrides = {k: getattr(s, k) for k in LAYER_FLAGS}
+        return preset_config(s.preset, s.arch, vocab_size=vocab, overrides=overrides)
+    given = [flag for name, flag in LAYER_FLAGS.items() if getattr(s, name) is not None]
+    if given:
+        raise ValueError(f"{given[0]}: expected no layer flags with --config (set the field in the JSON), got one")
     path = Path(s.config)
     if not path.is_file():
         raise ValueError(f"--config: expected a ModelConfig JSON file, got {str(path)!r} (not found)")
@@ -179,15 +186,16 @@ def autocast_context(mode: str, device: torch.device, model: BMojoLM | None = No
     return context
 
 
-def lm_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean next-token cross-entropy (float32) plus any auxiliary losses the model reports."""
-    logits = model(x)
-    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-    parts = {"lm": loss.detach()}
-    # HOOK(layer-v2 innovation loss): when LayerConfig.innovation_loss_weight > 0 the model also
-    # returns an innovation auxiliary loss; add it here (weighted by the model) and record it in
-    # ``parts["innovation"]``. Pending: layer v2 has not landed on main (see docs/training.md).
-    return loss, parts
+def lm_loss(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, innovation: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Mean next-token cross-entropy (float32), plus the layer-v2 innovation loss when any layer
+    has ``innovation_loss_weight`` > 0 (``innovation``): returns (total, innovation part or None)."""
+    if not innovation:
+        logits = model(x)
+        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten()), None
+    logits, aux = model(x, return_aux=True)  # aux: Σ over layers of λ · mean innovation score
+    return F.cross_entropy(logits.float().flatten(0, 1), y.flatten()) + aux.float(), aux.detach()
 
 
 def _select_backend(name: str) -> None:
@@ -295,6 +303,7 @@ def _train(s: TrainSettings, world, device, corpus) -> dict:
     optimizer = adamw(model, lr=s.lr, weight_decay=s.weight_decay)
     schedule = Schedule(s.lr, s.warmup_steps, s.steps, s.min_lr_ratio)
     autocast = autocast_context(s.autocast, device, base)
+    innovation = any(layer.innovation_loss_weight > 0 for layer in config.layers)
 
     start, tokens, elapsed = 0, 0, 0.0
     if found is not None:
@@ -313,6 +322,9 @@ def _train(s: TrainSettings, world, device, corpus) -> dict:
         start, tokens, elapsed = trainer["step"], trainer["tokens"], trainer["elapsed_s"]
 
     label = LABELS.get(s.arch, s.arch) if s.config is None else Path(s.config).stem
+    v2 = [f"{k}={getattr(s, k)}" for k in LAYER_FLAGS if getattr(s, k) is not None]
+    if v2:
+        label += f" ({', '.join(v2)})"
     log = JsonlLog(out / "log.jsonl", enabled=world.main, resume_step=start if found is not None else None)
     bar = Progress(total=s.steps, initial=start, desc=f"train {label}", enabled=world.main and s.progress)
     if found is None:
@@ -361,6 +373,7 @@ def _train(s: TrainSettings, world, device, corpus) -> dict:
         set_lr(optimizer, lr)
         starts = D.batch_starts(corpus.train.numel(), T, s.batch_size, s.seed, step)[rows]
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        aux_sum = torch.zeros((), dtype=torch.float64, device=device)
         for m in range(s.accum):
             x, y = D.windows(corpus.train, starts[m * micro : (m + 1) * micro], T)
             last = m == s.accum - 1
@@ -369,9 +382,11 @@ def _train(s: TrainSettings, world, device, corpus) -> dict:
             sync = model.no_sync() if ddp and not last else contextlib.nullcontext()
             with sync:
                 with autocast():
-                    loss, _ = lm_loss(model, x.to(device), y.to(device))
+                    loss, aux = lm_loss(model, x.to(device), y.to(device), innovation=innovation)
                 (loss / s.accum).backward()
             loss_sum += loss.detach().double() / s.accum
+            if aux is not None:
+                aux_sum += aux.double() / s.accum
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip)
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
@@ -379,7 +394,7 @@ def _train(s: TrainSettings, world, device, corpus) -> dict:
         optimizer.zero_grad(set_to_none=True)
         step += 1
         tokens += s.batch_size * T
-        last_loss = all_reduce_sum([float(loss_sum)], device)[0] / world.size
+        last_loss, last_aux = (v / world.size for v in all_reduce_sum([float(loss_sum), float(aux_sum)], device))
         if not math.isfinite(last_loss):
             raise FloatingPointError(f"--lr: training diverged at step {step} (loss {last_loss}); lower --lr or --clip")
         rate = bar.update(loss=last_loss, tokens=s.batch_size * T, lr=lr)
@@ -392,6 +407,8 @@ def _train(s: TrainSettings, world, device, corpus) -> dict:
             "tokens_per_s": round(rate, 1),
             "elapsed_s": round(time.perf_counter() - t0, 3),
         }
+        if innovation:
+            record["innovation_loss"] = round(last_aux, 6)  # included in "loss"
         if s.val_every and (step % s.val_every == 0 or step == s.steps):
             val_loss = evaluate(model, corpus, s, world, device, autocast)
             record.update(val_loss=round(val_loss, 6), val_ppl=round(math.exp(val_loss), 4))
