@@ -83,5 +83,9 @@ def test_cli_writes_table_json_and_png(trained, tmp_path, capsys):
     assert [x["widened_layers"] for x in results[1]["results"]] == [0, 0, 0]
     assert (out / "length.png").stat().st_size > 0 and "| T |" in (out / "length.md").read_text()
     assert "| B |" in capsys.readouterr().out
+    # A second command reuses the cached evaluations (one per checkpoint) and writes the same numbers.
+    assert len(list((out / "cache").glob("*.json"))) == 2
+    assert main([*argv, "--windows", "2", "--out", str(out), "--label", "T", "B"]) == 0
+    assert json.loads((out / "length.json").read_text()) == results
     assert main([*argv, "--windows", "100000", "--out", str(out)]) == 2
     assert "--windows" in capsys.readouterr().err

@@ -22,6 +22,7 @@ config as stored (a sliding window of the training context).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import time
@@ -210,7 +211,9 @@ def register(sub) -> None:
         help="widen full-attention layers to the evaluated length (default on)",
     )
     p.add_argument("--batch-tokens", type=int, default=16384, help="tokens per forward batch (default 16384)")
-    p.add_argument("--out", default="runs/eval-length", help="writes length.json, length.md, length.png here")
+    p.add_argument(
+        "--out", default="runs/eval-length", help="writes length.json, length.md, length.png (and a cache/) here"
+    )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=run)
@@ -229,25 +232,34 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     factors = sorted(set(args.factors))
+    out = Path(args.out)
     results = []
     for i, path in enumerate(args.checkpoint):
-        res = evaluate_checkpoint(
-            path,
+        kw = dict(
             factors=factors,
             windows=args.windows,
             context=args.context,
             data=args.data,
             extend_attention=args.extend_attention,
-            batch_tokens=args.batch_tokens,
-            device=args.device,
         )
+        # Finished evaluations are cached under --out/cache, keyed by the checkpoint's files and
+        # every setting that changes the numbers, so models can be evaluated one command at a time.
+        step_dir = ckpt.resolve(path)
+        stamp = {f.name: f.stat().st_mtime_ns for f in sorted(step_dir.iterdir())}
+        key = hashlib.sha256(json.dumps([str(step_dir.resolve()), stamp, kw], sort_keys=True).encode()).hexdigest()
+        cached = out / "cache" / f"{key[:16]}.json"
+        if cached.is_file():
+            res = json.loads(cached.read_text())
+        else:
+            res = evaluate_checkpoint(path, **kw, batch_tokens=args.batch_tokens, device=args.device)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps(res, indent=1))
         if args.label is not None:
             res["label"] = args.label[i]
         results.append(res)
         tqdm.write(f"{res['label']}: " + ", ".join(f"{r['length']}: {r['ppl']:.3f}" for r in res["results"]))
     if len({r["context"] for r in results}) > 1:
         raise ValueError(f"--checkpoint: expected models trained at one context, got {[r['context'] for r in results]}")
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     text = (
         "perplexity over all tokens of each window\n\n"
