@@ -1,5 +1,7 @@
 """bmojo train with 2 CPU processes (gloo), DDP and FSDP2, against one process with the same global batch.
 
+The FSDP2 run also accumulates 2 micro-batches per process (4 rows = 2 processes × 2 × 1 row).
+
 Tolerance: after 4 AdamW steps every weight matches the single-process run to 1e-4 (absolute;
 weights are O(0.02-1)) and every logged loss to a relative 1e-5. The processes see the same rows;
 only float32 summation order differs (gradient all-reduce, sharded reductions), and Adam's
@@ -95,7 +97,7 @@ def runs(text_dir, tmp_path_factory):
             job(replace(base, out=str(root / "single-half-for-ddp"), resume=True, allow_world_size_change=True)),
         ]
     )
-    fsdp = replace(base, out=str(root / "fsdp"), strategy="fsdp")
+    fsdp = replace(base, out=str(root / "fsdp"), strategy="fsdp", accum=2)  # + accumulation (no grad sync on micro 1)
     spawn([job(fsdp)])
     return dict(root=root, base=base, single=single.out, ddp=ddp.out, fsdp=fsdp.out)
 
