@@ -121,6 +121,8 @@ def test_loading_validates_before_reading(tiny, corpus):
         (["--batch-size", "6", "--accum", "4"], "--batch-size: expected a multiple"),
         (["--warmup", "99", "--steps", "10"], "--warmup: expected <= --steps"),
         (["--stop-at", "0"], "--stop-at: expected a step"),
+        (["--arch", "swa", "--ssm-bypass", "gated"], "--ssm-bypass: expected 'none' for --arch swa"),
+        (["--fading-offset", "99"], "--fading-offset: expected 0 <= fading_offset <= window=16"),
     ],
 )
 def test_cli_errors_name_the_flag(argv, flag, text_dir, tmp_path, capsys):

@@ -455,6 +455,11 @@ def register(sub) -> None:
     model.add_argument(
         "--config", default=None, metavar="JSON", help="a ModelConfig JSON file (replaces --preset/--arch)"
     )
+    model.add_argument("--ssm-bypass", default=None, choices=("none", "gated"), help="layer v2: gated SSM bypass")
+    model.add_argument("--fading-offset", type=int, default=None, help="layer v2: fading offset δ (default w)")
+    model.add_argument(
+        "--innovation-loss-weight", type=float, default=None, help="layer v2: innovation loss weight λ (default 0)"
+    )
     data = p.add_argument_group("data")
     data.add_argument(
         "--data",
