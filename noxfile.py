@@ -14,19 +14,31 @@ nox.options.sessions = [
     "lint",
     "tests",
     "hf",
+    "mlx",
     "neuron",
     "conformance(backend='reference')",
+    "conformance(backend='mlx')",
     "conformance(backend='neuron')",
+    "conformance(backend='triton')",
+    "triton",
 ]
 nox.options.error_on_missing_interpreters = True
 
 CONSTRAINTS = ("-c", "constraints/ci.txt")
 CORE = "packages/bmojo-core"
 HF = "packages/bmojo-hf"
+MLX = "packages/bmojo-mlx"
 NEURON = "packages/bmojo-neuron"
 #: The neuron kernels run in bmojo-neuron's NumPy emulator of NKI on CPU-only machines; on a
 #: Trainium/Inferentia host with the Neuron SDK pass BMOJO_NEURON_EMULATE=0 (docs/backends/neuron.md).
 NEURON_EMULATE = {"BMOJO_NEURON_EMULATE": os.environ.get("BMOJO_NEURON_EMULATE", "1")}
+TRITON = "packages/bmojo-triton"
+#: On a CPU the triton backend runs under Triton's interpreter, asked for explicitly. numpy < 2.4:
+#: triton 3.6's interpreter converts 1-element arrays to loop bounds, which numpy 2.4 rejects.
+TRITON_CPU = ("triton", "numpy<2.4")
+TRITON_ENV = {"TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+#: The interpreter's numpy deprecation warning, once per loop bound (thousands per run).
+QUIET = ("-W", "ignore:Conversion of an array with ndim:DeprecationWarning")
 
 
 @nox.session(python=False)
@@ -54,11 +66,29 @@ def hf(session: nox.Session) -> None:
 
 
 @nox.session
+def mlx(session: nox.Session) -> None:
+    """bmojo-mlx (ops on mx.array, the native MLX model) against bmojo-core and its torch reference.
+    Its dependency markers install ``mlx[cpu]`` on Linux (the pure-MLX path) and ``mlx`` on macOS."""
+    session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "-e", MLX)
+    env = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+    session.run("pytest", "tests/mlx_backend", "-q", *session.posargs, env=env)
+
+
+@nox.session
 def neuron(session: nox.Session) -> None:
     """bmojo-neuron (NKI kernels) against bmojo-core: the kernels run in its NKI emulator on CPU."""
     session.install(*CONSTRAINTS, "-e", CORE, "-e", NEURON, "pytest")
     env = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", **NEURON_EMULATE}
     session.run("pytest", "tests/neuron", "-q", *session.posargs, env=env)
+
+
+@nox.session
+def triton(session: nox.Session) -> None:
+    """bmojo-triton's kernel tests (tests/triton_backend) on CPU under the Triton interpreter; on a GPU
+    machine run ``pytest tests/triton_backend --bmojo-device=cuda`` instead (see docs/backends/triton.md)."""
+    session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "-e", TRITON, *TRITON_CPU)
+    env = {"PYTHONHASHSEED": "0", **TRITON_ENV}
+    session.run("python", "-m", "pytest", "tests/triton_backend", "-q", *QUIET, *session.posargs, env=env)
 
 
 @nox.session
@@ -90,13 +120,22 @@ def conformance(session: nox.Session, backend: str) -> None:
     path = CONFORMANCE_BACKENDS[backend]
     if path is not None and not os.path.exists(os.path.join(path, "pyproject.toml")):
         session.skip(f"{path} is not in this repository yet")
-    session.install(*CONSTRAINTS, f"{CORE}[test]", *([path] if path else []))
+    # triton on a CPU: the interpreter (explicit selection only); pass `-- --bmojo-device=cuda`
+    # on a GPU machine, where the interpreter must stay off: TRITON_INTERPRET=0 nox -s ...
+    extra, env, opts = (), {}, ()
+    if backend == "triton":
+        extra, opts = TRITON_CPU, QUIET
+        env = {k: os.environ.get(k, v) for k, v in TRITON_ENV.items()}
+    elif backend == "neuron":
+        env = NEURON_EMULATE
+    session.install(*CONSTRAINTS, f"{CORE}[test]", *([path] if path else []), *extra)
     session.chdir(session.create_tmp())  # outside the repo: tests come from the installed wheel
     session.run(
         "pytest",
         "--pyargs",
         "bmojo.testing.conformance",
         f"--bmojo-backend={backend}",
+        *opts,
         *session.posargs,
-        env={"BMOJO_BACKEND": backend, "PYTHONHASHSEED": "0", **(NEURON_EMULATE if backend == "neuron" else {})},
+        env={"BMOJO_BACKEND": backend, "PYTHONHASHSEED": "0", **env},
     )

@@ -6,6 +6,7 @@ user can fix the call without reading our source. Nothing here reshapes or casts
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -61,6 +62,20 @@ def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         fail(name, f"an int >= {minimum}", value)
     return value
+
+
+def check_flag(name: str, value, *, minimum: int | None = None, positive_float: bool = False):
+    """Check a command-line value (or list of values); the error names the flag as the user typed it."""
+    if positive_float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+        return
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if isinstance(value, (list, tuple)) and not value:
+        raise ValueError(f"{name}: expected at least one value, got none")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or (minimum is not None and v < minimum):
+            raise ValueError(f"{name}: expected an int >= {minimum}, got {v!r}")
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

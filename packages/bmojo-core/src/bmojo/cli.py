@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, BackendError) as err:  # our errors already name the argument
         print(f"bmojo {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a message, not a traceback (finished work is kept on disk)
+        print(f"\nbmojo {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from bmojo.ops.eidetic import EVICTIONS
+#: Eviction rules of the eidetic memory (``bmojo.ops.eidetic`` re-exports this). Defined here so
+#: reading a config needs no torch (the MLX model loads checkpoints without it).
+EVICTIONS = ("lowest", "fifo")
 
 LAYER_PRESETS = ("transformer", "swa", "mamba2", "bmojo_f", "bmojo")
 SSM_BYPASSES = ("none", "gated")
@@ -65,6 +68,8 @@ def _float(cfg, name, *, positive=True):
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _bad(name, "a number", value)
+    if not math.isfinite(value):
+        raise _bad(name, "a finite number", value)
     if positive and not value > 0:
         raise _bad(name, "a positive number", value)
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from bmojo._checks import check_flag
 from bmojo.config import ModelConfig
 from bmojo.model import BMojoLM
 from bmojo.tasks import recall_batch
@@ -25,10 +26,23 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
-    cfg = ModelConfig.preset(
+def validate_args(args) -> None:
+    """Every flag up front; errors name the flag, not the config field behind it."""
+    from bmojo.config import ConfigError
+
+    for name in ("--steps", "--pairs", "--vocab", "--d-model", "--batch", "--window"):
+        check_flag(name, getattr(args, name[2:].replace("-", "_")), minimum=1)
+    check_flag("--seed", args.seed, minimum=0)
+    if args.pairs > args.vocab // 2:
+        raise ValueError(f"--pairs: expected <= --vocab // 2 = {args.vocab // 2}, got {args.pairs}")
+    try:
+        _config(args)
+    except ConfigError as err:
+        raise ValueError(f"--d-model/--window give an invalid model: {err}") from None
+
+
+def _config(args) -> ModelConfig:
+    return ModelConfig.preset(
         "bmojo",
         vocab_size=args.vocab,
         d_model=args.d_model,
@@ -39,6 +53,13 @@ def run(args) -> int:
         ssm_head_dim=16,
         ssm_chunk_size=16,
     ).replace(init_std=0.05)  # 0.02 trains too slowly at this width (see docs/experiments.md)
+
+
+def run(args) -> int:
+    validate_args(args)
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    cfg = _config(args)
     model = BMojoLM(cfg)
     n_params = sum(p.numel() for p in model.parameters())
     print(

@@ -19,7 +19,7 @@ from bmojo.config import LayerConfig, ModelConfig
 from bmojo.layer import BMojoMixer
 from bmojo.memory import State
 from bmojo.norm import RMSNorm
-from bmojo.state import DecodeState, StateError
+from bmojo.state import _ST_DTYPES, DecodeState, StateError
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -97,8 +97,8 @@ class BMojoLM(nn.Module):
     def _check_ids(self, ids, name="input_ids", ndim=2):
         if not isinstance(ids, torch.Tensor):
             fail(name, "a torch.Tensor of token ids", type(ids).__name__)
-        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-            fail(name, "an integer tensor (token ids)", ids.dtype)
+        if ids.dtype not in (torch.int64, torch.int32):  # what nn.Embedding accepts
+            fail(name, "an integer tensor of token ids (int64 or int32)", ids.dtype)
         if ids.ndim != ndim:
             want = "(batch, T)" if ndim == 2 else "(batch,)"
             fail(name, f"a {ndim}-d tensor {want}", f"shape {tuple(ids.shape)}")
@@ -118,6 +118,8 @@ class BMojoLM(nn.Module):
             fail("state", f"{self.config.n_layers} layer states", len(state.layers))
         if state.batch_size != batch:
             fail("state", f"batch size {batch} (same as input_ids)", state.batch_size)
+        # Every key, shape and dtype as init_state makes them for this model (meta: no allocation).
+        state.check_like(self.init_state(batch, device="meta"))
 
     def _head(self, h):
         h = self.norm_f(h)
@@ -210,6 +212,10 @@ class BMojoLM(nn.Module):
     ) -> torch.Tensor:
         """Greedy (temperature 0) or sampled continuation; returns the new tokens (batch, n)."""
         check_int("max_new_tokens", max_new_tokens, minimum=1)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
+            fail("temperature", "a number >= 0 (0: greedy)", temperature)
+        if math.isinf(temperature):
+            fail("temperature", "a finite number >= 0 (0: greedy)", temperature)
         logits, state = self.prefill(input_ids)
         last = logits[:, -1]
         out = []
@@ -233,35 +239,59 @@ class BMojoLM(nn.Module):
         return DecodeState.load(path, self)
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``config.json`` and ``model.safetensors`` (tied weights stored once)."""
+        """Write ``config.json`` and ``model.safetensors`` (tied weights stored once); the weights
+        file carries the config too, so weights are never loaded under another config."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_NAME).write_text(self.config.to_json())
         tensors = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "library": "bmojo"})
+        meta = {"format": "pt", "library": "bmojo", "config": self.config.to_json()}
+        save_file(tensors, str(directory / WEIGHTS_NAME), metadata=meta)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, device=None, dtype=None) -> BMojoLM:
-        """Load a model saved by ``save_pretrained``; every tensor is checked against the config."""
+        """Load a model saved by ``save_pretrained``. The config, and every tensor's name, shape
+        and dtype in the weights file's header, are checked before the model is allocated."""
+        from safetensors import safe_open
+
         directory = Path(directory)
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"directory: expected {name} in {str(directory)!r}, not found")
-        config = ModelConfig.from_json((directory / CONFIG_NAME).read_text())
-        model = cls(config)
-        tensors = load_file(str(directory / WEIGHTS_NAME))
-        expected = model.state_dict()
-        missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+        cfg_path, weights = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        try:
+            config = ModelConfig.from_json(cfg_path.read_text())
+        except ValueError as err:  # JSONDecodeError and ConfigError are ValueErrors
+            raise StateError(f"{cfg_path}: {err}") from None
+        try:
+            with safe_open(str(weights), framework="pt") as f:
+                meta = f.metadata() or {}
+                header = {n: (tuple(f.get_slice(n).get_shape()), f.get_slice(n).get_dtype()) for n in f.keys()}
+        except Exception as err:  # safetensors raises its own error types for a corrupt header
+            raise StateError(f"{weights}: expected a safetensors file, got {type(err).__name__}: {err}") from None
+        if "config" in meta:  # written since the config is stored with the weights
+            try:
+                saved = ModelConfig.from_json(meta["config"])
+            except ValueError as err:
+                raise StateError(f"{weights}: metadata config: {err}") from None
+            if saved != config:
+                diff = _config_diff(saved.to_dict(), config.to_dict())
+                raise StateError(f"{weights}: saved for another config than {cfg_path.name} ({diff})")
+        with torch.device("meta"):  # the expected tensors, without allocating them
+            expected = {k: (tuple(v.shape), v.dtype) for k, v in cls(config).state_dict().items()}
+        missing, unexpected = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
         if missing or unexpected:
             raise StateError(
                 f"{WEIGHTS_NAME}: expected the config's tensors; missing {missing}, unexpected {unexpected}"
             )
-        for name, t in tensors.items():
-            if t.shape != expected[name].shape:
-                raise StateError(f"{name}: expected shape {tuple(expected[name].shape)}, got {tuple(t.shape)}")
-            if t.dtype != expected[name].dtype and dtype is None:
-                expected_dt = expected[name].dtype
-                raise StateError(f"{name}: expected dtype {expected_dt} (pass dtype= to convert), got {t.dtype}")
+        for name, (shape, st_dtype) in header.items():
+            want_shape, want_dtype = expected[name]
+            if shape != want_shape:
+                raise StateError(f"{name}: expected shape {want_shape}, got {shape}")
+            if st_dtype != _ST_DTYPES.get(want_dtype) and dtype is None:
+                raise StateError(f"{name}: expected dtype {want_dtype} (pass dtype= to convert), got {st_dtype}")
+        model = cls(config)
+        tensors = load_file(str(weights))
         if dtype is not None:
             # Convert before loading: copying float64 weights into the float32 model built above
             # would round them to float32 first.
@@ -270,3 +300,17 @@ class BMojoLM(nn.Module):
         if device is not None:
             model = model.to(device)
         return model
+
+
+def _config_diff(a: dict, b: dict, prefix: str = "") -> str:
+    """The first few fields where two config dicts differ, as ``field: a vs b``."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+            for i, (u, v) in enumerate(zip(x, y)):
+                if u != v:
+                    out.append(_config_diff(u, v, f"{prefix}{key}[{i}].") if isinstance(u, dict) else f"{key}[{i}]")
+        elif x != y:
+            out.append(f"{prefix}{key}: {x!r} vs {y!r}")
+    return "; ".join(out[:4])

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from bmojo._checks import check_flag
 from bmojo.config import ModelConfig
 from bmojo.model import BMojoLM
 from bmojo.tasks import check_mqar, mqar_batch, mqar_query_start
@@ -228,14 +229,8 @@ def train_run(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.steps, pct_start=0.1)
     gen = _data_generator(s.seed)
     start, losses, elapsed, curve = 0, [], 0.0, []
-    if ckpt is not None and ckpt.is_file():
-        saved = torch.load(ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["opt"])
-        sched.load_state_dict(saved["sched"])
-        gen.set_state(saved["gen"])
-        start, losses, elapsed = saved["step"], saved["losses"], saved["elapsed"]
-        curve = saved.get("curve", [])
+    if ckpt is not None and checkpoint_exists(ckpt):
+        start, losses, elapsed, curve = load_checkpoint(ckpt, model, opt, sched, gen, s, device)
     grid = s.grid
     t0 = time.perf_counter() - elapsed
     bar = tqdm(range(start, s.steps), desc=desc, unit="step", initial=start, total=s.steps, leave=False)
@@ -258,26 +253,14 @@ def train_run(
             curve.append([done, round(time.perf_counter() - t0, 1), evaluate(model, small, device)])
             tqdm.write(f"{desc} step {done}: {curve[-1][2]}")
         if ckpt is not None and ckpt_every > 0 and done % ckpt_every == 0 and done < s.steps:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            state = {
-                "model": model.state_dict(),
-                "opt": opt.state_dict(),
-                "sched": sched.state_dict(),
-                "gen": gen.get_state(),
-                "step": done,
-                "losses": losses,
-                "elapsed": time.perf_counter() - t0,
-                "curve": curve,
-            }
-            torch.save(state, ckpt.with_suffix(".tmp"))
-            os.replace(ckpt.with_suffix(".tmp"), ckpt)
+            save_checkpoint(ckpt, model, opt, sched, gen, done, losses, time.perf_counter() - t0, curve)
     bar.close()
     train_s = time.perf_counter() - t0
     acc = evaluate(model, s, device)
     if save_to is not None:
         model.save_pretrained(save_to)
-    if ckpt is not None and ckpt.is_file():
-        ckpt.unlink()
+    if ckpt is not None:
+        remove_checkpoint(ckpt)
     return {
         "accuracy": acc,
         "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
@@ -286,6 +269,179 @@ def train_run(
         "accuracy_curve": curve,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+
+
+# ----------------------------------------------------------------------------- checkpoints
+#
+# A checkpoint is two files: ``<key>.safetensors`` (model weights, optimizer moments, data
+# generator state) and ``<key>.json`` (step, losses, optimizer hyper-parameters, scheduler state,
+# and the SHA-256 of the tensor file). Nothing is unpickled: a results directory is data, whoever
+# wrote it. Both are validated against the run before anything is loaded, and written atomically
+# (the JSON last, so its presence means the checkpoint is complete).
+
+CKPT_FORMAT = "bmojo-mqar-checkpoint"
+CKPT_VERSION = 1
+
+
+def _ckpt_files(ckpt: Path) -> tuple[Path, Path]:
+    return ckpt.with_suffix(".safetensors"), ckpt.with_suffix(".json")
+
+
+def checkpoint_exists(ckpt: Path) -> bool:
+    return _ckpt_files(ckpt)[1].is_file()
+
+
+def remove_checkpoint(ckpt: Path) -> None:
+    for f in _ckpt_files(ckpt):
+        f.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write ``path`` through a temporary file in the same directory and ``os.replace``: a crash
+    or Ctrl-C leaves the old file or the new one, never a truncated one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if isinstance(data, str):
+            tmp.write_text(data)
+        else:
+            tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def save_checkpoint(ckpt: Path, model, opt, sched, gen, step: int, losses, elapsed: float, curve) -> None:
+    from safetensors.torch import save as st_save
+
+    tensors_path, json_path = _ckpt_files(ckpt)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    opt_state = opt.state_dict()
+    for i, st in opt_state["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{i}.{k}"] = v.detach().contiguous().cpu()
+    tensors["gen"] = gen.get_state()
+    write_atomic(tensors_path, st_save(tensors))
+    meta = {
+        "format": CKPT_FORMAT,
+        "version": CKPT_VERSION,
+        "tensors_sha256": _sha256(tensors_path),
+        "step": step,
+        "losses": losses,
+        "elapsed": elapsed,
+        "curve": curve,
+        "param_groups": opt_state["param_groups"],
+        "sched": sched.state_dict(),
+    }
+    write_atomic(json_path, json.dumps(meta))
+
+
+def _json_like(value, reference) -> bool:
+    """Does ``value`` (read from JSON) have the structure of ``reference`` (a live state dict)?"""
+    if isinstance(reference, bool) or reference is None:
+        return isinstance(value, bool) or value is None
+    if isinstance(reference, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(reference, str):
+        return isinstance(value, str)
+    if isinstance(reference, (list, tuple)):
+        return isinstance(value, list) and len(value) == len(reference) and all(map(_json_like, value, reference))
+    if isinstance(reference, dict):
+        return (
+            isinstance(value, dict)
+            and set(value) == set(reference)
+            and all(_json_like(value[k], reference[k]) for k in reference)
+        )
+    return False
+
+
+def load_checkpoint(ckpt: Path, model, opt, sched, gen, s: Settings, device):
+    """Restore a checkpoint written by :func:`save_checkpoint` into fresh ``model``/``opt``/
+    ``sched``/``gen``; returns (step, losses, elapsed, curve). A file that does not match the
+    run raises ``ValueError`` naming it."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    tensors_path, json_path = _ckpt_files(ckpt)
+
+    def bad(path: Path, why: str) -> ValueError:
+        return ValueError(f"{path}: not a valid checkpoint of this run ({why}); delete it to start the run over")
+
+    try:
+        meta = json.loads(json_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise bad(json_path, f"{type(err).__name__}: {err}") from None
+    if not isinstance(meta, dict) or meta.get("format") != CKPT_FORMAT or meta.get("version") != CKPT_VERSION:
+        raise bad(json_path, f"expected format {CKPT_FORMAT!r} version {CKPT_VERSION}")
+    step = meta.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 < step < s.steps:
+        raise bad(json_path, f"step: expected an int in [1, {s.steps}), got {step!r}")
+    losses, elapsed, curve = meta.get("losses"), meta.get("elapsed"), meta.get("curve")
+    if not (isinstance(losses, list) and len(losses) == step and all(isinstance(x, (int, float)) for x in losses)):
+        raise bad(json_path, f"losses: expected {step} numbers")
+    if isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) or not elapsed >= 0:
+        raise bad(json_path, f"elapsed: expected seconds >= 0, got {elapsed!r}")
+    if not isinstance(curve, list):
+        raise bad(json_path, "curve: expected a list")
+    fresh_opt, fresh_sched = opt.state_dict(), sched.state_dict()
+    groups = meta.get("param_groups")
+    if not _json_like(groups, fresh_opt["param_groups"]):
+        raise bad(json_path, "param_groups: expected the optimizer's parameter groups")
+    if any(g["params"] != f["params"] for g, f in zip(groups, fresh_opt["param_groups"])):
+        raise bad(json_path, "param_groups: parameters differ from this model's")
+    sched_state = meta.get("sched")
+    if not _json_like(sched_state, fresh_sched):
+        raise bad(json_path, "sched: expected the learning-rate scheduler's state")
+    if not tensors_path.is_file() or _sha256(tensors_path) != meta.get("tensors_sha256"):
+        raise bad(tensors_path, f"missing, or not the tensors {json_path.name} was written with")
+    # Every tensor's name, shape and dtype, from the header, before loading any of them.
+    index = {
+        i: p for g, fg in zip(opt.param_groups, fresh_opt["param_groups"]) for i, p in zip(fg["params"], g["params"])
+    }
+    expected = {f"model.{k}": (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+    g0 = gen.get_state()
+    expected["gen"] = (tuple(g0.shape), g0.dtype)
+    stats = {"step": lambda p: ((), torch.float32), "exp_avg": lambda p: (tuple(p.shape), p.dtype)}
+    stats["exp_avg_sq"] = stats["exp_avg"]
+    try:
+        with safe_open(str(tensors_path), framework="pt") as f:
+            header = {n: tuple(f.get_slice(n).get_shape()) for n in f.keys()}
+    except Exception as err:
+        raise bad(tensors_path, f"{type(err).__name__}: {err}") from None
+    with_state = set()
+    for name in header:  # optimizer moments exist only for parameters that received a gradient
+        parts = name.split(".")
+        if len(parts) == 3 and parts[0] == "opt" and parts[1].isdigit() and int(parts[1]) in index:
+            i = int(parts[1])
+            if parts[2] in stats and str(i) == parts[1]:
+                with_state.add(i)
+    for i in with_state:
+        for k, spec in stats.items():
+            expected[f"opt.{i}.{k}"] = spec(index[i])
+    if set(header) != set(expected):
+        odd = sorted(set(header) ^ set(expected))[:4]
+        raise bad(tensors_path, f"tensors: expected this run's names, these differ: {odd}")
+    for name, shape in header.items():
+        if shape != expected[name][0]:
+            raise bad(tensors_path, f"{name}: expected shape {expected[name][0]}, got {shape}")
+    tensors = load_file(str(tensors_path))
+    for name, t in tensors.items():
+        if t.dtype != expected[name][1]:
+            raise bad(tensors_path, f"{name}: expected dtype {expected[name][1]}, got {t.dtype}")
+    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    state = {i: {k: tensors[f"opt.{i}.{k}"] for k in stats} for i in sorted(with_state)}
+    for g, f in zip(groups, fresh_opt["param_groups"]):
+        for k, v in f.items():
+            if isinstance(v, tuple):
+                g[k] = tuple(g[k])
+    opt.load_state_dict({"state": state, "param_groups": groups})
+    sched.load_state_dict(sched_state)
+    gen.set_state(tensors["gen"])
+    return step, losses, float(elapsed), curve
 
 
 # ----------------------------------------------------------------------------- the experiment
@@ -422,8 +578,10 @@ def plot(results: list[dict], s: Settings, path: Path, ablation: bool) -> None:
     axes[0][0].set_ylabel("accuracy")
     axes[0][-1].legend(fontsize=8, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110)
     plt.close(fig)
+    os.replace(tmp, path)
 
 
 def register(sub) -> None:
@@ -527,8 +685,83 @@ def settings_from_args(args) -> Settings:
     )
 
 
+def check_device(flag: str, name: str) -> torch.device:
+    """A torch device that exists here, or a ValueError naming ``flag``."""
+    try:
+        device = torch.device(name)
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{flag}: expected an available torch device, got {name!r} ({first})") from None
+    return device
+
+
+def check_out_dir(flag: str, path: Path) -> None:
+    """Create the results directory, or a ValueError naming ``flag``."""
+    try:
+        (path / "runs").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{flag}: expected a directory we can create and write, got {str(path)!r} ({err})") from None
+
+
+def validate_args(args) -> None:
+    """Every flag, up front: nothing trains before a bad value is reported, by its flag name."""
+    for name in ("--seq-len", "--kv-pairs"):
+        check_flag(name, getattr(args, name[2:].replace("-", "_")), minimum=1)
+    for name in ("--steps", "--d-model", "--vocab", "--batch", "--window", "--hybrid-state", "--eval-sequences"):
+        check_flag(name, getattr(args, name[2:].replace("-", "_")), minimum=1)
+    for name in ("--seed", "--ckpt-every", "--eval-every"):
+        check_flag(name, getattr(args, name[2:].replace("-", "_")), minimum=0)
+    if args.threads is not None:
+        check_flag("--threads", args.threads, minimum=1)
+    if args.eidetic_capacity is not None:
+        check_flag("--eidetic-capacity", args.eidetic_capacity, minimum=0)
+    check_flag("--lr", args.lr, positive_float=True)
+    check_flag("--init-std", args.init_std, positive_float=True)
+    if not args.budgets:
+        raise ValueError("--budgets: expected at least one value, got none")
+    for b in args.budgets:
+        check_flag("--budgets", b, positive_float=True)
+
+
+def _model_flags_ok(s: Settings) -> None:
+    """The model configs these sizes give are valid; a ConfigError is reported with the flags."""
+    from bmojo.config import ConfigError
+
+    try:
+        arch_config("transformer", s, None)
+        arch_config("bmojo", s, None, eidetic_capacity=1)
+    except ConfigError as err:
+        raise ValueError(f"--d-model/--window/--hybrid-state/--vocab give an invalid model: {err}") from None
+
+
+def read_run_record(path: Path) -> dict:
+    """A cached run's JSON, or a ValueError naming the file (a truncated or edited file)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a valid run record ({type(err).__name__}: {err}); delete it to rerun") from None
+    acc = record.get("accuracy") if isinstance(record, dict) else None
+    if not isinstance(acc, dict) or not all(isinstance(v, (int, float)) for v in acc.values()):
+        raise ValueError(f"{path}: not a valid run record (no accuracy table); delete it to rerun")
+    return record
+
+
 def run(args) -> int:
+    validate_args(args)
+    device = check_device("--device", args.device)
+    from bmojo.backends import requested, set_backend
+
+    previous = requested()[0] if requested()[1].startswith("use_backend") else None
     select_backend(args.backend)
+    try:
+        return _run(args, device)
+    finally:  # called as a function (tests, notebooks): leave the caller's selection as it was
+        if args.backend != "auto":
+            set_backend(previous, check=False)
+
+
+def _run(args, device) -> int:
     # These models are small enough that one thread is as fast as several on an idle machine and
     # much faster on a busy one (intra-op threads spin against other processes).
     torch.set_num_threads(max(1, args.threads or 1))
@@ -538,17 +771,22 @@ def run(args) -> int:
             f"--seq-len/--kv-pairs: expected at least one valid (T, pairs) cell (T >= 2·pairs + max(2·pairs, T/2)), "
             f"got T={list(s.seq_lens)} pairs={list(s.kv_pairs)}"
         )
-    if s.steps < 1:
-        raise ValueError(f"--steps: expected >= 1, got {s.steps}")
     if args.arch is None:
         archs = ["transformer", "bmojo"] if args.quick else list(ARCHS)
     else:
         archs = list(dict.fromkeys(args.arch))
+    _model_flags_ok(s)
     out = Path(args.out)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    device = torch.device(args.device)
+    check_out_dir("--out", out)
     budgets = [0.75] if args.quick else args.budgets
-    runs = plan(s, archs, budgets, args.eidetic_capacity)
+    from bmojo.config import ConfigError
+
+    try:
+        runs = plan(s, archs, budgets, args.eidetic_capacity)
+    except ConfigError as err:
+        raise ValueError(f"--eidetic-capacity/--window/--hybrid-state give an invalid model: {err}") from None
+    if not runs:
+        raise ValueError(f"--budgets/--arch: no architecture has a configuration within budgets {budgets}")
     gaps = ", ".join(f"T={T} kv={n}: queries from {mqar_query_start(T, n)}" for T, n in s.grid)
     print(
         f"MQAR: vocab {s.vocab}, {gaps}; {len(runs)} models of 2 layers, width {s.d_model}, "
@@ -561,14 +799,14 @@ def run(args) -> int:
         record = {k: v for k, v in run_.items() if k != "config"}
         record["config"] = run_["config"].to_dict()
         if path.is_file():
-            record.update(json.loads(path.read_text()))
+            record.update(read_run_record(path))
             tqdm.write(f"{LABELS[run_['arch']]} ({run_['budget']}): cached in {path}")
         else:
             desc = f"{LABELS[run_['arch']]} {run_['budget']}"
             ckpt = out / "ckpt" / f"{run_['key']}.pt"
             save_to = out / "models" / path.stem if args.save_models else None
             record.update(train_run(run_["config"], s, device, ckpt, desc, args.ckpt_every, args.eval_every, save_to))
-            path.write_text(json.dumps(record, indent=1))
+            write_atomic(path, json.dumps(record, indent=1))
             accs = " ".join(f"{k}: {v:.3f}" for k, v in record["accuracy"].items())
             tqdm.write(f"{desc} ({_knobs(run_['knobs'])}): {accs}  [{record['train_seconds']:.0f} s]")
         results.append(record)
@@ -589,7 +827,7 @@ def run(args) -> int:
         "results": results,
         "ordering": notes,
     }
-    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    write_atomic(out / "results.json", json.dumps(summary, indent=1))
     plot(results, s, out / "mqar.png", ablation=args.eidetic_capacity is not None)
     print(f"\nwrote {out / 'results.json'} and {out / 'mqar.png'} ({wall:.0f} s)")
     return 0

@@ -9,6 +9,7 @@ validated against the model on load, so a state saved for another config fails l
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +72,26 @@ class DecodeState:
         positions, 8 bytes per row, are bookkeeping and not counted)."""
         return sum(t.numel() * t.element_size() for layer in self.layers for t in layer.values())
 
+    def check_like(self, expected: DecodeState, what: str = "state") -> None:
+        """Raise :class:`StateError` unless this state has exactly ``expected``'s layers, keys,
+        shapes and dtypes (``expected`` comes from ``model.init_state``, e.g. on the meta device)
+        and valid positions. Generic: whatever keys ``init_state`` produces are the contract."""
+        if len(self.layers) != len(expected.layers):
+            raise StateError(f"{what}: expected {len(expected.layers)} layer states, got {len(self.layers)}")
+        for i, (got, want) in enumerate(zip(self.layers, expected.layers)):
+            if not isinstance(got, dict) or set(got) != set(want):
+                keys = sorted(got) if isinstance(got, dict) else type(got).__name__
+                raise StateError(f"{what}.layers[{i}]: expected tensors {sorted(want)}, got {keys}")
+            for key, t in want.items():
+                g = got[key]
+                if not isinstance(g, torch.Tensor) or g.shape != t.shape or g.dtype != t.dtype:
+                    actual = f"{tuple(g.shape)} {g.dtype}" if isinstance(g, torch.Tensor) else type(g).__name__
+                    raise StateError(
+                        f"{what}.layers[{i}].{key}: expected {tuple(t.shape)} {t.dtype} (the state of another "
+                        f"model config or batch size?), got {actual}"
+                    )
+        _check_positions(f"{what}.positions", self.positions, expected.positions)
+
     def detach(self) -> DecodeState:
         return DecodeState(self.positions, [{k: v.detach() for k, v in layer.items()} for layer in self.layers])
 
@@ -100,48 +121,95 @@ class DecodeState:
 
     @classmethod
     def load(cls, path: str | Path, model) -> DecodeState:
-        """Load a state saved by ``save`` and check it against ``model`` (a ``BMojoLM``)."""
+        """Load a state saved by ``save`` and check it against ``model`` (a ``BMojoLM``). The
+        metadata, every tensor name, shape and dtype are validated before any tensor is read;
+        every error names the file."""
         from safetensors import safe_open
 
         path = Path(path)
         if not path.is_file():
             raise StateError(f"path: expected an existing safetensors file, got {str(path)!r}")
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            names = set(f.keys())
+
+        def bad(what: str, expected: str, actual) -> StateError:
+            return StateError(f"{path}: {what}: expected {expected}, got {actual}")
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                header = {n: (tuple(f.get_slice(n).get_shape()), f.get_slice(n).get_dtype()) for n in f.keys()}
+        except Exception as err:  # safetensors raises its own error types for a corrupt header
+            raise bad("file", "a safetensors file", f"{type(err).__name__}: {err}") from None
         if meta.get("format") != FORMAT:
-            raise StateError(f"{path}: expected metadata format={FORMAT!r}, got {meta.get('format')!r}")
+            raise bad("metadata format", repr(FORMAT), repr(meta.get("format")))
         if meta.get("version") != VERSION:
             hint = " (version 1 states hold one position for the batch; re-create the state)"
             raise StateError(
                 f"{path}: expected state version {VERSION!r}, got {meta.get('version')!r}"
                 + (hint if meta.get("version") == "1" else "")
             )
-        saved_cfg = json.loads(meta.get("config", "null"))
+        try:
+            saved_cfg = json.loads(meta.get("config", "null"))
+        except json.JSONDecodeError as err:
+            raise bad("metadata config", "the model config as JSON", f"invalid JSON ({err})") from None
         if saved_cfg != model.config.to_dict():
             raise StateError(f"{path}: expected a state saved for this model's config, got a different config")
-        if POSITIONS_KEY not in names:
-            raise StateError(f"{path}: expected a {POSITIONS_KEY!r} tensor, got tensors {sorted(names)[:8]}")
+        if POSITIONS_KEY not in header:
+            raise bad("tensors", f"a {POSITIONS_KEY!r} tensor", sorted(header)[:8])
+        pshape, pdtype = header.pop(POSITIONS_KEY)
+        if len(pshape) != 1 or pshape[0] < 1 or pdtype not in _INT_DTYPES:
+            raise bad(POSITIONS_KEY, "a 1-d integer tensor (batch,)", f"{pdtype} {pshape}")
+        if not header:
+            raise bad("tensors", "at least one state tensor", "none")
+        n_layers = model.config.n_layers
+        names: dict[str, tuple[int, str]] = {}
+        for name in header:
+            m = _TENSOR_NAME.fullmatch(name)
+            if m is None or int(m.group(1)) >= n_layers:
+                raise bad("tensor name", f"'layers.<i>.<key>' with i in [0, {n_layers})", repr(name))
+            names[name] = (int(m.group(1)), m.group(2))
+        expected = model.init_state(pshape[0], device="meta")
+        got: list[dict[str, tuple]] = [{} for _ in range(n_layers)]
+        for name, (i, key) in names.items():
+            got[i][key] = header[name]
+        for i, (have, want) in enumerate(zip(got, expected.layers)):
+            if set(have) != set(want):
+                raise bad(f"layers[{i}]", f"tensors {sorted(want)}", sorted(have))
+            for key, t in want.items():
+                shape, dtype = have[key]
+                if shape != tuple(t.shape) or dtype != _ST_DTYPES.get(t.dtype):
+                    raise bad(f"layers[{i}].{key}", f"{tuple(t.shape)} {t.dtype}", f"{shape} {dtype}")
         tensors = load_file(str(path), device=str(next(model.parameters()).device))
         positions = tensors.pop(POSITIONS_KEY).cpu()
-        layers: list[State] = [{} for _ in range(model.config.n_layers)]
+        if bool((positions < 0).any()):
+            raise bad(POSITIONS_KEY, "positions >= 0", positions.tolist())
+        layers: list[State] = [{} for _ in range(n_layers)]
         for name, t in tensors.items():
-            parts = name.split(".", 2)
-            if len(parts) != 3 or parts[0] != "layers" or not parts[1].isdigit() or int(parts[1]) >= len(layers):
-                raise StateError(f"{path}: expected tensors 'layers.<i>.<name>' for {len(layers)} layers, got {name!r}")
-            layers[int(parts[1])][parts[2]] = t
-        batch = positions.shape[0] if positions.ndim == 1 else -1
-        if batch < 1 or positions.is_floating_point():
-            raise StateError(
-                f"{POSITIONS_KEY}: expected a 1-d integer tensor (batch,), "
-                f"got {positions.dtype} {tuple(positions.shape)}"
-            )
-        expected = model.init_state(batch)
-        for i, (got, want) in enumerate(zip(layers, expected.layers)):
-            if set(got) != set(want):
-                raise StateError(f"layers[{i}]: expected tensors {sorted(want)}, got {sorted(got)}")
-            for key, t in want.items():
-                if got[key].shape != t.shape or got[key].dtype != t.dtype:
-                    actual = f"{tuple(got[key].shape)} {got[key].dtype}"
-                    raise StateError(f"layers[{i}].{key}: expected {tuple(t.shape)} {t.dtype}, got {actual}")
+            i, key = names[name]
+            layers[i][key] = t
         return cls(positions, layers)
+
+
+#: ``layers.<i>.<key>`` with a canonical non-negative index (no ``-1``, no ``01``).
+_TENSOR_NAME = re.compile(r"layers\.(0|[1-9][0-9]*)\.(.+)")
+_ST_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+_INT_DTYPES = ("I64", "I32", "I16", "I8", "U8")
+
+
+def _check_positions(what: str, value, expected: torch.Tensor) -> None:
+    """Positions as ``init_state`` makes them (a (batch,) int64 tensor), all non-negative."""
+    if not isinstance(value, torch.Tensor) or value.shape != expected.shape or value.dtype != expected.dtype:
+        actual = f"{tuple(value.shape)} {value.dtype}" if isinstance(value, torch.Tensor) else repr(value)
+        raise StateError(f"{what}: expected {tuple(expected.shape)} {expected.dtype}, got {actual}")
+    if value.numel() and bool((value < 0).any()):
+        raise StateError(f"{what}: expected positions >= 0, got {value.tolist()}")

@@ -62,6 +62,23 @@ class BMojoPreTrainedModel(PreTrainedModel):
         # generate must not build a DynamicCache: the model creates its own BMojoCache.
         return False
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """transformers' loading, made strict: a checkpoint that lacks weights the config needs
+        (say, a config edited to one more layer) or whose shapes differ is refused instead of
+        being filled with random initial weights."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        missing = sorted(info.get("missing_keys") or ())
+        mismatched = sorted(str(m) for m in (info.get("mismatched_keys") or ()))
+        if missing or mismatched:
+            where = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            raise ValueError(
+                f"{where}: expected a checkpoint with every weight of its config; missing {missing[:8]}"
+                f"{' ...' if len(missing) > 8 else ''}, mismatched shapes {mismatched[:8]}"
+            )
+        return (model, info) if want_info else model
+
     def _init_weights(self, module):
         # Core's own initialisation (normal(init_std), residual-scaled output projections); the
         # SSM's dt_bias/A_log/D are initialised by core's constructors.
@@ -72,8 +89,8 @@ class BMojoPreTrainedModel(PreTrainedModel):
 def _check_ids(input_ids, vocab_size: int) -> None:
     if not isinstance(input_ids, torch.Tensor):
         raise ValueError(f"input_ids: expected a torch.Tensor of token ids, got {type(input_ids).__name__}")
-    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
-        raise ValueError(f"input_ids: expected an integer tensor, got {input_ids.dtype}")
+    if input_ids.dtype not in (torch.int64, torch.int32):  # what nn.Embedding accepts
+        raise ValueError(f"input_ids: expected an integer tensor (int64 or int32), got {input_ids.dtype}")
     if input_ids.ndim != 2 or input_ids.numel() == 0:
         raise ValueError(f"input_ids: expected a non-empty (batch, T) tensor, got shape {tuple(input_ids.shape)}")
     lo, hi = int(input_ids.min()), int(input_ids.max())

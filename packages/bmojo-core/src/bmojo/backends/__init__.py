@@ -3,7 +3,8 @@
 Backends are pluggy plugins in the ``bmojo`` entry-point group (see ``docs/backends.md``). The
 public API: :func:`use_backend` / ``BMOJO_BACKEND`` to choose explicitly, ``BMOJO_DISABLE`` to
 rule some out, :func:`get_registry` to inspect states, and the records of :mod:`.spec`.
-Importing this package never imports a plugin or torch.
+Ops on another framework's arrays (MLX) are selected by the same registry: :mod:`.arrays`.
+Importing this package never imports a plugin, torch or another array framework.
 """
 
 from bmojo.backends.registry import (
@@ -12,6 +13,7 @@ from bmojo.backends.registry import (
     KNOWN_BACKENDS,
     REFERENCE,
     BackendError,
+    BackendOpError,
     BackendStatus,
     BackendUnavailableError,
     Registry,
@@ -22,7 +24,7 @@ from bmojo.backends.registry import (
     set_registry,
     use_backend,
 )
-from bmojo.backends.spec import OPS, Backend, OpImpl, Probe, hookimpl, hookspec
+from bmojo.backends.spec import OPS, TORCH, Backend, Converters, OpImpl, Probe, hookimpl, hookspec
 
 __all__ = [
     "ENV_BACKEND",
@@ -30,10 +32,13 @@ __all__ = [
     "KNOWN_BACKENDS",
     "OPS",
     "REFERENCE",
+    "TORCH",
     "Backend",
     "BackendError",
+    "BackendOpError",
     "BackendStatus",
     "BackendUnavailableError",
+    "Converters",
     "OpImpl",
     "Probe",
     "Registry",

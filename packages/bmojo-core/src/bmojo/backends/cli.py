@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from bmojo.backends.registry import ENV_BACKEND, ENV_DISABLE, BackendError, State, get_registry, requested
-from bmojo.backends.spec import ANY_DEVICE, OPS
+from bmojo.backends.spec import ANY_DEVICE, OPS, TORCH
 
 
 def register(sub) -> None:
@@ -24,15 +24,19 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _ops_text(ops: dict[str, tuple[str, ...]]) -> str:
+def _ops_text(ops: dict[str, tuple[str, ...]], frameworks: dict[str, str] | None = None) -> str:
+    """Ops grouped by (framework, devices); non-torch frameworks are named: ``all ops [mlx: cpu,gpu]``."""
     if not ops:
         return "-"
-    groups: dict[tuple[str, ...], list[str]] = {}
+    frameworks = frameworks or {}
+    groups: dict[tuple, list[str]] = {}
     for op, devices in ops.items():
-        groups.setdefault(tuple(devices), []).append(op)
+        groups.setdefault((frameworks.get(op, TORCH), tuple(devices)), []).append(op)
     parts = []
-    for devices, names in groups.items():
+    for (framework, devices), names in groups.items():
         where = "any device" if ANY_DEVICE in devices else ",".join(devices)
+        if framework != TORCH:
+            where = f"{framework}: {where}"
         listed = "all ops" if len(names) == len(OPS) else ", ".join(names)
         parts.append(f"{listed} [{where}]")
     return "; ".join(parts)
@@ -45,10 +49,33 @@ def _selection(device: str) -> tuple[dict[str, str], str]:
         return {}, str(err)
 
 
+def _array_selections(device: str) -> dict[str, dict[str, str] | str]:
+    """framework → {op: backend} for every non-torch framework an available backend serves (an
+    error message instead when an explicit request cannot be met)."""
+    out: dict[str, dict[str, str] | str] = {}
+    for framework in get_registry().array_frameworks():
+        try:
+            out[framework] = get_registry().array_selection(framework, device)
+        except BackendError as err:
+            out[framework] = str(err)
+    return out
+
+
+def _print_selection(selection: dict[str, str]) -> None:
+    by_backend: dict[str, list[str]] = {}
+    for op, name in selection.items():
+        by_backend.setdefault(name, []).append(op)
+    for name, ops in by_backend.items():
+        print(f"  {name}: {', '.join(ops) if len(ops) < len(OPS) else 'all ops'}")
+
+
 def run(args) -> int:
-    statuses = get_registry().statuses()
+    registry = get_registry()
+    statuses = registry.statuses()
+    unknown_disabled = registry.unknown_disabled()
     explicit, source = requested()
     selection, error = _selection(args.device)
+    arrays = _array_selections(args.device)
     if args.json:
         print(
             json.dumps(
@@ -59,6 +86,9 @@ def run(args) -> int:
                     "device": args.device,
                     "selection": selection,
                     "selection_error": error,
+                    "array_selection": {fw: sel for fw, sel in arrays.items() if isinstance(sel, dict)},
+                    "array_selection_error": {fw: sel for fw, sel in arrays.items() if isinstance(sel, str)},
+                    "unknown_disabled": unknown_disabled,
                 },
                 indent=2,
             )
@@ -67,7 +97,7 @@ def run(args) -> int:
     rows = []
     for s in statuses:
         prio = "-" if s.priority is None else str(s.priority)
-        rows.append((s.name, s.version or "-", str(s.state), prio, s.reason or "-", _ops_text(s.ops)))
+        rows.append((s.name, s.version or "-", str(s.state), prio, s.reason or "-", _ops_text(s.ops, s.frameworks)))
     header = ("BACKEND", "VERSION", "STATE", "PRIORITY", "REASON", "OPS")
     rows.insert(0, header)
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
@@ -78,16 +108,21 @@ def run(args) -> int:
             if s.error:
                 print(f"\n--- {s.name}: {s.state} ---\n{s.error.rstrip()}")
     print()
+    if unknown_disabled:
+        print(f"warning: {ENV_DISABLE} names no installed backend: {', '.join(unknown_disabled)}")
     who = f"explicit: {explicit!r} ({source})" if explicit else "implicit (highest priority available per op)"
     print(f"selection on {args.device}: {who}")
     if error:
         print(f"  error: {error}")
+    _print_selection(selection)
+    for framework, sel in arrays.items():
+        print(f"selection for {framework} arrays on {args.device}: {who}")
+        if isinstance(sel, str):
+            print(f"  error: {sel}")
+        else:
+            _print_selection(sel)
+    if error:
         return 1
-    by_backend: dict[str, list[str]] = {}
-    for op, name in selection.items():
-        by_backend.setdefault(name, []).append(op)
-    for name, ops in by_backend.items():
-        print(f"  {name}: {', '.join(ops) if len(ops) < len(OPS) else 'all ops'}")
     failed = [s for s in statuses if s.state in (State.IMPORT_FAILED, State.INVALID)]
     if failed:
         print(f"{len(failed)} plugin(s) failed to load; run with -v for tracebacks")

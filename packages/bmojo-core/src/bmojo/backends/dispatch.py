@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bmojo.backends.registry import REFERENCE, get_registry
+from bmojo.backends.registry import REFERENCE, BackendOpError, get_registry, pinned_backend
 from bmojo.backends.spec import OPS, _resolve
 
 Tensor = torch.Tensor
@@ -227,6 +227,70 @@ def _reference(name: str) -> Callable:
     return fn
 
 
+# ----- running a backend: failures and outputs are attributed to it -----
+def _meta(v):
+    return v.detach().to("meta") if isinstance(v, torch.Tensor) else v
+
+
+def _describe(t) -> str:
+    if not isinstance(t, torch.Tensor):
+        return type(t).__name__
+    return f"shape {tuple(t.shape)} {t.dtype} on {t.device}"
+
+
+#: Input signatures whose outputs were already checked, per (op, backend): output shapes and
+#: dtypes are functions of the input shapes, so each signature is checked once.
+_CHECKED: set[tuple] = set()
+
+
+def _signature(d: "OpDef", backend: str, pos, kw) -> tuple:
+    return (
+        d.name,
+        backend,
+        tuple((tuple(v.shape), v.dtype, v.device) if isinstance(v, torch.Tensor) else v for v in pos),
+        tuple(kw.items()),
+    )
+
+
+def _check_outputs(d: "OpDef", backend: str, out, pos, kw) -> None:
+    """Compare a backend's outputs with the op's declared outputs (its fake implementation run on
+    meta tensors): count, type, shape, dtype and device. Errors name the backend and the op."""
+    key = _signature(d, backend, pos, kw)
+    if key in _CHECKED:
+        return
+    with torch.no_grad():
+        want = d.fake(*[_meta(v) for v in pos], **kw)
+    want = (want,) if isinstance(want, torch.Tensor) else tuple(want)
+    got = (out,) if isinstance(out, torch.Tensor) else (tuple(out) if isinstance(out, (tuple, list)) else (out,))
+    where = f"bmojo backend {backend!r} returned a bad output from {d.name}"
+    if len(got) != len(want):
+        raise BackendOpError(f"{where}: expected {len(want)} output tensor(s), got {len(got)}")
+    device = next((v.device for v in pos if isinstance(v, torch.Tensor)), None)
+    for i, (g, w) in enumerate(zip(got, want)):
+        if not isinstance(g, torch.Tensor) or tuple(g.shape) != tuple(w.shape) or g.dtype != w.dtype:
+            raise BackendOpError(f"{where}: output {i}: expected shape {tuple(w.shape)} {w.dtype}, got {_describe(g)}")
+        if device is not None and g.device != device:
+            raise BackendOpError(f"{where}: output {i}: expected device {device}, got {g.device}")
+    if len(_CHECKED) > 4096:
+        _CHECKED.clear()
+    _CHECKED.add(key)
+
+
+def _run(d: "OpDef", backend: str, fn: Callable, pos, kw):
+    """Call a backend's implementation. The reference is trusted; any other backend's exception
+    becomes a :class:`BackendOpError` naming the backend and the op, and its outputs are checked."""
+    if backend == REFERENCE:
+        return fn(*pos, **kw)
+    try:
+        out = fn(*pos, **kw)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:  # a kernel's sys.exit() is the backend's failure, not the process's end
+        raise BackendOpError(f"bmojo backend {backend!r} failed in {d.name}: {type(err).__name__}: {err}") from err
+    _check_outputs(d, backend, out, pos, kw)
+    return out
+
+
 def resolve(name: str, device_type: str) -> tuple[str, Callable]:
     """(backend name, implementation) that ``name`` runs on ``device_type`` now."""
     backend, impl = get_registry().resolve(name, device_type)
@@ -238,8 +302,8 @@ def _make_kernel(d: OpDef):
         bound = d.signature.bind(*args, **kwargs)
         bound.apply_defaults()
         pos, kw = d.split(bound)
-        _, impl = get_registry().resolve(d.name, _device_type(pos))
-        return _finish(_load(impl.fn)(*pos, **kw), pos)
+        backend, impl = get_registry().resolve(d.name, _device_type(pos))
+        return _finish(_run(d, backend, _load(impl.fn), pos, kw), pos)
 
     return kernel
 
@@ -283,10 +347,28 @@ def _make_backward_kernel(d: OpDef):
         bound = d.signature.bind(*args, **kwargs)
         bound.apply_defaults()
         pos, kw = d.split(bound)
-        _, impl = get_registry().resolve(d.name, _device_type(pos))
+        backend, impl = get_registry().resolve(d.name, _device_type(pos))
         explicit = impl.backward
         if explicit is not None:
-            res = list(_load(explicit)(list(grads), list(needs), *pos, **kw))
+            try:
+                res = list(_load(explicit)(list(grads), list(needs), *pos, **kw))
+            except Exception as err:
+                raise BackendOpError(
+                    f"bmojo backend {backend!r} failed in the backward of {d.name}: {type(err).__name__}: {err}"
+                ) from err
+            if len(res) != len(d.tensor_params):
+                raise BackendOpError(
+                    f"bmojo backend {backend!r}: the backward of {d.name} returned {len(res)} gradients, "
+                    f"expected {len(d.tensor_params)} (one per tensor argument)"
+                )
+            for j, i in enumerate(d.tensor_params):
+                g, t = res[j], pos[i]
+                if needs[j] and t is not None and g is not None:
+                    if not isinstance(g, torch.Tensor) or tuple(g.shape) != tuple(t.shape):
+                        raise BackendOpError(
+                            f"bmojo backend {backend!r}: the backward of {d.name} returned gradient {j} with "
+                            f"{_describe(g)}, expected shape {tuple(t.shape)}"
+                        )
         else:
             fn = _load(impl.fn) if impl.differentiable else _reference(d.name)
             res = _recompute_grads(fn, d, grads, needs, pos, kw)
@@ -328,6 +410,12 @@ def _register_autograd(d: OpDef):
         ctx.kwonly = dict(keyword_only_inputs or {})
         outs = (output,) if isinstance(output, torch.Tensor) else output
         ctx.out_meta = [(o.shape, o.dtype, o.device) for o in outs]
+        # The backward runs on the backend that ran this forward, not on whatever is selected
+        # when backward() is called (the selection may have changed in between).
+        try:
+            ctx.backend = get_registry().resolve(d.name, _device_type(inputs))[0]
+        except Exception:  # tracing with an unavailable selection: the forward raises at run time
+            ctx.backend = None
 
     def backward(ctx, *grads):
         n = d.n_positional
@@ -347,7 +435,8 @@ def _register_autograd(d: OpDef):
             for g, (shape, dtype, dev) in zip(grads, ctx.out_meta)
         ]
         kw = {name: ctx.kwonly[name] for name in names[n:] if name in ctx.kwonly}
-        res = d.backward_op(grads, needs, *values, **kw)
+        with pinned_backend(ctx.backend):
+            res = d.backward_op(grads, needs, *values, **kw)
         out = [None] * n
         for j, i in enumerate(d.tensor_params):
             if needs[j] and values[i] is not None:
@@ -440,9 +529,9 @@ def _call(name: str, args: tuple, kwargs: dict):
                 device = t.device.type
         else:
             if not torch._C._len_torch_function_stack() and not torch._C._len_torch_dispatch_stack():
-                _, impl = _registry().resolve(name, device or "cpu")
+                backend, impl = _registry().resolve(name, device or "cpu")
                 if not needs_grad or (impl.differentiable and impl.backward is None):
-                    return _load(impl.fn)(*args, **kwargs)
+                    return _run(_DEFS[name], backend, _load(impl.fn), args, kwargs)
     return getattr(torch.ops.bmojo, name)(*args, **kwargs)
 
 

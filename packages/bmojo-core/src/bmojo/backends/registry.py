@@ -12,6 +12,11 @@ States, in the order a backend can fail:
 * ``disabled`` — named in ``BMOJO_DISABLE`` (comma-separated);
 * ``available``.
 
+Frameworks: torch dispatch (``resolve``) only ever picks ops whose framework is torch. Ops on
+another framework's arrays (``OpImpl.framework``, e.g. ``"mlx"``) are resolved by
+``resolve_array`` with the same rules, except that the reference (torch only) is never a fallback
+for them; :mod:`bmojo.backends.arrays` calls them.
+
 Selection: an explicit request (``use_backend(name)``, else ``BMOJO_BACKEND=name``) uses that
 backend for the ops it provides and raises :class:`BackendUnavailableError` carrying the reason
 when it is not available — never a silent fallback. Ops it does not implement at all run the
@@ -22,6 +27,7 @@ falling back to the reference; each choice is logged once at INFO on the ``bmojo
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import importlib.metadata
 import logging
@@ -33,7 +39,7 @@ from enum import Enum
 
 import pluggy
 
-from bmojo.backends.spec import OPS, PROJECT, Backend, BackendSpecs, OpImpl
+from bmojo.backends.spec import OPS, PROJECT, TORCH, Backend, BackendSpecs, Converters, OpImpl
 
 log = logging.getLogger("bmojo.backends")
 
@@ -59,6 +65,11 @@ class State(str, Enum):
 
 class BackendError(RuntimeError):
     """A backend cannot serve a request; the message says why."""
+
+
+class BackendOpError(BackendError):
+    """A backend's implementation of an op raised, or returned outputs that break the op's
+    contract (count, shape, dtype, device); the message names the backend and the op."""
 
 
 class BackendUnavailableError(BackendError):
@@ -88,6 +99,13 @@ class BackendStatus:
             return {}
         return {op: impl.devices for op, impl in self.backend.ops.items()}
 
+    @property
+    def frameworks(self) -> dict[str, str]:
+        """op → the array framework its implementation takes (``"torch"``, ``"mlx"``, ...)."""
+        if self.backend is None:
+            return {}
+        return {op: impl.framework or TORCH for op, impl in self.backend.ops.items()}
+
     def as_dict(self) -> dict:
         return {
             "name": self.name,
@@ -97,6 +115,7 @@ class BackendStatus:
             "priority": self.priority,
             "origin": self.origin,
             "ops": {op: list(devs) for op, devs in self.ops.items()},
+            "frameworks": self.frameworks,
             "known_deviations": dict(self.backend.known_deviations) if self.backend else {},
             "error": self.error,
         }
@@ -106,8 +125,54 @@ def _disabled() -> set[str]:
     return {n.strip() for n in os.environ.get(ENV_DISABLE, "").split(",") if n.strip()}
 
 
+def _what(framework: str) -> str:
+    return "torch tensors" if framework == TORCH else f"{framework} arrays"
+
+
 def _short(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
+
+
+#: Seconds a backend's ``probe()`` may take before it counts as unavailable (``BMOJO_PROBE_TIMEOUT``).
+ENV_PROBE_TIMEOUT = "BMOJO_PROBE_TIMEOUT"
+DEFAULT_PROBE_TIMEOUT = 10.0
+
+
+def probe_timeout() -> float:
+    raw = os.environ.get(ENV_PROBE_TIMEOUT, "").strip()
+    if not raw:
+        return DEFAULT_PROBE_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise BackendError(f"{ENV_PROBE_TIMEOUT}: expected a positive number of seconds, got {raw!r}")
+    return value
+
+
+def _guarded(fn):
+    """Run plugin code: any exception a plugin can raise — including ``SystemExit`` and other
+    ``BaseException`` subclasses — is returned as ``(None, err)``; only ``KeyboardInterrupt``
+    (the user) passes through."""
+    try:
+        return fn(), None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:  # a plugin's sys.exit() must not end the process
+        return None, err
+
+
+def _call_with_timeout(fn, timeout: float):
+    """``_guarded(fn)`` in a daemon thread; ``TimeoutError`` when it has not returned in time (the
+    thread is abandoned: a hung probe costs one thread, never the caller)."""
+    box: list = []
+    thread = threading.Thread(target=lambda: box.append(_guarded(fn)), name="bmojo-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not box:
+        return None, TimeoutError(f"probe() did not return within {timeout:g} s ({ENV_PROBE_TIMEOUT})")
+    return box[0]
 
 
 class Registry:
@@ -123,6 +188,7 @@ class Registry:
         self._probes: dict[str, tuple[bool, str]] = {}
         self._cache: dict[tuple, tuple[str, OpImpl]] = {}
         self._logged: set[tuple] = set()
+        self._builtin_names: set[str] = set()
         self.plugin_manager = pluggy.PluginManager(PROJECT)
         self.plugin_manager.add_hookspecs(BackendSpecs)
 
@@ -147,10 +213,9 @@ class Registry:
             for ep in eps:
                 dist = getattr(ep, "dist", None)
                 origin = f"{dist.name} {dist.version}" if dist is not None else f"entry point {ep.value}"
-                try:
-                    plugin = ep.load()
-                    pname = pm.register(plugin, name=f"ep:{ep.name}")
-                except Exception as err:  # guard every entry point: one broken plugin breaks nothing
+                # Guard every entry point: one broken plugin breaks nothing, whatever it raises.
+                pname, err = _guarded(lambda ep=ep: pm.register(ep.load(), name=f"ep:{ep.name}"))
+                if err is not None:
                     self._record(
                         BackendStatus(
                             ep.name,
@@ -158,25 +223,30 @@ class Registry:
                             _short(err),
                             origin=origin,
                             version=dist.version if dist is not None else "",
-                            error=traceback.format_exc(),
+                            error="".join(traceback.format_exception(type(err), err, err.__traceback__)),
                         )
                     )
                     log.warning("bmojo: backend plugin %r failed to import: %s", ep.name, _short(err))
                     continue
                 origins[pname] = origin
-            for impl in pm.hook.bmojo_backends.get_hookimpls():
+            # Built-ins first, whatever order pluggy calls hooks in (tryfirst/trylast): a plugin
+            # can never take a built-in's name, so ``reference`` is always the real one.
+            impls = sorted(
+                pm.hook.bmojo_backends.get_hookimpls(), key=lambda i: not i.plugin_name.startswith("builtin:")
+            )
+            for impl in impls:
                 origin = origins.get(impl.plugin_name, impl.plugin_name)
+                builtin = impl.plugin_name.startswith("builtin:")
                 fallback_name = impl.plugin_name.split(":", 1)[-1]
-                try:
-                    records = list(impl.function() or [])
-                except Exception as err:
+                records, err = _guarded(lambda impl=impl: list(impl.function() or []))
+                if err is not None:
                     self._record(
                         BackendStatus(
                             fallback_name,
                             State.IMPORT_FAILED,
                             f"bmojo_backends() raised {_short(err)}",
                             origin=origin,
-                            error=traceback.format_exc(),
+                            error="".join(traceback.format_exception(type(err), err, err.__traceback__)),
                         )
                     )
                     continue
@@ -187,6 +257,17 @@ class Registry:
                                 fallback_name,
                                 State.INVALID,
                                 f"bmojo_backends() returned {type(rec).__name__}, not a Backend",
+                                origin=origin,
+                            )
+                        )
+                        continue
+                    if rec.name in self._builtin_names or (not builtin and rec.name == REFERENCE):
+                        self._record(
+                            BackendStatus(
+                                rec.name + "@" + origin,
+                                State.INVALID,
+                                f"backend name {rec.name!r} is reserved for the built-in backend",
+                                version=rec.version,
                                 origin=origin,
                             )
                         )
@@ -203,6 +284,8 @@ class Registry:
                             )
                         )
                         continue
+                    if builtin:
+                        self._builtin_names.add(rec.name)
                     self._found[rec.name] = BackendStatus(
                         rec.name,
                         State.AVAILABLE,
@@ -217,43 +300,75 @@ class Registry:
             self._loaded = True
 
     def _record(self, status: BackendStatus) -> None:
-        if status.name not in self._found or self._found[status.name].backend is None:
+        """Keep a failure under its name; several failures under one name are all kept (joined)."""
+        old = self._found.get(status.name)
+        if old is None:
             self._found[status.name] = status
+        elif old.backend is None and old.state is not State.NOT_INSTALLED:
+            old.reason = f"{old.reason}; {status.reason}"
+            old.error = "\n".join(e for e in (old.error, status.error) if e)
 
     def _probe(self, status: BackendStatus) -> tuple[bool, str]:
-        if status.name not in self._probes:
-            try:
-                p = status.backend.run_probe()
-                self._probes[status.name] = (p.available, p.reason or ("" if p.available else "probe() said no"))
-            except Exception as err:
-                self._probes[status.name] = (False, f"probe() raised {_short(err)}")
-        return self._probes[status.name]
+        """Probe one backend, once per process, with a timeout (see :func:`probe_timeout`)."""
+        with self._lock:
+            if status.name not in self._probes:
+                probe, err = _call_with_timeout(status.backend.run_probe, probe_timeout())
+                if err is not None:
+                    result = (False, str(err) if isinstance(err, TimeoutError) else f"probe() raised {_short(err)}")
+                else:
+                    result = (probe.available, probe.reason or ("" if probe.available else "probe() said no"))
+                self._probes[status.name] = result
+            return self._probes[status.name]
 
     # ----- states -----
-    def statuses(self) -> list[BackendStatus]:
-        """Every backend with its current state (``BMOJO_DISABLE`` is read now)."""
-        self._load()
-        disabled = _disabled()
-        out = []
-        for name in sorted(self._found, key=lambda n: (n != REFERENCE, n)):
-            base = self._found[name]
-            st = BackendStatus(**{k: getattr(base, k) for k in base.__dataclass_fields__})
-            if base.backend is not None:
+    def _state(self, name: str, disabled: set[str]) -> BackendStatus:
+        """The current status of a loaded name. Disabled backends are never probed; others are
+        probed here (once per process)."""
+        base = self._found[name]
+        st = BackendStatus(**{k: getattr(base, k) for k in base.__dataclass_fields__})
+        if base.backend is not None:
+            if name in disabled and name != REFERENCE:
+                st.state, st.reason = State.DISABLED, f"listed in {ENV_DISABLE}"
+            else:
                 ok, reason = self._probe(base)
                 if not ok:
                     st.state, st.reason = State.UNAVAILABLE, reason
-                elif name in disabled and name != REFERENCE:
-                    st.state, st.reason = State.DISABLED, f"listed in {ENV_DISABLE}"
                 else:
                     st.reason = reason  # an available backend's note, e.g. "emulated (tests only)"
-            out.append(st)
-        return out
+        return st
+
+    def _check_disabled(self, disabled: set[str]) -> None:
+        unknown = sorted(disabled - set(self._found))
+        if unknown:
+            self._log_once(
+                ("disable-unknown", tuple(unknown)),
+                logging.WARNING,
+                "bmojo: %s=%s names no installed backend: %s (known: %s)",
+                ENV_DISABLE,
+                os.environ.get(ENV_DISABLE, ""),
+                ", ".join(unknown),
+                ", ".join(sorted(self._found)),
+            )
+
+    def unknown_disabled(self) -> list[str]:
+        """Names in ``BMOJO_DISABLE`` that match no backend (a typo disables nothing)."""
+        self._load()
+        return sorted(_disabled() - set(self._found))
+
+    def statuses(self) -> list[BackendStatus]:
+        """Every backend with its current state (``BMOJO_DISABLE`` is read now). Probes every
+        backend that is not disabled (what ``bmojo backends`` shows); dispatch never calls this."""
+        self._load()
+        disabled = _disabled()
+        self._check_disabled(disabled)
+        return [self._state(name, disabled) for name in sorted(self._found, key=lambda n: (n != REFERENCE, n))]
 
     def status(self, name: str) -> BackendStatus:
-        for st in self.statuses():
-            if st.name == name:
-                return st
-        known = ", ".join(s.name for s in self.statuses())
+        """The status of one backend; probes only that one."""
+        self._load()
+        if name in self._found:
+            return self._state(name, _disabled())
+        known = ", ".join(sorted(self._found, key=lambda n: (n != REFERENCE, n)))
         return BackendStatus(name, State.NOT_INSTALLED, f"no backend named {name!r} is installed (known: {known})")
 
     # ----- selection -----
@@ -269,15 +384,69 @@ class Registry:
             self._cache[key] = choice
             return choice
 
-    def _choose(self, op, device_type, explicit, source):
+    def resolve_array(self, op: str, framework: str, device_type: str) -> tuple[str, OpImpl]:
+        """Like :meth:`resolve`, for arrays of ``framework`` (``"mlx"``, ...) computed on
+        ``device_type``: only ops declaring that framework are candidates, and the reference
+        (torch only) is never a fallback."""
+        explicit, source = requested()
+        key = (op, device_type, explicit, os.environ.get(ENV_DISABLE, ""), framework)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        with self._lock:
+            choice = self._choose(op, device_type, explicit, source, framework)
+            self._cache[key] = choice
+            return choice
+
+    def converters(self, framework: str) -> Converters:
+        """The converters an available backend declares for ``framework`` (the explicit backend's
+        when one is requested)."""
+        explicit, _ = requested()
+        key = ("converters", framework, explicit, os.environ.get(ENV_DISABLE, ""))
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        self._load()
+        disabled = _disabled()
+        # Probe only the backends of this framework that declare converters (never every backend).
+        found = []
+        for name, st in self._found.items():
+            if st.backend is not None and st.backend.framework == framework and st.backend.converters is not None:
+                current = self._state(name, disabled)
+                if current.state is State.AVAILABLE:
+                    found.append(current.backend)
+        found.sort(key=lambda b: (b.name != explicit, -b.priority, b.name))
+        if not found:
+            raise BackendError(f"no available backend declares converters for framework {framework!r}")
+        self._cache[key] = found[0].converters
+        return found[0].converters
+
+    def _choose(self, op, device_type, explicit, source, framework=TORCH):
+        """Probe only what this choice needs: the requested backend, or — implicitly — the
+        candidates for this op, device and array framework in priority order until one is
+        available."""
         if op not in OPS:
             raise BackendError(f"unknown op {op!r}; the op set is {list(OPS)}")
-        statuses = {s.name: s for s in self.statuses()}
+        self._load()
+        disabled = _disabled()
+        self._check_disabled(disabled)
+        reference = self._found[REFERENCE].backend
+        what = _what(framework)
         if explicit is not None:
-            st = statuses.get(explicit) or self.status(explicit)
+            st = self.status(explicit)
             if st.state is not State.AVAILABLE:
                 raise BackendUnavailableError(explicit, st.state, st.reason, source)
             impl = st.backend.ops.get(op)
+            if impl is not None and (impl.framework or TORCH) != framework:
+                raise BackendError(
+                    f"bmojo backend {explicit!r} (requested by {source}) provides {op} for "
+                    f"{_what(impl.framework or TORCH)}, not {what}"
+                )
+            if impl is None and framework != TORCH:
+                raise BackendError(
+                    f"bmojo backend {explicit!r} (requested by {source}) does not implement {op}, and the "
+                    f"reference serves torch tensors only, not {what}"
+                )
             if impl is None:
                 self._log_once(
                     (op, explicit, "missing"),
@@ -287,8 +456,8 @@ class Registry:
                     source,
                     op,
                 )
-                return REFERENCE, statuses[REFERENCE].backend.ops[op]
-            if not impl.runs_on(device_type):
+                return REFERENCE, reference.ops[op]
+            if not impl.runs_on(device_type, framework):
                 raise BackendError(
                     f"bmojo backend {explicit!r} (requested by {source}) provides {op} for devices "
                     f"{list(impl.devices)}, not {device_type!r}"
@@ -296,22 +465,24 @@ class Registry:
             return explicit, impl
         candidates = [
             s
-            for s in statuses.values()
-            if s.state is State.AVAILABLE
+            for name, s in self._found.items()
+            if s.backend is not None
+            and not (name in disabled and name != REFERENCE)
             and s.backend.implicit  # implicit=False: served only when requested by name
             and op in s.backend.ops
-            and s.backend.ops[op].runs_on(device_type)
+            and s.backend.ops[op].runs_on(device_type, framework)
         ]
         candidates.sort(key=lambda s: (-s.backend.priority, s.name == REFERENCE, s.name))
-        if not candidates:
-            raise BackendError(f"no available backend provides {op} on {device_type!r}")
-        best = candidates[0]
+        best = next((s for s in candidates if self._probe(s)[0]), None)
+        if best is None:
+            where = repr(device_type) if framework == TORCH else f"{device_type!r} for {what}"
+            raise BackendError(f"no available backend provides {op} on {where}")
         self._log_once(
-            (op, device_type, best.name),
+            (op, device_type, best.name, framework),
             logging.INFO,
             "bmojo: %s on %s -> backend %r %s (priority %d)",
             op,
-            device_type,
+            device_type if framework == TORCH else f"{device_type} ({framework})",
             best.name,
             best.version,
             best.backend.priority,
@@ -326,6 +497,26 @@ class Registry:
     def selection(self, device_type: str = "cpu") -> dict[str, str]:
         """op → backend name that would run it now on ``device_type`` (raises like dispatch)."""
         return {op: self.resolve(op, device_type)[0] for op in OPS}
+
+    def array_frameworks(self) -> list[str]:
+        """Non-torch frameworks some available backend serves (from the records; imports nothing)."""
+        found = {
+            fw for s in self.statuses() if s.state is State.AVAILABLE for fw in s.frameworks.values() if fw != TORCH
+        }
+        return sorted(found)
+
+    def array_selection(self, framework: str, device_type: str = "cpu") -> dict[str, str]:
+        """op → backend name that would run it now for ``framework`` arrays (ops nobody provides
+        for that framework are left out; an unavailable explicit backend raises)."""
+        out = {}
+        for op in OPS:
+            try:
+                out[op] = self.resolve_array(op, framework, device_type)[0]
+            except BackendUnavailableError:
+                raise
+            except BackendError:
+                continue
+        return out
 
 
 _registry: Registry | None = None
@@ -375,6 +566,20 @@ def set_backend(name: str | None, *, check: bool = True) -> str | None:
     previous = _requested.get()
     _requested.set(name)
     return previous
+
+
+@contextlib.contextmanager
+def pinned_backend(name: str | None):
+    """Select ``name`` explicitly inside the block without checking it (dispatch uses it to run a
+    backward on the backend that ran the forward); None leaves the selection as it is."""
+    if name is None:
+        yield
+        return
+    token = _requested.set(name)
+    try:
+        yield
+    finally:
+        _requested.reset(token)
 
 
 class use_backend:  # lower-case: used like a function, as torch.set_grad_enabled is

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from bmojo._checks import check_int, check_same, check_tensor, compute_dtype, fail
+from bmojo.arith import eidetic_snapshot_count
 
 #: Upper bound on score-tensor elements materialised at once (per group of blocks, unfused path).
 SCORE_BUDGET = 1 << 24
@@ -24,11 +25,6 @@ GATHER_BUDGET = 1 << 24
 #: Use ATen's fused CPU attention kernel (online softmax, returns the log-sum-exp, has a
 #: backward) per block when available; False forces the pure-einsum path (same results).
 USE_FUSED_CPU_KERNEL = True
-
-
-def eidetic_snapshot_count(q_start: int, T: int, chunk: int) -> int:
-    """Number of eidetic memory snapshots that queries q_start … q_start+T-1 see."""
-    return (q_start + T - 1) // chunk - q_start // chunk + 1
 
 
 def _block_size(block_size: int, T: int, chunk: int | None) -> int:

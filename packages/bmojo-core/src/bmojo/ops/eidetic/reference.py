@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 
 from bmojo._checks import check_int, check_tensor, fail
-
-EVICTIONS = ("lowest", "fifo")
+from bmojo.config import EVICTIONS
 
 
 def innovation_scores(k: torch.Tensor, k_pred: torch.Tensor) -> torch.Tensor:

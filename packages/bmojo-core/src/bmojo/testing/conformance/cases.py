@@ -5,6 +5,11 @@ Every case is built from a seeded generator, so inputs are fresh per run (the se
 edges a kernel gets wrong: T = 1, T not a multiple of the chunk/block, B = 1, GQA ratios, no
 fading keys (f = 0), no eidetic memory (M = 0), full attention (w >= T), kernel width 1, ties in
 eidetic scores, a selection starting mid-chunk.
+
+A few ``large`` cases (marker ``bmojo_large``) add what tiny shapes miss: T beyond the block or
+chunk size, batch > 2, a far ``q_start`` and non-contiguous inputs (every tensor argument a strided
+view with the same values). They run by default; ``--bmojo-skip-large`` leaves them out for slow
+backends (interpreters, emulators) — every op keeps its small cases, so each op is still tested.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ class Case:
     name: str
     make: Callable[..., tuple[tuple, dict]] = field(repr=False, compare=False)
     params: dict = field(default_factory=dict, compare=False)
+    large: bool = field(default=False, compare=False)  #: marker ``bmojo_large`` (skippable)
+    noncontig: bool = field(default=False, compare=False)  #: tensor inputs as strided views
 
     @property
     def id(self) -> str:
@@ -41,7 +48,22 @@ class Case:
 
     def build(self, dtype: torch.dtype, device: str, seed: int) -> tuple[tuple, dict]:
         gen = torch.Generator().manual_seed(seed)
-        return self.make(R(gen, dtype, device), **self.params)
+        args, kwargs = self.make(R(gen, dtype, device), **self.params)
+        if self.noncontig:
+            args = tuple(noncontiguous(a) for a in args)
+        return args, kwargs
+
+
+def noncontiguous(t):
+    """The same values as a non-contiguous view (every other element of a buffer twice as long in
+    the last axis); 0-d tensors and non-tensors are returned as they are."""
+    if not isinstance(t, torch.Tensor) or t.ndim == 0 or t.numel() == 0:
+        return t
+    buf = torch.zeros(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype, device=t.device)
+    buf[..., ::2] = t
+    view = buf[..., ::2]
+    assert not view.is_contiguous() or t.shape[-1] == 1
+    return view
 
 
 class R:
@@ -170,6 +192,16 @@ def _c(op, name, make, **params) -> Case:
     return Case(op, name, make, params)
 
 
+def _large(op, name, make, **params) -> Case:
+    """A large case (T beyond a block/chunk, batch 3, non-contiguous inputs)."""
+    return Case(op, name, make, params, large=True, noncontig=True)
+
+
+def _strided(op, name, make, **params) -> Case:
+    """A small case with non-contiguous inputs (cheap enough to always run)."""
+    return Case(op, name, make, params, noncontig=True)
+
+
 # fmt: off
 CASES: tuple[Case, ...] = (
     _c("ssm_scan", "base", _ssm_scan, b=2, T=32, H=4, P=8, G=2, N=8, chunk=16),
@@ -263,6 +295,23 @@ CASES: tuple[Case, ...] = (
     _c("gated_rmsnorm", "base", _gated, shape=(2, 7, 32)),
     _c("gated_rmsnorm", "grouped", _gated, shape=(2, 5, 32), group=8),
     _c("gated_rmsnorm", "B1_T1", _gated, shape=(1, 1, 16)),
+    # Non-contiguous inputs at batch 3 for the step ops (cheap: always run).
+    _strided("ssm_step", "B3_strided", _ssm_step, b=3, H=4, P=8, G=2, N=8),
+    _strided("causal_conv1d_step", "B3_strided", _conv_step, b=3, ch=12, K=4),
+    # Large (marker bmojo_large): T over 2 chunks/blocks, batch 3, far q_start, strided inputs.
+    _large("ssm_scan", "large_T150_B3", _ssm_scan, b=3, T=150, H=4, P=8, G=2, N=8, chunk=64),
+    _large("causal_conv1d", "large_T100_B3", _conv, b=3, T=100, ch=16, K=4),
+    # T = 80 > the default block_size 64; every source; δ = w (default).
+    _large("bmojo_attention", "large_T80_default_block_B3", _attention, b=3, T=80, H=4, Hkv=2, Dh=16, w=24, f=16,
+           M=4, chunk=8),
+    # A continuation at a far position (q_start = 5000, past every small case's range) with δ < w.
+    _large("bmojo_attention", "large_far_q_start_delta", _attention, b=3, T=40, H=4, Hkv=1, Dh=8, w=12, f=8, M=4,
+           chunk=6, q_start=5000, k_extra=11, f_extra=12, block=16, delta=5),
+    _large("innovation_scores", "large_T100_B3", _scores, b=3, T=100, Hkv=2, Dh=8),
+    _large("eidetic_select", "large_far_T100_B3", _select, b=3, start=4003, T=100, chunk=8, per_chunk=2, M=6,
+           filled=5),
+    _large("rmsnorm", "large_B3", _rmsnorm, shape=(3, 40, 64)),
+    _large("gated_rmsnorm", "large_B3_grouped", _gated, shape=(3, 40, 64), group=16),
 )
 # fmt: on
 

@@ -12,7 +12,12 @@ What it adds:
 * outcome ``not provided`` for ops the backend does not implement (never counted as passed);
 * the backend's ``known_deviations`` applied as xfail with their reasons, listed in the summary;
 * a per-op summary, and a failing exit status when standard tests were deselected without
-  ``--bmojo-partial`` or a suite subclass overrode/removed one without a declared reason.
+  ``--bmojo-partial`` or a suite subclass overrode/removed one without a declared reason;
+* no vacuous pass: the run fails when the backend provides no op on the device, when nothing was
+  actually checked (every test not provided, skipped or xfailed), or when ``known_deviations``
+  cover every test of an op;
+* ``--bmojo-skip-large``: the reduced set for slow backends — leaves out the ``bmojo_large`` cases
+  (every op keeps its small cases) without counting as a deselection.
 """
 
 from __future__ import annotations
@@ -40,10 +45,23 @@ class BackendUnderTest:
     device: str
     status: object  # bmojo.backends.BackendStatus
 
+    @property
+    def framework(self) -> str:
+        """The array framework of the backend's ops: ``"torch"``, or e.g. ``"mlx"`` (then inputs
+        cross through its declared converters, see :mod:`.arrays`)."""
+        backend = self.status.backend
+        return "torch" if backend is None else backend.framework
+
+    @property
+    def tensor_device(self) -> str:
+        """Where the torch inputs are built: the device under test for torch backends, else the
+        CPU (they go through numpy into the framework, which computes on ``device``)."""
+        return self.device if self.framework == "torch" else "cpu"
+
     def provides(self, op: str) -> bool:
         backend = self.status.backend
         impl = backend.ops.get(op) if backend is not None else None
-        return impl is not None and impl.runs_on(self.device)
+        return impl is not None and impl.runs_on(self.device, self.framework)
 
     def require(self, *ops: str) -> None:
         """Stop the test as ``not provided`` unless the backend implements one of ``ops`` here."""
@@ -67,6 +85,10 @@ class _Run:
     deviations: dict[str, str] = field(default_factory=dict)
     overrides: dict[str, str] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
+    skip_large: bool = False
+    large_skipped: set[str] = field(default_factory=set)
+    tested: set[str] = field(default_factory=set)  # ops with at least one test that really ran
+    provided: list[str] = field(default_factory=list)  # ops the backend implements on the device
     per_op: dict[str, dict[str, int]] = field(default_factory=dict)
     op_of: dict[str, str] = field(default_factory=dict)
     deviation_hits: dict[str, str] = field(default_factory=dict)
@@ -78,13 +100,23 @@ _KEY = pytest.StashKey[_Run]()
 def pytest_addoption(parser):
     group = parser.getgroup("bmojo", "bmojo backend conformance suite")
     group.addoption("--bmojo-backend", default=None, help="backend under test (default: $BMOJO_BACKEND or reference)")
-    group.addoption("--bmojo-device", default="cpu", help="torch device for the inputs (default cpu)")
+    group.addoption(
+        "--bmojo-device",
+        default="cpu",
+        help="device type under test (default cpu): a torch device, or the backend's framework device (mlx: cpu, gpu)",
+    )
     group.addoption(
         "--bmojo-dtypes",
         default=None,
         help="comma-separated dtypes (default float32,float64; also bfloat16, float16)",
     )
     group.addoption("--bmojo-seed", type=int, default=None, help="seed for the random inputs (default: fresh)")
+    group.addoption(
+        "--bmojo-skip-large",
+        action="store_true",
+        help="reduced set for slow backends (interpreters, emulators): leave out the large cases "
+        "(marker bmojo_large); every op is still tested on its small cases",
+    )
     group.addoption(
         "--bmojo-partial",
         action="store_true",
@@ -94,6 +126,9 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "bmojo_conformance: a standard test of the bmojo backend conformance suite")
+    config.addinivalue_line(
+        "markers", "bmojo_large: a large conformance case (T > block, batch > 2, far q_start, strided inputs)"
+    )
     from bmojo.testing.conformance.tolerances import DEFAULT_DTYPES, DTYPES
 
     dtypes = tuple(d.strip() for d in (config.getoption("--bmojo-dtypes") or ",".join(DEFAULT_DTYPES)).split(","))
@@ -107,6 +142,7 @@ def pytest_configure(config):
         dtypes=dtypes,
         seed=secrets.randbelow(2**31) if seed is None else seed,
         partial=config.getoption("--bmojo-partial"),
+        skip_large=config.getoption("--bmojo-skip-large"),
     )
 
 
@@ -175,16 +211,45 @@ def pytest_collection_modifyitems(session, config, items):
             f"bmojo conformance: backend {run.backend!r} is {status.state}: {status.reason or 'no reason given'}"
         )
     run.deviations = dict(status.backend.known_deviations)
+    from bmojo.backends.spec import OPS
+
+    here = BackendUnderTest(run.backend, run.device, status)
+    provided = run.provided = [op for op in OPS if here.provides(op)]
+    if not provided:
+        declared = {op: list(impl.devices) for op, impl in status.backend.ops.items()}
+        raise pytest.UsageError(
+            f"bmojo conformance: backend {run.backend!r} provides no op on device {run.device!r} "
+            f"(it declares {declared or 'no ops'}); nothing would be tested"
+        )
+    if run.skip_large:
+        large = [it for it in items if _is_conformance(it) and it.get_closest_marker("bmojo_large") is not None]
+        run.large_skipped = {it.nodeid for it in large}
+        if large:
+            items[:] = [it for it in items if it.nodeid not in run.large_skipped]
+            config.hook.pytest_deselected(items=large)
+        suite_items = [it for it in suite_items if it.nodeid not in run.large_skipped]
+    by_op: dict[str, list] = {}
     for it in suite_items:
         cls = getattr(it, "cls", None)
         for name, reason in (getattr(cls, "_bmojo_overrides", None) or {}).items():
             run.overrides[f"{cls.__name__}.{name}"] = reason
         run.op_of[it.nodeid] = _op_of(it)
+        by_op.setdefault(run.op_of[it.nodeid], []).append(it)
         for pattern, reason in run.deviations.items():
             if _glob(pattern, it.name):
                 run.deviation_hits[it.name] = reason
                 it.add_marker(pytest.mark.xfail(reason=f"known deviation of {run.backend!r}: {reason}", strict=False))
                 break
+    covered = [
+        op
+        for op, its in by_op.items()
+        if (op in provided or op == "layer") and its and all(it.name in run.deviation_hits for it in its)
+    ]
+    if covered:
+        raise pytest.UsageError(
+            f"bmojo conformance: the known_deviations of {run.backend!r} cover every test of {', '.join(covered)}; "
+            "a deviation may excuse some tests of an op, never all of them (declare fewer, or do not provide the op)"
+        )
 
 
 def _glob(pattern: str, name: str) -> bool:
@@ -208,7 +273,8 @@ def pytest_deselected(items):
     for it in items:
         if _is_conformance(it):
             run = _run(it.config)
-            run.removed.append(it.nodeid)
+            if it.nodeid not in run.large_skipped:  # --bmojo-skip-large is not a removal
+                run.removed.append(it.nodeid)
 
 
 def pytest_report_teststatus(report, config):
@@ -222,6 +288,12 @@ def pytest_runtest_makereport(item, call):
     report = yield
     if call.excinfo is not None and call.excinfo.errisinstance(NotProvided):
         report.bmojo_not_provided = True
+    # Which ops were really checked: a test that ran to a pass or a failure (not skipped, not
+    # provided, not an expected failure).
+    if report.when == "call" and not report.skipped and not hasattr(report, "wasxfail"):
+        run = item.config.stash.get(_KEY, None)
+        if run is not None and item.nodeid in run.op_of:
+            run.tested.add(run.op_of[item.nodeid])
     return report
 
 
@@ -251,8 +323,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for op in (*OPS, "layer"):
         row = counts.get(op, {})
         tr.write_line(f"{op:<20}" + "".join(f"{row.get(c, 0):>14}" for c in cols))
-    provided = [op for op in OPS if counts.get(op, {}).get("passed") or counts.get(op, {}).get("failed")]
-    missing = [op for op in OPS if op not in provided and counts.get(op, {}).get(NOT_PROVIDED)]
+    provided = [op for op in run.provided if counts.get(op, {}).get("passed") or counts.get(op, {}).get("failed")]
+    missing = [op for op in OPS if op not in run.provided]
     tr.write_line(f"ops tested: {', '.join(provided) or 'none'}")
     tr.write_line(f"ops not provided (not counted as passed): {', '.join(missing) or 'none'}")
     if run.deviation_hits or run.deviations:
@@ -264,6 +336,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line("standard tests overridden by a suite subclass (declared):")
         for name, reason in run.overrides.items():
             tr.write_line(f"  {name}: {reason}")
+    if run.large_skipped:
+        tr.write_line(f"reduced set (--bmojo-skip-large): {len(run.large_skipped)} large-case tests not run")
+    if not run.tested:
+        tr.write_line(
+            f"NOTHING TESTED: no conformance test of {run.backend!r} on {run.device} ran to a result "
+            "(all not provided, skipped or xfailed); the suite fails",
+            red=True,
+        )
     if run.removed and not run.partial:
         tr.write_line(
             f"INCOMPLETE: {len(run.removed)} standard conformance tests were deselected; the suite fails "
@@ -274,5 +354,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 def pytest_sessionfinish(session, exitstatus):
     run = session.config.stash.get(_KEY, None)
-    if run is not None and run.active and run.removed and not run.partial and exitstatus == 0:
+    if run is None or not run.active or exitstatus != 0:
+        return
+    if (run.removed and not run.partial) or not run.tested:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -7,7 +7,9 @@ the suite fails to collect. Those declared changes are listed in the summary.
 
 Every test calls the op through the public dispatch (the ``torch.ops.bmojo`` custom op) with the
 backend selected explicitly, and asserts the backend really served it; the reference is called
-directly.
+directly. A backend on another array framework (``Backend.framework``, e.g. MLX) gets the same
+inputs through its declared converters and is called through ``bmojo.backends.arrays`` (see
+:mod:`.arrays`); the torch-only tests (opcheck, the torch layer) skip for it with that reason.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from bmojo.testing.conformance.cases import (
     LAYER_SSM,
     OPCHECK_CASES,
     Case,
+    noncontiguous,
 )
 from bmojo.testing.conformance.tolerances import TOLERANCES
 
@@ -44,6 +47,11 @@ LAYER_OPS = {
 
 def _ids(cases):
     return [c.id for c in cases]
+
+
+def _params(cases):
+    """One pytest param per case; large cases carry the ``bmojo_large`` marker."""
+    return [pytest.param(c, id=c.id, marks=[pytest.mark.bmojo_large] if c.large else []) for c in cases]
 
 
 # ----- helpers -----
@@ -113,12 +121,46 @@ def _dispatched(op):
 
 
 def _clone(args):
-    return tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+    """Copies with the same values and layout (a non-contiguous input stays non-contiguous)."""
+    return tuple(_clone_one(a) if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def _clone_one(a: torch.Tensor) -> torch.Tensor:
+    c = a.detach().clone()
+    return c if a.is_contiguous() else noncontiguous(c)
 
 
 def _assert_served_by(backend, op, device):
     served = dispatch.resolve(op, device)[0]
     assert served == backend.name, f"{op} on {device} was served by {served!r}, not {backend.name!r}"
+
+
+def _bridge(backend):
+    """Converters of a non-torch backend, after checking its framework computes on the device
+    under test (the suite never moves a framework's arrays between devices itself)."""
+    from bmojo.backends import arrays as array_dispatch
+    from bmojo.testing.conformance.arrays import Bridge
+
+    now = array_dispatch.device_type(backend.framework)
+    assert now == backend.device, (
+        f"--bmojo-device={backend.device}, but {backend.framework} computes on {now!r}; "
+        f"pass --bmojo-device={now} or change {backend.framework}'s default device"
+    )
+    return Bridge(backend.framework)
+
+
+def _array_call(backend, op, *args, **kwargs):
+    """``op`` on the backend's framework arrays, asserting the backend served it."""
+    from bmojo.testing.conformance import arrays
+
+    served = arrays.served_by(op, backend.framework, backend.device)
+    assert served == backend.name, f"{op} on {backend.framework} arrays was served by {served!r}, not {backend.name!r}"
+    return arrays.call(op, backend.framework, *args, **kwargs)
+
+
+def _torch_only(backend, what):
+    if backend.framework != "torch":
+        pytest.skip(f"{what} is torch-specific; backend {backend.name!r} serves {backend.framework} arrays")
 
 
 class _Guard:
@@ -147,14 +189,20 @@ class ConformanceSuite(_Guard):
     deviations: ClassVar[dict[str, str]] = {}
 
     @pytest.mark.bmojo_conformance
-    @pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+    @pytest.mark.parametrize("case", _params(CASES))
     def test_forward(self, backend, case: Case, bmojo_dtype, bmojo_seed):
         """Forward on fresh random inputs equals the reference; outputs NaN-poisoned before the call."""
         backend.require(case.op)
         dtype = getattr(torch, bmojo_dtype)
         tol = TOLERANCES[bmojo_dtype]
-        args, kwargs = case.build(dtype, backend.device, bmojo_seed)
+        args, kwargs = case.build(dtype, backend.tensor_device, bmojo_seed)
         expected = _reference(case.op)(*_clone(args), **kwargs)
+        if backend.framework != "torch":
+            bridge = _bridge(backend)
+            with backend.use():
+                actual = bridge.to_torch(_array_call(backend, case.op, *bridge.args(args), **kwargs))
+            assert_matches(actual, expected, tol.atol, tol.rtol, case.op)
+            return
         with backend.use():
             _assert_served_by(backend, case.op, backend.device)
             # Through torch.ops.bmojo.<op> (what compiled and autograd code runs), not the eager fast path.
@@ -163,15 +211,18 @@ class ConformanceSuite(_Guard):
         assert_matches(actual, expected, tol.atol, tol.rtol, case.op)
 
     @pytest.mark.bmojo_conformance
-    @pytest.mark.parametrize("case", GRAD_CASES, ids=_ids(GRAD_CASES))
+    @pytest.mark.parametrize("case", _params(GRAD_CASES))
     def test_backward(self, backend, case: Case, bmojo_dtype, bmojo_seed):
         """Gradients of every floating input, for random upstream gradients on every output."""
         backend.require(case.op)
         dtype = getattr(torch, bmojo_dtype)
         tol = TOLERANCES[bmojo_dtype]
-        args, kwargs = case.build(dtype, backend.device, bmojo_seed)
+        args, kwargs = case.build(dtype, backend.tensor_device, bmojo_seed)
         leaves = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.is_floating_point()]
         gen = torch.Generator().manual_seed(bmojo_seed + 1)
+        if backend.framework != "torch":
+            self._array_backward(backend, case, args, kwargs, leaves, gen, bmojo_seed, tol)
+            return
 
         def run(fn, ctx):
             xs = list(_clone(args))
@@ -190,6 +241,38 @@ class ConformanceSuite(_Guard):
         actual = run(_dispatched(case.op), backend.use())
         assert_matches(actual, expected, tol.grad_atol, tol.grad_rtol, f"grad {case.op}")
 
+    @staticmethod
+    def _array_backward(backend, case, args, kwargs, leaves, gen, seed, tol):
+        """test_backward for a non-torch framework: the reference's gradients in torch autograd,
+        the backend's through its converters' ``vjp``, for the same upstream gradients."""
+        bridge = _bridge(backend)
+        if bridge.vjp is None:
+            pytest.skip(f"backend {backend.name!r} declares no vjp converter for {backend.framework} arrays")
+        xs = list(_clone(args))
+        for i in leaves:
+            xs[i].requires_grad_(True)
+        outs = _tuple(_reference(case.op)(*xs, **kwargs))
+        picked = [j for j, o in enumerate(outs) if o.is_floating_point() and o.requires_grad]
+        gen.manual_seed(seed + 1)
+        ups = [torch.randn(outs[j].shape, generator=gen, dtype=torch.float64).to(outs[j]) for j in picked]
+        grads = torch.autograd.grad([outs[j] for j in picked], [xs[i] for i in leaves], ups, allow_unused=True)
+        expected = tuple(g if g is not None else torch.zeros_like(xs[i]) for g, i in zip(grads, leaves))
+
+        arr = list(bridge.args(args))
+
+        def fn(*leaf_values):
+            full = list(arr)
+            for i, value in zip(leaves, leaf_values):
+                full[i] = value
+            result = _array_call(backend, case.op, *full, **kwargs)
+            result = tuple(result) if isinstance(result, (tuple, list)) else (result,)
+            return [result[j] for j in picked]
+
+        with backend.use():
+            _, got = bridge.vjp(fn, [arr[i] for i in leaves], [bridge.to_array(u) for u in ups])
+        actual = bridge.to_torch(got)
+        assert_matches(actual, expected, tol.grad_atol, tol.grad_rtol, f"grad {case.op}")
+
     @pytest.mark.bmojo_conformance
     @pytest.mark.parametrize("kind", ["ssm", "conv"])
     def test_step_chain(self, backend, kind, bmojo_dtype, bmojo_seed):
@@ -204,9 +287,41 @@ class ConformanceSuite(_Guard):
         params = dict(case.params, T=T)
         from bmojo.testing.conformance.cases import R
 
-        args, kwargs = case.make(R(torch.Generator().manual_seed(bmojo_seed), dtype, backend.device), **params)
+        args, kwargs = case.make(R(torch.Generator().manual_seed(bmojo_seed), dtype, backend.tensor_device), **params)
         y_ref, s_ref = _reference(seq_op)(*args, **kwargs)
         ys = []
+        if backend.framework != "torch":
+            bridge = _bridge(backend)
+            xs = bridge.args(args)
+            with backend.use():
+                if kind == "ssm":
+                    x, dt, A, B, C, D, h0 = xs
+                    y, h = _array_call(
+                        backend,
+                        "ssm_scan",
+                        x[:, :prefill],
+                        dt[:, :prefill],
+                        A,
+                        B[:, :prefill],
+                        C[:, :prefill],
+                        D,
+                        h0,
+                        **kwargs,
+                    )
+                    ys.append(bridge.to_torch(y))
+                    for t in range(prefill, T):
+                        y, h = _array_call(backend, "ssm_step", h, x[:, t], dt[:, t], A, B[:, t], C[:, t], D)
+                        ys.append(bridge.to_torch(y)[:, None])
+                else:
+                    x, w, bias, s0, act = xs
+                    y, h = _array_call(backend, "causal_conv1d", x[:, :prefill], w, bias, s0, act)
+                    ys.append(bridge.to_torch(y))
+                    for t in range(prefill, T):
+                        y, h = _array_call(backend, "causal_conv1d_step", x[:, t], h, w, bias, act)
+                        ys.append(bridge.to_torch(y)[:, None])
+                cat = (torch.cat(ys, 1), bridge.to_torch(h))
+            assert_matches(cat, (y_ref, s_ref), tol.atol * 10, tol.rtol * 10, f"{kind} prefill+steps")
+            return
         with backend.use(), torch.no_grad():
             if kind == "ssm":
                 x, dt, A, B, C, D, h0 = args
@@ -231,6 +346,7 @@ class ConformanceSuite(_Guard):
     def test_opcheck(self, backend, case: Case, bmojo_seed):
         """torch.library.opcheck: schema, autograd registration, fake tensor and AOT dispatch."""
         backend.require(case.op)
+        _torch_only(backend, "torch.library.opcheck")
         args, kwargs = case.build(torch.float64, backend.device, bmojo_seed)
         if case.op in DIFFERENTIABLE:
             args = tuple(
@@ -255,6 +371,7 @@ class ConformanceSuite(_Guard):
         from bmojo.model import Block
 
         backend.require(*LAYER_OPS[preset])
+        _torch_only(backend, "the layer test (it runs core's torch Block)")
         dtype = getattr(torch, bmojo_dtype)
         bound = TOLERANCES[bmojo_dtype].layer
         torch.manual_seed(bmojo_seed)

@@ -1,0 +1,633 @@
+"""``python -m benchmarks.triton``: the Triton backend's kernels against the reference ops and the
+best installable peers, on one GPU, in one run.
+
+Per op and size it prints forward and forward+backward time (median of ``triton.testing.do_bench``),
+the achieved FLOP rate or bandwidth, the roofline bound for that work on this GPU (ceilings
+measured in the same run: a device-to-device copy and a large bf16 matmul) and ratios:
+
+* ``attention`` — B'MOJO three-source attention (w, f = w, M slots) fused in one kernel vs the
+  reference op; B'MOJO-F (w + fading, M = 0) fused vs the published two-call construction
+  (FlexAttention sliding-window call + FlexAttention fading call, merged by log-sum-exp); window
+  only vs FlexAttention (compiled). Targets: fused ≥ 1.5× faster than the two-call merge, within
+  1.2× of FlexAttention on window-only.
+* ``ssm`` — ``ssm_scan`` vs the reference op and flash-linear-attention's chunked simple-GLA scan
+  (the same SSD recurrence) when importable. Target: within 1.2× of the best peer.
+* ``norm_conv`` — rmsnorm, gated rmsnorm and causal_conv1d vs the reference ops (bandwidth).
+* ``decode`` — one decode step of a 2-layer BMojoLM at several context lengths (triton backend vs
+  reference). Target: flat in context length.
+
+``--quick``: one small size per section (a few tens of seconds on a GPU); ``--tiny``: toy sizes that
+also run on a CPU under ``TRITON_INTERPRET=1`` (the smoke test in tests/triton_backend uses it).
+``--out results.json`` writes every row (also after each section, so a timeout keeps what ran).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+ROWS: list[dict] = []
+CEIL: dict = {}
+
+
+# ----- timing -----
+def bench(fn, *, gpu: bool, reps: int = 1) -> float:
+    """Median seconds of fn(): triton.testing.do_bench on a GPU, perf_counter elsewhere."""
+    if gpu:
+        import triton.testing
+
+        return triton.testing.do_bench(fn, warmup=10, rep=60, return_mode="median") / 1e3
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def fwd_bwd(fn, params):
+    """A closure running fn() and backpropagating a fixed random cotangent into params."""
+    outs = fn()
+    outs = [outs] if isinstance(outs, torch.Tensor) else [o for o in outs if o.requires_grad]
+    grads = [torch.randn_like(o) for o in outs]
+
+    def run():
+        for p in params:
+            p.grad = None
+        res = fn()
+        res = [res] if isinstance(res, torch.Tensor) else [o for o in res if o.requires_grad]
+        torch.autograd.backward(res, grads)
+
+    return run
+
+
+def record(section, case, impl, mode, seconds, *, flops=None, nbytes=None, note="", **extra):
+    """One row: time, achieved rate and the roofline bound (max of compute and memory time)."""
+    row = dict(section=section, case=case, impl=impl, mode=mode, seconds=seconds, note=note, **extra)
+    if seconds is not None and flops:
+        row["tflops"] = flops / seconds / 1e12
+    if seconds is not None and nbytes:
+        row["gbps"] = nbytes / seconds / 1e9
+    bound = 0.0
+    if flops and CEIL.get("matmul_tflops"):
+        bound = max(bound, flops / (CEIL["matmul_tflops"] * 1e12))
+    if nbytes and CEIL.get("copy_gbps"):
+        bound = max(bound, nbytes / (CEIL["copy_gbps"] * 1e9))
+    if bound and seconds:
+        row["roofline_s"] = bound
+        row["roofline_frac"] = bound / seconds
+    ROWS.append(row)
+    t = "-" if seconds is None else f"{seconds * 1e3:9.3f} ms"
+    rate = f"{row['tflops']:7.1f} TFLOP/s" if "tflops" in row else f"{row['gbps']:7.0f} GB/s" if "gbps" in row else ""
+    roof = f"  {100 * row['roofline_frac']:5.1f}% of roofline" if "roofline_frac" in row else ""
+    print(f"  {section:9s} {case:26s} {impl:28s} {mode:7s} {t}  {rate}{roof}  {note}", flush=True)
+    return seconds
+
+
+#: perf_counter deadline after which remaining measurements are skipped (``--budget``)
+DEADLINE = [float("inf")]
+
+
+def attempt(section, case, impl, mode, fn, **kw):
+    if time.perf_counter() > DEADLINE[0]:
+        record(section, case, impl, mode, None, note="skipped: --budget exhausted")
+        return None
+    try:
+        return record(section, case, impl, mode, fn(), **kw)
+    except Exception as err:  # a peer that fails is reported, never fatal
+        msg = f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
+        record(section, case, impl, mode, None, note=f"error: {msg}")
+        if os.environ.get("BMOJO_BENCH_TRACE"):
+            traceback.print_exc()
+        return None
+
+
+def ratio(name, num, den, target=None, better="lower"):
+    """Print and record ours/peer (or its inverse) with the target it is held to."""
+    if num is None or den is None:
+        ROWS.append(dict(section="ratio", case=name, value=None, target=target))
+        print(f"  ratio {name}: n/a", flush=True)
+        return
+    val = num / den
+    ok = None if target is None else (val <= target if better == "lower" else val >= target)
+    ROWS.append(dict(section="ratio", case=name, value=val, target=target, met=ok))
+    tgt = (
+        ""
+        if target is None
+        else f"  (target {'<=' if better == 'lower' else '>='} {target}: {'met' if ok else 'NOT met'})"
+    )
+    print(f"  ratio {name}: {val:.2f}{tgt}", flush=True)
+
+
+def agree(section, case, what, ours, peer):
+    """Record max|ours − peer| of the first output (the comparison is only meaningful if equal)."""
+    try:
+        with torch.no_grad():
+            a, b = ours(), peer()
+            a = a[0] if isinstance(a, tuple) else a
+            b = b[0] if isinstance(b, tuple) else b
+            diff = (a.float() - b.float()).abs().max().item()
+            scale = b.float().abs().max().item()
+    except Exception as err:
+        diff, scale = None, None
+        print(f"  {section:9s} {case:26s} max|diff| {what}: error {type(err).__name__}: {err}"[:200], flush=True)
+    ROWS.append(dict(section=section, case=case, impl=what, mode="max_abs_diff", value=diff, scale=scale))
+    if diff is not None:
+        print(f"  {section:9s} {case:26s} max|diff| {what}: {diff:.2e} (max|peer| {scale:.2e})", flush=True)
+
+
+# ----- ceilings -----
+def ceilings(gpu, dev):
+    if not gpu:
+        CEIL.update(copy_gbps=None, matmul_tflops=None)
+        return
+    n = 1 << 28  # 512 MiB of bf16
+    src = torch.empty(n, dtype=torch.bfloat16, device=dev)
+    dst = torch.empty_like(src)
+    t = bench(lambda: dst.copy_(src), gpu=gpu)  # noqa: F821 (ruff misreads the del below)
+    CEIL["copy_gbps"] = 2 * src.numel() * 2 / t / 1e9
+    del src, dst
+    a = torch.randn(8192, 8192, dtype=torch.bfloat16, device=dev)
+    b = torch.randn(8192, 8192, dtype=torch.bfloat16, device=dev)
+    t = bench(lambda: a @ b, gpu=gpu)
+    CEIL["matmul_tflops"] = 2 * 8192**3 / t / 1e12
+    print(f"ceilings: copy {CEIL['copy_gbps']:.0f} GB/s, bf16 matmul {CEIL['matmul_tflops']:.0f} TFLOP/s", flush=True)
+
+
+# ----- attention -----
+def _flex():
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    except ImportError:
+        return None
+    return flex_attention, create_block_mask
+
+
+def _allow_recompiles(limit: int = 64) -> None:
+    """Every (T, mask, return_lse) of the compiled FlexAttention peer is its own graph
+    (dynamic=False); past dynamo's default limit of 8 it silently falls back to the unfused path,
+    which materialises the full score matrix (seen on the first H200 run: 256 GiB at T = 32k)."""
+    import torch._dynamo
+
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(cfg, name):
+            setattr(cfg, name, max(getattr(cfg, name), limit))
+
+
+def attention(s, gpu, dev, dtype, backend_fn, ref_fn):
+    flex = _flex() if s["flex"] else None
+    if flex and gpu:
+        _allow_recompiles()
+    compiled = torch.compile(flex[0], dynamic=False) if (flex and gpu) else (flex[0] if flex else None)
+    dname = str(dtype).replace("torch.", "")
+    for T in s["T"]:
+        _attention_case(s, T, gpu, dev, dtype, dname, backend_fn, ref_fn, flex, compiled)
+
+
+def _attention_case(s, T, gpu, dev, dtype, dname, backend_fn, ref_fn, flex, compiled):
+    """One sequence length: every implementation and peer, and the ratios."""
+    from bmojo.ops.bmojo_attention.reference import eidetic_snapshot_count
+
+    b, H, Dh, w, f, M = s["b"], s["H"], s["Dh"], s["w"], s["f"], s["M"]
+    chunk = w
+    if True:
+        g = torch.Generator(device="cpu").manual_seed(T)
+
+        def rnd(*shape):
+            return torch.randn(*shape, generator=g).to(dev, dtype).requires_grad_(True)
+
+        q, k, v, kf, vf = (rnd(b, T, H, Dh) for _ in range(5))
+        S = eidetic_snapshot_count(0, T, chunk)
+        ek, ev = rnd(b, S, M, H, Dh), rnd(b, S, M, H, Dh)
+        epos = torch.randint(0, max(1, T - w), (b, S, M), generator=g).to(dev)
+        kw = dict(window=w, fading_window=f, eidetic_chunk=chunk)
+        case = f"T={T} {dname}"
+        # FLOPs of the visible scores (2 matmuls of 2·Dh per visible pair); bytes of q, k, v, kf, vf, o
+        el = torch.finfo(dtype).bits // 8
+        pairs3 = b * H * T * (w + f + M)
+        io3 = b * T * H * Dh * el * 6
+        fl3 = 4 * pairs3 * Dh
+
+        def ours3():
+            return backend_fn(q, k, v, kf, vf, ek, ev, epos, **kw)
+
+        def ref3():
+            return ref_fn(q, k, v, kf, vf, ek, ev, epos, **kw)
+
+        t_f = attempt(
+            "attention", case, "triton fused w+f+M", "fwd", lambda: bench(ours3, gpu=gpu), flops=fl3, nbytes=io3
+        )
+        attempt(
+            "attention",
+            case,
+            "triton fused w+f+M",
+            "fwd+bwd",
+            lambda: bench(fwd_bwd(ours3, [q, k, v, kf, vf, ek, ev]), gpu=gpu),
+            flops=3.5 * fl3,
+            nbytes=2.5 * io3,
+        )
+        if T <= s["ref_max_T"]:
+            t_r = attempt(
+                "attention", case, "reference op w+f+M", "fwd", lambda: bench(ref3, gpu=gpu), flops=fl3, nbytes=io3
+            )
+            attempt(
+                "attention",
+                case,
+                "reference op w+f+M",
+                "fwd+bwd",
+                lambda: bench(fwd_bwd(ref3, [q, k, v, kf, vf, ek, ev]), gpu=gpu),
+                flops=3.5 * fl3,
+                nbytes=2.5 * io3,
+            )
+            ratio(f"attention {case}: reference/triton fwd (speed-up)", t_r, t_f)
+            agree("attention", case, "triton vs reference (w+f+M)", ours3, ref3)
+
+        # B'MOJO-F (M = 0): fused vs the two-call + log-sum-exp merge (FlexAttention)
+        pairsF = b * H * T * (w + f)
+        flF = 4 * pairsF * Dh
+
+        def oursF():
+            return backend_fn(q, k, v, kf, vf, window=w, fading_window=f)
+
+        tF = attempt("attention", case, "triton fused w+f", "fwd", lambda: bench(oursF, gpu=gpu), flops=flF, nbytes=io3)
+        tFb = attempt(
+            "attention",
+            case,
+            "triton fused w+f",
+            "fwd+bwd",
+            lambda: bench(fwd_bwd(oursF, [q, k, v, kf, vf]), gpu=gpu),
+            flops=3.5 * flF,
+            nbytes=2.5 * io3,
+        )
+
+        # window only
+        flW = 4 * b * H * T * w * Dh
+        ioW = b * T * H * Dh * el * 4
+
+        def oursW():
+            return backend_fn(q, k, v, window=w)
+
+        tW = attempt(
+            "attention", case, "triton fused window", "fwd", lambda: bench(oursW, gpu=gpu), flops=flW, nbytes=ioW
+        )
+        tWb = attempt(
+            "attention",
+            case,
+            "triton fused window",
+            "fwd+bwd",
+            lambda: bench(fwd_bwd(oursW, [q, k, v]), gpu=gpu),
+            flops=3.5 * flW,
+            nbytes=2.5 * ioW,
+        )
+        if compiled is None:
+            return
+        fa, cbm = compiled, flex[1]
+        # flex wants (b, H, T, Dh); the transposes are done once, outside the timed region
+        qh, kh, vh, kfh, vfh = (t.detach().transpose(1, 2).contiguous().requires_grad_(True) for t in (q, k, v, kf, vf))
+        d = w  # δ = w, the published convention
+
+        def win_mask(b_, h_, qi, ki):
+            return (ki <= qi) & (qi - ki < w)
+
+        def fad_mask(b_, h_, qi, ki):
+            return (ki <= qi - d) & (qi - d - ki < f)
+
+        try:
+            bm_w = cbm(win_mask, None, None, T, T, device=dev)
+            bm_f = cbm(fad_mask, None, None, T, T, device=dev)
+        except Exception as err:
+            record("attention", case, "flex block masks", "-", None, note=f"error: {type(err).__name__}: {err}"[:200])
+            return
+
+        def flexW():
+            return fa(qh, kh, vh, block_mask=bm_w)
+
+        def two_call():
+            o1, l1 = fa(qh, kh, vh, block_mask=bm_w, return_lse=True)
+            o2, l2 = fa(qh, kfh, vfh, block_mask=bm_f, return_lse=True)
+            lse = torch.logaddexp(l1, l2)
+            return o1 * torch.exp(l1 - lse)[..., None].to(o1.dtype) + o2 * torch.exp(l2 - lse)[..., None].to(o2.dtype)
+
+        pW = attempt(
+            "attention", case, "flex (compiled) window", "fwd", lambda: bench(flexW, gpu=gpu), flops=flW, nbytes=ioW
+        )
+        pWb = attempt(
+            "attention",
+            case,
+            "flex (compiled) window",
+            "fwd+bwd",
+            lambda: bench(fwd_bwd(flexW, [qh, kh, vh]), gpu=gpu),
+            flops=3.5 * flW,
+            nbytes=2.5 * ioW,
+        )
+        p2 = attempt(
+            "attention",
+            case,
+            "flex two-call + lse merge",
+            "fwd",
+            lambda: bench(two_call, gpu=gpu),
+            flops=flF,
+            nbytes=io3,
+        )
+        p2b = attempt(
+            "attention",
+            case,
+            "flex two-call + lse merge",
+            "fwd+bwd",
+            lambda: bench(fwd_bwd(two_call, [qh, kh, vh, kfh, vfh]), gpu=gpu),
+            flops=3.5 * flF,
+            nbytes=2.5 * io3,
+        )
+        ratio(f"attention {case}: two-call merge / fused (fwd)", p2, tF, target=1.5, better="higher")
+        ratio(f"attention {case}: two-call merge / fused (fwd+bwd)", p2b, tFb, target=1.5, better="higher")
+        ratio(f"attention {case}: triton / flex window (fwd)", tW, pW, target=1.2)
+        agree("attention", case, "triton vs flex window", lambda: oursW()[0].transpose(1, 2), flexW)
+        agree("attention", case, "triton w+f vs flex two-call merge", lambda: oursF()[0].transpose(1, 2), two_call)
+        ratio(f"attention {case}: triton / flex window (fwd+bwd)", tWb, pWb, target=1.2)
+
+
+# ----- ssm -----
+def _fla_scan():
+    try:
+        from fla.ops.simple_gla import chunk_simple_gla
+    except Exception:
+        return None
+    return chunk_simple_gla
+
+
+def ssm(s, gpu, dev, dtype, backend_fn, ref_fn):
+    fla = _fla_scan() if gpu else None
+    if gpu and fla is None:
+        print("  ssm: flash-linear-attention (fla) not installed: peer skipped", flush=True)
+        ROWS.append(dict(section="ssm", case="-", impl="fla chunk_simple_gla", note="not installed"))
+    for T in s["T"]:
+        _ssm_case(s, T, gpu, dev, dtype, backend_fn, ref_fn, fla)
+
+
+def _ssm_case(s, T, gpu, dev, dtype, backend_fn, ref_fn, fla):
+    b, H, P, N, G = s["b"], s["H"], s["P"], s["N"], 1
+    dname = str(dtype).replace("torch.", "")
+    el = torch.finfo(dtype).bits // 8
+    if True:
+        g = torch.Generator(device="cpu").manual_seed(T)
+        x = torch.randn(b, T, H, P, generator=g).to(dev, dtype).requires_grad_(True)
+        dt = (torch.rand(b, T, H, generator=g) * 0.1 + 0.01).to(dev, dtype).requires_grad_(True)
+        A = (-torch.rand(H, generator=g) - 0.5).to(dev, dtype).requires_grad_(True)
+        B = (torch.randn(b, T, G, N, generator=g) * 0.5).to(dev, dtype).requires_grad_(True)
+        C = (torch.randn(b, T, G, N, generator=g) * 0.5).to(dev, dtype).requires_grad_(True)
+        D = torch.randn(H, generator=g).to(dev, dtype).requires_grad_(True)
+        case = f"T={T} {dname}"
+        L = 64
+        flops = b * H * T * (2 * L * N + 2 * L * P + 4 * N * P)
+        nbytes = el * (2 * b * T * H * P + 2 * b * T * G * N + b * T * H)
+
+        def ours():
+            return backend_fn(x, dt, A, B, C, D)
+
+        def ref():
+            return ref_fn(x, dt, A, B, C, D)
+
+        t_o = attempt("ssm", case, "triton ssm_scan", "fwd", lambda: bench(ours, gpu=gpu), flops=flops, nbytes=nbytes)
+        attempt(
+            "ssm",
+            case,
+            "triton ssm_scan",
+            "fwd+bwd",
+            lambda: bench(fwd_bwd(ours, [x, dt, A, B, C, D]), gpu=gpu),
+        )
+        t_r = attempt("ssm", case, "reference op", "fwd", lambda: bench(ref, gpu=gpu), flops=flops, nbytes=nbytes)
+        attempt("ssm", case, "reference op", "fwd+bwd", lambda: bench(fwd_bwd(ref, [x, dt, A, B, C, D]), gpu=gpu))
+        ratio(f"ssm {case}: triton / reference (fwd)", t_o, t_r)
+        if fla is None:
+            return
+        # SSD == simple GLA: q = C, k = B (shared by the heads of a group), v = dt·x, g = dt·A
+        qg = C.detach().expand(b, T, H, N).contiguous().requires_grad_(True)
+        kg = B.detach().expand(b, T, H, N).contiguous().requires_grad_(True)
+        vg = (x * dt[..., None]).detach().contiguous().requires_grad_(True)
+        gg = (dt * A).detach().float().contiguous().requires_grad_(True)
+
+        def peer():
+            return fla(q=qg, k=kg, v=vg, g=gg, scale=1.0)[0]
+
+        t_p = attempt(
+            "ssm", case, "fla chunk_simple_gla", "fwd", lambda: bench(peer, gpu=gpu), flops=flops, nbytes=nbytes
+        )
+        attempt("ssm", case, "fla chunk_simple_gla", "fwd+bwd", lambda: bench(fwd_bwd(peer, [qg, kg, vg, gg]), gpu=gpu))
+        ratio(f"ssm {case}: triton / fla (fwd)", t_o, t_p, target=1.2)
+
+
+# ----- norms and conv -----
+def norm_conv(s, gpu, dev, dtype, ops, refs):
+    b, T, width, ch, K = s["b"], s["T"][0], s["width"], s["ch"], 4
+    el = torch.finfo(dtype).bits // 8
+    g = torch.Generator(device="cpu").manual_seed(1)
+    x = torch.randn(b, T, width, generator=g).to(dev, dtype).requires_grad_(True)
+    z = torch.randn(b, T, width, generator=g).to(dev, dtype).requires_grad_(True)
+    wt = torch.ones(width, device=dev, dtype=dtype).requires_grad_(True)
+    case = f"T={T} x {width}"
+    for name, args, nb in (
+        ("rmsnorm", (x, wt), 2 * x.numel() * el),
+        ("gated_rmsnorm", (x, z, wt, 1e-6, width // 8), 3 * x.numel() * el),
+    ):
+        for impl, fn in (("triton", ops[name]), ("reference op", refs[name])):
+            attempt(
+                "norm_conv",
+                f"{name} {case}",
+                impl,
+                "fwd",
+                lambda fn=fn, args=args: bench(lambda: fn(*args), gpu=gpu),
+                nbytes=nb,
+            )
+            attempt(
+                "norm_conv",
+                f"{name} {case}",
+                impl,
+                "fwd+bwd",
+                lambda fn=fn, args=args: bench(
+                    fwd_bwd(lambda: fn(*args), [a for a in args if isinstance(a, torch.Tensor)]), gpu=gpu
+                ),
+                nbytes=2.5 * nb,
+            )
+    xc = torch.randn(b, T, ch, generator=g).to(dev, dtype)
+    wc = torch.randn(ch, K, generator=g).to(dev, dtype)
+    bc = torch.randn(ch, generator=g).to(dev, dtype)
+    for impl, fn in (("triton", ops["causal_conv1d"]), ("reference op", refs["causal_conv1d"])):
+        attempt(
+            "norm_conv",
+            f"causal_conv1d T={T} x {ch}",
+            impl,
+            "fwd",
+            lambda fn=fn: bench(lambda: fn(xc, wc, bc), gpu=gpu),
+            nbytes=2 * xc.numel() * el,
+        )
+
+
+# ----- decode -----
+def decode(s, gpu, dev, dtype):
+    from bmojo.backends import use_backend
+    from bmojo.config import ModelConfig
+    from bmojo.model import BMojoLM
+
+    cfg = ModelConfig.preset(
+        "bmojo", vocab_size=256, d_model=s["D"], n_layers=2, window=s["w"], eidetic_capacity=s["M"], n_heads=s["H"]
+    )
+    torch.manual_seed(0)
+    net = BMojoLM(cfg).to(dev, dtype).eval()
+    times = {}
+    for backend in ("triton", "reference"):
+        with use_backend(backend), torch.no_grad():
+            for ctx in s["ctx"]:
+                ids = torch.randint(0, 256, (1, ctx), device=dev)
+                state = None
+                for i in range(0, ctx, s["prefill_chunk"]):
+                    logits, state = net.prefill(ids[:, i : i + s["prefill_chunk"]], state)
+                tok = logits[:, -1].argmax(-1)
+                t = attempt(
+                    "decode",
+                    f"ctx={ctx}",
+                    f"{backend} 2-layer step",
+                    "step",
+                    lambda state=state, tok=tok: bench(lambda: net.step(tok, state), gpu=gpu),
+                )
+                times[(backend, ctx)] = t
+    c0, c1 = s["ctx"][0], s["ctx"][-1]
+    ratio(
+        f"decode triton step ctx={c1} / ctx={c0} (flat = 1)",
+        times.get(("triton", c1)),
+        times.get(("triton", c0)),
+        target=1.2,
+    )
+    ratio(f"decode reference/triton step ctx={c1} (speed-up)", times.get(("reference", c1)), times.get(("triton", c1)))
+
+
+SIZES = {
+    "full": dict(
+        attention=dict(b=4, H=16, Dh=64, w=512, f=512, M=64, T=[2048, 8192, 32768], ref_max_T=8192, flex=True),
+        ssm=dict(b=4, H=16, P=64, N=128, T=[2048, 8192, 32768]),
+        norm_conv=dict(b=4, T=[8192], width=2048, ch=2048),
+        decode=dict(D=1024, H=16, w=512, M=64, ctx=[1024, 4096, 16384], prefill_chunk=4096),
+    ),
+    "quick": dict(
+        attention=dict(b=4, H=16, Dh=64, w=512, f=512, M=64, T=[2048], ref_max_T=2048, flex=True),
+        ssm=dict(b=4, H=16, P=64, N=128, T=[2048]),
+        norm_conv=dict(b=4, T=[2048], width=2048, ch=2048),
+        decode=dict(D=512, H=8, w=256, M=32, ctx=[512, 2048], prefill_chunk=2048),
+    ),
+    "tiny": dict(
+        attention=dict(b=1, H=2, Dh=16, w=8, f=8, M=4, T=[40], ref_max_T=64, flex=False),
+        ssm=dict(b=1, H=2, P=16, N=16, T=[40]),
+        norm_conv=dict(b=1, T=[16], width=32, ch=16),
+        decode=dict(D=32, H=2, w=4, M=2, ctx=[8, 16], prefill_chunk=8),
+    ),
+}
+SECTIONS = ("attention", "ssm", "decode", "norm_conv")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.triton", description=__doc__.split("\n\n")[0])
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="one small size per section")
+    size.add_argument("--tiny", action="store_true", help="toy sizes; runs on CPU under TRITON_INTERPRET=1")
+    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    ap.add_argument("--dtypes", default="bfloat16", help="attention/ssm dtypes, e.g. bfloat16,float32")
+    ap.add_argument("--out", type=Path, default=None, help="write all rows as JSON here")
+    ap.add_argument("--budget", type=float, default=None, help="seconds; later measurements are skipped (listed)")
+    a = ap.parse_args(argv)
+    sections = [x for x in a.sections.split(",") if x]
+    bad = sorted(set(sections) - set(SECTIONS))
+    if bad:
+        print(f"--sections: expected names from {SECTIONS}, got {bad}", file=sys.stderr)
+        return 2
+    gpu = torch.cuda.is_available()
+    interp = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    if not gpu and not interp:
+        print("benchmarks.triton: needs a CUDA GPU, or TRITON_INTERPRET=1 with --tiny", file=sys.stderr)
+        return 2
+    if not gpu and not a.tiny:
+        print("benchmarks.triton: on CPU (interpreter) only --tiny is supported", file=sys.stderr)
+        return 2
+    dev = torch.device("cuda" if gpu else "cpu")
+    scale = "tiny" if a.tiny else "quick" if a.quick else "full"
+    dtypes = [getattr(torch, d) for d in a.dtypes.split(",") if d]
+
+    from bmojo.ops.bmojo_attention.reference import bmojo_attention as ref_attention
+    from bmojo.ops.causal_conv1d.reference import causal_conv1d as ref_conv
+    from bmojo.ops.rmsnorm.reference import gated_rmsnorm as ref_gated
+    from bmojo.ops.rmsnorm.reference import rmsnorm as ref_rms
+    from bmojo.ops.ssm_scan.reference import ssm_scan as ref_scan
+    from bmojo_triton.ops.bmojo_attention import bmojo_attention
+    from bmojo_triton.ops.causal_conv1d import causal_conv1d
+    from bmojo_triton.ops.rmsnorm import gated_rmsnorm, rmsnorm
+    from bmojo_triton.ops.ssm_scan import ssm_scan
+
+    info = dict(
+        device=torch.cuda.get_device_name() if gpu else "cpu (Triton interpreter)",
+        torch=torch.__version__,
+        scale=scale,
+        dtypes=a.dtypes,
+    )
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except ImportError:
+        pass
+    print(
+        f"benchmarks.triton on {info['device']} (torch {info['torch']}, triton {info.get('triton')}), scale {scale}",
+        flush=True,
+    )
+    t_start = time.perf_counter()
+    if a.budget:
+        DEADLINE[0] = t_start + a.budget
+    ceilings(gpu, dev)
+
+    def dump():
+        if a.out:
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            a.out.write_text(json.dumps(dict(info=info, ceilings=CEIL, rows=ROWS), indent=1, default=str))
+
+    sz = SIZES[scale]
+    for sec in sections:
+        t0 = time.perf_counter()
+        print(f"[{sec}]", flush=True)
+        try:
+            if sec == "attention":
+                for dt in dtypes:
+                    attention(sz["attention"], gpu, dev, dt, bmojo_attention, ref_attention)
+            elif sec == "ssm":
+                for dt in dtypes:
+                    ssm(sz["ssm"], gpu, dev, dt, ssm_scan, ref_scan)
+            elif sec == "norm_conv":
+                ops = dict(rmsnorm=rmsnorm, gated_rmsnorm=gated_rmsnorm, causal_conv1d=causal_conv1d)
+                refs = dict(rmsnorm=ref_rms, gated_rmsnorm=ref_gated, causal_conv1d=ref_conv)
+                norm_conv(sz["norm_conv"], gpu, dev, dtypes[0], ops, refs)
+            elif sec == "decode":
+                decode(sz["decode"], gpu, dev, dtypes[0] if gpu else torch.float32)
+        except Exception as err:
+            print(f"  section {sec} failed: {type(err).__name__}: {err}", flush=True)
+            traceback.print_exc()
+            ROWS.append(dict(section=sec, error=f"{type(err).__name__}: {err}"))
+        print(f"[{sec}] {time.perf_counter() - t0:.1f} s", flush=True)
+        if gpu:
+            torch.cuda.empty_cache()
+        dump()
+    info["total_s"] = time.perf_counter() - t_start
+    dump()
+    errors = [r for r in ROWS if str(r.get("note", "")).startswith("error") and "triton" in str(r.get("impl", ""))]
+    errors += [r for r in ROWS if "error" in r]
+    print(f"done in {info['total_s']:.1f} s; {len(errors)} error rows in our kernels/sections", flush=True)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

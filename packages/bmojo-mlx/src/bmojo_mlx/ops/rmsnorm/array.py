@@ -1,0 +1,42 @@
+"""RMSNorm in pure MLX (same contract as ``bmojo.ops.rmsnorm.reference``): half precision is
+normalised in float32 and cast back."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+
+from bmojo_mlx.ops._checks import check_array, check_same, compute_dtype, fail
+from bmojo_mlx.ops._math import silu
+
+
+def rmsnorm(x: mx.array, weight: mx.array, eps: float = 1e-6) -> mx.array:
+    """x / sqrt(mean(x², -1) + eps) · weight."""
+    check_array("x", x)
+    check_array("weight", weight, shape=(x.shape[-1],))
+    check_same("weight", weight, "x", x)
+    if not eps > 0:
+        fail("eps", "a positive float", eps)
+    cd = compute_dtype(x.dtype)
+    xf = x.astype(cd)
+    out = xf * mx.rsqrt(mx.mean(xf * xf, axis=-1, keepdims=True) + eps)
+    return (out * weight.astype(cd)).astype(x.dtype)
+
+
+def gated_rmsnorm(
+    x: mx.array, z: mx.array, weight: mx.array, eps: float = 1e-6, group_size: int | None = None
+) -> mx.array:
+    """rmsnorm(x · silu(z)), the mean square per contiguous group of ``group_size`` channels."""
+    check_array("x", x)
+    check_array("z", z, shape=tuple(x.shape))
+    check_same("z", z, "x", x)
+    width = x.shape[-1]
+    check_array("weight", weight, shape=(width,))
+    group = width if group_size is None else group_size
+    if group < 1 or width % group:
+        fail("group_size", f"a divisor of the last axis ({width})", group_size)
+    cd = compute_dtype(x.dtype)
+    gated = x.astype(cd) * silu(z.astype(cd))
+    lead = gated.shape[:-1]
+    gated = gated.reshape(*lead, width // group, group)
+    normed = gated * mx.rsqrt(mx.mean(gated * gated, axis=-1, keepdims=True) + eps)
+    return (normed.reshape(*lead, width) * weight.astype(cd)).astype(x.dtype)

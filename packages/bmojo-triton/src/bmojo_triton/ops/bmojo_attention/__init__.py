@@ -1,0 +1,302 @@
+"""``bmojo_attention``: three-source attention in one fused Triton pass, forward and backward.
+
+Same contract as :func:`bmojo.ops.bmojo_attention.reference.bmojo_attention` (shapes, dtypes,
+``fading_offset`` δ, eidetic snapshots, keys "ending at the last query"); ``block_size`` is accepted
+and ignored (results never depended on it; the kernels pick their own tiles). Files:
+
+* ``fwd.py`` — the forward kernel: online softmax over raw window, fading window and eidetic
+  snapshot, returns o and the log-sum-exp;
+* ``bwd.py`` — dQ and per-source dK/dV kernels, recomputing probabilities from the lse;
+* this file — argument checks (core's), the launchers and the ``autograd.Function``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+from bmojo._checks import compute_dtype
+from bmojo.ops.bmojo_attention.reference import _check, resolve_fading_offset
+
+from bmojo_triton.ops._triton_utils import acc_dtype, dot_precision, gpu_path, on_device, pow2, upcast
+from bmojo_triton.ops.bmojo_attention.bwd import (
+    _attn_bwd_dkdv_band_kernel,
+    _attn_bwd_dkdv_eidetic_kernel,
+    _attn_bwd_dq_kernel,
+)
+from bmojo_triton.ops.bmojo_attention.fwd import _attn_fwd_kernel
+
+
+def _tiles(Dh: int, T: int, device: torch.device) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_D). On the interpreter the smallest legal tiles (fast in numpy and
+    they cross tile edges in small tests); on a GPU 64×64 (32 key rows at head size 128, which keeps
+    the forward's q, k, v and accumulator in registers)."""
+    bd = pow2(Dh)
+    if not gpu_path(device):
+        return 16, 16, bd
+    bm = 64 if T > 16 else 16
+    bn = 64 if bd <= 64 else 32
+    return bm, bn, bd
+
+
+def _dot_consts(q: torch.Tensor) -> dict:
+    up = upcast(q.dtype, q.device)
+    return dict(ACC=acc_dtype(q.dtype), DOT_PREC="ieee" if up else dot_precision(q.dtype), UPCAST=up)
+
+
+def _strides(t: torch.Tensor | None, n: int) -> tuple[int, ...]:
+    return tuple(t.stride()) if t is not None else (0,) * n
+
+
+class _Meta:
+    """The non-tensor arguments, resolved once."""
+
+    def __init__(self, q, kf, ek, q_start, window, fading_window, eidetic_chunk, scale, fading_offset):
+        self.q_start, self.window = q_start, window
+        self.fading_window = fading_window
+        self.delta = resolve_fading_offset(fading_offset, window)
+        self.use_fading = kf is not None and fading_window > 0
+        self.use_eidetic = ek is not None and ek.shape[2] > 0
+        self.chunk = eidetic_chunk if self.use_eidetic else 1
+        self.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+        # Passed to the kernels as a one-element tensor in the accumulator's dtype: Triton types a
+        # Python float argument as float32 on a GPU, which would round the float64 scale (the CPU
+        # interpreter keeps it exact, so only the GPU conformance run showed float64 failing).
+        acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+        self.scale_t = torch.full((1,), self.scale, dtype=acc, device=q.device)
+
+
+def _fwd(q, k, v, kf, vf, ek, ev, epos, meta: _Meta):
+    b, T, H, Dh = q.shape
+    Tk, Hkv = k.shape[1], k.shape[2]
+    Tf = kf.shape[1] if meta.use_fading else 0
+    M = ek.shape[2] if meta.use_eidetic else 0
+    o = torch.empty_like(q)
+    lse = torch.empty(b, H, T, dtype=compute_dtype(q.dtype), device=q.device)
+    bm, bn, bd = _tiles(Dh, T, q.device)
+    grid = (triton.cdiv(T, bm), b * H)
+    f_src = (kf, vf) if meta.use_fading else (k, v)  # placeholders, never read when flags are off
+    e_src = (ek, ev, epos) if meta.use_eidetic else (k, v, lse)
+    with on_device(q):
+        _attn_fwd_kernel[grid](
+            q,
+            k,
+            v,
+            *f_src,
+            *e_src,
+            o,
+            lse,
+            *q.stride(),
+            *k.stride(),
+            *v.stride(),
+            *_strides(kf if meta.use_fading else None, 4),
+            *_strides(vf if meta.use_fading else None, 4),
+            *_strides(ek if meta.use_eidetic else None, 5),
+            *_strides(ev if meta.use_eidetic else None, 5),
+            *_strides(epos if meta.use_eidetic else None, 3),
+            *o.stride(),
+            *lse.stride(),
+            T,
+            Tk,
+            Tf,
+            M,
+            H,
+            H // Hkv,
+            Dh,
+            meta.q_start,
+            meta.window,
+            meta.fading_window,
+            meta.delta,
+            meta.chunk,
+            meta.scale_t,
+            HAS_FADING=meta.use_fading,
+            HAS_EIDETIC=meta.use_eidetic,
+            BLOCK_M=bm,
+            BLOCK_N=bn,
+            BLOCK_D=bd,
+            **_dot_consts(q),
+        )
+    return o, lse
+
+
+def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
+    b, T, H, Dh = q.shape
+    Tk, Hkv = k.shape[1], k.shape[2]
+    G = H // Hkv
+    Tf = kf.shape[1] if meta.use_fading else 0
+    M = ek.shape[2] if meta.use_eidetic else 0
+    do = do.contiguous()
+    # Δ_i = dO_i·O_i − dlse_i (float32, or float64 for float64 inputs): a (b, H, T) vector
+    dlt = (do.to(lse.dtype) * o.to(lse.dtype)).sum(-1).transpose(1, 2)
+    if dlse is not None:
+        dlt = dlt - dlse.to(lse.dtype)
+    dlt = dlt.contiguous()
+    bm, bn, bd = _tiles(Dh, T, q.device)
+    consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, **_dot_consts(q))
+    dq = torch.empty_like(q)
+    f_src = (kf, vf) if meta.use_fading else (k, v)
+    e_src = (ek, ev, epos) if meta.use_eidetic else (k, v, lse)
+    with on_device(q):
+        _attn_bwd_dq_kernel[(triton.cdiv(T, bm), b * H)](
+            q,
+            k,
+            v,
+            *f_src,
+            *e_src,
+            do,
+            lse,
+            dlt,
+            dq,
+            *q.stride(),
+            *k.stride(),
+            *v.stride(),
+            *_strides(kf if meta.use_fading else None, 4),
+            *_strides(vf if meta.use_fading else None, 4),
+            *_strides(ek if meta.use_eidetic else None, 5),
+            *_strides(ev if meta.use_eidetic else None, 5),
+            *_strides(epos if meta.use_eidetic else None, 3),
+            *do.stride(),
+            *lse.stride(),
+            T,
+            Tk,
+            Tf,
+            M,
+            H,
+            G,
+            Dh,
+            meta.q_start,
+            meta.window,
+            meta.fading_window,
+            meta.delta,
+            meta.chunk,
+            meta.scale_t,
+            HAS_FADING=meta.use_fading,
+            HAS_EIDETIC=meta.use_eidetic,
+            **consts,
+        )
+
+        def band(kk, vv, offset, width):
+            dk, dv = torch.empty_like(kk), torch.empty_like(vv)
+            _attn_bwd_dkdv_band_kernel[(triton.cdiv(kk.shape[1], bn), b * Hkv)](
+                q,
+                do,
+                lse,
+                dlt,
+                kk,
+                vv,
+                dk,
+                dv,
+                *q.stride(),
+                *do.stride(),
+                *lse.stride(),
+                *kk.stride(),
+                *vv.stride(),
+                T,
+                kk.shape[1],
+                Hkv,
+                G,
+                Dh,
+                meta.q_start,
+                offset,
+                width,
+                meta.scale_t,
+                **consts,
+            )
+            return dk, dv
+
+        dk, dv = band(k, v, 0, meta.window)
+        dkf = dvf = dek = dev = None
+        if kf is not None and (needs[3] or needs[4]):
+            if meta.use_fading:
+                dkf, dvf = band(kf, vf, meta.delta, meta.fading_window)
+            else:  # f = 0: the fading keys are not used
+                dkf, dvf = torch.zeros_like(kf), torch.zeros_like(vf)
+        if ek is not None and (needs[5] or needs[6]):
+            if meta.use_eidetic:
+                dek, dev = torch.empty_like(ek), torch.empty_like(ev)
+                S = ek.shape[1]
+                _attn_bwd_dkdv_eidetic_kernel[(triton.cdiv(M, bn), S, b * Hkv)](
+                    q,
+                    do,
+                    lse,
+                    dlt,
+                    ek,
+                    ev,
+                    epos,
+                    dek,
+                    dev,
+                    *q.stride(),
+                    *do.stride(),
+                    *lse.stride(),
+                    *ek.stride(),
+                    *ev.stride(),
+                    *epos.stride(),
+                    T,
+                    M,
+                    Hkv,
+                    G,
+                    Dh,
+                    meta.q_start,
+                    meta.window,
+                    meta.chunk,
+                    meta.scale_t,
+                    **consts,
+                )
+            else:  # M = 0 slots
+                dek, dev = torch.zeros_like(ek), torch.zeros_like(ev)
+    return dq, dk, dv, dkf, dvf, dek, dev
+
+
+class BMojoAttentionFn(torch.autograd.Function):
+    """Saves the inputs, o and lse; the backward runs the Triton backward kernels."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, kf, vf, ek, ev, epos, meta):
+        o, lse = _fwd(q, k, v, kf, vf, ek, ev, epos, meta)
+        ctx.save_for_backward(q, k, v, kf, vf, ek, ev, epos, o, lse)
+        ctx.meta = meta
+        return o, lse
+
+    @staticmethod
+    def backward(ctx, do, dlse):
+        q, k, v, kf, vf, ek, ev, epos, o, lse = ctx.saved_tensors
+        if do is None:
+            do = torch.zeros_like(o)
+        needs = ctx.needs_input_grad
+        grads = _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, ctx.meta, needs)
+        return (*(g if n else None for g, n in zip(grads, needs[:7])), None, None)
+
+
+def bmojo_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kf: torch.Tensor | None = None,
+    vf: torch.Tensor | None = None,
+    ek: torch.Tensor | None = None,
+    ev: torch.Tensor | None = None,
+    epos: torch.Tensor | None = None,
+    *,
+    q_start: int = 0,
+    window: int,
+    fading_window: int = 0,
+    eidetic_chunk: int | None = None,
+    scale: float | None = None,
+    block_size: int = 64,
+    fading_offset: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same contract as ``bmojo.ops.bmojo_attention.reference.bmojo_attention``; one fused Triton
+    pass (forward and backward). ``block_size`` is checked and otherwise unused."""
+    from bmojo._checks import check_int
+
+    _check(q, k, v, kf, vf, ek, ev, epos, q_start, window, fading_window, eidetic_chunk)
+    check_int("block_size", block_size, minimum=1)
+    meta = _Meta(q, kf, ek, q_start, window, fading_window, eidetic_chunk, scale, fading_offset)
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    kf = kf.contiguous() if kf is not None else None
+    vf = vf.contiguous() if vf is not None else None
+    ek = ek.contiguous() if ek is not None else None
+    ev = ev.contiguous() if ev is not None else None
+    epos = epos.contiguous() if epos is not None else None
+    return BMojoAttentionFn.apply(q, k, v, kf, vf, ek, ev, epos, meta)

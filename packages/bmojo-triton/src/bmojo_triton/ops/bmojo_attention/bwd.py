@@ -1,0 +1,566 @@
+"""Backward kernels, fused the same way as the forward: no score matrix is stored.
+
+With ``P = exp(S - lse)`` recomputed per tile from the saved log-sum-exp, and
+``Δ_i = Σ_d dO_id·O_id − dlse_i`` (the lse's own upstream gradient enters here, since
+∂lse_i/∂S_ij = P_ij):
+
+    dS = P ∘ (dO·Vᵀ − Δ),   dQ = scale·dS·K,   dK = scale·dSᵀ·Q,   dV = Pᵀ·dO.
+
+* ``_attn_bwd_dq_kernel`` — grid as the forward (query tiles × batch·heads), walks the same
+  three sources and accumulates dQ in registers.
+* ``_attn_bwd_dkdv_band_kernel`` — grid (key-row tiles × batch·kv heads) for a banded source
+  (raw keys, or fading keys shifted by δ): a key row at position j is seen by the queries
+  i ∈ [j+offset, j+offset+width−1], so each program visits only those query tiles, for each of
+  the G query heads sharing the kv head (GQA is summed in registers, no atomics).
+* ``_attn_bwd_dkdv_eidetic_kernel`` — grid (slot tiles × snapshots × batch·kv heads): slot tile
+  of snapshot s is seen by the queries of chunk s at positions >= epos + w.
+
+Every row of every gradient is written (rows no query sees get zeros).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from bmojo_triton.ops._triton_utils import mm
+
+
+@triton.jit
+def _band_dq(
+    dq,
+    q,
+    do,
+    lse,
+    dlt,
+    i_pos,
+    q_ok,
+    i_lo,
+    i_hi,
+    K,
+    V,
+    stride_kt,
+    stride_kd,
+    stride_vt,
+    stride_vd,
+    src_start,
+    Tsrc,
+    offset,
+    width,
+    scale,
+    offs_d,
+    d_ok,
+    BLOCK_N: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    lo = tl.maximum(i_lo - offset - width + 1, tl.maximum(src_start, 0)) - src_start
+    hi = tl.minimum(i_hi - offset + 1 - src_start, Tsrc)
+    for n0 in range(lo, hi, BLOCK_N):
+        rows = n0 + tl.arange(0, BLOCK_N)
+        r_ok = rows < hi
+        k = tl.load(
+            K + rows[:, None] * stride_kt + offs_d[None, :] * stride_kd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
+        )
+        v = tl.load(
+            V + rows[:, None] * stride_vt + offs_d[None, :] * stride_vd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
+        )
+        s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
+        rel = i_pos[:, None] - (src_start + rows)[None, :] - offset
+        vis = (rel >= 0) & (rel < width) & r_ok[None, :] & q_ok[:, None]
+        p = tl.where(vis, tl.exp(s - lse[:, None]), 0.0)
+        dp = mm(do, tl.trans(v), DOT_PREC, UPCAST).to(dq.dtype)
+        ds = p * (dp - dlt[:, None])
+        dq += mm(ds.to(k.dtype), k, DOT_PREC, UPCAST).to(dq.dtype)
+    return dq
+
+
+@triton.jit
+def _attn_bwd_dq_kernel(
+    Q,
+    K,
+    V,
+    KF,
+    VF,
+    EK,
+    EV,
+    EPOS,
+    DO,
+    LSE,
+    DLT,
+    DQ,
+    sq_b,
+    sq_t,
+    sq_h,
+    sq_d,
+    sk_b,
+    sk_t,
+    sk_h,
+    sk_d,
+    sv_b,
+    sv_t,
+    sv_h,
+    sv_d,
+    skf_b,
+    skf_t,
+    skf_h,
+    skf_d,
+    svf_b,
+    svf_t,
+    svf_h,
+    svf_d,
+    sek_b,
+    sek_s,
+    sek_m,
+    sek_h,
+    sek_d,
+    sev_b,
+    sev_s,
+    sev_m,
+    sev_h,
+    sev_d,
+    sep_b,
+    sep_s,
+    sep_m,
+    sdo_b,
+    sdo_t,
+    sdo_h,
+    sdo_d,
+    sl_b,
+    sl_h,
+    sl_t,
+    T,
+    Tk,
+    Tf,
+    M,
+    H,
+    G,
+    Dh,
+    q_start,
+    window,
+    fading_window,
+    delta,
+    chunk,
+    Scale,
+    HAS_FADING: tl.constexpr,
+    HAS_EIDETIC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    scale = tl.load(Scale)  # a tensor: a Python float arg would be typed float32 on a GPU
+    """dQ; DQ has q's strides, DO has its own; LSE and DLT (float32/64) share strides sl_*."""
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    hk = h // G
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    q_ok = offs_m < T
+    d_ok = offs_d < Dh
+    qd_mask = q_ok[:, None] & d_ok[None, :]
+    i_pos = q_start + offs_m
+    q = tl.load(Q + b * sq_b + h * sq_h + offs_m[:, None] * sq_t + offs_d[None, :] * sq_d, mask=qd_mask, other=0.0)
+    do = tl.load(
+        DO + b * sdo_b + h * sdo_h + offs_m[:, None] * sdo_t + offs_d[None, :] * sdo_d, mask=qd_mask, other=0.0
+    )
+    lse = tl.load(LSE + b * sl_b + h * sl_h + offs_m * sl_t, mask=q_ok, other=0.0).to(ACC)
+    dlt = tl.load(DLT + b * sl_b + h * sl_h + offs_m * sl_t, mask=q_ok, other=0.0).to(ACC)
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=ACC)
+    q_end = q_start + T - 1
+    i_first = q_start + pid_m * BLOCK_M
+    i_last = tl.minimum(i_first + BLOCK_M - 1, q_end)
+    dq = _band_dq(
+        dq,
+        q,
+        do,
+        lse,
+        dlt,
+        i_pos,
+        q_ok,
+        i_first,
+        i_last,
+        K + b * sk_b + hk * sk_h,
+        V + b * sv_b + hk * sv_h,
+        sk_t,
+        sk_d,
+        sv_t,
+        sv_d,
+        q_end + 1 - Tk,
+        Tk,
+        0,
+        window,
+        scale,
+        offs_d,
+        d_ok,
+        BLOCK_N,
+        DOT_PREC,
+        UPCAST,
+    )
+    if HAS_FADING:
+        dq = _band_dq(
+            dq,
+            q,
+            do,
+            lse,
+            dlt,
+            i_pos,
+            q_ok,
+            i_first,
+            i_last,
+            KF + b * skf_b + hk * skf_h,
+            VF + b * svf_b + hk * svf_h,
+            skf_t,
+            skf_d,
+            svf_t,
+            svf_d,
+            q_end + 1 - Tf,
+            Tf,
+            delta,
+            fading_window,
+            scale,
+            offs_d,
+            d_ok,
+            BLOCK_N,
+            DOT_PREC,
+            UPCAST,
+        )
+    if HAS_EIDETIC:
+        base = q_start // chunk
+        s_lo = i_first // chunk - base
+        s_hi = i_last // chunk - base
+        snap = i_pos // chunk - base
+        for s_idx in range(s_lo, s_hi + 1):
+            for n0 in range(0, M, BLOCK_N):
+                slots = n0 + tl.arange(0, BLOCK_N)
+                e_ok = slots < M
+                ep = tl.load(EPOS + b * sep_b + s_idx * sep_s + slots * sep_m, mask=e_ok, other=-1)
+                kd_mask = e_ok[:, None] & d_ok[None, :]
+                k = tl.load(
+                    EK + b * sek_b + s_idx * sek_s + hk * sek_h + slots[:, None] * sek_m + offs_d[None, :] * sek_d,
+                    mask=kd_mask,
+                    other=0.0,
+                )
+                v = tl.load(
+                    EV + b * sev_b + s_idx * sev_s + hk * sev_h + slots[:, None] * sev_m + offs_d[None, :] * sev_d,
+                    mask=kd_mask,
+                    other=0.0,
+                )
+                s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
+                vis = (
+                    (snap == s_idx)[:, None]
+                    & q_ok[:, None]
+                    & (ep >= 0)[None, :]
+                    & (ep[None, :] <= (i_pos - window)[:, None])
+                )
+                p = tl.where(vis, tl.exp(s - lse[:, None]), 0.0)
+                dp = mm(do, tl.trans(v), DOT_PREC, UPCAST).to(ACC)
+                ds = p * (dp - dlt[:, None])
+                dq += mm(ds.to(k.dtype), k, DOT_PREC, UPCAST).to(ACC)
+    dq = dq * scale
+    tl.store(
+        DQ + b * sq_b + h * sq_h + offs_m[:, None] * sq_t + offs_d[None, :] * sq_d,
+        dq.to(DQ.dtype.element_ty),
+        mask=qd_mask,
+    )
+
+
+@triton.jit
+def _dkdv_tile(
+    dk,
+    dv,
+    k,
+    v,
+    j_pos,
+    j_ok,
+    q_lo,
+    q_hi,
+    Q,
+    DO,
+    LSE,
+    DLT,
+    sq_t,
+    sq_d,
+    sdo_t,
+    sdo_d,
+    sl_t,
+    q_start,
+    offset,
+    width,
+    scale,
+    offs_d,
+    d_ok,
+    BLOCK_M: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+    EIDETIC: tl.constexpr,
+):
+    """Accumulate one query head's contribution to a key tile, over query rows [q_lo, q_hi).
+
+    Banded (EIDETIC False): visible when offset <= i - j < offset + width, j >= 0. Eidetic: ``j_pos``
+    holds the slots' epos and visible when 0 <= epos <= i - width (width = w; the caller limits
+    the query rows to the snapshot's chunk).
+    """
+    for m0 in range(q_lo, q_hi, BLOCK_M):
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        q_ok = offs_m < q_hi
+        qd_mask = q_ok[:, None] & d_ok[None, :]
+        q = tl.load(Q + offs_m[:, None] * sq_t + offs_d[None, :] * sq_d, mask=qd_mask, other=0.0)
+        do = tl.load(DO + offs_m[:, None] * sdo_t + offs_d[None, :] * sdo_d, mask=qd_mask, other=0.0)
+        lse = tl.load(LSE + offs_m * sl_t, mask=q_ok, other=0.0).to(dk.dtype)
+        dlt = tl.load(DLT + offs_m * sl_t, mask=q_ok, other=0.0).to(dk.dtype)
+        i_pos = q_start + offs_m
+        s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale  # (BLOCK_M, BLOCK_N)
+        if EIDETIC:
+            vis = (j_pos >= 0)[None, :] & (j_pos[None, :] <= (i_pos - width)[:, None])
+        else:
+            rel = i_pos[:, None] - j_pos[None, :] - offset
+            vis = (rel >= 0) & (rel < width) & (j_pos >= 0)[None, :]
+        vis = vis & q_ok[:, None] & j_ok[None, :]
+        p = tl.where(vis, tl.exp(s - lse[:, None]), 0.0)
+        dv += mm(tl.trans(p.to(do.dtype)), do, DOT_PREC, UPCAST).to(dv.dtype)
+        dp = mm(do, tl.trans(v), DOT_PREC, UPCAST).to(dk.dtype)
+        ds = p * (dp - dlt[:, None])
+        dk += mm(tl.trans(ds.to(q.dtype)), q, DOT_PREC, UPCAST).to(dk.dtype)
+    return dk, dv
+
+
+@triton.jit
+def _attn_bwd_dkdv_band_kernel(
+    Q,
+    DO,
+    LSE,
+    DLT,
+    K,
+    V,
+    DK,
+    DV,
+    sq_b,
+    sq_t,
+    sq_h,
+    sq_d,
+    sdo_b,
+    sdo_t,
+    sdo_h,
+    sdo_d,
+    sl_b,
+    sl_h,
+    sl_t,
+    sk_b,
+    sk_t,
+    sk_h,
+    sk_d,
+    sv_b,
+    sv_t,
+    sv_h,
+    sv_d,
+    T,
+    Tsrc,
+    Hkv,
+    G,
+    Dh,
+    q_start,
+    offset,
+    width,
+    Scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    scale = tl.load(Scale)  # a tensor: a Python float arg would be typed float32 on a GPU
+    """dK, dV of one banded source; DK/DV have K/V's strides."""
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // Hkv
+    hk = pid_bh % Hkv
+    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    r_ok = rows < Tsrc
+    d_ok = offs_d < Dh
+    kd_mask = r_ok[:, None] & d_ok[None, :]
+    q_end = q_start + T - 1
+    src_start = q_end + 1 - Tsrc
+    j_pos = src_start + rows
+    k = tl.load(K + b * sk_b + hk * sk_h + rows[:, None] * sk_t + offs_d[None, :] * sk_d, mask=kd_mask, other=0.0)
+    v = tl.load(V + b * sv_b + hk * sv_h + rows[:, None] * sv_t + offs_d[None, :] * sv_d, mask=kd_mask, other=0.0)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=ACC)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=ACC)
+    # queries seeing this tile: i in [j_first + offset, j_last + offset + width - 1] ∩ [q_start, q_end]
+    j_first = tl.maximum(src_start + pid_n * BLOCK_N, 0)
+    j_last = tl.minimum(src_start + pid_n * BLOCK_N + BLOCK_N - 1, q_end)
+    q_lo = tl.maximum(j_first + offset, q_start) - q_start
+    q_hi = tl.minimum(j_last + offset + width - 1, q_end) - q_start + 1
+    for gi in range(0, G):
+        h = hk * G + gi
+        dk, dv = _dkdv_tile(
+            dk,
+            dv,
+            k,
+            v,
+            j_pos,
+            r_ok,
+            q_lo,
+            q_hi,
+            Q + b * sq_b + h * sq_h,
+            DO + b * sdo_b + h * sdo_h,
+            LSE + b * sl_b + h * sl_h,
+            DLT + b * sl_b + h * sl_h,
+            sq_t,
+            sq_d,
+            sdo_t,
+            sdo_d,
+            sl_t,
+            q_start,
+            offset,
+            width,
+            scale,
+            offs_d,
+            d_ok,
+            BLOCK_M,
+            DOT_PREC,
+            UPCAST,
+            False,
+        )
+    dk = dk * scale
+    tl.store(
+        DK + b * sk_b + hk * sk_h + rows[:, None] * sk_t + offs_d[None, :] * sk_d,
+        dk.to(DK.dtype.element_ty),
+        mask=kd_mask,
+    )
+    tl.store(
+        DV + b * sv_b + hk * sv_h + rows[:, None] * sv_t + offs_d[None, :] * sv_d,
+        dv.to(DV.dtype.element_ty),
+        mask=kd_mask,
+    )
+
+
+@triton.jit
+def _attn_bwd_dkdv_eidetic_kernel(
+    Q,
+    DO,
+    LSE,
+    DLT,
+    EK,
+    EV,
+    EPOS,
+    DEK,
+    DEV,
+    sq_b,
+    sq_t,
+    sq_h,
+    sq_d,
+    sdo_b,
+    sdo_t,
+    sdo_h,
+    sdo_d,
+    sl_b,
+    sl_h,
+    sl_t,
+    sek_b,
+    sek_s,
+    sek_m,
+    sek_h,
+    sek_d,
+    sev_b,
+    sev_s,
+    sev_m,
+    sev_h,
+    sev_d,
+    sep_b,
+    sep_s,
+    sep_m,
+    T,
+    M,
+    Hkv,
+    G,
+    Dh,
+    q_start,
+    window,
+    chunk,
+    Scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    scale = tl.load(Scale)  # a tensor: a Python float arg would be typed float32 on a GPU
+    """dEK, dEV of one snapshot's slot tile; DEK/DEV have EK/EV's strides."""
+    pid_n = tl.program_id(0)
+    s_idx = tl.program_id(1)
+    pid_bh = tl.program_id(2)
+    b = pid_bh // Hkv
+    hk = pid_bh % Hkv
+    slots = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    e_ok = slots < M
+    d_ok = offs_d < Dh
+    kd_mask = e_ok[:, None] & d_ok[None, :]
+    ep = tl.load(EPOS + b * sep_b + s_idx * sep_s + slots * sep_m, mask=e_ok, other=-1)
+    k = tl.load(
+        EK + b * sek_b + s_idx * sek_s + hk * sek_h + slots[:, None] * sek_m + offs_d[None, :] * sek_d,
+        mask=kd_mask,
+        other=0.0,
+    )
+    v = tl.load(
+        EV + b * sev_b + s_idx * sev_s + hk * sev_h + slots[:, None] * sev_m + offs_d[None, :] * sev_d,
+        mask=kd_mask,
+        other=0.0,
+    )
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=ACC)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=ACC)
+    # the queries of this snapshot's chunk (those at positions < epos + w contribute zeros)
+    q_end = q_start + T - 1
+    c0 = (q_start // chunk + s_idx) * chunk
+    q_lo = tl.maximum(c0, q_start) - q_start
+    q_hi = tl.minimum(c0 + chunk - 1, q_end) - q_start + 1
+    for gi in range(0, G):
+        h = hk * G + gi
+        dk, dv = _dkdv_tile(
+            dk,
+            dv,
+            k,
+            v,
+            ep,
+            e_ok,
+            q_lo,
+            q_hi,
+            Q + b * sq_b + h * sq_h,
+            DO + b * sdo_b + h * sdo_h,
+            LSE + b * sl_b + h * sl_h,
+            DLT + b * sl_b + h * sl_h,
+            sq_t,
+            sq_d,
+            sdo_t,
+            sdo_d,
+            sl_t,
+            q_start,
+            0,
+            window,
+            scale,
+            offs_d,
+            d_ok,
+            BLOCK_M,
+            DOT_PREC,
+            UPCAST,
+            True,
+        )
+    dk = dk * scale
+    tl.store(
+        DEK + b * sek_b + s_idx * sek_s + hk * sek_h + slots[:, None] * sek_m + offs_d[None, :] * sek_d,
+        dk.to(DEK.dtype.element_ty),
+        mask=kd_mask,
+    )
+    tl.store(
+        DEV + b * sev_b + s_idx * sev_s + hk * sev_h + slots[:, None] * sev_m + offs_d[None, :] * sev_d,
+        dv.to(DEV.dtype.element_ty),
+        mask=kd_mask,
+    )

@@ -1,0 +1,282 @@
+"""Forward kernel: one pass over the three sources with an online softmax.
+
+Grid: (query tiles of BLOCK_M rows, batch × query heads). A program holds its BLOCK_M queries and
+walks, in turn,
+
+1. the raw keys at positions (i-w, i]     — only the key tiles the band of its queries touches,
+2. the fading keys at positions (i-δ-f, i-δ] — same band logic, shifted by δ,
+3. the eidetic slots of each snapshot its queries fall in (usually one, two when the tile
+   straddles a chunk edge), visible when 0 <= epos <= i-w,
+
+updating one running max ``m``, denominator ``l`` and accumulator per query row (flash-attention's
+online softmax), so the three sources share one softmax and nothing score-sized is written to
+memory. It stores ``o = acc / l`` and ``lse = m + log l`` (what the backward needs).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from bmojo_triton.ops._triton_utils import mm
+
+#: Finite "minus infinity" for the running max: a fully masked tile then gives exp(-inf - m) = 0
+#: without the NaN of (-inf) - (-inf).
+NEG_BIG = tl.constexpr(-1.0e30)
+
+
+@triton.jit
+def _band_fwd(
+    acc,
+    m_i,
+    l_i,
+    q,
+    i_pos,
+    q_ok,
+    i_lo,
+    i_hi,
+    K,
+    V,
+    stride_kt,
+    stride_kd,
+    stride_vt,
+    stride_vd,
+    src_start,
+    Tsrc,
+    offset,
+    width,
+    scale,
+    offs_d,
+    d_ok,
+    BLOCK_N: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    """Online-softmax update with the keys at positions j with offset <= i - j < offset + width.
+
+    The source's row r is at absolute position src_start + r (its rows end at the last query);
+    positions < 0 are never visible. Only the rows the tile's queries can see are visited.
+    """
+    lo = tl.maximum(i_lo - offset - width + 1, tl.maximum(src_start, 0)) - src_start
+    hi = tl.minimum(i_hi - offset + 1 - src_start, Tsrc)
+    for n0 in range(lo, hi, BLOCK_N):
+        rows = n0 + tl.arange(0, BLOCK_N)
+        r_ok = rows < hi
+        k = tl.load(
+            K + rows[:, None] * stride_kt + offs_d[None, :] * stride_kd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
+        )
+        v = tl.load(
+            V + rows[:, None] * stride_vt + offs_d[None, :] * stride_vd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
+        )
+        s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
+        rel = i_pos[:, None] - (src_start + rows)[None, :] - offset
+        vis = (rel >= 0) & (rel < width) & r_ok[None, :] & q_ok[:, None]
+        s = tl.where(vis, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        alpha = tl.exp(m_i - m_new)
+        p = tl.exp(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + mm(p.to(v.dtype), v, DOT_PREC, UPCAST).to(acc.dtype)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _attn_fwd_kernel(
+    Q,
+    K,
+    V,
+    KF,
+    VF,
+    EK,
+    EV,
+    EPOS,
+    O,
+    LSE,
+    sq_b,
+    sq_t,
+    sq_h,
+    sq_d,
+    sk_b,
+    sk_t,
+    sk_h,
+    sk_d,
+    sv_b,
+    sv_t,
+    sv_h,
+    sv_d,
+    skf_b,
+    skf_t,
+    skf_h,
+    skf_d,
+    svf_b,
+    svf_t,
+    svf_h,
+    svf_d,
+    sek_b,
+    sek_s,
+    sek_m,
+    sek_h,
+    sek_d,
+    sev_b,
+    sev_s,
+    sev_m,
+    sev_h,
+    sev_d,
+    sep_b,
+    sep_s,
+    sep_m,
+    so_b,
+    so_t,
+    so_h,
+    so_d,
+    sl_b,
+    sl_h,
+    sl_t,
+    T,
+    Tk,
+    Tf,
+    M,
+    H,
+    G,
+    Dh,
+    q_start,
+    window,
+    fading_window,
+    delta,
+    chunk,
+    Scale,
+    HAS_FADING: tl.constexpr,
+    HAS_EIDETIC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    scale = tl.load(Scale)  # a tensor: a Python float arg would be typed float32 on a GPU
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    hk = h // G  # the kv head this query head reads (GQA)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    q_ok = offs_m < T
+    d_ok = offs_d < Dh
+    i_pos = q_start + offs_m  # absolute query positions
+    q = tl.load(
+        Q + b * sq_b + h * sq_h + offs_m[:, None] * sq_t + offs_d[None, :] * sq_d,
+        mask=q_ok[:, None] & d_ok[None, :],
+        other=0.0,
+    )
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=ACC)
+    m_i = tl.full([BLOCK_M], NEG_BIG, dtype=ACC)
+    l_i = tl.zeros([BLOCK_M], dtype=ACC)
+    q_end = q_start + T - 1
+    i_first = q_start + pid_m * BLOCK_M  # the tile's first and last query positions
+    i_last = tl.minimum(i_first + BLOCK_M - 1, q_end)
+
+    # 1. raw keys: (i - w, i]
+    acc, m_i, l_i = _band_fwd(
+        acc,
+        m_i,
+        l_i,
+        q,
+        i_pos,
+        q_ok,
+        i_first,
+        i_last,
+        K + b * sk_b + hk * sk_h,
+        V + b * sv_b + hk * sv_h,
+        sk_t,
+        sk_d,
+        sv_t,
+        sv_d,
+        q_end + 1 - Tk,
+        Tk,
+        0,
+        window,
+        scale,
+        offs_d,
+        d_ok,
+        BLOCK_N,
+        DOT_PREC,
+        UPCAST,
+    )
+    # 2. fading keys: (i - δ - f, i - δ]
+    if HAS_FADING:
+        acc, m_i, l_i = _band_fwd(
+            acc,
+            m_i,
+            l_i,
+            q,
+            i_pos,
+            q_ok,
+            i_first,
+            i_last,
+            KF + b * skf_b + hk * skf_h,
+            VF + b * svf_b + hk * svf_h,
+            skf_t,
+            skf_d,
+            svf_t,
+            svf_d,
+            q_end + 1 - Tf,
+            Tf,
+            delta,
+            fading_window,
+            scale,
+            offs_d,
+            d_ok,
+            BLOCK_N,
+            DOT_PREC,
+            UPCAST,
+        )
+    # 3. eidetic slots of the snapshot each query's chunk uses; visible when 0 <= epos <= i - w
+    if HAS_EIDETIC:
+        base = q_start // chunk
+        s_lo = i_first // chunk - base
+        s_hi = i_last // chunk - base
+        snap = i_pos // chunk - base
+        for s_idx in range(s_lo, s_hi + 1):
+            for n0 in range(0, M, BLOCK_N):
+                slots = n0 + tl.arange(0, BLOCK_N)
+                e_ok = slots < M
+                ep = tl.load(EPOS + b * sep_b + s_idx * sep_s + slots * sep_m, mask=e_ok, other=-1)
+                kd_mask = e_ok[:, None] & d_ok[None, :]
+                k = tl.load(
+                    EK + b * sek_b + s_idx * sek_s + hk * sek_h + slots[:, None] * sek_m + offs_d[None, :] * sek_d,
+                    mask=kd_mask,
+                    other=0.0,
+                )
+                v = tl.load(
+                    EV + b * sev_b + s_idx * sev_s + hk * sev_h + slots[:, None] * sev_m + offs_d[None, :] * sev_d,
+                    mask=kd_mask,
+                    other=0.0,
+                )
+                s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
+                vis = (
+                    (snap == s_idx)[:, None]
+                    & q_ok[:, None]
+                    & (ep >= 0)[None, :]
+                    & (ep[None, :] <= (i_pos - window)[:, None])
+                )
+                s = tl.where(vis, s, float("-inf"))
+                m_new = tl.maximum(m_i, tl.max(s, axis=1))
+                alpha = tl.exp(m_i - m_new)
+                p = tl.exp(s - m_new[:, None])
+                l_i = l_i * alpha + tl.sum(p, axis=1)
+                acc = acc * alpha[:, None] + mm(p.to(v.dtype), v, DOT_PREC, UPCAST).to(ACC)
+                m_i = m_new
+
+    seen = l_i > 0
+    l_safe = tl.where(seen, l_i, 1.0)
+    o = acc / l_safe[:, None]
+    lse = tl.where(seen, m_i + tl.log(l_safe), 0.0)
+    tl.store(
+        O + b * so_b + h * so_h + offs_m[:, None] * so_t + offs_d[None, :] * so_d,
+        o.to(O.dtype.element_ty),
+        mask=q_ok[:, None] & d_ok[None, :],
+    )
+    tl.store(LSE + b * sl_b + h * sl_h + offs_m * sl_t, lse.to(LSE.dtype.element_ty), mask=q_ok)

@@ -1,0 +1,29 @@
+"""``innovation_scores`` in Triton. ``eidetic_select`` is not provided by this backend: it is a
+small discrete top-k over one chunk's scores, and core's reference (torch) serves it."""
+
+from __future__ import annotations
+
+import torch
+from bmojo._checks import check_tensor
+
+from bmojo_triton.ops._triton_utils import acc_dtype, on_device, pow2
+from bmojo_triton.ops.eidetic.fwd import _innovation_kernel
+
+
+def innovation_scores(k: torch.Tensor, k_pred: torch.Tensor) -> torch.Tensor:
+    """Same contract as ``bmojo.ops.eidetic.reference.innovation_scores`` (mean over heads of the
+    per-head mean, i.e. the mean over Hkv·Dh values)."""
+    check_tensor("k", k, ndim=4)
+    check_tensor("k_pred", k_pred, shape=tuple(k.shape))
+    b, T, Hkv, Dh = k.shape
+    cd = torch.float64 if k.dtype == torch.float64 else torch.float32
+    out = torch.empty(b, T, dtype=cd, device=k.device)
+    width = Hkv * Dh
+    if out.numel() and width:
+        with on_device(k):
+            _innovation_kernel[(b * T,)](
+                k.contiguous(), k_pred.contiguous(), out, width, BLOCK=pow2(width, 1), ACC=acc_dtype(cd)
+            )
+    elif out.numel():
+        out.fill_(float("nan"))  # the mean of nothing, as torch's mean gives
+    return out

@@ -1,0 +1,251 @@
+"""``ssm_scan`` (chunked SSD) and ``ssm_step`` (one decode step).
+
+Same contract as ``bmojo.ops.ssm_scan.reference``; the checks are core's. ``ssm_scan`` has a
+Triton backward (``bwd.py``, through ``SsmScanFn``); ``ssm_step`` is forward only and registered
+with ``differentiable=False`` (its gradients recompute core's reference).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from bmojo._checks import check_int, compute_dtype, fail
+from bmojo.ops.ssm_scan.reference import _check_scan_args
+
+from bmojo_triton.ops._triton_utils import acc_dtype, gpu_path, on_device, pow2
+from bmojo_triton.ops.ssm_scan.bwd import _ssd_bwd_kernel
+from bmojo_triton.ops.ssm_scan.fwd import _ssd_fwd_kernel
+from bmojo_triton.ops.ssm_scan.step import _ssm_step_kernel
+
+
+def _scan_precision(dtype: torch.dtype, gpu: bool) -> str:
+    """The scan's matmuls take float32 operands for every input dtype: TF32 tensor cores for
+    bfloat16 inputs (TF32's 10-bit mantissa is finer than bf16's 7), full IEEE float32 otherwise
+    (float16 has as many mantissa bits as TF32, so TF32 would lose to it)."""
+    return "tf32" if (gpu and dtype == torch.bfloat16) else "ieee"
+
+
+def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
+    """Launch the forward; with ``save_states`` also return the state entering every chunk and
+    the chunk length used (the backward must use the same)."""
+    b, T, H, P = x.shape
+    G, N = B.shape[-2:]
+    y = torch.empty_like(x)
+    final = torch.empty(b, H, P, N, dtype=x.dtype, device=x.device)
+    gpu = gpu_path(x.device)
+    # training (states saved): 32-token chunks keep the backward's tiles in registers
+    bl = (32 if save_states else 64) if gpu else 16
+    bp = pow2(P) if save_states else min(pow2(P), 32 if gpu else 16)
+    cd = compute_dtype(x.dtype)
+    states = None
+    if save_states:
+        states = torch.empty(b, H, triton.cdiv(T, bl), P, N, dtype=cd, device=x.device)
+    with on_device(x):
+        _ssd_fwd_kernel[(b * H, triton.cdiv(P, bp))](
+            x,
+            dt,
+            A,
+            B,
+            C,
+            D if D is not None else A,
+            h0 if h0 is not None else final,
+            y,
+            final,
+            states if states is not None else final,
+            x.stride(0),
+            x.stride(1),
+            x.stride(2),
+            dt.stride(0),
+            dt.stride(1),
+            B.stride(0),
+            B.stride(1),
+            B.stride(2),
+            T,
+            H,
+            P,
+            N,
+            H // G,
+            HAS_D=D is not None,
+            HAS_H0=h0 is not None,
+            SAVE_STATES=save_states,
+            BLOCK_L=bl,
+            BLOCK_P=bp,
+            BLOCK_N=pow2(N),
+            ACC=acc_dtype(cd),
+            DOT_PREC=_scan_precision(x.dtype, gpu),
+        )
+    return y, final, states, bl
+
+
+def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, needs):
+    b, T, H, P = x.shape
+    G, N = B.shape[-2:]
+    gpu = gpu_path(x.device)
+    cd = compute_dtype(x.dtype)
+    dy = dy.contiguous()
+    dht = dht.contiguous() if dht is not None else None
+    dx, ddt = torch.empty_like(x), torch.empty_like(dt)
+    db_h = torch.empty(b, T, H, N, dtype=cd, device=x.device)
+    dc_h = torch.empty(b, T, H, N, dtype=cd, device=x.device)
+    da_b = torch.empty(b, H, dtype=cd, device=x.device)
+    dd_b = torch.empty(b, H, dtype=cd, device=x.device)
+    dh0 = torch.empty(b, H, P, N, dtype=x.dtype, device=x.device)
+    with on_device(x):
+        _ssd_bwd_kernel[(b * H,)](
+            x,
+            dt,
+            A,
+            B,
+            C,
+            D if D is not None else A,
+            dy,
+            dht if dht is not None else dy,
+            states,
+            dx,
+            ddt,
+            db_h,
+            dc_h,
+            da_b,
+            dd_b,
+            dh0,
+            x.stride(0),
+            x.stride(1),
+            x.stride(2),
+            dt.stride(0),
+            dt.stride(1),
+            B.stride(0),
+            B.stride(1),
+            B.stride(2),
+            T,
+            H,
+            P,
+            N,
+            H // G,
+            HAS_D=D is not None,
+            HAS_DHT=dht is not None,
+            BLOCK_L=bl,
+            BLOCK_P=pow2(P),
+            BLOCK_N=pow2(N),
+            ACC=acc_dtype(cd),
+            DOT_PREC=_scan_precision(x.dtype, gpu),
+            num_warps=8 if gpu else 4,
+        )
+    # dB, dC: the heads of a group share B and C
+    dB = db_h.view(b, T, G, H // G, N).sum(3).to(B.dtype)
+    dC = dc_h.view(b, T, G, H // G, N).sum(3).to(C.dtype)
+    dA = da_b.sum(0).to(A.dtype)
+    dD = dd_b.sum(0).to(D.dtype) if D is not None else None
+    return dx, ddt, dA, dB, dC, dD, (dh0 if h0 is not None else None)
+
+
+class SsmScanFn(torch.autograd.Function):
+    """Saves the inputs and the chunk-entry states; the backward is ``_ssd_bwd_kernel``."""
+
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, D, h0):
+        y, final, states, bl = _fwd(x, dt, A, B, C, D, h0, save_states=True)
+        ctx.save_for_backward(x, dt, A, B, C, D, h0, states)
+        ctx.bl = bl
+        return y, final
+
+    @staticmethod
+    def backward(ctx, dy, dht):
+        x, dt, A, B, C, D, h0, states = ctx.saved_tensors
+        if dy is None:
+            dy = torch.zeros_like(x)
+        grads = _bwd(dy, dht, x, dt, A, B, C, D, h0, states, ctx.bl, ctx.needs_input_grad)
+        return tuple(g if n else None for g, n in zip(grads, ctx.needs_input_grad))
+
+
+def ssm_scan(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    initial_state: torch.Tensor | None = None,
+    *,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same contract as ``bmojo.ops.ssm_scan.reference.ssm_scan`` (``chunk_size`` is checked; the
+    kernel uses its own chunk tile). Differentiable: the backward is a Triton kernel."""
+    _check_scan_args(x, dt, A, B, C, D, initial_state, step=False)
+    check_int("chunk_size", chunk_size, minimum=1)
+    args = [t.contiguous() if t is not None else None for t in (x, dt, A, B, C, D, initial_state)]
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
+        return SsmScanFn.apply(*args)
+    y, final, _, _ = _fwd(*args, save_states=False)
+    return y, final
+
+
+def _step(state, x, dt, A, B, C, D, out_state):
+    b, H, P = x.shape
+    G, N = B.shape[-2:]
+    y = torch.empty_like(x)
+    bp = min(pow2(P, 1), 64)
+    if x.numel():
+        with on_device(x):
+            _ssm_step_kernel[(b * H, triton.cdiv(P, bp))](
+                state,
+                x,
+                dt,
+                A.contiguous(),
+                B,
+                C,
+                D.contiguous() if D is not None else A,
+                y,
+                out_state,
+                H,
+                P,
+                N,
+                H // G,
+                G,
+                HAS_D=D is not None,
+                BLOCK_P=bp,
+                BLOCK_N=pow2(N, 1),
+                ACC=acc_dtype(compute_dtype(x.dtype)),
+            )
+    return y
+
+
+def ssm_step(
+    state: torch.Tensor,
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same contract as ``bmojo.ops.ssm_scan.reference.ssm_step``; the new state is a new tensor
+    (what the registered op must do: custom ops may not mutate their inputs)."""
+    _check_scan_args(x, dt, A, B, C, D, state, step=True)
+    state, x, dt, B, C = (t.contiguous() for t in (state, x, dt, B, C))
+    new_state = torch.empty_like(state, dtype=x.dtype)
+    return _step(state, x, dt, A, B, C, D, new_state), new_state
+
+
+def ssm_step_(
+    state: torch.Tensor,
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``ssm_step`` updating ``state`` in place (a preallocated decode cache); returns y.
+
+    Not registered with the backend (ops return new tensors); for callers that manage their own
+    cache. ``state`` must be contiguous, of x's dtype, and not require grad (no autograd here).
+    """
+    _check_scan_args(x, dt, A, B, C, D, state, step=True)
+    if not state.is_contiguous() or state.dtype != x.dtype or state.requires_grad:
+        fail(
+            "state",
+            f"a contiguous {x.dtype} tensor that does not require grad (updated in place)",
+            f"contiguous={state.is_contiguous()}, dtype={state.dtype}, requires_grad={state.requires_grad}",
+        )
+    x, dt, B, C = (t.contiguous() for t in (x, dt, B, C))
+    return _step(state, x, dt, A, B, C, D, state)

@@ -1,0 +1,140 @@
+"""Backward kernel of ``ssm_scan``: the chunks in reverse, the state gradient carried in registers.
+
+Grid: (batch × heads). A program holds the whole head (all P rows) so per-token gradients of dt
+need no cross-program sum; dB and dC are written per head and summed over the heads of a group by
+the launcher. Per chunk (L tokens, ``h`` = the state entering it, saved by the forward,
+``dh`` = the gradient of the state leaving it), with W = (C·Bᵀ) ∘ decay and G = (dY·(dt·x)ᵀ) ∘ decay:
+
+    d(dt·x) = Wᵀ·dY + exp(cum_L − cum)·(B·dhᵀ)       dx = dt·d(dt·x) + D·dY
+    dC      = G·B + exp(cum)·(dY·h)                   dB = Gᵀ·C + exp(cum_L − cum)·(dt·x)·dh
+    dcum_i  = Σ_j (CB∘G)_ij − Σ_j (CB∘G)_ji + exp(cum_i)·Σ_p dY_ip (C·hᵀ)_ip − u_i
+    u_i     = exp(cum_L − cum_i)·Σ_p (dt·x)_ip (B·dhᵀ)_ip,   dcum_L += exp(cum_L)·⟨dh, h⟩ + Σ u
+    d(dt·A)_j = Σ_{i>=j} dcum_i + dcum_L,   ddt = A·d(dt·A) + Σ_p x·d(dt·x),   dA = Σ dt·d(dt·A)
+    dh     ← exp(cum_L)·dh + dYᵀ·(exp(cum)·C)         (the gradient of the state entering it)
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from bmojo_triton.ops._triton_utils import mm
+
+
+@triton.jit
+def _ssd_bwd_kernel(
+    X,
+    DT,
+    A,
+    B,
+    C,
+    D,
+    DY,
+    DHT,
+    STATES,
+    DX,
+    DDT,
+    DB_H,
+    DC_H,
+    DA_B,
+    DD_B,
+    DH0,
+    sx_b,
+    sx_t,
+    sx_h,
+    sdt_b,
+    sdt_t,
+    sb_b,
+    sb_t,
+    sb_g,
+    T,
+    H,
+    P,
+    N,
+    HEADS_PER_GROUP,
+    HAS_D: tl.constexpr,
+    HAS_DHT: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    ACC: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    """DX, DDT have X's/DT's strides; DB_H, DC_H are (b, T, H, N) contiguous (per head); DA_B,
+    DD_B are (b, H); DH0 is (b, H, P, N)."""
+    pid_bh = tl.program_id(0)
+    b = pid_bh // H
+    h = pid_bh % H
+    g = h // HEADS_PER_GROUP
+    offs_l = tl.arange(0, BLOCK_L)
+    offs_p = tl.arange(0, BLOCK_P)
+    offs_n = tl.arange(0, BLOCK_N)
+    p_ok = offs_p < P
+    n_ok = offs_n < N
+    pn_mask = p_ok[:, None] & n_ok[None, :]
+    a = tl.load(A + h).to(ACC)
+    d = 0.0
+    if HAS_D:
+        d = tl.load(D + h).to(ACC)
+    state_ptrs = pid_bh * P * N + offs_p[:, None] * N + offs_n[None, :]
+    if HAS_DHT:
+        dh = tl.load(DHT + state_ptrs, mask=pn_mask, other=0.0).to(ACC)
+    else:
+        dh = tl.zeros([BLOCK_P, BLOCK_N], dtype=ACC)
+    causal = offs_l[:, None] >= offs_l[None, :]
+    n_chunks = tl.cdiv(T, BLOCK_L)
+    da_acc = tl.zeros([BLOCK_L], dtype=ACC)
+    dd_acc = tl.zeros([BLOCK_L], dtype=ACC)
+    for ci in range(0, n_chunks):
+        c = n_chunks - 1 - ci
+        t = c * BLOCK_L + offs_l
+        t_ok = t < T
+        lp_mask = t_ok[:, None] & p_ok[None, :]
+        ln_mask = t_ok[:, None] & n_ok[None, :]
+        x_off = b * sx_b + t[:, None] * sx_t + h * sx_h + offs_p[None, :]
+        bc_off = b * sb_b + t[:, None] * sb_t + g * sb_g + offs_n[None, :]
+        dt = tl.load(DT + b * sdt_b + t * sdt_t + h, mask=t_ok, other=0.0).to(ACC)
+        x = tl.load(X + x_off, mask=lp_mask, other=0.0).to(ACC)
+        dy = tl.load(DY + x_off, mask=lp_mask, other=0.0).to(ACC)
+        bm = tl.load(B + bc_off, mask=ln_mask, other=0.0).to(ACC)
+        cm = tl.load(C + bc_off, mask=ln_mask, other=0.0).to(ACC)
+        hin = tl.load(
+            STATES + (pid_bh * n_chunks + c) * P * N + offs_p[:, None] * N + offs_n[None, :], mask=pn_mask, other=0.0
+        )
+        cum = tl.cumsum(dt * a, axis=0)
+        total = tl.sum(dt * a, axis=0)
+        e_cum = tl.exp(cum)
+        to_end = tl.exp(total - cum)
+        xdt = x * dt[:, None]
+        decay = tl.where(causal, tl.exp(cum[:, None] - cum[None, :]), 0.0)
+        cb = mm(cm, tl.trans(bm), DOT_PREC, False)
+        w = cb * decay
+        gm = mm(dy, tl.trans(xdt), DOT_PREC, False) * decay
+        b_dh = mm(bm, tl.trans(dh), DOT_PREC, False)  # (L, P)
+        dxdt = mm(tl.trans(w), dy, DOT_PREC, False) + b_dh * to_end[:, None]
+        dx = dxdt * dt[:, None]
+        if HAS_D:
+            dx += dy * d
+            dd_acc += tl.sum(x * dy, axis=1)
+        ddt = tl.sum(dxdt * x, axis=1)
+        dc = mm(gm, bm, DOT_PREC, False) + mm(dy, hin, DOT_PREC, False) * e_cum[:, None]
+        db = mm(tl.trans(gm), cm, DOT_PREC, False) + mm(xdt * to_end[:, None], dh, DOT_PREC, False)
+        mmat = cb * gm
+        dcum = tl.sum(mmat, axis=1) - tl.sum(mmat, axis=0)
+        dcum += e_cum * tl.sum(dy * mm(cm, tl.trans(hin), DOT_PREC, False), axis=1)
+        u = to_end * tl.sum(xdt * b_dh, axis=1)
+        dcum -= u
+        dtot = tl.exp(total) * tl.sum(tl.sum(dh * hin, axis=1), axis=0) + tl.sum(u, axis=0)
+        # d(dt·A)_j = Σ_{i>=j} dcum_i + dtot  (a reverse cumulative sum)
+        dadt = tl.sum(dcum, axis=0) - tl.cumsum(dcum, axis=0) + dcum + dtot
+        ddt += a * dadt
+        da_acc += dt * dadt
+        tl.store(DX + x_off, dx.to(DX.dtype.element_ty), mask=lp_mask)
+        tl.store(DDT + b * sdt_b + t * sdt_t + h, ddt.to(DDT.dtype.element_ty), mask=t_ok)
+        bc_h = (b * T + t[:, None]) * H * N + h * N + offs_n[None, :]
+        tl.store(DB_H + bc_h, db.to(DB_H.dtype.element_ty), mask=ln_mask)
+        tl.store(DC_H + bc_h, dc.to(DC_H.dtype.element_ty), mask=ln_mask)
+        dh = dh * tl.exp(total) + mm(tl.trans(dy), cm * e_cum[:, None], DOT_PREC, False)
+    tl.store(DA_B + pid_bh, tl.sum(da_acc, axis=0))
+    tl.store(DD_B + pid_bh, tl.sum(dd_acc, axis=0))
+    tl.store(DH0 + state_ptrs, dh.to(DH0.dtype.element_ty), mask=pn_mask)

@@ -1,0 +1,114 @@
+"""Forward kernel of ``ssm_scan``: chunked SSD with the inter-chunk state kept in registers.
+
+Grid: (batch × heads, head-dim tiles of BLOCK_P). A program owns the (BLOCK_P × N) state of its
+head and walks the sequence chunk by chunk (L tokens): within a chunk the recurrence is three
+matmuls (Mamba-2's SSD form), across chunks only the state is carried:
+
+    cum_i   = Σ_{j<=i} dt_j·A                                (tl.cumsum, within the chunk)
+    y       = ((C·Bᵀ) ∘ exp(cum_i − cum_j)[i>=j]) · (dt·x)    intra-chunk
+            + exp(cum_i)·(C·hᵀ)                               the entering state
+            + D·x
+    h      ← exp(cum_L)·h + (dt·x·exp(cum_L − cum))ᵀ·B          the state leaving the chunk
+
+Rows past T load dt = 0 (the state is unchanged by them, as in core's padding). B and C are read
+from the head's group (GQA-style sharing, nothing repeated in memory). The chunk length is the
+kernel's own tile (the ``chunk_size`` argument only changes float rounding in the reference).
+With SAVE_STATES the state entering every chunk is stored (ACC precision) for the backward.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from bmojo_triton.ops._triton_utils import mm
+
+
+@triton.jit
+def _ssd_fwd_kernel(
+    X,
+    DT,
+    A,
+    B,
+    C,
+    D,
+    H0,
+    Y,
+    HT,
+    STATES,
+    sx_b,
+    sx_t,
+    sx_h,
+    sdt_b,
+    sdt_t,
+    sb_b,
+    sb_t,
+    sb_g,
+    T,
+    H,
+    P,
+    N,
+    HEADS_PER_GROUP,
+    HAS_D: tl.constexpr,
+    HAS_H0: tl.constexpr,
+    SAVE_STATES: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    ACC: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    pid_bh = tl.program_id(0)
+    pid_p = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    g = h // HEADS_PER_GROUP
+    offs_l = tl.arange(0, BLOCK_L)
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_n = tl.arange(0, BLOCK_N)
+    p_ok = offs_p < P
+    n_ok = offs_n < N
+    a = tl.load(A + h).to(ACC)
+    state_ptrs = (b * H + h) * P * N + offs_p[:, None] * N + offs_n[None, :]
+    if HAS_H0:
+        state = tl.load(H0 + state_ptrs, mask=p_ok[:, None] & n_ok[None, :], other=0.0).to(ACC)
+    else:
+        state = tl.zeros([BLOCK_P, BLOCK_N], dtype=ACC)
+    d = 0.0
+    if HAS_D:
+        d = tl.load(D + h).to(ACC)
+    causal = offs_l[:, None] >= offs_l[None, :]
+    n_chunks = tl.cdiv(T, BLOCK_L)
+    for t0 in range(0, T, BLOCK_L):
+        if SAVE_STATES:  # the state entering this chunk, for the backward
+            c_ptrs = ((b * H + h) * n_chunks + t0 // BLOCK_L) * P * N + offs_p[:, None] * N + offs_n[None, :]
+            tl.store(STATES + c_ptrs, state, mask=p_ok[:, None] & n_ok[None, :])
+        t = t0 + offs_l
+        t_ok = t < T
+        dt = tl.load(DT + b * sdt_b + t * sdt_t + h, mask=t_ok, other=0.0).to(ACC)
+        x = tl.load(
+            X + b * sx_b + t[:, None] * sx_t + h * sx_h + offs_p[None, :], mask=t_ok[:, None] & p_ok[None, :], other=0.0
+        ).to(ACC)
+        bm = tl.load(
+            B + b * sb_b + t[:, None] * sb_t + g * sb_g + offs_n[None, :], mask=t_ok[:, None] & n_ok[None, :], other=0.0
+        ).to(ACC)
+        cm = tl.load(
+            C + b * sb_b + t[:, None] * sb_t + g * sb_g + offs_n[None, :], mask=t_ok[:, None] & n_ok[None, :], other=0.0
+        ).to(ACC)
+        cum = tl.cumsum(dt * a, axis=0)
+        total = tl.sum(dt * a, axis=0)
+        xdt = x * dt[:, None]
+        cb = mm(cm, tl.trans(bm), DOT_PREC, False)
+        decay = tl.where(causal, tl.exp(cum[:, None] - cum[None, :]), 0.0)
+        y = mm((cb * decay).to(ACC), xdt, DOT_PREC, False)
+        y += mm(cm, tl.trans(state), DOT_PREC, False) * tl.exp(cum)[:, None]
+        if HAS_D:
+            y += x * d
+        tl.store(
+            Y + b * sx_b + t[:, None] * sx_t + h * sx_h + offs_p[None, :],
+            y.to(Y.dtype.element_ty),
+            mask=t_ok[:, None] & p_ok[None, :],
+        )
+        to_end = tl.exp(total - cum)
+        state = state * tl.exp(total) + mm(tl.trans(xdt * to_end[:, None]), bm, DOT_PREC, False)
+    tl.store(HT + state_ptrs, state.to(HT.dtype.element_ty), mask=p_ok[:, None] & n_ok[None, :])

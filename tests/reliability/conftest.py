@@ -1,0 +1,1 @@
+from .helpers import registry  # noqa: F401  (fixture)

@@ -1,0 +1,169 @@
+"""ssm_scan / ssm_step, causal_conv1d / step, the norms and innovation_scores at these kernels'
+tile edges (chunk tile 16 on the interpreter, 64 on a GPU; P, N and channels not powers of two)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from bmojo.ops.causal_conv1d import reference as conv_ref
+from bmojo.ops.eidetic import reference as eid_ref
+from bmojo.ops.rmsnorm import reference as norm_ref
+from bmojo.ops.ssm_scan import reference as ssm_ref
+from bmojo_triton.ops import causal_conv1d as conv
+from bmojo_triton.ops import eidetic, rmsnorm, ssm_scan
+from triton_helpers import assert_close, compare_fwd_bwd
+
+
+def rn(device, dtype, *shape, s=1.0, g=None):
+    return (torch.randn(*shape, generator=g, dtype=torch.float64) * s).to(device, dtype)
+
+
+def scan_args(device, dtype, b, T, H, P, G, N, D=True, h0=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        rn(device, dtype, b, T, H, P, g=g),
+        (torch.rand(b, T, H, generator=g, dtype=torch.float64) * 0.3 + 0.01).to(device, dtype),
+        (-torch.rand(H, generator=g, dtype=torch.float64) * 1.5 - 0.5).to(device, dtype),
+        rn(device, dtype, b, T, G, N, s=0.5, g=g),
+        rn(device, dtype, b, T, G, N, s=0.5, g=g),
+        rn(device, dtype, H, g=g) if D else None,
+        rn(device, dtype, b, H, P, N, s=0.5, g=g) if h0 else None,
+    )
+
+
+SCAN = {
+    "ragged_T37_P24_N20_G2": dict(b=2, T=37, H=4, P=24, G=2, N=20),
+    "T150_spans_gpu_chunks": dict(b=1, T=150, H=2, P=16, G=1, N=16, D=False, h0=False),
+    "T1": dict(b=1, T=1, H=2, P=8, G=1, N=8),
+    "P64_N128": dict(b=1, T=20, H=2, P=64, G=1, N=128),
+}
+
+
+SCAN_NAMES = ("x", "dt", "A", "B", "C", "D", "initial_state")
+
+
+@pytest.mark.parametrize("name", list(SCAN))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_ssm_scan_forward_and_gradients(name, dtype, device):
+    """y and the final state, and the Triton backward's gradients of every input through both."""
+    args = scan_args(device, dtype, **SCAN[name])
+    kw = dict(chunk_size=16)
+    compare_fwd_bwd(name, ssm_scan.ssm_scan, ssm_ref.ssm_scan, args, kw, dtype, names=SCAN_NAMES)
+
+
+def test_ssm_scan_gradients_float64(device):
+    args = scan_args(device, torch.float64, b=2, T=37, H=4, P=24, G=2, N=20)
+    compare_fwd_bwd("f64", ssm_scan.ssm_scan, ssm_ref.ssm_scan, args, {}, torch.float64, names=SCAN_NAMES)
+
+
+def test_ssm_scan_without_grad_saves_nothing(device):
+    """Inference calls skip the state saving (a different, lighter launch) and agree with it."""
+    args = scan_args(device, torch.float32, b=1, T=40, H=2, P=8, G=1, N=8)
+    with torch.no_grad():
+        y0, h0 = ssm_scan.ssm_scan(*args)
+    y1, h1 = ssm_scan.ssm_scan(*[a.requires_grad_(True) if a is not None else None for a in args])
+    assert y1.grad_fn is not None
+    assert_close("y", y0, y1.detach(), torch.float32)
+    assert_close("h", h0, h1.detach(), torch.float32)
+
+
+def test_ssm_scan_chunk_size_does_not_change_the_result(device):
+    args = scan_args(device, torch.float64, b=1, T=45, H=2, P=8, G=1, N=8)
+    y1, h1 = ssm_scan.ssm_scan(*args, chunk_size=7)
+    y2, h2 = ssm_ref.ssm_scan(*args, chunk_size=64)
+    assert_close("y", y1, y2, torch.float64)
+    assert_close("h", h1, h2, torch.float64)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_ssm_step_chain_equals_scan(dtype, device):
+    x, dt, A, B, C, D, h0 = scan_args(device, dtype, b=2, T=6, H=4, P=12, G=2, N=10)
+    state, ys = h0, []
+    for t in range(6):
+        y, state = ssm_scan.ssm_step(state, x[:, t], dt[:, t], A, B[:, t], C[:, t], D)
+        ys.append(y)
+    y_r, h_r = ssm_ref.ssm_scan(x.float(), dt.float(), A.float(), B.float(), C.float(), D.float(), h0.float())
+    assert_close("y", torch.stack(ys, 1), y_r.to(dtype), dtype)
+    assert_close("state", state, h_r.to(dtype), dtype)
+
+
+CONV = {
+    "T40_ch20_K4": dict(b=2, T=40, ch=20, K=4),
+    "T_lt_K_minus_1": dict(b=1, T=2, ch=20, K=4),
+    "K1": dict(b=1, T=5, ch=8, K=1),
+    "no_bias_no_state_linear": dict(b=1, T=17, ch=33, K=3, bias=False, state=False, act=None),
+}
+
+
+@pytest.mark.parametrize("name", list(CONV))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_causal_conv1d_forward_gradients_and_step(name, dtype, device):
+    c = dict(bias=True, state=True, act="silu") | CONV[name]
+    g = torch.Generator().manual_seed(1)
+    b, T, ch, K = c["b"], c["T"], c["ch"], c["K"]
+    args = (
+        rn(device, dtype, b, T, ch, g=g),
+        rn(device, dtype, ch, K, s=0.5, g=g),
+        rn(device, dtype, ch, g=g) if c["bias"] else None,
+        rn(device, dtype, b, K - 1, ch, g=g) if c["state"] else None,
+        c["act"],
+    )
+    names = ("x", "weight", "bias", "initial_state")
+    compare_fwd_bwd(name, conv.causal_conv1d, conv_ref.causal_conv1d, args, {}, dtype, names=names)
+    # the step continues the sequence exactly
+    _, s = conv_ref.causal_conv1d(*args)
+    x1 = rn(device, dtype, b, ch, g=g)
+    step = conv.causal_conv1d_step(x1, s, args[1], args[2], c["act"])
+    step_r = conv_ref.causal_conv1d_step(x1, s, args[1], args[2], c["act"])
+    assert_close(f"{name}: step y", step[0], step_r[0], dtype)
+    assert_close(f"{name}: step state", step[1], step_r[1], dtype)
+
+
+NORM = {"rms_48": (None, 48), "gated_48": (48, 48), "gated_groups_3x16": (16, 48), "gated_1x200": (200, 200)}
+
+
+@pytest.mark.parametrize("name", list(NORM))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_norms_forward_and_gradients(name, dtype, device):
+    group, width = NORM[name]
+    g = torch.Generator().manual_seed(2)
+    x = rn(device, dtype, 2, 5, width, g=g)
+    w = (rn(device, dtype, width, s=0.5, g=g) + 1).to(dtype)
+    if name.startswith("rms"):
+        compare_fwd_bwd(name, rmsnorm.rmsnorm, norm_ref.rmsnorm, (x, w, 1e-6), {}, dtype, names=("x", "weight"))
+    else:
+        z = rn(device, dtype, 2, 5, width, g=g)
+        args = (x, z, w, 1e-6, None if group == width else group)
+        compare_fwd_bwd(
+            name, rmsnorm.gated_rmsnorm, norm_ref.gated_rmsnorm, args, {}, dtype, names=("x", "z", "weight")
+        )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_innovation_scores(dtype, device):
+    g = torch.Generator().manual_seed(3)
+    k, kp = rn(device, dtype, 2, 19, 3, 12, g=g), rn(device, dtype, 2, 19, 3, 12, g=g)
+    out, ref = eidetic.innovation_scores(k, kp), eid_ref.innovation_scores(k, kp)
+    assert out.dtype == torch.float32
+    assert_close("scores", out, ref, torch.float32)
+
+
+def test_steps_in_place_match_the_ops(device):
+    """The in-place entry points (preallocated decode caches) equal the registered ops."""
+    x, dt, A, B, C, D, h0 = scan_args(device, torch.float32, b=2, T=1, H=4, P=12, G=2, N=10)
+    y, new = ssm_scan.ssm_step(h0, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], D)
+    cache = h0.clone()
+    y2 = ssm_scan.ssm_step_(cache, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], D)
+    assert torch.equal(y, y2) and torch.equal(new, cache)
+    with pytest.raises(ValueError, match="state"):
+        ssm_scan.ssm_step_(h0.double(), x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], D)
+    g = torch.Generator().manual_seed(5)
+    xc, s, w = (
+        rn(device, torch.float32, 2, 20, g=g),
+        rn(device, torch.float32, 2, 3, 20, g=g),
+        rn(device, torch.float32, 20, 4, g=g),
+    )
+    yc, sn = conv.causal_conv1d_step(xc, s, w, None, "silu")
+    cache = s.clone()
+    yc2 = conv.causal_conv1d_step_(xc, cache, w, None, "silu")
+    assert torch.equal(yc, yc2) and torch.equal(sn, cache)
