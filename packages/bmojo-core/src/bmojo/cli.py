@@ -8,7 +8,14 @@ import importlib
 import sys
 
 #: Modules that contribute subcommands, in the order ``bmojo --help`` lists them.
-COMMAND_MODULES = ["bmojo.mqar", "bmojo.demo", "bmojo.backends.cli"]
+COMMAND_MODULES = [
+    "bmojo.jobs.train",
+    "bmojo.jobs.generate",
+    "bmojo.jobs.eval_length",
+    "bmojo.mqar",
+    "bmojo.demo",
+    "bmojo.backends.cli",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,350 @@
+"""Training checkpoints: safetensors tensors + JSON, written atomically, validated before loading.
+
+A run directory (``bmojo train --out RUN``) holds::
+
+    RUN/latest.json                      {"format", "step", "dir"}: the newest complete checkpoint
+    RUN/log.jsonl                        the training log (bmojo.jobs.progress.JsonlLog)
+    RUN/checkpoints/step-00000100/
+        config.json  model.safetensors   exactly what BMojoLM.save_pretrained writes (loads with from_pretrained)
+        optimizer.safetensors            AdamW state per parameter name: state/<name>/{step,exp_avg,exp_avg_sq}
+        optimizer.json                   AdamW param_groups (hyper-parameters, parameter names)
+        rng.safetensors                  torch RNG states, one per rank (torch_cpu/rank<r>, torch_cuda/rank<r>)
+        trainer.json                     step, tokens, elapsed time, world size, settings, data fingerprint
+
+The learning-rate schedule is a pure function of the step (``bmojo.jobs.optim.Schedule``), so the
+step is its whole state. Tensors are *full* (unsharded) whatever wrote them — one process, DDP or
+FSDP2 — so a checkpoint from one mode loads in any other. Rank 0 writes everything into a
+temporary directory, renames it into place and only then replaces ``latest.json`` (write to a
+temporary file, ``os.replace``): a crash leaves the previous checkpoint intact. Nothing is
+pickled. Loading reads the JSON and the safetensors headers first and checks the config, every
+tensor name, shape and dtype before any tensor is read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from bmojo.config import ModelConfig
+from bmojo.model import CONFIG_NAME, WEIGHTS_NAME, BMojoLM
+
+FORMAT = "bmojo-train-checkpoint"
+VERSION = 1
+LATEST = "latest.json"
+OPTIM_TENSORS = "optimizer.safetensors"
+OPTIM_JSON = "optimizer.json"
+RNG = "rng.safetensors"
+TRAINER = "trainer.json"
+ADAMW_KEYS = ("step", "exp_avg", "exp_avg_sq")
+
+_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "U8": torch.uint8,
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, incomplete, or does not fit the model or run it is loaded into."""
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+# ----------------------------------------------------------------------------- finding checkpoints
+
+
+def latest(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run directory, or None."""
+    pointer = Path(run_dir) / LATEST
+    if not pointer.is_file():
+        return None
+    try:
+        info = json.loads(pointer.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{pointer}: expected JSON, got unreadable text ({err})") from err
+    if not isinstance(info, dict) or info.get("format") != FORMAT or not isinstance(info.get("dir"), str):
+        raise CheckpointError(f"{pointer}: expected a {FORMAT!r} pointer with a 'dir', got {info!r}")
+    path = Path(run_dir) / info["dir"]
+    if not path.is_dir():
+        raise CheckpointError(f"{pointer}: expected the checkpoint directory {str(path)!r}, not found")
+    return path
+
+
+def resolve(path: str | Path, flag: str = "--checkpoint") -> Path:
+    """A checkpoint directory from a run directory (its latest), a step directory, or any
+    ``save_pretrained`` directory."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{flag}: expected a run or checkpoint directory, got {str(path)!r} (not found)")
+    found = latest(path) if path.is_dir() else None
+    if found is not None:
+        return found
+    if (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file():
+        return path
+    raise CheckpointError(
+        f"{flag}: expected a directory with {LATEST} (a bmojo train --out directory) or with {CONFIG_NAME} and "
+        f"{WEIGHTS_NAME}, got {str(path)!r}"
+    )
+
+
+def read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent}: expected {path.name} ({what}), not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: expected JSON ({what}), got unreadable text ({err})") from err
+
+
+def read_trainer(step_dir: Path) -> dict | None:
+    """``trainer.json`` of a training checkpoint; None for a plain ``save_pretrained`` directory."""
+    path = Path(step_dir) / TRAINER
+    if not path.is_file():
+        return None
+    info = read_json(path, "trainer state")
+    if not isinstance(info, dict) or info.get("format") != FORMAT or info.get("version") != VERSION:
+        raise CheckpointError(f"{path}: expected format {FORMAT!r} version {VERSION}, got {info!r:.200}")
+    return info
+
+
+def read_config(step_dir: Path) -> ModelConfig:
+    data = read_json(Path(step_dir) / CONFIG_NAME, "model config")
+    try:
+        return ModelConfig.from_dict(data)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{Path(step_dir) / CONFIG_NAME}: not a valid model config: {err}") from err
+
+
+def config_diff(a: ModelConfig, b: ModelConfig) -> list[str]:
+    """Field paths where two configs differ (for error messages)."""
+    da, db = a.to_dict(), b.to_dict()
+    out = [k for k in sorted(set(da) | set(db)) if k != "layers" and da.get(k) != db.get(k)]
+    la, lb = da["layers"], db["layers"]
+    if len(la) != len(lb):
+        out.append(f"n_layers ({len(la)} vs {len(lb)})")
+    for i, (x, y) in enumerate(zip(la, lb)):
+        out += [f"layers[{i}].{k}" for k in sorted(set(x) | set(y)) if x.get(k) != y.get(k)]
+    return out
+
+
+# ----------------------------------------------------------------------------- validated reading
+
+
+def _header(path: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype | str]]:
+    """Names, shapes and dtypes of a safetensors file, read from its header only."""
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent}: expected {path.name}, not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            out = {}
+            for name in f.keys():
+                sl = f.get_slice(name)
+                out[name] = (tuple(sl.get_shape()), _DTYPES.get(sl.get_dtype(), sl.get_dtype()))
+            return out
+    except SafetensorError as err:
+        raise CheckpointError(f"{path}: expected a safetensors file, got an unreadable one ({err})") from err
+
+
+def _check_header(path: Path, got: dict, want: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> None:
+    missing, unexpected = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: expected exactly the model's tensors; missing {missing[:8]}{'…' if len(missing) > 8 else ''}, "
+            f"unexpected {unexpected[:8]}{'…' if len(unexpected) > 8 else ''}"
+        )
+    for name, (shape, dtype) in want.items():
+        if got[name][0] != shape:
+            raise CheckpointError(f"{path}: {name}: expected shape {shape}, got {got[name][0]}")
+        if got[name][1] != dtype:
+            raise CheckpointError(f"{path}: {name}: expected dtype {dtype}, got {got[name][1]}")
+
+
+def _read(path: Path, device="cpu") -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt", device=str(device)) as f:
+        return {name: f.get_tensor(name) for name in f.keys()}
+
+
+def _expected_model(model: torch.nn.Module) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    return {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+
+
+def load_model(path: str | Path, *, device="cpu", flag: str = "--checkpoint") -> tuple[BMojoLM, Path]:
+    """A model from a run, step or ``save_pretrained`` directory; everything is checked against
+    the config before the weights are read. Returns the model (eval mode) and the step directory."""
+    step_dir = resolve(path, flag)
+    config = read_config(step_dir)
+    with torch.device("meta"):
+        template = BMojoLM(config)
+    weights = step_dir / WEIGHTS_NAME
+    _check_header(weights, _header(weights), _expected_model(template))
+    model = BMojoLM(config)
+    model.load_state_dict(_read(weights))
+    return model.to(device).eval(), step_dir
+
+
+# ----------------------------------------------------------------------------- full state dicts
+
+
+def _full_state(model, optimizer, distributed: bool):
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=distributed)
+    msd = get_model_state_dict(model, options=options)
+    osd = get_optimizer_state_dict(model, optimizer, options=options)
+    return msd, osd
+
+
+def _optimizer_tensors(osd: dict) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    tensors = {}
+    for name, state in osd["state"].items():
+        for key in ADAMW_KEYS:
+            value = state[key]
+            if not isinstance(value, torch.Tensor):
+                value = torch.tensor(float(value), dtype=torch.float32)
+            tensors[f"state/{name}/{key}"] = value.detach().to("cpu").contiguous()
+    groups = []
+    for group in osd["param_groups"]:
+        g = {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()}
+        groups.append(g)
+    return tensors, groups
+
+
+def save(
+    run_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    base: BMojoLM,
+    optimizer: torch.optim.Optimizer,
+    *,
+    trainer: dict,
+    world,
+    device: torch.device,
+    keep: int,
+) -> Path:
+    """Write the checkpoint of ``step`` (a collective: every rank calls it). Returns its directory."""
+    from bmojo.jobs.distributed import gather_tensors
+
+    msd, osd = _full_state(model, optimizer, world.distributed)
+    rng = {}
+    cpu_states = gather_tensors(torch.get_rng_state().to(device), world)
+    for r, s in enumerate(cpu_states):
+        rng[f"torch_cpu/rank{r}"] = s.cpu()
+    if device.type == "cuda":
+        for r, s in enumerate(gather_tensors(torch.cuda.get_rng_state(device).to(device), world)):
+            rng[f"torch_cuda/rank{r}"] = s.cpu()
+    final = Path(run_dir) / "checkpoints" / step_dir_name(step)
+    if world.main:
+        tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        (tmp / CONFIG_NAME).write_text(base.config.to_json())
+        weights = {k: v.detach().to("cpu").contiguous() for k, v in msd.items()}
+        save_file(weights, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "library": "bmojo"})
+        tensors, groups = _optimizer_tensors(osd)
+        save_file(tensors, str(tmp / OPTIM_TENSORS), metadata={"format": "pt"})
+        (tmp / OPTIM_JSON).write_text(json.dumps({"param_groups": groups}, indent=1))
+        save_file(rng, str(tmp / RNG), metadata={"format": "pt"})
+        info = {"format": FORMAT, "version": VERSION, "step": step, **trainer}
+        (tmp / TRAINER).write_text(json.dumps(info, indent=1, sort_keys=True))
+        for f in tmp.iterdir():
+            with f.open("rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():  # an earlier run reached this step and was resumed from before it
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        pointer = Path(run_dir) / LATEST
+        ptmp = pointer.with_name(f".{LATEST}.tmp-{os.getpid()}")
+        ptmp.write_text(json.dumps({"format": FORMAT, "step": step, "dir": f"checkpoints/{final.name}"}))
+        os.replace(ptmp, pointer)
+        _prune(Path(run_dir) / "checkpoints", keep, final)
+    _barrier(world)
+    return final
+
+
+def _prune(directory: Path, keep: int, newest: Path) -> None:
+    steps = sorted(p for p in directory.iterdir() if p.is_dir() and p.name.startswith("step-"))
+    for p in steps[: max(0, len(steps) - keep)]:
+        if p != newest:
+            shutil.rmtree(p)
+
+
+def _barrier(world) -> None:
+    if world.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def load_for_resume(
+    step_dir: Path, model: torch.nn.Module, base: BMojoLM, optimizer: torch.optim.Optimizer, *, world, device
+) -> dict:
+    """Restore weights, AdamW state and this rank's RNG state from ``step_dir`` into a freshly built
+    (possibly wrapped) model and optimizer. Everything is validated before any tensor is read; the
+    caller checks ``trainer.json`` against the run's settings. Returns ``trainer.json``."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    trainer = read_trainer(step_dir)
+    if trainer is None:
+        raise CheckpointError(f"--resume: expected a training checkpoint with {TRAINER} in {str(step_dir)!r}")
+    saved = read_config(step_dir)
+    if saved != base.config:
+        raise CheckpointError(
+            f"--config/--preset: the checkpoint in {str(step_dir)!r} was trained with another model config "
+            f"(differs in {', '.join(config_diff(saved, base.config)[:6])}); use the same config or another --out"
+        )
+    want_model = _expected_model(base)
+    weights = step_dir / WEIGHTS_NAME
+    _check_header(weights, _header(weights), want_model)
+    want_optim = {}
+    for name, (shape, dtype) in want_model.items():
+        if dtype.is_floating_point:
+            want_optim[f"state/{name}/step"] = ((), torch.float32)
+            want_optim[f"state/{name}/exp_avg"] = (shape, dtype)
+            want_optim[f"state/{name}/exp_avg_sq"] = (shape, dtype)
+    otensors = step_dir / OPTIM_TENSORS
+    _check_header(otensors, _header(otensors), want_optim)
+    groups = read_json(step_dir / OPTIM_JSON, "optimizer param groups").get("param_groups")
+    names = sorted(n for g in groups or [] for n in g.get("params", []))
+    if names != sorted(n for n, (_, dt) in want_model.items() if dt.is_floating_point):
+        raise CheckpointError(f"{step_dir / OPTIM_JSON}: expected param_groups naming every parameter once")
+    rng_header = _header(step_dir / RNG)
+
+    msd = _read(weights)
+    flat = _read(otensors)
+    state = {}
+    for key, value in flat.items():
+        name, field = key[len("state/") :].rsplit("/", 1)  # names contain dots, never slashes
+        state.setdefault(name, {})[field] = value
+    osd = {"state": state, "param_groups": [{**g, "betas": tuple(g["betas"])} for g in groups]}
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, msd, options=options)
+    set_optimizer_state_dict(model, optimizer, osd, options=options)
+    key = f"torch_cpu/rank{world.rank}"
+    if key in rng_header:
+        torch.set_rng_state(_read(step_dir / RNG)[key])
+    ckey = f"torch_cuda/rank{world.rank}"
+    if device.type == "cuda" and ckey in rng_header:
+        torch.cuda.set_rng_state(_read(step_dir / RNG)[ckey], device)
+    return trainer

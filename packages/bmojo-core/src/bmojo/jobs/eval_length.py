@@ -1,0 +1,275 @@
+"""``bmojo eval-length``: validation perplexity at 1×, 2×, 4×, 8×, 16× the training context.
+
+Every evaluated length ``L`` sees the *same* validation tokens (when ``L`` divides the largest
+length, as with the default powers of two): the first ``--windows`` × (largest L) tokens of the
+checkpoint's validation split, cut into windows of ``L`` tokens, each evaluated from position 0
+with no state carried between windows. Two numbers per length:
+
+* ``ppl``: perplexity over every token of every window (the usual "perplexity at length L");
+* ``tail ppl``: perplexity over a *fixed* set of target tokens — the last ``context`` tokens of
+  each window of the largest length — each predicted from a window of ``L`` tokens ending at its
+  block. Only the amount of preceding context changes with ``L``, so this isolates what longer
+  context does to a model (at 1× it is the 1× perplexity of those tokens, at 16× they sit
+  15 training contexts deep).
+
+Full-attention layers (no SSM, window ≥ the training context: the ``transformer`` preset) are
+evaluated with their window widened to the evaluated length (``--extend-attention``, on by
+default): a Transformer attends to its whole input, and its config's window is only the size of
+its decode KV cache. Weights do not depend on the window. ``--no-extend-attention`` evaluates the
+config as stored (a sliding window of the training context).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from bmojo.jobs import checkpoint as ckpt
+from bmojo.jobs.data import load_corpus
+from bmojo.jobs.plotting import line_plot
+from bmojo.model import BMojoLM
+
+DEFAULT_FACTORS = (1, 2, 4, 8, 16)
+
+
+def widen_attention(model: BMojoLM, context: int, length: int) -> tuple[BMojoLM, int]:
+    """A copy of ``model`` whose full-attention layers (no SSM, window >= context) attend over
+    ``length`` tokens; returns it and the number of layers changed (0: ``model`` itself)."""
+    cfg = model.config
+    layers, changed = [], 0
+    for layer in cfg.layers:
+        if layer.kind == "attention" and layer.window >= context and layer.window < length:
+            layers.append(layer.replace(window=length))
+            changed += 1
+        else:
+            layers.append(layer)
+    if not changed:
+        return model, 0
+    wide = BMojoLM(cfg.replace(layers=tuple(layers)))
+    wide.load_state_dict(model.state_dict())
+    p = next(model.parameters())
+    return wide.to(device=p.device, dtype=p.dtype).eval(), changed
+
+
+def _nll(model, tokens: torch.Tensor, starts: torch.Tensor, length: int, batch_tokens: int):
+    """Per-token NLL (len(starts), length) of the windows ``tokens[s : s + length + 1]``."""
+    device = next(model.parameters()).device
+    per = max(1, batch_tokens // length)
+    out = []
+    for i in range(0, starts.numel(), per):
+        idx = starts[i : i + per, None] + torch.arange(length + 1)
+        w = tokens[idx].long().to(device)
+        x, y = w[:, :-1], w[:, 1:]
+        out.append(F.cross_entropy(model(x).float().flatten(0, 1), y.flatten(), reduction="none").view(y.shape).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def length_nll(
+    model: BMojoLM, tokens: torch.Tensor, length: int, longest: int, context: int, windows: int, batch_tokens: int
+):
+    """(mean NLL over all tokens, mean NLL over the fixed tail targets) at one evaluated ``length``.
+
+    All tokens: ``windows · longest / length`` windows of ``length`` tiling the first
+    ``windows · longest`` tokens. Tail: for each window of ``longest`` tokens, the window of
+    ``length`` tokens that ends where it ends; only its last ``context`` tokens count.
+    """
+    n = windows * longest // length  # windows of `length` tiling the evaluated tokens
+    nll = _nll(model, tokens, torch.arange(n) * length, length, batch_tokens)
+    if longest % length == 0:  # the tiling already has a window ending where each long one ends
+        k = longest // length
+        tail = nll[k - 1 :: k, -context:]
+    else:
+        tail_starts = torch.arange(windows) * longest + (longest - length)
+        tail = _nll(model, tokens, tail_starts, length, batch_tokens)[:, -context:]
+    return float(nll.mean()), float(tail.mean())
+
+
+def evaluate_checkpoint(
+    path: str,
+    *,
+    factors: list[int],
+    windows: int,
+    context: int | None,
+    data: str | None,
+    extend_attention: bool,
+    batch_tokens: int,
+    device: str,
+) -> dict:
+    model, step_dir = ckpt.load_model(path, device=device)
+    trainer = ckpt.read_trainer(step_dir) or {}
+    settings = trainer.get("settings", {})
+    if context is None:
+        context = settings.get("seq_len")
+        if context is None:
+            raise ValueError(f"--context: expected the training context ({str(step_dir)!r} has no trainer.json)")
+    data = data if data is not None else settings.get("data")
+    corpus = load_corpus(data)
+    saved_fp = trainer.get("data", {}).get("fingerprint")
+    if saved_fp is not None and data == settings.get("data") and saved_fp != corpus.fingerprint:
+        raise ValueError(
+            f"--data: the corpus now differs from the one {str(step_dir)!r} was trained on "
+            f"(fingerprint {corpus.fingerprint}, trained on {saved_fp}); its validation split is not held out any more"
+        )
+    longest = max(factors) * context
+    need = windows * longest + 1
+    if corpus.val.numel() < need:
+        raise ValueError(
+            f"--windows: {windows} windows of {longest} tokens need {need} validation tokens, "
+            f"the split has {corpus.val.numel()}"
+        )
+    if corpus.vocab_size > model.config.vocab_size:
+        raise ValueError(f"--data: ids up to {corpus.vocab_size - 1} exceed the model's vocab_size")
+    label = trainer.get("label", Path(path).name)
+    rows = []
+    t0 = time.perf_counter()
+    for factor in tqdm(factors, desc=f"eval {label}", unit="length", leave=False):
+        L = factor * context
+        m, widened = widen_attention(model, context, L) if extend_attention else (model, 0)
+        nll, tail = length_nll(m, corpus.val, L, longest, context, windows, batch_tokens)
+        rows.append(
+            {
+                "factor": factor,
+                "length": L,
+                "nll": nll,
+                "ppl": math.exp(nll),
+                "tail_nll": tail,
+                "tail_ppl": math.exp(tail),
+                "widened_layers": widened,
+            }
+        )
+    return {
+        "label": label,
+        "checkpoint": str(step_dir),
+        "step": trainer.get("step"),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "context": context,
+        "tokens_per_length": windows * longest,
+        "extend_attention": extend_attention,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "results": rows,
+    }
+
+
+def table(results: list[dict], key: str = "ppl") -> str:
+    factors = [r["factor"] for r in results[0]["results"]]
+    head = ["model", "params", *[f"{f}× ({r['length']})" for f, r in zip(factors, results[0]["results"])]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for res in results:
+        cells = [res["label"], f"{res['parameters']:,}", *(f"{r[key]:.3f}" for r in res["results"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], path: Path) -> None:
+    panels = {
+        "all tokens of each window": {
+            r["label"]: ([x["length"] for x in r["results"]], [x["ppl"] for x in r["results"]]) for r in results
+        },
+        "tail: fixed targets, L tokens of context": {
+            r["label"]: ([x["length"] for x in r["results"]], [x["tail_ppl"] for x in r["results"]]) for r in results
+        },
+    }
+    context = results[0]["context"]
+    line_plot(
+        {},
+        path,
+        xlabel="evaluated length (tokens)",
+        ylabel="validation perplexity",
+        logx=True,
+        logy=True,
+        vline=context,
+        vline_label=f"training context ({context})",
+        panels=panels,
+    )
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "eval-length",
+        help="validation perplexity at 1x..16x the training context; table + PNG, one line per model",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--checkpoint", nargs="+", required=True, help="run or checkpoint directories (one line each)")
+    p.add_argument("--label", nargs="+", default=None, help="names for the models (default: from the checkpoint)")
+    p.add_argument("--factors", type=int, nargs="+", default=list(DEFAULT_FACTORS), help="multiples of the context")
+    p.add_argument("--context", type=int, default=None, help="training context (default: from the checkpoint)")
+    p.add_argument("--windows", type=int, default=8, help="windows at the longest length (default 8)")
+    p.add_argument("--data", default=None, help="corpus (default: the one the checkpoint was trained on)")
+    p.add_argument(
+        "--extend-attention",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="widen full-attention layers to the evaluated length (default on)",
+    )
+    p.add_argument("--batch-tokens", type=int, default=16384, help="tokens per forward batch (default 16384)")
+    p.add_argument(
+        "--out", default="runs/eval-length", help="writes length.json, length.md, length.png (and a cache/) here"
+    )
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.label is not None and len(args.label) != len(args.checkpoint):
+        raise ValueError(f"--label: expected one per --checkpoint ({len(args.checkpoint)}), got {len(args.label)}")
+    if not args.factors or min(args.factors) < 1:
+        raise ValueError(f"--factors: expected positive integers, got {args.factors}")
+    for name in ("windows", "batch_tokens"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')}: expected an int >= 1, got {getattr(args, name)}")
+    if args.context is not None and args.context < 1:
+        raise ValueError(f"--context: expected an int >= 1, got {args.context}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    factors = sorted(set(args.factors))
+    out = Path(args.out)
+    results = []
+    for i, path in enumerate(args.checkpoint):
+        kw = dict(
+            factors=factors,
+            windows=args.windows,
+            context=args.context,
+            data=args.data,
+            extend_attention=args.extend_attention,
+        )
+        # Finished evaluations are cached under --out/cache, keyed by the checkpoint's files and
+        # every setting that changes the numbers, so models can be evaluated one command at a time.
+        step_dir = ckpt.resolve(path)
+        stamp = {f.name: f.stat().st_mtime_ns for f in sorted(step_dir.iterdir())}
+        key = hashlib.sha256(json.dumps([str(step_dir.resolve()), stamp, kw], sort_keys=True).encode()).hexdigest()
+        cached = out / "cache" / f"{key[:16]}.json"
+        if cached.is_file():
+            res = json.loads(cached.read_text())
+        else:
+            res = evaluate_checkpoint(path, **kw, batch_tokens=args.batch_tokens, device=args.device)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps(res, indent=1))
+        if args.label is not None:
+            res["label"] = args.label[i]
+        results.append(res)
+        tqdm.write(f"{res['label']}: " + ", ".join(f"{r['length']}: {r['ppl']:.3f}" for r in res["results"]))
+    if len({r["context"] for r in results}) > 1:
+        raise ValueError(f"--checkpoint: expected models trained at one context, got {[r['context'] for r in results]}")
+    out.mkdir(parents=True, exist_ok=True)
+    text = (
+        "perplexity over all tokens of each window\n\n"
+        + table(results, "ppl")
+        + "\n\ntail perplexity: the same target tokens at every length, preceded by L - context tokens\n\n"
+        + table(results, "tail_ppl")
+    )
+    print(text)
+    (out / "length.md").write_text(text + "\n")
+    (out / "length.json").write_text(json.dumps(results, indent=1))
+    plot(results, out / "length.png")
+    print(f"\nwrote {out / 'length.json'}, {out / 'length.md'} and {out / 'length.png'}")
+    return 0

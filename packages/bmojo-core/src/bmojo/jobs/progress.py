@@ -1,0 +1,72 @@
+"""Progress reporting shared by the jobs: a tqdm bar with loss and tokens/s, and a JSONL log.
+
+Only rank 0 shows a bar or writes the log; other ranks get silent stand-ins, so callers never
+branch on the rank themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+
+class Progress:
+    """A step bar: ``update(step, loss=…, tokens=…)`` after each optimizer step."""
+
+    def __init__(self, *, total: int, initial: int, desc: str, enabled: bool):
+        self.enabled = enabled
+        self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not enabled, dynamic_ncols=True)
+        self._t = time.perf_counter()
+        self._tokens = 0
+
+    def update(self, *, loss: float, tokens: int, lr: float) -> float:
+        """Advance one step; returns the tokens/s since the previous call."""
+        now = time.perf_counter()
+        rate = tokens / max(now - self._t, 1e-9)
+        self._t = now
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:,.0f}", lr=f"{lr:.2e}", refresh=False)
+        return rate
+
+    def write(self, message: str) -> None:
+        if self.enabled:
+            tqdm.write(message)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class JsonlLog:
+    """Append-only JSON-lines log. Opening it for a resumed run first drops records past the
+    resumed step (written after the checkpoint by the interrupted run), atomically."""
+
+    def __init__(self, path: Path, *, enabled: bool, resume_step: int | None = None):
+        self.path = Path(path)
+        self.enabled = enabled
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            self.path.write_text("")
+        elif self.path.is_file():
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, self.path)
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+
+    @staticmethod
+    def read(path: Path) -> list[dict]:
+        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -1,0 +1,91 @@
+"""bmojo eval-length: the perplexity arithmetic, attention widening, outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from bmojo.cli import main
+from bmojo.jobs import checkpoint as ckpt
+from bmojo.jobs.eval_length import length_nll, widen_attention
+from bmojo.jobs.train import run_training
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, text_dir):
+    from bmojo.jobs.data import load_corpus
+    from bmojo.jobs.train import TrainSettings
+
+    corpus = load_corpus(text_dir)
+    out = {}
+    for arch in ("transformer", "bmojo"):
+        s = TrainSettings(
+            preset="tiny",
+            arch=arch,
+            data=str(text_dir),
+            seq_len=16,
+            batch_size=4,
+            steps=2,
+            val_every=0,
+            threads=1,
+            progress=False,
+            out=str(tmp_path_factory.mktemp(arch)),
+        )
+        run_training(s, corpus=corpus)
+        out[arch] = s.out
+    return out, corpus
+
+
+def test_length_nll_matches_a_direct_computation(trained):
+    runs, corpus = trained
+    model, _ = ckpt.load_model(runs["bmojo"])
+    tokens = corpus.val
+    nll, tail = length_nll(model, tokens, length=32, longest=64, context=16, windows=2, batch_tokens=64)
+    per_window = []
+    with torch.no_grad():
+        for start in range(0, 128, 32):
+            w = tokens[start : start + 33].long()[None]
+            per_window.append(F.cross_entropy(model(w[:, :-1])[0], w[0, 1:], reduction="none"))
+    nlls = torch.stack(per_window)
+    assert nll == pytest.approx(float(nlls.mean()), rel=1e-5)
+    # Tail targets: the last 16 tokens of each 64-token window, here the windows ending at 64 and 128.
+    assert tail == pytest.approx(float(nlls[1::2, -16:].mean()), rel=1e-5)
+
+
+def test_widening_changes_only_full_attention(trained):
+    runs, corpus = trained
+    transformer, _ = ckpt.load_model(runs["transformer"])
+    wide, n = widen_attention(transformer, context=64, length=256)
+    assert n == 2 and all(layer.window == 256 for layer in wide.config.layers)
+    x = corpus.val[:64].long()[None]
+    with torch.no_grad():  # within the stored window the widened model is the same function
+        # (up to float32 summation order: the reference attention pads key blocks to the window)
+        torch.testing.assert_close(wide(x), transformer(x), rtol=1e-5, atol=1e-5)
+    bmojo, _ = ckpt.load_model(runs["bmojo"])
+    assert widen_attention(bmojo, context=64, length=256) == (bmojo, 0)
+
+
+def test_cli_writes_table_json_and_png(trained, tmp_path, capsys):
+    runs, _ = trained
+    out = tmp_path / "ev"
+    argv = ["eval-length", "--checkpoint", runs["transformer"], runs["bmojo"], "--factors", "1", "2", "8"]
+    assert main([*argv, "--windows", "2", "--out", str(out), "--label", "T", "B"]) == 0
+    results = json.loads((out / "length.json").read_text())
+    assert [r["label"] for r in results] == ["T", "B"]
+    for r in results:
+        assert r["context"] == 16 and [x["length"] for x in r["results"]] == [16, 32, 128]
+        assert all(math.isfinite(x[k]) and x[k] > 1 for x in r["results"] for k in ("ppl", "tail_ppl"))
+    # The tiny Transformer's window is its preset context, 64: widened only for the 128-token windows.
+    assert [x["widened_layers"] for x in results[0]["results"]] == [0, 0, 2]
+    assert [x["widened_layers"] for x in results[1]["results"]] == [0, 0, 0]
+    assert (out / "length.png").stat().st_size > 0 and "| T |" in (out / "length.md").read_text()
+    assert "| B |" in capsys.readouterr().out
+    # A second command reuses the cached evaluations (one per checkpoint) and writes the same numbers.
+    assert len(list((out / "cache").glob("*.json"))) == 2
+    assert main([*argv, "--windows", "2", "--out", str(out), "--label", "T", "B"]) == 0
+    assert json.loads((out / "length.json").read_text()) == results
+    assert main([*argv, "--windows", "100000", "--out", str(out)]) == 2
+    assert "--windows" in capsys.readouterr().err

@@ -1,0 +1,71 @@
+"""bmojo generate: sampling filters, streaming with a bounded state, the CLI on a checkpoint."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from bmojo import BMojoLM, ModelConfig
+from bmojo.cli import main
+from bmojo.jobs.generate import encode_prompt, sample_next, stream
+from bmojo.jobs.train import run_training
+
+
+def test_greedy_and_filters():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.1, 0.2, 0.3, 0.4]]))
+    assert sample_next(logits, temperature=0).tolist() == [0, 3]
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_next(logits, temperature=1.0, top_k=2, generator=gen) for _ in range(400)])
+    assert set(draws[:, 0].tolist()) == {0, 1} and set(draws[:, 1].tolist()) == {2, 3}
+    # top-p 0.7: the smallest set reaching 0.7 is {0, 1} (0.8) for row 0 and {3, 2} (0.7) for row 1.
+    draws = torch.stack([sample_next(logits, temperature=1.0, top_p=0.7, generator=gen) for _ in range(400)])
+    assert set(draws[:, 0].tolist()) == {0, 1} and set(draws[:, 1].tolist()) == {2, 3}
+    # Unfiltered sampling follows the probabilities (0.5 for token 0; 400 draws: ±0.1 is > 4 sigma).
+    draws = torch.stack([sample_next(logits, temperature=1.0, generator=gen) for _ in range(400)])
+    assert abs((draws[:, 0] == 0).float().mean().item() - 0.5) < 0.1
+    a = sample_next(logits, temperature=0.8, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, sample_next(logits, temperature=0.8, generator=torch.Generator().manual_seed(3)))
+
+
+@pytest.mark.parametrize(
+    "kw, flag", [(dict(temperature=-1.0), "--temperature"), (dict(top_k=-1), "--top-k"), (dict(top_p=0.0), "--top-p")]
+)
+def test_sampling_errors_name_the_flag(kw, flag):
+    with pytest.raises(ValueError, match=flag):
+        sample_next(torch.zeros(1, 4), **kw)
+
+
+@pytest.mark.parametrize("arch", ["bmojo", "transformer"])
+def test_stream_memory_is_flat_in_the_generated_length(arch):
+    kw = dict(d_model=32, n_layers=2, n_heads=4, window=8, ssm_head_dim=16, ssm_chunk_size=8)
+    if arch == "transformer":
+        kw = dict(d_model=32, n_layers=2, n_heads=4, context=8)
+    model = BMojoLM(ModelConfig.preset(arch, **kw)).eval()
+    prompt = torch.randint(0, 256, (5,))
+    sizes, shapes, tokens = [], None, []
+    for i, (tok, state) in enumerate(stream(model, prompt, 300, temperature=0)):
+        tokens.append(tok)
+        sizes.append(state.nbytes())
+        current = [{k: tuple(v.shape) for k, v in layer.items()} for layer in state.layers]
+        assert shapes is None or current == shapes, f"state shapes changed at token {i}"
+        shapes = current
+        assert state.position == 5 + i
+    assert len(set(sizes)) == 1 and sizes[0] == model.init_state(1).nbytes()
+    # The stream is the model's own greedy continuation.
+    assert tokens == model.generate(prompt[None], 300)[0].tolist()
+
+
+def test_cli_streams_from_a_checkpoint(tiny, corpus, capsys):
+    s = tiny(steps=2)
+    run_training(s, corpus=corpus)
+    capsys.readouterr()
+    argv = ["generate", "--checkpoint", s.out, "--prompt", "def ", "--max-new-tokens", "20", "--seed", "1"]
+    assert main([*argv, "--stats"]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("def ") and "20 tokens in" in out.err and "decode state" in out.err
+    assert main(argv) == 0
+    assert capsys.readouterr().out == out.out  # same seed, same text
+    assert encode_prompt("", 256).tolist() == [0]
+    assert main(["generate", "--checkpoint", s.out + "/missing"]) == 2
+    assert "--checkpoint: expected a run or checkpoint directory" in capsys.readouterr().err
+    assert main(["generate", "--checkpoint", s.out, "--top-p", "1.5"]) == 2
+    assert "--top-p" in capsys.readouterr().err
