@@ -2,7 +2,8 @@
 
 The default ``bmojo mqar`` trains every model for a fixed 300 steps, which measures learning speed
 as much as capacity. ``--full`` trains every (architecture, budget, seed) until the held-out
-accuracy of the *hardest* setting reaches ``--target`` (0.99) or ``--max-steps``, and reports per
+accuracy of the *worst* setting (the lowest over the (T, pairs) cells) reaches ``--target`` (0.99) or
+``--max-steps``, and reports per
 model the final accuracy (mean and range over seeds) and the steps to 0.9, with learning curves
 in a second PNG. Models with an eidetic memory also report what it holds after the pairs: the
 share of its slots holding pair tokens, per layer (the diagnostic of docs/experiments.md), with
@@ -74,7 +75,7 @@ def register_flags(p) -> None:
     g.add_argument(
         "--full",
         action="store_true",
-        help="train every architecture and variant at each budget until the hardest setting reaches --target "
+        help="train every architecture and variant at each budget until the worst (T, pairs) setting reaches --target "
         "held-out accuracy or --max-steps, over --seeds (hours on 2 CPU cores; resumable per run)",
     )
     g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="--full: seeds (default 0 1 2)")
@@ -145,7 +146,7 @@ def _schedule(step: int, max_steps: int, warmup: int) -> float:
 def train_until(
     cfg: ModelConfig, s: Settings, device, desc: str, max_steps: int, eval_every: int, target: float
 ) -> dict:
-    """Train on the grid (cells in turn, one per step) until the hardest cell's held-out accuracy
+    """Train on the grid (cells in turn, one per step) until the worst cell's held-out accuracy
     (128 sequences per cell, checked every ``eval_every`` steps) reaches ``target`` or
     ``max_steps``; then evaluate on ``s.eval_sequences`` per cell."""
     torch.manual_seed(s.seed)
@@ -183,7 +184,7 @@ def train_until(
             acc = evaluate(model, small, device)
             hard = min(acc.values())
             curve.append([done, round(time.perf_counter() - t0, 1), acc])
-            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}", hardest=f"{hard:.3f}")
+            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}", worst=f"{hard:.3f}")
             if steps_to_09 is None and hard >= 0.9:
                 steps_to_09 = done
             if hard >= target:
@@ -224,8 +225,8 @@ def _spread(values: list[float]) -> str:
 
 
 def aggregate(records: list[dict], s: Settings) -> list[dict]:
-    """One row per (arch, budget): final accuracy over seeds (hardest cell and mean over cells),
-    steps to 0.9 and steps trained per seed, eidetic pair share per layer (mean over seeds, hardest
+    """One row per (arch, budget): final accuracy over seeds (worst cell and mean over cells),
+    steps to 0.9 and steps trained per seed, eidetic pair share per layer (mean over seeds, largest
     cell)."""
     hardest = cell_key(*s.grid[-1])
     rows: dict[tuple[str, str], dict] = {}
@@ -262,7 +263,7 @@ def table(rows: list[dict], s: Settings, target: float) -> str:
         "config",
         "state bytes/seq",
         "vs full",
-        "final acc, hardest cell: mean [min, max]",
+        "final acc, worst setting: mean [min, max]",
         "final acc, all cells: mean",
         "steps to 0.9 (per seed)",
         f"steps trained (cap or >= {target:g})",
@@ -294,7 +295,7 @@ def table(rows: list[dict], s: Settings, target: float) -> str:
 
 def orderings(rows: list[dict], s: Settings) -> list[str]:
     """The published orderings at equal bytes, per budget, on the mean final accuracy of the
-    hardest cell over seeds: each claim with the numbers and holds / does not hold."""
+    worst setting over seeds: each claim with the numbers and holds / does not hold."""
     notes = []
     by_budget: dict[str, dict[str, float]] = {}
     for r in rows:
@@ -306,13 +307,13 @@ def orderings(rows: list[dict], s: Settings) -> list[str]:
                 verdict = "holds" if acc[a] >= acc[b] else "does not hold"
                 parts.append(f"{LABELS[a]} {acc[a]:.3f} >= {LABELS[b]} {acc[b]:.3f}: {verdict}")
         if parts:
-            notes.append(f"budget {budget} ({cell_key(*s.grid[-1])}): " + "; ".join(parts))
+            notes.append(f"budget {budget} (worst setting): " + "; ".join(parts))
     return notes
 
 
 def plot_full(rows: list[dict], records: list[dict], s: Settings, out: Path, max_steps: int) -> list[Path]:
-    """``mqar_full.png``: final hardest-cell accuracy (mean, min-max bars) against state bytes;
-    ``mqar_full_curves.png``: held-out hardest-cell accuracy against steps, one panel per budget,
+    """``mqar_full.png``: final worst-setting accuracy (mean, min-max bars) against state bytes;
+    ``mqar_full_curves.png``: held-out worst-setting accuracy against steps, one panel per budget,
     mean over seeds (a stopped run keeps its last value)."""
     import matplotlib
 
@@ -333,7 +334,7 @@ def plot_full(rows: list[dict], records: list[dict], s: Settings, out: Path, max
                     color=colors[arch], ms=7)  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set_xlabel("decode-state size per sequence (KiB)")
-    ax.set_ylabel(f"final accuracy, {cell_key(*s.grid[-1])}")
+    ax.set_ylabel("final accuracy, worst (T, pairs) setting")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -367,7 +368,7 @@ def plot_full(rows: list[dict], records: list[dict], s: Settings, out: Path, max
         ax.set_xlim(0, max_steps)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"held-out accuracy, {cell_key(*s.grid[-1])} (mean over seeds)")
+    axes[0][0].set_ylabel("held-out accuracy, worst setting (mean over seeds)")
     if axes[0][-1].get_legend_handles_labels()[0]:
         axes[0][-1].legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -484,7 +485,7 @@ def run_full(args) -> int:
         print(
             f"MQAR --full{' (zoology scale)' if args.scale == 'zoology' else ''}: vocab {s0.vocab}, "
             f"T {list(s0.seq_lens)}, pairs {list(s0.kv_pairs)}, width {s0.d_model}; {len(plans)} models x "
-            f"{len(args.seeds)} seeds = {n_runs} runs, each until the hardest cell reaches {args.target:g} "
+            f"{len(args.seeds)} seeds = {n_runs} runs, each until the worst setting reaches {args.target:g} "
             f"(checked every {every} steps) or {cap} steps; device {device}, {torch.get_num_threads()} threads; "
             f"full-attention state {_fmt_bytes(full_attention_bytes(s0))}"
         )
@@ -503,7 +504,7 @@ def run_full(args) -> int:
                 record.update(train_until(p["config"], s, device, desc, cap, every, args.target))
                 _write_json(path, record)
                 tqdm.write(
-                    f"{desc} ({_knobs(p['knobs'])}): hardest {min(record['accuracy'].values()):.3f} after "
+                    f"{desc} ({_knobs(p['knobs'])}): worst setting {min(record['accuracy'].values()):.3f} after "
                     f"{record['steps']} steps, 0.9 at {record['steps_to_0.9']} [{record['train_seconds']:.0f} s]"
                 )
             records.append(record)
