@@ -85,3 +85,83 @@ def test_quick_run_end_to_end(tmp_path):
     assert time.perf_counter() - t1 < 15
     again = json.loads((tmp_path / "results.json").read_text())
     assert [r["accuracy"] for r in again["results"]] == [r["accuracy"] for r in summary["results"]]
+
+
+# ----- layer-v2 variants, the innovation loss, --full and the zoology protocol -----
+
+
+def test_variants_fit_the_same_budgets():
+    """δ = 0 keeps f fading rows instead of w + f, so the same budget buys at least the base's knob;
+    the gated bypass and the innovation loss add no state."""
+    from bmojo.mqar import ALL_ARCHS, VARIANTS
+
+    s = Settings()
+    runs = {(r["arch"], r["budget"]): r for r in plan(s, list(ALL_ARCHS), [0.25, 0.5], None)}
+    for (arch, budget), r in runs.items():
+        if arch not in VARIANTS:
+            continue
+        base, fields = VARIANTS[arch]
+        layer = r["config"].layers[0]
+        assert all(getattr(layer, k) == v for k, v in fields.items()), arch
+        b = runs[(base, budget)]
+        assert r["fraction_of_full"] <= float(budget)
+        if "fading_offset" in fields:
+            knob = "M" if base == "bmojo" else "w"
+            assert r["knobs"][knob] >= b["knobs"][knob], (arch, budget)
+        else:
+            assert r["knobs"] == b["knobs"] and r["state_bytes"] == b["state_bytes"], (arch, budget)
+
+
+def test_innovation_loss_flag_reaches_the_hybrid_layers():
+    from bmojo.mqar import arch_config
+
+    s = Settings(innovation_loss=0.5)
+    for arch in ("bmojo", "bmojo_f", "bmojo_d0"):
+        cfg, _ = arch_config(arch, s, 16_000)
+        assert all(c.innovation_loss_weight == 0.5 for c in cfg.layers), arch
+    for arch in ("swa", "mamba2"):
+        cfg, _ = arch_config(arch, s, 16_000)
+        assert all(c.innovation_loss_weight == 0 for c in cfg.layers), arch
+
+
+def test_zoology_protocol_plans_every_model():
+    """--scale zoology: vocabulary 8192, T 256/512, 16-64 pairs; every architecture and variant fits
+    both budgets at the smallest and largest width (planned on the meta device, nothing trained)."""
+    from bmojo.mqar import ALL_ARCHS
+    from bmojo.mqar_full import ZOOLOGY, ZOOLOGY_WIDTHS
+
+    for width in (min(ZOOLOGY_WIDTHS), max(ZOOLOGY_WIDTHS)):
+        s = Settings(**ZOOLOGY, d_model=width)
+        assert s.grid == [(256, 16), (256, 32), (256, 64), (512, 16), (512, 32), (512, 64)]
+        runs = plan(s, list(ALL_ARCHS), [0.25, 0.5], None)
+        assert len(runs) == 1 + 2 * (len(ALL_ARCHS) - 1), width
+
+
+def test_full_protocol_end_to_end(tmp_path):
+    """--full on a tiny instance: two seeds, a cap of 6 steps; cached runs are reused; the table,
+    both PNGs and the eidetic diagnostic are written."""
+    argv = ["mqar", "--full", "--arch", "transformer", "bmojo", "--seq-len", "32", "--kv-pairs", "4",
+            "--budgets", "0.75", "--seeds", "0", "1", "--max-steps", "6", "--full-eval-every", "3",
+            "--d-model", "32", "--batch", "8", "--eval-sequences", "16", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    out = tmp_path / "full"
+    summary = json.loads((out / "results.json").read_text())
+    assert (out / "mqar_full.png").stat().st_size > 1000 and (out / "mqar_full_curves.png").stat().st_size > 1000
+    assert sorted((r["arch"], r["seed"]) for r in summary["results"]) == [
+        ("bmojo", 0), ("bmojo", 1), ("transformer", 0), ("transformer", 1)
+    ]  # fmt: skip
+    for r in summary["results"]:
+        assert r["steps"] == 6 and [c[0] for c in r["accuracy_curve"]] == [3, 6]
+    eid = next(r for r in summary["results"] if r["arch"] == "bmojo")["eidetic"]["T=32,kv=4"]
+    assert len(eid) == 2 and all(0 <= layer["pair_share"] <= 1 for layer in eid)
+    assert "steps to 0.9" in summary["table"]
+    mtimes = {p: p.stat().st_mtime for p in (out / "runs").iterdir()}
+    assert main(argv) == 0  # resumes: nothing retrained
+    assert {p: p.stat().st_mtime for p in (out / "runs").iterdir()} == mtimes
+
+
+def test_full_flags_are_checked(tmp_path, capsys):
+    assert main(["mqar", "--full", "--target", "1.5", "--out", str(tmp_path)]) == 2
+    assert "--target" in capsys.readouterr().err
+    assert main(["mqar", "--widths", "64", "--full", "--out", str(tmp_path)]) == 2
+    assert "--widths" in capsys.readouterr().err

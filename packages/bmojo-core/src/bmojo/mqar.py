@@ -41,12 +41,27 @@ from bmojo.model import BMojoLM
 from bmojo.tasks import check_mqar, mqar_batch, mqar_query_start
 
 ARCHS = ("transformer", "swa", "mamba2", "bmojo_f", "bmojo")
+#: Variants of the hybrids (layer v2, spec §2.1 — this project's extension — and the innovation
+#: loss): base architecture and the layer fields they set. The budget buys the base's knob.
+VARIANTS = {
+    "bmojo_f_d0": ("bmojo_f", {"fading_offset": 0}),
+    "bmojo_d0": ("bmojo", {"fading_offset": 0}),
+    "bmojo_f_gated": ("bmojo_f", {"ssm_bypass": "gated"}),
+    "bmojo_gated": ("bmojo", {"ssm_bypass": "gated"}),
+    "bmojo_il": ("bmojo", {"innovation_loss_weight": 1.0}),
+}
+ALL_ARCHS = ARCHS + tuple(VARIANTS)
 LABELS = {
     "transformer": "Transformer",
     "swa": "SWA Transformer",
     "mamba2": "Mamba-2",
     "bmojo_f": "B'MOJO-F",
     "bmojo": "B'MOJO",
+    "bmojo_f_d0": "B'MOJO-F δ=0 (ext.)",
+    "bmojo_d0": "B'MOJO δ=0 (ext.)",
+    "bmojo_f_gated": "B'MOJO-F gated (ext.)",
+    "bmojo_gated": "B'MOJO gated (ext.)",
+    "bmojo_il": "B'MOJO + innov. loss",
 }
 #: Bumped whenever the training or evaluation protocol changes, so cached runs are not reused.
 PROTOCOL = 1
@@ -72,6 +87,7 @@ class Settings:
     tie_embeddings: bool = False  #: a separate LM head (see docs/experiments.md, calibration)
     init_std: float = 0.05  #: weight init std; the core default 0.02 stalls at this width
     seed: int = 0
+    innovation_loss: float = 0.0  #: λ of the innovation loss in every B'MOJO(-F) layer (0: off)
 
     @property
     def grid(self) -> list[tuple[int, int]]:
@@ -136,14 +152,19 @@ def full_attention_bytes(s: Settings) -> int:
 def arch_config(arch: str, s: Settings, budget: int | None, eidetic_capacity: int | None = None):
     """(ModelConfig, knobs) for ``arch`` within ``budget`` bytes (None: the transformer, or a
     B'MOJO with a fixed ``eidetic_capacity`` for the ablation). Returns None when nothing fits."""
-    got = _arch_config(arch, s, budget, eidetic_capacity)
+    extra = {}
+    if arch in VARIANTS:
+        arch, extra = VARIANTS[arch]
+    if s.innovation_loss > 0 and arch in ("bmojo_f", "bmojo"):
+        extra = {"innovation_loss_weight": s.innovation_loss, **extra}
+    got = _arch_config(arch, s, budget, eidetic_capacity, extra)
     if got is None:
         return None
     return got[0].replace(tie_embeddings=s.tie_embeddings, init_std=s.init_std), got[1]
 
 
-def _arch_config(arch: str, s: Settings, budget: int | None, eidetic_capacity: int | None):
-    c = _common(s)
+def _arch_config(arch: str, s: Settings, budget: int | None, eidetic_capacity: int | None, extra: dict):
+    c = {**_common(s), **extra}
     w = s.window
     hybrid = dict(ssm_state_size=s.hybrid_state, window=w)
     if arch == "transformer":
@@ -238,7 +259,8 @@ def train_run(
         T, n = grid[step % len(grid)]
         x, y = mqar_batch(s.batch, T, n, s.vocab, generator=gen)
         x, y = x.to(device), y.to(device)
-        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=-100)
+        logits, aux = model(x, return_aux=True)  # aux: the innovation loss (0 unless enabled)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100) + aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -565,7 +587,7 @@ def plot(results: list[dict], s: Settings, path: Path, ablation: bool) -> None:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"B'MOJO (w={s.window})")
             ax.set_xlabel("eidetic capacity M (tokens per layer)")
         else:
-            for arch in ARCHS:
+            for arch in ALL_ARCHS:
                 pts = sorted((r["state_bytes"], r["accuracy"][key]) for r in results if r["arch"] == arch)
                 if pts:
                     style = "*" if len(pts) == 1 else "o-"
@@ -623,9 +645,17 @@ def register(sub) -> None:
     p.add_argument(
         "--arch",
         nargs="+",
-        choices=ARCHS,
+        choices=ALL_ARCHS,
         default=None,
-        help="architectures (default: all five; with --quick: transformer bmojo)",
+        help="architectures (default: all five; with --quick: transformer bmojo; with --full: all ten, "
+        "the five plus the variants " + " ".join(VARIANTS) + ")",
+    )
+    p.add_argument(
+        "--innovation-loss",
+        type=float,
+        default=d.innovation_loss,
+        metavar="λ",
+        help="train every B'MOJO(-F) layer with the innovation loss at weight λ (default 0: off)",
     )
     p.add_argument(
         "--tie-embeddings",
@@ -653,6 +683,9 @@ def register(sub) -> None:
         help="a tiny instance (<1 min): T=32, 4 pairs, vocabulary 32, 250 steps, Transformer and B'MOJO "
         "(overrides the size flags)",
     )
+    from bmojo import mqar_full
+
+    mqar_full.register_flags(p)
     p.set_defaults(func=run)
 
 
@@ -682,6 +715,7 @@ def settings_from_args(args) -> Settings:
         tie_embeddings=args.tie_embeddings,
         init_std=args.init_std,
         seed=args.seed,
+        innovation_loss=args.innovation_loss,
     )
 
 
@@ -718,6 +752,9 @@ def validate_args(args) -> None:
         check_flag("--eidetic-capacity", args.eidetic_capacity, minimum=0)
     check_flag("--lr", args.lr, positive_float=True)
     check_flag("--init-std", args.init_std, positive_float=True)
+    il = getattr(args, "innovation_loss", 0.0)
+    if not (isinstance(il, (int, float)) and 0 <= il < float("inf")):
+        raise ValueError(f"--innovation-loss: expected a finite weight >= 0, got {il}")
     if not args.budgets:
         raise ValueError("--budgets: expected at least one value, got none")
     for b in args.budgets:
@@ -755,6 +792,10 @@ def run(args) -> int:
     previous = requested()[0] if requested()[1].startswith("use_backend") else None
     select_backend(args.backend)
     try:
+        if args.full or args.scale != "default":
+            from bmojo import mqar_full
+
+            return mqar_full.run_full(args)
         return _run(args, device)
     finally:  # called as a function (tests, notebooks): leave the caller's selection as it was
         if args.backend != "auto":
@@ -771,6 +812,10 @@ def _run(args, device) -> int:
             f"--seq-len/--kv-pairs: expected at least one valid (T, pairs) cell (T >= 2·pairs + max(2·pairs, T/2)), "
             f"got T={list(s.seq_lens)} pairs={list(s.kv_pairs)}"
         )
+    if s.steps < 1:
+        raise ValueError(f"--steps: expected >= 1, got {s.steps}")
+    if not s.innovation_loss >= 0:
+        raise ValueError(f"--innovation-loss: expected a weight >= 0, got {s.innovation_loss}")
     if args.arch is None:
         archs = ["transformer", "bmojo"] if args.quick else list(ARCHS)
     else:
