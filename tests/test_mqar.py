@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 from bmojo.cli import main
-from bmojo.mqar import ARCHS, Settings, plan, state_bytes
+from bmojo.jobs.mqar import ARCHS, Settings, plan, state_bytes
 from bmojo.tasks import check_mqar, mqar_batch, mqar_query_start
 
 
@@ -93,7 +93,7 @@ def test_quick_run_end_to_end(tmp_path):
 def test_variants_fit_the_same_budgets():
     """δ = 0 keeps f fading rows instead of w + f, so the same budget buys at least the base's knob;
     the gated bypass and the innovation loss add no state."""
-    from bmojo.mqar import ALL_ARCHS, VARIANTS
+    from bmojo.jobs.mqar import ALL_ARCHS, VARIANTS
 
     s = Settings()
     runs = {(r["arch"], r["budget"]): r for r in plan(s, list(ALL_ARCHS), [0.25, 0.5], None)}
@@ -113,7 +113,7 @@ def test_variants_fit_the_same_budgets():
 
 
 def test_innovation_loss_flag_reaches_the_hybrid_layers():
-    from bmojo.mqar import arch_config
+    from bmojo.jobs.mqar import arch_config
 
     s = Settings(innovation_loss=0.5)
     for arch in ("bmojo", "bmojo_f", "bmojo_d0"):
@@ -127,8 +127,8 @@ def test_innovation_loss_flag_reaches_the_hybrid_layers():
 def test_zoology_protocol_plans_every_model():
     """--scale zoology: vocabulary 8192, T 256/512, 16-64 pairs; every architecture and variant fits
     both budgets at the smallest and largest width (planned on the meta device, nothing trained)."""
-    from bmojo.mqar import ALL_ARCHS
-    from bmojo.mqar_full import ZOOLOGY, ZOOLOGY_WIDTHS
+    from bmojo.jobs.mqar import ALL_ARCHS
+    from bmojo.jobs.mqar_full import ZOOLOGY, ZOOLOGY_WIDTHS
 
     for width in (min(ZOOLOGY_WIDTHS), max(ZOOLOGY_WIDTHS)):
         s = Settings(**ZOOLOGY, d_model=width)

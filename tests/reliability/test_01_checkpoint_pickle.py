@@ -10,8 +10,7 @@ import pickle
 import pytest
 import torch
 from bmojo.cli import main
-from bmojo.model import BMojoLM
-from bmojo.mqar import (
+from bmojo.jobs.mqar import (
     Settings,
     _run_key,
     arch_config,
@@ -19,6 +18,7 @@ from bmojo.mqar import (
     load_checkpoint,
     save_checkpoint,
 )
+from bmojo.model import BMojoLM
 
 FLAGS = ["--seq-len", "16", "--kv-pairs", "2", "--steps", "3", "--d-model", "32", "--batch", "4"]
 FLAGS += ["--eval-sequences", "4", "--arch", "transformer", "--ckpt-every", "1"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from bmojo import mqar
 from bmojo.cli import build_parser, main
+from bmojo.jobs import mqar
 
 FLAGS = ["--seq-len", "16", "--kv-pairs", "2", "--steps", "2", "--d-model", "32", "--batch", "4"]
 FLAGS += ["--eval-sequences", "4", "--arch", "transformer"]

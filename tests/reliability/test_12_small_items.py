@@ -120,8 +120,8 @@ def test_every_bad_record_of_a_plugin_is_reported(registry):
     ],
 )
 def test_cli_errors_name_the_flag(tmp_path, capsys, argv, flag, monkeypatch):
-    from bmojo import mqar
     from bmojo.cli import main
+    from bmojo.jobs import mqar
 
     monkeypatch.setattr(mqar, "train_run", lambda *a, **k: pytest.fail("trained before checking flags"))
     rc = main([*argv, *(["--out", str(tmp_path)] if argv[0] == "mqar" else [])])

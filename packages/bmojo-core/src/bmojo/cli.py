@@ -12,8 +12,8 @@ COMMAND_MODULES = [
     "bmojo.jobs.train",
     "bmojo.jobs.generate",
     "bmojo.jobs.eval_length",
-    "bmojo.mqar",
-    "bmojo.demo",
+    "bmojo.jobs.mqar",
+    "bmojo.jobs.demo",
     "bmojo.backends.cli",
 ]
 

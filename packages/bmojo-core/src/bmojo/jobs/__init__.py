@@ -4,7 +4,10 @@ Jobs (each a module with ``register(subparsers)`` and ``run(args)``):
 
 * ``train``: train a causal LM (single process, or DDP / FSDP2 under ``torchrun``);
 * ``generate``: stream a continuation from a checkpoint with the bounded decode state;
-* ``eval_length``: validation perplexity at 1×…16× the training context.
+* ``eval_length``: validation perplexity at 1×…16× the training context;
+* ``mqar`` (with ``mqar_full`` for ``--full`` / ``--scale zoology``): the multi-query
+  associative-recall comparison, the README's main job;
+* ``demo``: a one-minute look at the eidetic memory at work.
 
 Shared pieces, written once:
 
@@ -16,5 +19,7 @@ Shared pieces, written once:
 * ``plotting``: line plots (one line per model);
 * ``presets``: the ``tiny``/``small`` model sizes with matched parameter counts.
 
-``bmojo mqar`` and ``bmojo demo`` still live in ``bmojo.mqar``/``bmojo.demo``; see docs/training.md.
+``mqar`` keeps its own checkpoint (safetensors + JSON, with its generator state and curves) and
+its one-cycle schedule: moving it onto ``checkpoint``/``optim`` changes its results, so it waits
+for a protocol bump and a rerun (docs/training.md).
 """

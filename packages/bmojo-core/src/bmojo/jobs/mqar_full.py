@@ -9,7 +9,7 @@ in a second PNG. Models with an eidetic memory also report what it holds after t
 share of its slots holding pair tokens, per layer (the diagnostic of docs/experiments.md), with
 and without the innovation loss (the ``bmojo_il`` row).
 
-Rows: the five architectures of ``bmojo mqar`` plus the variants of ``bmojo.mqar.VARIANTS`` (layer
+Rows: the five architectures of ``bmojo mqar`` plus the variants of ``bmojo.jobs.mqar.VARIANTS`` (layer
 v2 — fading offset δ = 0 and the gated SSM bypass, this project's extension — and B'MOJO with the
 innovation loss). Every finished run is cached as JSON under ``OUT/runs``, so an interrupted
 invocation resumes run by run (a run itself restarts from step 0).
@@ -33,8 +33,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bmojo.config import ModelConfig
-from bmojo.model import BMojoLM
-from bmojo.mqar import (
+from bmojo.jobs.mqar import (
     ALL_ARCHS,
     LABELS,
     PROTOCOL,
@@ -50,6 +49,7 @@ from bmojo.mqar import (
     select_backend,
     settings_from_args,
 )
+from bmojo.model import BMojoLM
 from bmojo.tasks import mqar_batch, mqar_query_start
 
 #: Zoology-scale settings (one experiment per width); see docs/experiments.md for the runtime.

@@ -683,7 +683,7 @@ def register(sub) -> None:
         help="a tiny instance (<1 min): T=32, 4 pairs, vocabulary 32, 250 steps, Transformer and B'MOJO "
         "(overrides the size flags)",
     )
-    from bmojo import mqar_full
+    from bmojo.jobs import mqar_full
 
     mqar_full.register_flags(p)
     p.set_defaults(func=run)
@@ -793,7 +793,7 @@ def run(args) -> int:
     select_backend(args.backend)
     try:
         if args.full or args.scale != "default":
-            from bmojo import mqar_full
+            from bmojo.jobs import mqar_full
 
             return mqar_full.run_full(args)
         return _run(args, device)
