@@ -7,3 +7,15 @@ from __future__ import annotations
 def eidetic_snapshot_count(q_start: int, T: int, chunk: int) -> int:
     """Number of eidetic memory snapshots that queries q_start … q_start+T-1 see."""
     return (q_start + T - 1) // chunk - q_start // chunk + 1
+
+
+def resolve_fading_offset(fading_offset: int | None, window: int) -> int:
+    """δ (spec §2.1): ``None`` means the published convention δ = w; otherwise 0 <= δ <= w.
+    Raises ValueError naming ``fading_offset`` (same wording as ``bmojo._checks``)."""
+    if fading_offset is None:
+        return window
+    if isinstance(fading_offset, bool) or not isinstance(fading_offset, int):
+        raise ValueError(f"fading_offset: expected an int, got {fading_offset!r} ({type(fading_offset).__name__})")
+    if not 0 <= fading_offset <= window:
+        raise ValueError(f"fading_offset: expected 0 <= fading_offset <= window ({window}), got {fading_offset}")
+    return fading_offset

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from bmojo._checks import check_int, check_same, check_tensor, compute_dtype, fail
-from bmojo.arith import eidetic_snapshot_count
+from bmojo.arith import eidetic_snapshot_count, resolve_fading_offset
 
 #: Upper bound on score-tensor elements materialised at once (per group of blocks, unfused path).
 SCORE_BUDGET = 1 << 24
@@ -34,16 +34,6 @@ def _block_size(block_size: int, T: int, chunk: int | None) -> int:
     if chunk is None:
         return limit
     return max(d for d in range(1, limit + 1) if chunk % d == 0)
-
-
-def resolve_fading_offset(fading_offset: int | None, window: int) -> int:
-    """δ: ``None`` means the published convention δ = w; otherwise 0 <= δ <= w (spec §2.1)."""
-    if fading_offset is None:
-        return window
-    check_int("fading_offset", fading_offset, minimum=0)
-    if fading_offset > window:
-        fail("fading_offset", f"0 <= fading_offset <= window ({window})", fading_offset)
-    return fading_offset
 
 
 def _check(q, k, v, kf, vf, ek, ev, epos, q_start, window, fading_window, eidetic_chunk):

@@ -14,20 +14,10 @@ from __future__ import annotations
 import math
 
 import mlx.core as mx
-from bmojo.arith import eidetic_snapshot_count
+from bmojo.arith import eidetic_snapshot_count, resolve_fading_offset
 
 from bmojo_mlx.ops._checks import check_array, check_int, check_same, compute_dtype, fail
 from bmojo_mlx.ops._math import exp, logsumexp
-
-
-def resolve_fading_offset(fading_offset: int | None, window: int) -> int:
-    """δ: None means δ = w; otherwise 0 <= δ <= w (spec §2.1)."""
-    if fading_offset is None:
-        return window
-    check_int("fading_offset", fading_offset, minimum=0)
-    if fading_offset > window:
-        fail("fading_offset", f"0 <= fading_offset <= window ({window})", fading_offset)
-    return fading_offset
 
 
 def _check(q, k, v, kf, vf, ek, ev, epos, q_start, window, fading_window, eidetic_chunk):
