@@ -23,8 +23,9 @@ import torch.multiprocessing as mp
 from bmojo.jobs import checkpoint as ckpt
 from bmojo.jobs.progress import JsonlLog
 from bmojo.jobs.train import run_training
-from dist_worker import run_rank
 from safetensors.torch import load_file
+
+from .dist_worker import run_rank
 
 STEPS = 4
 WEIGHT_ATOL = 1e-4
