@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from bmojo.config import ModelConfig
 from bmojo.jobs import checkpoint as ckpt
 from bmojo.jobs import data as D
+from bmojo.jobs.backend import selected_backend
 from bmojo.jobs.distributed import STRATEGIES, all_reduce_sum, any_rank, setup, teardown, wrap
 from bmojo.jobs.optim import Schedule, adamw, set_lr
 from bmojo.jobs.presets import ARCHS, LABELS, LAYER_FLAGS, SIZES, context_of, preset_config
@@ -198,17 +199,6 @@ def lm_loss(
     return F.cross_entropy(logits.float().flatten(0, 1), y.flatten()) + aux.float(), aux.detach()
 
 
-def _select_backend(name: str) -> None:
-    if name == "auto":
-        return
-    from bmojo.backends import BackendUnavailableError, set_backend
-
-    try:
-        set_backend(name)
-    except BackendUnavailableError as err:
-        raise ValueError(f"--backend: cannot select {name!r}: {err}") from err
-
-
 def _check_resume(s: TrainSettings, trainer: dict, world, step_dir: Path) -> None:
     saved = trainer.get("settings", {})
     for name, flag in RESUME_MUST_MATCH.items():
@@ -262,14 +252,14 @@ def evaluate(model, corpus: D.Corpus, s: TrainSettings, world, device, autocast)
 def run_training(s: TrainSettings, *, corpus: D.Corpus | None = None) -> dict:
     """Train per ``s``; returns a summary (step, losses, checkpoint directory). Every rank calls it."""
     validate(s)
-    _select_backend(s.backend)
-    if s.threads is not None:
-        torch.set_num_threads(s.threads)
-    world, device = setup(s.device)
-    try:
-        return _train(s, world, device, corpus)
-    finally:
-        teardown()
+    with selected_backend(s.backend):
+        if s.threads is not None:
+            torch.set_num_threads(s.threads)
+        world, device = setup(s.device)
+        try:
+            return _train(s, world, device, corpus)
+        finally:
+            teardown()
 
 
 def _train(s: TrainSettings, world, device, corpus) -> dict:
