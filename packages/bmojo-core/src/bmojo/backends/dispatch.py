@@ -506,6 +506,37 @@ def custom_ops_always():
         CUSTOM_OPS_MODE = saved
 
 
+# ----- autocast -----
+#: What each op computes in inside a ``torch.autocast`` region, following torch's own policy
+#: (matmul-like ops in the autocast dtype, normalisations and recurrences in float32):
+#: "lower" = the region's dtype (``torch.get_autocast_dtype``), "float32" = float32. Every
+#: floating input of the op (parameters included) is cast to that one dtype, since every op's
+#: contract wants its inputs in one dtype; outside autocast nothing is ever cast.
+AUTOCAST_POLICY = {
+    "ssm_scan": "float32",  # a recurrence over the whole sequence: decays stay exact (Mamba does the same)
+    "ssm_step": "float32",  # the decode state is a float32 buffer under autocast
+    "causal_conv1d": "lower",
+    "causal_conv1d_step": "lower",
+    "bmojo_attention": "lower",  # like scaled_dot_product_attention; kernels accumulate in float32
+    "innovation_scores": "float32",  # scores are compared to select tokens
+    "eidetic_select": "float32",
+    "rmsnorm": "float32",  # like layer_norm
+    "gated_rmsnorm": "float32",
+}
+assert tuple(AUTOCAST_POLICY) == OPS
+
+
+def _autocast_args(name: str, args: tuple) -> tuple:
+    """``args`` cast by :data:`AUTOCAST_POLICY` when autocast is on for their device, else as given."""
+    device = next((t.device.type for t in args if isinstance(t, torch.Tensor)), None)
+    if device is None or not torch.amp.is_autocast_available(device) or not torch.is_autocast_enabled(device):
+        return args
+    dtype = torch.float32 if AUTOCAST_POLICY[name] == "float32" else torch.get_autocast_dtype(device)
+    return tuple(
+        t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != dtype else t for t in args
+    )
+
+
 def _call(name: str, args: tuple, kwargs: dict):
     """Run op ``name``: directly when nothing needs the custom op, else through
     ``torch.ops.bmojo.<name>``, which is what torch.compile, FakeTensor and opcheck see.
@@ -514,7 +545,9 @@ def _call(name: str, args: tuple, kwargs: dict):
     no input needing a gradient or an implementation torch can differentiate itself with no
     explicit backward. In that last case eager autograd records the kernel's own graph, which
     gives the same gradients as the custom op's backward without recomputing the forward.
+    Inside ``torch.autocast`` the inputs are first cast by :data:`AUTOCAST_POLICY`.
     """
+    args = _autocast_args(name, args)
     if CUSTOM_OPS_MODE == "auto" and not torch.compiler.is_compiling():
         grad = torch.is_grad_enabled()
         device = None

@@ -164,8 +164,8 @@ def model_config(s: TrainSettings, corpus: D.Corpus) -> ModelConfig:
 def autocast_context(mode: str, device: torch.device, model: BMojoLM | None = None):
     """bfloat16 autocast: 'auto' uses it where it works (CUDA with bf16 support, off on CPU where
     it is usually slower), 'bf16' wherever it works and is an error elsewhere. "Works" is probed:
-    one forward of ``model`` on 8 tokens under autocast (the ops of some backends, the reference
-    among them, refuse the mixed dtypes autocast produces)."""
+    one forward of ``model`` on 8 tokens under autocast (the ops cast their inputs by
+    ``bmojo.backends.dispatch.AUTOCAST_POLICY``; a third-party op that still refuses is reported)."""
     if mode == "off":
         return contextlib.nullcontext
     cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
