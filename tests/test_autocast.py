@@ -5,9 +5,7 @@ import contextlib
 
 import pytest
 import torch
-
 from bmojo.backends import dispatch as ops  # the dispatched ops the layers call
-
 from bmojo.config import ModelConfig
 from bmojo.model import BMojoLM
 
@@ -32,7 +30,10 @@ def test_each_op_runs_in_its_declared_dtype(path):
             r(1, 2, 9, 16, dt=torch.bfloat16), r(1, 2, 9, 16), r(1, 2, 9, 16, dt=torch.bfloat16), window=4
         )[0],
         "ssm_scan": lambda: ops.ssm_scan(
-            r(1, 9, 2, 4, dt=torch.bfloat16), r(1, 9, 2).abs(), -r(2).abs(), r(1, 9, 1, 3, dt=torch.bfloat16),
+            r(1, 9, 2, 4, dt=torch.bfloat16),
+            r(1, 9, 2).abs(),
+            -r(2).abs(),
+            r(1, 9, 1, 3, dt=torch.bfloat16),
             r(1, 9, 1, 3, dt=torch.bfloat16),
         )[0],
     }

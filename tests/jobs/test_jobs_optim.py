@@ -1,4 +1,4 @@
-"""bmojo.jobs.optim: the warm-up + cosine schedule and the AdamW parameter groups."""
+"""bmojo.jobs.optim: the schedules (warm-up + cosine, cosine to zero, one-cycle) and the AdamW parameter groups."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import itertools
 import math
 
 import pytest
+import torch
 from bmojo import BMojoLM, ModelConfig
-from bmojo.jobs.optim import Schedule, adamw
+from bmojo.jobs.optim import CosineToZero, OneCycle, Schedule, adamw, apply
 
 
 def test_warmup_then_cosine_to_the_floor():
@@ -39,3 +40,28 @@ def test_weight_decay_on_matrices_only():
     assert decay["weight_decay"] == 0.1 and all(p.ndim >= 2 for p in decay["params"])
     assert no_decay["weight_decay"] == 0.0 and all(p.ndim < 2 for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("total,pct", [(300, 0.1), (7, 0.1), (100, 0.3), (1, 0.3), (13, 0.5)])
+def test_one_cycle_equals_torch_float_for_float(total, pct):
+    """bmojo mqar's schedule as a function of the step: the lr and β1 torch's OneCycleLR sets,
+    exactly (mqar's results must not move when it stopped using the torch scheduler object)."""
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    opt = torch.optim.AdamW(p, lr=3e-3, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=total, pct_start=pct)
+    ours = OneCycle(3e-3, total, pct)
+    mine = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=3e-3, betas=(0.9, 0.98))
+    for step in range(total):
+        apply(mine, ours, step)
+        assert mine.param_groups[0]["lr"] == opt.param_groups[0]["lr"], step
+        assert mine.param_groups[0]["betas"] == opt.param_groups[0]["betas"], step
+        opt.step()
+        sched.step()
+
+
+def test_cosine_to_zero_is_warmup_times_cosine():
+    s = CosineToZero(1e-3, warmup_steps=10, total_steps=100)
+    assert s.lr(0) == pytest.approx(1e-4 * 0.5 * (1 + math.cos(0.0)))
+    assert s.lr(50) == pytest.approx(0.5e-3)
+    assert s.lr(100) == 0.0 and s.lr(150) == 0.0  # an early stop just ends sooner; past the cap it stays 0
+    assert s.beta1(5) is None

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from bmojo.cli import build_parser, main
-from bmojo.jobs import mqar
+from bmojo.jobs import checkpoint, mqar
 
 FLAGS = ["--seq-len", "16", "--kv-pairs", "2", "--steps", "2", "--d-model", "32", "--batch", "4"]
 FLAGS += ["--eval-sequences", "4", "--arch", "transformer"]
@@ -83,7 +83,7 @@ def test_json_is_written_atomically(tmp_path, monkeypatch):
     def interrupted(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mqar.os, "replace", interrupted)
+    monkeypatch.setattr(checkpoint.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         mqar.write_atomic(path, json.dumps({"new": True}))
     assert json.loads(path.read_text()) == {"old": True}

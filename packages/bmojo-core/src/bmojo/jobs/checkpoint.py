@@ -8,12 +8,15 @@ A run directory (``bmojo train --out RUN``) holds::
         config.json  model.safetensors   exactly what BMojoLM.save_pretrained writes (loads with from_pretrained)
         optimizer.safetensors            AdamW state per parameter name: state/<name>/{step,exp_avg,exp_avg_sq}
         optimizer.json                   AdamW param_groups (hyper-parameters, parameter names)
-        rng.safetensors                  torch RNG states, one per rank (torch_cpu/rank<r>, torch_cuda/rank<r>)
+        rng.safetensors                  torch RNG states, one per rank (torch_cpu/rank<r>, torch_cuda/rank<r>),
+                                         and a job's own data generators (generator/<name>)
         trainer.json                     step, tokens, elapsed time, world size, settings, data fingerprint
 
 The learning-rate schedule is a pure function of the step (``bmojo.jobs.optim.Schedule``), so the
 step is its whole state. Tensors are *full* (unsharded) whatever wrote them — one process, DDP or
-FSDP2 — so a checkpoint from one mode loads in any other. Rank 0 writes everything into a
+FSDP2 — so a checkpoint from one mode loads in any other. ``bmojo mqar`` uses the same format, one
+run directory per (model, settings) run. AdamW keeps moments only for parameters that have received
+a gradient, and so does the checkpoint: each parameter has all three entries or none. Rank 0 writes everything into a
 temporary directory, renames it into place and only then replaces ``latest.json`` (write to a
 temporary file, ``os.replace``): a crash leaves the previous checkpoint intact. Nothing is
 pickled. Loading reads the JSON and the safetensors headers first and checks the config, every
@@ -57,6 +60,21 @@ _DTYPES = {
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, incomplete, or does not fit the model or run it is loaded into."""
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write ``path`` through a temporary file in the same directory and ``os.replace``: a crash
+    or Ctrl-C leaves the old file or the new one, never a truncated one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if isinstance(data, str):
+            tmp.write_text(data)
+        else:
+            tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def step_dir_name(step: int) -> str:
@@ -237,8 +255,11 @@ def save(
     world,
     device: torch.device,
     keep: int,
+    generators: dict[str, torch.Generator] | None = None,
 ) -> Path:
-    """Write the checkpoint of ``step`` (a collective: every rank calls it). Returns its directory."""
+    """Write the checkpoint of ``step`` (a collective: every rank calls it). Returns its directory.
+    ``generators``: a single-process job's own ``torch.Generator``s (rank 0's), restored by
+    :func:`load_for_resume`."""
     from bmojo.jobs.distributed import gather_tensors
 
     msd, osd = _full_state(model, optimizer, world.distributed)
@@ -249,6 +270,8 @@ def save(
     if device.type == "cuda":
         for r, s in enumerate(gather_tensors(torch.cuda.get_rng_state(device).to(device), world)):
             rng[f"torch_cuda/rank{r}"] = s.cpu()
+    for name, gen in (generators or {}).items():
+        rng[f"generator/{name}"] = gen.get_state()
     final = Path(run_dir) / "checkpoints" / step_dir_name(step)
     if world.main:
         tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
@@ -294,11 +317,19 @@ def _barrier(world) -> None:
 
 
 def load_for_resume(
-    step_dir: Path, model: torch.nn.Module, base: BMojoLM, optimizer: torch.optim.Optimizer, *, world, device
+    step_dir: Path,
+    model: torch.nn.Module,
+    base: BMojoLM,
+    optimizer: torch.optim.Optimizer,
+    *,
+    world,
+    device,
+    generators: dict[str, torch.Generator] | None = None,
 ) -> dict:
-    """Restore weights, AdamW state and this rank's RNG state from ``step_dir`` into a freshly built
-    (possibly wrapped) model and optimizer. Everything is validated before any tensor is read; the
-    caller checks ``trainer.json`` against the run's settings. Returns ``trainer.json``."""
+    """Restore weights, AdamW state, this rank's RNG state and the job's ``generators`` from
+    ``step_dir`` into a freshly built (possibly wrapped) model and optimizer. Everything is
+    validated before any tensor is read; the caller checks ``trainer.json`` against the run's
+    settings. Returns ``trainer.json``."""
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
         set_model_state_dict,
@@ -317,19 +348,28 @@ def load_for_resume(
     want_model = _expected_model(base)
     weights = step_dir / WEIGHTS_NAME
     _check_header(weights, _header(weights), want_model)
+    otensors = step_dir / OPTIM_TENSORS
+    got_optim = _header(otensors)
+    with_state = {key[len("state/") :].rsplit("/", 1)[0] for key in got_optim if key.startswith("state/")}
     want_optim = {}
     for name, (shape, dtype) in want_model.items():
-        if dtype.is_floating_point:
+        if dtype.is_floating_point and name in with_state:  # all three entries, or none (no gradient yet)
             want_optim[f"state/{name}/step"] = ((), torch.float32)
             want_optim[f"state/{name}/exp_avg"] = (shape, dtype)
             want_optim[f"state/{name}/exp_avg_sq"] = (shape, dtype)
-    otensors = step_dir / OPTIM_TENSORS
-    _check_header(otensors, _header(otensors), want_optim)
+    _check_header(otensors, got_optim, want_optim)
     groups = read_json(step_dir / OPTIM_JSON, "optimizer param groups").get("param_groups")
     names = sorted(n for g in groups or [] for n in g.get("params", []))
     if names != sorted(n for n, (_, dt) in want_model.items() if dt.is_floating_point):
         raise CheckpointError(f"{step_dir / OPTIM_JSON}: expected param_groups naming every parameter once")
     rng_header = _header(step_dir / RNG)
+    for name, gen in (generators or {}).items():
+        want = (tuple(gen.get_state().shape), torch.uint8)
+        if rng_header.get(f"generator/{name}") != want:
+            raise CheckpointError(
+                f"{step_dir / RNG}: generator/{name}: expected shape {want[0]} {want[1]}, "
+                f"got {rng_header.get(f'generator/{name}', 'nothing')}"
+            )
 
     msd = _read(weights)
     flat = _read(otensors)
@@ -347,4 +387,8 @@ def load_for_resume(
     ckey = f"torch_cuda/rank{world.rank}"
     if device.type == "cuda" and ckey in rng_header:
         torch.cuda.set_rng_state(_read(step_dir / RNG)[ckey], device)
+    if generators:
+        saved_rng = _read(step_dir / RNG)
+        for name, gen in generators.items():
+            gen.set_state(saved_rng[f"generator/{name}"])
     return trainer

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from bmojo._checks import check_flag
 from bmojo.config import ModelConfig
+from bmojo.jobs import optim
 from bmojo.model import BMojoLM
 from bmojo.tasks import recall_batch
 
@@ -71,7 +72,7 @@ def run(args) -> int:
         f"the first query is {2 * args.pairs - 1} tokens after the first pair, the window holds {args.window}"
     )
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=args.steps)
+    schedule = optim.OneCycle(3e-3, args.steps)  # = torch's OneCycleLR(max_lr=3e-3, total_steps=steps)
     t0 = time.time()
     bar = tqdm(range(args.steps), desc="training", unit="step")
     for step in bar:
@@ -80,8 +81,8 @@ def run(args) -> int:
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.apply(opt, schedule, step)
         opt.step()
-        sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if step % max(1, args.steps // 6) == 0 or step == args.steps - 1:
             tqdm.write(f"step {step:4d}  loss {loss.item():.3f}")

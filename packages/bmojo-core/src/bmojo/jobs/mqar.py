@@ -28,6 +28,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -37,6 +38,10 @@ from tqdm.auto import tqdm
 
 from bmojo._checks import check_flag
 from bmojo.config import ModelConfig
+from bmojo.jobs import checkpoint as C
+from bmojo.jobs import optim
+from bmojo.jobs.checkpoint import write_atomic
+from bmojo.jobs.distributed import World
 from bmojo.model import BMojoLM
 from bmojo.tasks import check_mqar, mqar_batch, mqar_query_start
 
@@ -237,21 +242,17 @@ def train_run(
     save_to: Path | None = None,
 ) -> dict:
     """Train one model on the grid (cells in turn, one per step) and evaluate it; with
-    ``eval_every`` > 0 also record the held-out accuracy every that many steps."""
+    ``eval_every`` > 0 also record the held-out accuracy every that many steps. ``ckpt``: this
+    run's checkpoint directory (``bmojo.jobs.checkpoint``'s format), resumed from when present and
+    removed when the run ends."""
     torch.manual_seed(s.seed)
     model = BMojoLM(cfg).to(device)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=s.lr,
-        betas=(0.9, 0.98),
-    )
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.steps, pct_start=0.1)
+    opt = optim.adamw(model, lr=s.lr, weight_decay=s.weight_decay, betas=(0.9, 0.98))
+    schedule = optim.OneCycle(s.lr, s.steps, pct_start=0.1)
     gen = _data_generator(s.seed)
     start, losses, elapsed, curve = 0, [], 0.0, []
-    if ckpt is not None and checkpoint_exists(ckpt):
-        start, losses, elapsed, curve = load_checkpoint(ckpt, model, opt, sched, gen, s, device)
+    if ckpt is not None:
+        start, losses, elapsed, curve = resume(ckpt, model, opt, gen, s, device)
     grid = s.grid
     t0 = time.perf_counter() - elapsed
     bar = tqdm(range(start, s.steps), desc=desc, unit="step", initial=start, total=s.steps, leave=False)
@@ -264,8 +265,8 @@ def train_run(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.apply(opt, schedule, step)
         opt.step()
-        sched.step()
         losses.append(round(loss.item(), 4))
         if step % 10 == 0:
             bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
@@ -275,14 +276,17 @@ def train_run(
             curve.append([done, round(time.perf_counter() - t0, 1), evaluate(model, small, device)])
             tqdm.write(f"{desc} step {done}: {curve[-1][2]}")
         if ckpt is not None and ckpt_every > 0 and done % ckpt_every == 0 and done < s.steps:
-            save_checkpoint(ckpt, model, opt, sched, gen, done, losses, time.perf_counter() - t0, curve)
+            trainer = {"job": "mqar", "settings": _settings_json(s), "losses": losses, "curve": curve}
+            trainer["elapsed"] = time.perf_counter() - t0
+            C.save(ckpt, done, model, model, opt, trainer=trainer, world=World(), device=torch.device(device),
+                   keep=1, generators={"data": gen})  # fmt: skip
     bar.close()
     train_s = time.perf_counter() - t0
     acc = evaluate(model, s, device)
     if save_to is not None:
         model.save_pretrained(save_to)
     if ckpt is not None:
-        remove_checkpoint(ckpt)
+        shutil.rmtree(ckpt, ignore_errors=True)
     return {
         "accuracy": acc,
         "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
@@ -295,174 +299,45 @@ def train_run(
 
 # ----------------------------------------------------------------------------- checkpoints
 #
-# A checkpoint is two files: ``<key>.safetensors`` (model weights, optimizer moments, data
-# generator state) and ``<key>.json`` (step, losses, optimizer hyper-parameters, scheduler state,
-# and the SHA-256 of the tensor file). Nothing is unpickled: a results directory is data, whoever
-# wrote it. Both are validated against the run before anything is loaded, and written atomically
-# (the JSON last, so its presence means the checkpoint is complete).
-
-CKPT_FORMAT = "bmojo-mqar-checkpoint"
-CKPT_VERSION = 1
+# One directory per run, ``OUT/ckpt/<run key>/``, in bmojo.jobs.checkpoint's format (the one
+# ``bmojo train`` writes: safetensors tensors + JSON, written atomically, every name, shape and
+# dtype checked before a tensor is read; nothing is unpickled). Its ``trainer.json`` holds this
+# job's settings, the loss history, the held-out curve and the elapsed time; the data generator's
+# state travels in ``rng.safetensors``; the schedule is a function of the step.
 
 
-def _ckpt_files(ckpt: Path) -> tuple[Path, Path]:
-    return ckpt.with_suffix(".safetensors"), ckpt.with_suffix(".json")
+def _settings_json(s: Settings) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(s)))
 
 
-def checkpoint_exists(ckpt: Path) -> bool:
-    return _ckpt_files(ckpt)[1].is_file()
-
-
-def remove_checkpoint(ckpt: Path) -> None:
-    for f in _ckpt_files(ckpt):
-        f.unlink(missing_ok=True)
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write ``path`` through a temporary file in the same directory and ``os.replace``: a crash
-    or Ctrl-C leaves the old file or the new one, never a truncated one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def resume(ckpt: Path, model, opt, gen, s: Settings, device) -> tuple[int, list, float, list]:
+    """Restore the newest checkpoint in ``ckpt`` (if any) into fresh ``model``/``opt``/``gen``;
+    returns (step, losses, elapsed, curve), (0, [], 0.0, []) without one. A checkpoint that does not
+    match the run raises ``ValueError`` naming it."""
     try:
-        if isinstance(data, str):
-            tmp.write_text(data)
-        else:
-            tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def save_checkpoint(ckpt: Path, model, opt, sched, gen, step: int, losses, elapsed: float, curve) -> None:
-    from safetensors.torch import save as st_save
-
-    tensors_path, json_path = _ckpt_files(ckpt)
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    opt_state = opt.state_dict()
-    for i, st in opt_state["state"].items():
-        for k, v in st.items():
-            tensors[f"opt.{i}.{k}"] = v.detach().contiguous().cpu()
-    tensors["gen"] = gen.get_state()
-    write_atomic(tensors_path, st_save(tensors))
-    meta = {
-        "format": CKPT_FORMAT,
-        "version": CKPT_VERSION,
-        "tensors_sha256": _sha256(tensors_path),
-        "step": step,
-        "losses": losses,
-        "elapsed": elapsed,
-        "curve": curve,
-        "param_groups": opt_state["param_groups"],
-        "sched": sched.state_dict(),
-    }
-    write_atomic(json_path, json.dumps(meta))
-
-
-def _json_like(value, reference) -> bool:
-    """Does ``value`` (read from JSON) have the structure of ``reference`` (a live state dict)?"""
-    if isinstance(reference, bool) or reference is None:
-        return isinstance(value, bool) or value is None
-    if isinstance(reference, (int, float)):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(reference, str):
-        return isinstance(value, str)
-    if isinstance(reference, (list, tuple)):
-        return isinstance(value, list) and len(value) == len(reference) and all(map(_json_like, value, reference))
-    if isinstance(reference, dict):
-        return (
-            isinstance(value, dict)
-            and set(value) == set(reference)
-            and all(_json_like(value[k], reference[k]) for k in reference)
-        )
-    return False
-
-
-def load_checkpoint(ckpt: Path, model, opt, sched, gen, s: Settings, device):
-    """Restore a checkpoint written by :func:`save_checkpoint` into fresh ``model``/``opt``/
-    ``sched``/``gen``; returns (step, losses, elapsed, curve). A file that does not match the
-    run raises ``ValueError`` naming it."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    tensors_path, json_path = _ckpt_files(ckpt)
-
-    def bad(path: Path, why: str) -> ValueError:
-        return ValueError(f"{path}: not a valid checkpoint of this run ({why}); delete it to start the run over")
-
-    try:
-        meta = json.loads(json_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise bad(json_path, f"{type(err).__name__}: {err}") from None
-    if not isinstance(meta, dict) or meta.get("format") != CKPT_FORMAT or meta.get("version") != CKPT_VERSION:
-        raise bad(json_path, f"expected format {CKPT_FORMAT!r} version {CKPT_VERSION}")
-    step = meta.get("step")
-    if isinstance(step, bool) or not isinstance(step, int) or not 0 < step < s.steps:
-        raise bad(json_path, f"step: expected an int in [1, {s.steps}), got {step!r}")
-    losses, elapsed, curve = meta.get("losses"), meta.get("elapsed"), meta.get("curve")
-    if not (isinstance(losses, list) and len(losses) == step and all(isinstance(x, (int, float)) for x in losses)):
-        raise bad(json_path, f"losses: expected {step} numbers")
-    if isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) or not elapsed >= 0:
-        raise bad(json_path, f"elapsed: expected seconds >= 0, got {elapsed!r}")
-    if not isinstance(curve, list):
-        raise bad(json_path, "curve: expected a list")
-    fresh_opt, fresh_sched = opt.state_dict(), sched.state_dict()
-    groups = meta.get("param_groups")
-    if not _json_like(groups, fresh_opt["param_groups"]):
-        raise bad(json_path, "param_groups: expected the optimizer's parameter groups")
-    if any(g["params"] != f["params"] for g, f in zip(groups, fresh_opt["param_groups"])):
-        raise bad(json_path, "param_groups: parameters differ from this model's")
-    sched_state = meta.get("sched")
-    if not _json_like(sched_state, fresh_sched):
-        raise bad(json_path, "sched: expected the learning-rate scheduler's state")
-    if not tensors_path.is_file() or _sha256(tensors_path) != meta.get("tensors_sha256"):
-        raise bad(tensors_path, f"missing, or not the tensors {json_path.name} was written with")
-    # Every tensor's name, shape and dtype, from the header, before loading any of them.
-    index = {
-        i: p for g, fg in zip(opt.param_groups, fresh_opt["param_groups"]) for i, p in zip(fg["params"], g["params"])
-    }
-    expected = {f"model.{k}": (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
-    g0 = gen.get_state()
-    expected["gen"] = (tuple(g0.shape), g0.dtype)
-    stats = {"step": lambda p: ((), torch.float32), "exp_avg": lambda p: (tuple(p.shape), p.dtype)}
-    stats["exp_avg_sq"] = stats["exp_avg"]
-    try:
-        with safe_open(str(tensors_path), framework="pt") as f:
-            header = {n: tuple(f.get_slice(n).get_shape()) for n in f.keys()}
-    except Exception as err:
-        raise bad(tensors_path, f"{type(err).__name__}: {err}") from None
-    with_state = set()
-    for name in header:  # optimizer moments exist only for parameters that received a gradient
-        parts = name.split(".")
-        if len(parts) == 3 and parts[0] == "opt" and parts[1].isdigit() and int(parts[1]) in index:
-            i = int(parts[1])
-            if parts[2] in stats and str(i) == parts[1]:
-                with_state.add(i)
-    for i in with_state:
-        for k, spec in stats.items():
-            expected[f"opt.{i}.{k}"] = spec(index[i])
-    if set(header) != set(expected):
-        odd = sorted(set(header) ^ set(expected))[:4]
-        raise bad(tensors_path, f"tensors: expected this run's names, these differ: {odd}")
-    for name, shape in header.items():
-        if shape != expected[name][0]:
-            raise bad(tensors_path, f"{name}: expected shape {expected[name][0]}, got {shape}")
-    tensors = load_file(str(tensors_path))
-    for name, t in tensors.items():
-        if t.dtype != expected[name][1]:
-            raise bad(tensors_path, f"{name}: expected dtype {expected[name][1]}, got {t.dtype}")
-    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
-    state = {i: {k: tensors[f"opt.{i}.{k}"] for k in stats} for i in sorted(with_state)}
-    for g, f in zip(groups, fresh_opt["param_groups"]):
-        for k, v in f.items():
-            if isinstance(v, tuple):
-                g[k] = tuple(g[k])
-    opt.load_state_dict({"state": state, "param_groups": groups})
-    sched.load_state_dict(sched_state)
-    gen.set_state(tensors["gen"])
+        step_dir = C.latest(ckpt)
+        if step_dir is None:
+            return 0, [], 0.0, []
+        trainer = C.read_trainer(step_dir)
+        if trainer is None or trainer.get("job") != "mqar":
+            raise C.CheckpointError(f"expected a bmojo mqar checkpoint in {step_dir}")
+        if trainer.get("settings") != _settings_json(s):
+            raise C.CheckpointError("settings: written by a run with other settings")
+        step, losses, elapsed, curve = (trainer.get(k) for k in ("step", "losses", "elapsed", "curve"))
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 < step < s.steps:
+            raise C.CheckpointError(f"step: expected an int in [1, {s.steps}), got {step!r}")
+        if not (isinstance(losses, list) and len(losses) == step and all(isinstance(x, (int, float)) for x in losses)):
+            raise C.CheckpointError(f"losses: expected {step} numbers")
+        if isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) or not elapsed >= 0:
+            raise C.CheckpointError(f"elapsed: expected seconds >= 0, got {elapsed!r}")
+        if not isinstance(curve, list):
+            raise C.CheckpointError("curve: expected a list")
+        C.load_for_resume(step_dir, model, model, opt, world=World(), device=torch.device(device),
+                          generators={"data": gen})  # fmt: skip
+    except C.CheckpointError as err:
+        raise ValueError(
+            f"{ckpt}: not a valid checkpoint of this run ({err}); delete it to start the run over"
+        ) from None
     return step, losses, float(elapsed), curve
 
 
@@ -848,7 +723,7 @@ def _run(args, device) -> int:
             tqdm.write(f"{LABELS[run_['arch']]} ({run_['budget']}): cached in {path}")
         else:
             desc = f"{LABELS[run_['arch']]} {run_['budget']}"
-            ckpt = out / "ckpt" / f"{run_['key']}.pt"
+            ckpt = out / "ckpt" / run_["key"]
             save_to = out / "models" / path.stem if args.save_models else None
             record.update(train_run(run_["config"], s, device, ckpt, desc, args.ckpt_every, args.eval_every, save_to))
             write_atomic(path, json.dumps(record, indent=1))

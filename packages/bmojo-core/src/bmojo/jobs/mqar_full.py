@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import os
 import statistics
 import time
 from pathlib import Path
@@ -33,6 +31,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bmojo.config import ModelConfig
+from bmojo.jobs import optim
+from bmojo.jobs.checkpoint import write_atomic
 from bmojo.jobs.mqar import (
     ALL_ARCHS,
     LABELS,
@@ -138,11 +138,6 @@ def eidetic_share(model: BMojoLM, s: Settings, device, sequences: int = 128) -> 
 # ----------------------------------------------------------------------------- training
 
 
-def _schedule(step: int, max_steps: int, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 0 at the step cap (an early stop just ends sooner)."""
-    return min(1.0, (step + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / max_steps)))
-
-
 def train_until(
     cfg: ModelConfig, s: Settings, device, desc: str, max_steps: int, eval_every: int, target: float
 ) -> dict:
@@ -151,15 +146,8 @@ def train_until(
     ``max_steps``; then evaluate on ``s.eval_sequences`` per cell."""
     torch.manual_seed(s.seed)
     model = BMojoLM(cfg).to(device)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=s.lr,
-        betas=(0.9, 0.98),
-    )
-    warmup = max(1, min(100, max_steps // 10))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: _schedule(i, max_steps, warmup))
+    opt = optim.adamw(model, lr=s.lr, weight_decay=s.weight_decay, betas=(0.9, 0.98))
+    schedule = optim.CosineToZero(s.lr, max(1, min(100, max_steps // 10)), max_steps)
     gen = _data_generator(s.seed)
     small = dataclasses.replace(s, eval_sequences=min(128, s.eval_sequences))
     grid, losses, curve = s.grid, [], []
@@ -176,8 +164,8 @@ def train_until(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.apply(opt, schedule, step)
         opt.step()
-        sched.step()
         losses.append(round(loss.item(), 4))
         done = step + 1
         if done % eval_every == 0 or done == max_steps:
@@ -212,9 +200,7 @@ def train_until(
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1))
 
 
 def _spread(values: list[float]) -> str:
