@@ -269,7 +269,7 @@ def check_gated_rmsnorm_args(kind: ArrayKind, x, z, weight, group_size) -> int:
     width = x.shape[-1]
     check_array(kind, "weight", weight, shape=(width,))
     group = width if group_size is None else group_size
-    if group < 1 or width % group:
+    if isinstance(group, bool) or not isinstance(group, int) or group < 1 or width % group:
         fail("group_size", f"a divisor of the last axis ({width})", group_size)
     return group
 
