@@ -9,6 +9,15 @@ def eidetic_snapshot_count(q_start: int, T: int, chunk: int) -> int:
     return (q_start + T - 1) // chunk - q_start // chunk + 1
 
 
+def attention_block_size(block_size: int, T: int, chunk: int | None) -> int:
+    """Query block of blocked attention: the largest size <= min(block_size, T) that divides the
+    eidetic chunk (when there is one), so a block never straddles two memory snapshots."""
+    limit = max(1, min(block_size, T))
+    if chunk is None:
+        return limit
+    return max(d for d in range(1, limit + 1) if chunk % d == 0)
+
+
 def resolve_fading_offset(fading_offset: int | None, window: int) -> int:
     """δ (spec §2.1): ``None`` means the published convention δ = w; otherwise 0 <= δ <= w.
     Raises ValueError naming ``fading_offset`` (same wording as ``bmojo._checks``)."""

@@ -18,9 +18,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import mlx.core as mx
+from bmojo.argcheck import check_int, fail
 
 from bmojo_mlx.model import BMojoMLX
-from bmojo_mlx.ops._checks import check_int, fail
 
 BYTE_VOCAB = 256
 

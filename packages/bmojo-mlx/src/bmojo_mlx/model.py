@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+from bmojo.argcheck import check_array, check_int, fail
 from bmojo.config import LayerConfig, ModelConfig
 
 from bmojo_mlx import dispatch as ops
-from bmojo_mlx.ops._checks import check_array, check_int, fail
+from bmojo_mlx.ops._checks import MLX
 from bmojo_mlx.ops._math import exp, silu
 
 State = dict[str, mx.array]
@@ -430,7 +431,7 @@ class BMojoMLX(nn.Module):
 
     # ----- inputs -----
     def _check_ids(self, ids, name="input_ids", ndim=2):
-        check_array(name, ids, ndim=ndim, floating=False)
+        check_array(MLX, name, ids, ndim=ndim, floating=False)
         if ids.size == 0:
             fail(name, "a non-empty batch and sequence", f"shape {tuple(ids.shape)}")
         lo, hi = int(mx.min(ids)), int(mx.max(ids))

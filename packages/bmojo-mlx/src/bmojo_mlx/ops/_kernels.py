@@ -9,8 +9,7 @@ import functools
 import logging
 
 import mlx.core as mx
-
-from bmojo_mlx.ops._checks import fail
+from bmojo.argcheck import fail
 
 log = logging.getLogger("bmojo_mlx.ops")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bmojo._checks import fail
+from bmojo.argcheck import fail
 
 from bmojo_neuron.plugin import DEVICE, EMULATED, SIMULATOR, runtime
 

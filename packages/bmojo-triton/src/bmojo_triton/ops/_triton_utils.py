@@ -1,6 +1,6 @@
 """Triton-only helpers shared by this package's kernels (launch grids, dtype constants).
 
-Argument checks and the compute-dtype rule come from core (``bmojo._checks``), never from here.
+Argument checks and the compute-dtype rule come from core (``bmojo.argcheck``), never from here.
 """
 
 from __future__ import annotations

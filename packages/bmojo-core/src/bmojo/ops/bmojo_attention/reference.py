@@ -15,8 +15,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from bmojo._checks import check_int, check_same, check_tensor, compute_dtype, fail
-from bmojo.arith import eidetic_snapshot_count, resolve_fading_offset
+from bmojo._checks import compute_dtype
+from bmojo.argcheck import TORCH, check_bmojo_attention_args, check_int
+from bmojo.arith import attention_block_size, resolve_fading_offset
+from bmojo.arith import eidetic_snapshot_count as eidetic_snapshot_count  # re-exported (its old home)
 
 #: Upper bound on score-tensor elements materialised at once (per group of blocks, unfused path).
 SCORE_BUDGET = 1 << 24
@@ -25,58 +27,6 @@ GATHER_BUDGET = 1 << 24
 #: Use ATen's fused CPU attention kernel (online softmax, returns the log-sum-exp, has a
 #: backward) per block when available; False forces the pure-einsum path (same results).
 USE_FUSED_CPU_KERNEL = True
-
-
-def _block_size(block_size: int, T: int, chunk: int | None) -> int:
-    """Largest size <= min(block_size, T) that divides the eidetic chunk, so a block never
-    straddles two memory snapshots."""
-    limit = max(1, min(block_size, T))
-    if chunk is None:
-        return limit
-    return max(d for d in range(1, limit + 1) if chunk % d == 0)
-
-
-def _check(q, k, v, kf, vf, ek, ev, epos, q_start, window, fading_window, eidetic_chunk):
-    check_tensor("q", q, ndim=4)
-    b, T, H, Dh = q.shape
-    if T == 0:
-        fail("q", "at least one query (T >= 1)", f"shape {tuple(q.shape)}")
-    check_tensor("k", k, ndim=4)
-    Tk, Hkv = k.shape[1], k.shape[2]
-    check_tensor("k", k, shape=(b, None, None, Dh))
-    check_tensor("v", v, shape=tuple(k.shape))
-    if Tk < T:
-        fail("k", f"at least as many keys as queries ({T}); keys end at the last query", Tk)
-    if Hkv == 0 or H % Hkv:
-        fail("k", f"a kv-head count dividing the query heads {H}", Hkv)
-    for name, t in (("k", k), ("v", v)):
-        check_same(name, t, "q", q)
-    check_int("q_start", q_start, minimum=0)
-    check_int("window", window, minimum=1)
-    check_int("fading_window", fading_window, minimum=0)
-    if (kf is None) != (vf is None):
-        fail("vf", "given exactly when kf is given", "one of kf/vf missing")
-    if fading_window > 0 and kf is None:
-        fail("kf", "fading keys when fading_window > 0", None)
-    if kf is not None:
-        check_tensor("kf", kf, shape=(b, None, Hkv, Dh))
-        check_tensor("vf", vf, shape=tuple(kf.shape))
-        check_same("kf", kf, "q", q)
-        check_same("vf", vf, "q", q)
-    given = [t is not None for t in (ek, ev, epos)]
-    if any(given) and not all(given):
-        fail("ek/ev/epos", "all three or none", f"given: {given}")
-    if ek is not None:
-        if eidetic_chunk is None:
-            fail("eidetic_chunk", "the chunk size when eidetic memory is given", None)
-        check_int("eidetic_chunk", eidetic_chunk, minimum=1)
-        S = eidetic_snapshot_count(q_start, T, eidetic_chunk)
-        check_tensor("ek", ek, shape=(b, S, None, Hkv, Dh))
-        check_tensor("ev", ev, shape=tuple(ek.shape))
-        check_tensor("epos", epos, shape=tuple(ek.shape[:3]), floating=False)
-        check_same("ek", ek, "q", q)
-        check_same("ev", ev, "q", q)
-    return b, T, H, Dh, Hkv
 
 
 def _windows(seq, seq_start, first_pos, nb, Bq, span, q_end):
@@ -140,7 +90,9 @@ def bmojo_attention(
         o: (batch, T, H, Dh) in q's dtype; lse: (batch, H, T) log-sum-exp of the scaled scores,
         in float32 (float64 for float64 inputs).
     """
-    b, T, H, Dh, Hkv = _check(q, k, v, kf, vf, ek, ev, epos, q_start, window, fading_window, eidetic_chunk)
+    b, T, H, Dh, Hkv = check_bmojo_attention_args(
+        TORCH, q, k, v, kf, vf, ek, ev, epos, q_start, window, fading_window, eidetic_chunk
+    )
     check_int("block_size", block_size, minimum=1)
     g = H // Hkv
     w, f = window, fading_window
@@ -160,7 +112,7 @@ def bmojo_attention(
             o, lse = _decode_one(kernel, q, k, v, kf_, vf_, ek_, ev_, epos, q_start, w, f, d, scale)
             return o.to(out_dtype), lse
 
-    Bq = _block_size(block_size, T, eidetic_chunk if use_eidetic else None)
+    Bq = attention_block_size(block_size, T, eidetic_chunk if use_eidetic else None)
     lead = q_start % Bq
     qs0 = q_start - lead  # absolute position of the first (padded) query row
     nb = -(-(lead + T) // Bq)

@@ -8,28 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bmojo._checks import check_same, check_tensor, fail
-
-ACTIVATIONS = (None, "silu")
-
-
-def _check(x, weight, bias, state, activation, *, step):
-    check_tensor("x", x, ndim=2 if step else 3)
-    channels = x.shape[-1]
-    check_tensor("weight", weight, shape=(channels, None))
-    K = weight.shape[1]
-    if K < 1:
-        fail("weight", "a kernel width >= 1", K)
-    check_same("weight", weight, "x", x)
-    if bias is not None:
-        check_tensor("bias", bias, shape=(channels,))
-        check_same("bias", bias, "x", x)
-    if state is not None:
-        check_tensor("state", state, shape=(x.shape[0], K - 1, channels))
-        check_same("state", state, "x", x)
-    if activation not in ACTIVATIONS:
-        fail("activation", f"one of {ACTIVATIONS}", repr(activation))
-    return K
+from bmojo.argcheck import TORCH, check_causal_conv1d_args
 
 
 def _activate(y, activation):
@@ -48,7 +27,7 @@ def causal_conv1d(
 
     Returns y (batch, T, channels) and the final state (the last K-1 inputs).
     """
-    K = _check(x, weight, bias, initial_state, activation, step=False)
+    K = check_causal_conv1d_args(TORCH, x, weight, bias, initial_state, activation, step=False)
     b, _, ch = x.shape
     if initial_state is None:
         initial_state = x.new_zeros(b, K - 1, ch)
@@ -65,7 +44,7 @@ def causal_conv1d_step(
     activation: str | None = "silu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One token: x (batch, channels), state (batch, K-1, channels) → (y, new state)."""
-    _check(x, weight, bias, state, activation, step=True)
+    check_causal_conv1d_args(TORCH, x, weight, bias, state, activation, step=True)
     xx = torch.cat([state, x[:, None]], dim=1)  # (b, K, ch)
     y = torch.einsum("bkc,ck->bc", xx, weight)
     if bias is not None:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from bmojo._checks import check_int, check_tensor, fail
-from bmojo.config import EVICTIONS
+from bmojo.argcheck import TORCH, check_eidetic_select_args, check_innovation_scores_args
 
 
 def innovation_scores(k: torch.Tensor, k_pred: torch.Tensor) -> torch.Tensor:
@@ -22,9 +21,8 @@ def innovation_scores(k: torch.Tensor, k_pred: torch.Tensor) -> torch.Tensor:
             the first token of a sequence).
     Returns: (batch, T) scores in float32 or float64 (never half precision: they are ranked).
     """
-    check_tensor("k", k, ndim=4)
-    check_tensor("k_pred", k_pred, shape=tuple(k.shape))
-    cd = torch.float64 if k.dtype == torch.float64 else torch.float32
+    check_innovation_scores_args(TORCH, k, k_pred)
+    cd = TORCH.score_dtype(k.dtype)
     with torch.no_grad():
         diff = k.to(cd) - k_pred.to(cd)
         return diff.pow(2).mean(-1).mean(-1)
@@ -71,22 +69,9 @@ def eidetic_select(
         mem_pos, mem_score: the memory after every chunk completed in this call;
         pending: scores of the now-incomplete chunk, shape (batch, (start+T) % chunk).
     """
-    check_tensor("scores", scores, ndim=2)
-    b, T = scores.shape
-    check_int("start", start, minimum=0)
-    check_int("chunk", chunk, minimum=1)
-    check_int("per_chunk", per_chunk, minimum=1)
-    if eviction not in EVICTIONS:
-        fail("eviction", f"one of {EVICTIONS}", repr(eviction))
-    check_tensor("mem_pos", mem_pos, ndim=2, floating=False)
-    M = mem_pos.shape[1]
-    if mem_pos.shape[0] != b:
-        fail("mem_pos", f"batch {b} (same as scores)", mem_pos.shape[0])
-    check_tensor("mem_score", mem_score, shape=(b, M))
-    r = start % chunk
-    check_tensor("pending", pending, shape=(b, r))
-    if per_chunk > min(chunk, M):
-        fail("per_chunk", f"at most min(chunk={chunk}, capacity={M})", per_chunk)
+    _, T, M, r = check_eidetic_select_args(
+        TORCH, scores, mem_pos, mem_score, pending, start=start, chunk=chunk, per_chunk=per_chunk, eviction=eviction
+    )
 
     mem_score = mem_score.to(scores.dtype)
     all_scores = torch.cat([pending.to(scores.dtype), scores], dim=1)

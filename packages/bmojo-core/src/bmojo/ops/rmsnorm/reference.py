@@ -6,16 +6,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bmojo._checks import check_same, check_tensor, compute_dtype, fail
+from bmojo._checks import compute_dtype
+from bmojo.argcheck import TORCH, check_gated_rmsnorm_args, check_rmsnorm_args
 
 
 def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """x / sqrt(mean(x², -1) + eps) · weight."""
-    check_tensor("x", x)
-    check_tensor("weight", weight, shape=(x.shape[-1],))
-    check_same("weight", weight, "x", x)
-    if not eps > 0:
-        fail("eps", "a positive float", eps)
+    check_rmsnorm_args(TORCH, x, weight, eps)
     cd = compute_dtype(x.dtype)
     xf = x.to(cd)
     out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
@@ -30,14 +27,8 @@ def gated_rmsnorm(
     With ``group_size`` the mean square is taken per contiguous group of that many channels
     (Mamba-2 normalises each of its B/C groups separately); None means one group.
     """
-    check_tensor("x", x)
-    check_tensor("z", z, shape=tuple(x.shape))
-    check_same("z", z, "x", x)
+    group = check_gated_rmsnorm_args(TORCH, x, z, weight, group_size)
     width = x.shape[-1]
-    check_tensor("weight", weight, shape=(width,))
-    group = width if group_size is None else group_size
-    if group < 1 or width % group:
-        fail("group_size", f"a divisor of the last axis ({width})", group_size)
     cd = compute_dtype(x.dtype)
     gated = (x.to(cd) * F.silu(z.to(cd))).unflatten(-1, (width // group, group))
     normed = gated * torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + eps)

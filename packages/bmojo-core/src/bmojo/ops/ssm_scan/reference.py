@@ -10,32 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bmojo._checks import check_int, check_same, check_tensor, compute_dtype, fail
-
-
-def _check_scan_args(x, dt, A, B, C, D, state, *, step: bool):
-    lead = 1 if step else 2  # (b,) for a step, (b, T) for a scan
-    check_tensor("x", x, ndim=lead + 2)
-    b = x.shape[0]
-    H, P = x.shape[-2:]
-    seq = x.shape[1:2] if not step else ()
-    check_tensor("dt", dt, shape=(b, *seq, H))
-    check_tensor("A", A, shape=(H,))
-    check_tensor("B", B, ndim=lead + 2)
-    G, N = B.shape[-2:]
-    check_tensor("B", B, shape=(b, *seq, G, N))
-    check_tensor("C", C, shape=(b, *seq, G, N))
-    if G == 0 or H % G:
-        fail("B", f"a group count dividing the head count {H}", G)
-    for name, t in (("dt", dt), ("A", A), ("B", B), ("C", C)):
-        check_same(name, t, "x", x)
-    if D is not None:
-        check_tensor("D", D, shape=(H,))
-        check_same("D", D, "x", x)
-    if state is not None:
-        check_tensor("initial_state" if not step else "state", state, shape=(b, H, P, N))
-        check_same("initial_state" if not step else "state", state, "x", x)
-    return b, H, P, G, N
+from bmojo._checks import compute_dtype
+from bmojo.argcheck import TORCH, check_int, check_ssm_scan_args
 
 
 def ssm_scan(
@@ -64,7 +40,7 @@ def ssm_scan(
     Returns:
         y: (batch, T, H, P) and the final state (batch, H, P, N).
     """
-    b, H, P, G, N = _check_scan_args(x, dt, A, B, C, D, initial_state, step=False)
+    b, H, P, G, N = check_ssm_scan_args(TORCH, x, dt, A, B, C, D, initial_state, step=False)
     check_int("chunk_size", chunk_size, minimum=1)
     T = x.shape[1]
     out_dtype = x.dtype
@@ -134,7 +110,7 @@ def ssm_step(
     Args: state (batch, H, P, N); x (batch, H, P); dt (batch, H); A (H,); B, C (batch, G, N);
     D optional (H,). Returns y (batch, H, P) and the new state.
     """
-    _, H, _, G, _ = _check_scan_args(x, dt, A, B, C, D, state, step=True)
+    _, H, _, G, _ = check_ssm_scan_args(TORCH, x, dt, A, B, C, D, state, step=True)
     rep = H // G
     Bh = B.repeat_interleave(rep, dim=1)  # (b, H, N)
     Ch = C.repeat_interleave(rep, dim=1)

@@ -14,53 +14,11 @@ from __future__ import annotations
 import math
 
 import mlx.core as mx
-from bmojo.arith import eidetic_snapshot_count, resolve_fading_offset
+from bmojo.argcheck import check_bmojo_attention_args, check_int
+from bmojo.arith import resolve_fading_offset
 
-from bmojo_mlx.ops._checks import check_array, check_int, check_same, compute_dtype, fail
+from bmojo_mlx.ops._checks import MLX
 from bmojo_mlx.ops._math import exp, logsumexp
-
-
-def _check(q, k, v, kf, vf, ek, ev, epos, q_start, window, fading_window, eidetic_chunk):
-    check_array("q", q, ndim=4)
-    b, T, H, Dh = q.shape
-    if T == 0:
-        fail("q", "at least one query (T >= 1)", f"shape {tuple(q.shape)}")
-    check_array("k", k, ndim=4)
-    Tk, Hkv = k.shape[1], k.shape[2]
-    check_array("k", k, shape=(b, None, None, Dh))
-    check_array("v", v, shape=tuple(k.shape))
-    if Tk < T:
-        fail("k", f"at least as many keys as queries ({T}); keys end at the last query", Tk)
-    if Hkv == 0 or H % Hkv:
-        fail("k", f"a kv-head count dividing the query heads {H}", Hkv)
-    for name, t in (("k", k), ("v", v)):
-        check_same(name, t, "q", q)
-    check_int("q_start", q_start, minimum=0)
-    check_int("window", window, minimum=1)
-    check_int("fading_window", fading_window, minimum=0)
-    if (kf is None) != (vf is None):
-        fail("vf", "given exactly when kf is given", "one of kf/vf missing")
-    if fading_window > 0 and kf is None:
-        fail("kf", "fading keys when fading_window > 0", None)
-    if kf is not None:
-        check_array("kf", kf, shape=(b, None, Hkv, Dh))
-        check_array("vf", vf, shape=tuple(kf.shape))
-        check_same("kf", kf, "q", q)
-        check_same("vf", vf, "q", q)
-    given = [t is not None for t in (ek, ev, epos)]
-    if any(given) and not all(given):
-        fail("ek/ev/epos", "all three or none", f"given: {given}")
-    if ek is not None:
-        if eidetic_chunk is None:
-            fail("eidetic_chunk", "the chunk size when eidetic memory is given", None)
-        check_int("eidetic_chunk", eidetic_chunk, minimum=1)
-        S = eidetic_snapshot_count(q_start, T, eidetic_chunk)
-        check_array("ek", ek, shape=(b, S, None, Hkv, Dh))
-        check_array("ev", ev, shape=tuple(ek.shape))
-        check_array("epos", epos, shape=tuple(ek.shape[:3]), floating=False)
-        check_same("ek", ek, "q", q)
-        check_same("ev", ev, "q", q)
-    return b, T, H, Dh, Hkv
 
 
 def _blocks(q_start: int, T: int, block: int, chunk: int | None):
@@ -103,7 +61,9 @@ def bmojo_attention(
     fading_offset: int | None = None,
 ) -> tuple[mx.array, mx.array]:
     """o (batch, T, H, Dh) in q's dtype and lse (batch, H, T) in float32 (float64 for float64)."""
-    b, T, H, Dh, Hkv = _check(q, k, v, kf, vf, ek, ev, epos, q_start, window, fading_window, eidetic_chunk)
+    b, T, H, Dh, Hkv = check_bmojo_attention_args(
+        MLX, q, k, v, kf, vf, ek, ev, epos, q_start, window, fading_window, eidetic_chunk
+    )
     check_int("block_size", block_size, minimum=1)
     g = H // Hkv
     w, f = window, fading_window
@@ -111,7 +71,7 @@ def bmojo_attention(
     use_fading = kf is not None and f > 0
     use_eidetic = ek is not None and ek.shape[2] > 0
     scale = 1.0 / math.sqrt(Dh) if scale is None else float(scale)
-    cd = compute_dtype(q.dtype)
+    cd = MLX.compute_dtype(q.dtype)
     out_dtype = q.dtype
     q, k, v = q.astype(cd) * scale, k.astype(cd), v.astype(cd)
     if use_fading:

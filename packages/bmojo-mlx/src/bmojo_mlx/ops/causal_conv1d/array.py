@@ -7,30 +7,10 @@ dtype, differentiable by ``mx.grad``, and no layout change for ``mx.conv1d``.
 from __future__ import annotations
 
 import mlx.core as mx
+from bmojo.argcheck import check_causal_conv1d_args
 
-from bmojo_mlx.ops._checks import check_array, check_same, fail
+from bmojo_mlx.ops._checks import MLX
 from bmojo_mlx.ops._math import silu
-
-ACTIVATIONS = (None, "silu")
-
-
-def _check(x, weight, bias, state, activation, *, step):
-    check_array("x", x, ndim=2 if step else 3)
-    channels = x.shape[-1]
-    check_array("weight", weight, shape=(channels, None))
-    K = weight.shape[1]
-    if K < 1:
-        fail("weight", "a kernel width >= 1", K)
-    check_same("weight", weight, "x", x)
-    if bias is not None:
-        check_array("bias", bias, shape=(channels,))
-        check_same("bias", bias, "x", x)
-    if state is not None:
-        check_array("state", state, shape=(x.shape[0], K - 1, channels))
-        check_same("state", state, "x", x)
-    if activation not in ACTIVATIONS:
-        fail("activation", f"one of {ACTIVATIONS}", repr(activation))
-    return K
 
 
 def _activate(y, activation):
@@ -46,7 +26,7 @@ def causal_conv1d(
 ) -> tuple[mx.array, mx.array]:
     """x (batch, T, channels), weight (channels, K) → y (batch, T, channels) and the last K-1
     inputs (batch, K-1, channels); inputs before the sequence come from ``initial_state``."""
-    K = _check(x, weight, bias, initial_state, activation, step=False)
+    K = check_causal_conv1d_args(MLX, x, weight, bias, initial_state, activation, step=False)
     b, T, ch = x.shape
     if initial_state is None:
         initial_state = mx.zeros((b, K - 1, ch), dtype=x.dtype)
@@ -67,7 +47,7 @@ def causal_conv1d_step(
     activation: str | None = "silu",
 ) -> tuple[mx.array, mx.array]:
     """One token: x (batch, channels), state (batch, K-1, channels) → (y, new state)."""
-    _check(x, weight, bias, state, activation, step=True)
+    check_causal_conv1d_args(MLX, x, weight, bias, state, activation, step=True)
     xx = mx.concatenate([state, x[:, None]], axis=1)  # (b, K, ch)
     y = mx.sum(xx * weight.T[None], axis=1)
     if bias is not None:

@@ -11,17 +11,15 @@ and it is exact. Selection is discrete: no gradients (``mx.stop_gradient``).
 from __future__ import annotations
 
 import mlx.core as mx
+from bmojo.argcheck import check_eidetic_select_args, check_innovation_scores_args
 
-from bmojo_mlx.ops._checks import check_array, check_int, fail, score_dtype
-
-EVICTIONS = ("lowest", "fifo")
+from bmojo_mlx.ops._checks import MLX
 
 
 def innovation_scores(k: mx.array, k_pred: mx.array) -> mx.array:
     """a_t = mean over kv heads of ||k_t - k_pred_t||² / Dh; (batch, T) in float32/float64."""
-    check_array("k", k, ndim=4)
-    check_array("k_pred", k_pred, shape=tuple(k.shape))
-    cd = score_dtype(k.dtype)
+    check_innovation_scores_args(MLX, k, k_pred)
+    cd = MLX.score_dtype(k.dtype)
     diff = mx.stop_gradient(k).astype(cd) - mx.stop_gradient(k_pred).astype(cd)
     return mx.mean(mx.mean(diff * diff, axis=-1), axis=-1)
 
@@ -73,22 +71,9 @@ def eidetic_select(
     eviction: str = "lowest",
 ) -> tuple[mx.array, mx.array, mx.array, mx.array]:
     """(snapshots (b, S, M), mem_pos (b, M), mem_score (b, M), pending (b, (start+T) % chunk))."""
-    check_array("scores", scores, ndim=2)
-    b, T = scores.shape
-    check_int("start", start, minimum=0)
-    check_int("chunk", chunk, minimum=1)
-    check_int("per_chunk", per_chunk, minimum=1)
-    if eviction not in EVICTIONS:
-        fail("eviction", f"one of {EVICTIONS}", repr(eviction))
-    check_array("mem_pos", mem_pos, ndim=2, floating=False)
-    M = mem_pos.shape[1]
-    if mem_pos.shape[0] != b:
-        fail("mem_pos", f"batch {b} (same as scores)", mem_pos.shape[0])
-    check_array("mem_score", mem_score, shape=(b, M))
-    r = start % chunk
-    check_array("pending", pending, shape=(b, r))
-    if per_chunk > min(chunk, M):
-        fail("per_chunk", f"at most min(chunk={chunk}, capacity={M})", per_chunk)
+    _, T, M, r = check_eidetic_select_args(
+        MLX, scores, mem_pos, mem_score, pending, start=start, chunk=chunk, per_chunk=per_chunk, eviction=eviction
+    )
 
     scores = mx.stop_gradient(scores)
     mem_score = mx.stop_gradient(mem_score).astype(scores.dtype)

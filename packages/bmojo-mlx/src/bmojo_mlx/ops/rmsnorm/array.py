@@ -4,19 +4,16 @@ normalised in float32 and cast back."""
 from __future__ import annotations
 
 import mlx.core as mx
+from bmojo.argcheck import check_gated_rmsnorm_args, check_rmsnorm_args
 
-from bmojo_mlx.ops._checks import check_array, check_same, compute_dtype, fail
+from bmojo_mlx.ops._checks import MLX
 from bmojo_mlx.ops._math import silu
 
 
 def rmsnorm(x: mx.array, weight: mx.array, eps: float = 1e-6) -> mx.array:
     """x / sqrt(mean(x², -1) + eps) · weight."""
-    check_array("x", x)
-    check_array("weight", weight, shape=(x.shape[-1],))
-    check_same("weight", weight, "x", x)
-    if not eps > 0:
-        fail("eps", "a positive float", eps)
-    cd = compute_dtype(x.dtype)
+    check_rmsnorm_args(MLX, x, weight, eps)
+    cd = MLX.compute_dtype(x.dtype)
     xf = x.astype(cd)
     out = xf * mx.rsqrt(mx.mean(xf * xf, axis=-1, keepdims=True) + eps)
     return (out * weight.astype(cd)).astype(x.dtype)
@@ -26,15 +23,9 @@ def gated_rmsnorm(
     x: mx.array, z: mx.array, weight: mx.array, eps: float = 1e-6, group_size: int | None = None
 ) -> mx.array:
     """rmsnorm(x · silu(z)), the mean square per contiguous group of ``group_size`` channels."""
-    check_array("x", x)
-    check_array("z", z, shape=tuple(x.shape))
-    check_same("z", z, "x", x)
+    group = check_gated_rmsnorm_args(MLX, x, z, weight, group_size)
     width = x.shape[-1]
-    check_array("weight", weight, shape=(width,))
-    group = width if group_size is None else group_size
-    if group < 1 or width % group:
-        fail("group_size", f"a divisor of the last axis ({width})", group_size)
-    cd = compute_dtype(x.dtype)
+    cd = MLX.compute_dtype(x.dtype)
     gated = x.astype(cd) * silu(z.astype(cd))
     lead = gated.shape[:-1]
     gated = gated.reshape(*lead, width // group, group)

@@ -9,35 +9,10 @@ contracted per group (never repeated per head). Differentiable by ``mx.grad``.
 from __future__ import annotations
 
 import mlx.core as mx
+from bmojo.argcheck import check_int, check_ssm_scan_args
 
-from bmojo_mlx.ops._checks import check_array, check_int, check_same, compute_dtype, fail
+from bmojo_mlx.ops._checks import MLX
 from bmojo_mlx.ops._math import exp
-
-
-def _check_scan_args(x, dt, A, B, C, D, state, *, step: bool):
-    lead = 1 if step else 2
-    check_array("x", x, ndim=lead + 2)
-    b = x.shape[0]
-    H, P = x.shape[-2:]
-    seq = tuple(x.shape[1:2]) if not step else ()
-    check_array("dt", dt, shape=(b, *seq, H))
-    check_array("A", A, shape=(H,))
-    check_array("B", B, ndim=lead + 2)
-    G, N = B.shape[-2:]
-    check_array("B", B, shape=(b, *seq, G, N))
-    check_array("C", C, shape=(b, *seq, G, N))
-    if G == 0 or H % G:
-        fail("B", f"a group count dividing the head count {H}", G)
-    for name, t in (("dt", dt), ("A", A), ("B", B), ("C", C)):
-        check_same(name, t, "x", x)
-    if D is not None:
-        check_array("D", D, shape=(H,))
-        check_same("D", D, "x", x)
-    if state is not None:
-        name = "state" if step else "initial_state"
-        check_array(name, state, shape=(b, H, P, N))
-        check_same(name, state, "x", x)
-    return b, H, P, G, N
 
 
 def ssm_scan(
@@ -52,11 +27,11 @@ def ssm_scan(
     chunk_size: int = 64,
 ) -> tuple[mx.array, mx.array]:
     """y (batch, T, H, P) and the final state (batch, H, P, N); see the reference."""
-    b, H, P, G, N = _check_scan_args(x, dt, A, B, C, D, initial_state, step=False)
+    b, H, P, G, N = check_ssm_scan_args(MLX, x, dt, A, B, C, D, initial_state, step=False)
     check_int("chunk_size", chunk_size, minimum=1)
     T = x.shape[1]
     out_dtype = x.dtype
-    cd = compute_dtype(x.dtype)
+    cd = MLX.compute_dtype(x.dtype)
     x, dt, A, B, C = (t.astype(cd) for t in (x, dt, A, B, C))
     L = min(chunk_size, max(T, 1))
     pad = (-T) % L
@@ -114,7 +89,7 @@ def ssm_step(
     D: mx.array | None = None,
 ) -> tuple[mx.array, mx.array]:
     """One decode step: state (batch, H, P, N); x (batch, H, P); dt (batch, H); B, C (batch, G, N)."""
-    _, H, _, G, _ = _check_scan_args(x, dt, A, B, C, D, state, step=True)
+    _, H, _, G, _ = check_ssm_scan_args(MLX, x, dt, A, B, C, D, state, step=True)
     rep = H // G
     Bh = mx.repeat(B, rep, axis=1)  # (b, H, N)
     Ch = mx.repeat(C, rep, axis=1)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import functools
 
 import mlx.core as mx
+from bmojo.argcheck import check_ssm_scan_args
 
-from bmojo_mlx.ops.ssm_scan.array import _check_scan_args
+from bmojo_mlx.ops._checks import MLX
 from bmojo_mlx.ops.ssm_scan.array import ssm_step as ssm_step_array
 
 _SOURCE = """
@@ -80,7 +81,7 @@ def _step_vjp(primals, cotangents, outputs):
 
 def ssm_step(state, x, dt, A, B, C, D=None):
     """Same contract as ``bmojo_mlx.ops.ssm_scan.array.ssm_step`` (and core's reference)."""
-    H = _check_scan_args(x, dt, A, B, C, D, state, step=True)[1]
+    H = check_ssm_scan_args(MLX, x, dt, A, B, C, D, state, step=True).H
     if D is None:
         D = mx.zeros((H,), dtype=x.dtype)
     return _step(state, x, dt, A, B, C, D)

@@ -15,8 +15,8 @@ import math
 from dataclasses import dataclass
 
 import torch
-from bmojo._checks import check_int, fail
-from bmojo.ops.bmojo_attention.reference import _block_size, _check, resolve_fading_offset
+from bmojo.argcheck import TORCH, check_bmojo_attention_args, check_int, fail
+from bmojo.arith import attention_block_size, resolve_fading_offset
 
 from bmojo_neuron.ops._tiles import FAR, MAX_POSITION, PMAX, ceil_div, kernel_dtype, launch, pad_axis, positions
 
@@ -47,7 +47,7 @@ def plan(T: int, q_start: int, Tk: int, Tf: int, w: int, f: int, d: int, chunk: 
     ``(qs_n - w, qs_n + Bq - 1]`` and fading keys in ``(qs_n - d - f, qs_n + Bq - 1 - d]``. Keys
     exist only in the last Tk (Tf) positions up to the last query, so a window never needs more
     than min(w, Tk) (min(f, Tf)) rows before the tile."""
-    Bq = _block_size(PMAX, T, chunk)
+    Bq = attention_block_size(PMAX, T, chunk)
     lead = q_start % Bq
     qs0 = q_start - lead
     nq = ceil_div(lead + T, Bq)
@@ -90,7 +90,9 @@ def bmojo_attention(
     """Same contract as ``bmojo.ops.bmojo_attention.reference.bmojo_attention``."""
     from bmojo_neuron.ops.bmojo_attention.kernel import attention_kernel
 
-    b, T, H, Dh, Hkv = _check(q, k, v, kf, vf, ek, ev, epos, q_start, window, fading_window, eidetic_chunk)
+    b, T, H, Dh, Hkv = check_bmojo_attention_args(
+        TORCH, q, k, v, kf, vf, ek, ev, epos, q_start, window, fading_window, eidetic_chunk
+    )
     check_int("block_size", block_size, minimum=1)
     d = resolve_fading_offset(fading_offset, window)
     if Dh > PMAX:

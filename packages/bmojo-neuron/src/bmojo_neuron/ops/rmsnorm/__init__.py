@@ -6,7 +6,7 @@ to float32 (the reference normalises half precision in float32 too), launch, dro
 
 from __future__ import annotations
 
-from bmojo._checks import check_same, check_tensor, fail
+from bmojo.argcheck import TORCH, check_gated_rmsnorm_args, check_rmsnorm_args, fail
 
 from bmojo_neuron.ops._tiles import kernel_dtype, launch, pad_axis, round_up
 
@@ -28,24 +28,13 @@ def _run(x, z, weight, eps, group, gated):
 
 def rmsnorm(x, weight, eps: float = 1e-6):
     """Same contract as ``bmojo.ops.rmsnorm.reference.rmsnorm``."""
-    check_tensor("x", x)
-    check_tensor("weight", weight, shape=(x.shape[-1],))
-    check_same("weight", weight, "x", x)
-    if not eps > 0:
-        fail("eps", "a positive float", eps)
+    check_rmsnorm_args(TORCH, x, weight, eps)
     return _run(x, None, weight, eps, x.shape[-1], False)
 
 
 def gated_rmsnorm(x, z, weight, eps: float = 1e-6, group_size: int | None = None):
     """Same contract as ``bmojo.ops.rmsnorm.reference.gated_rmsnorm``."""
-    check_tensor("x", x)
-    check_tensor("z", z, shape=tuple(x.shape))
-    check_same("z", z, "x", x)
-    width = x.shape[-1]
-    check_tensor("weight", weight, shape=(width,))
-    group = width if group_size is None else group_size
-    if isinstance(group, bool) or not isinstance(group, int) or group < 1 or width % group:
-        fail("group_size", f"a divisor of the last axis ({width})", group_size)
+    group = check_gated_rmsnorm_args(TORCH, x, z, weight, group_size)
     return _run(x, z, weight, eps, group, True)
 
 

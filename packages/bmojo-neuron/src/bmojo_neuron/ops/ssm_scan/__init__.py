@@ -12,7 +12,7 @@ inside the kernel (Mamba-2's dt path).
 from __future__ import annotations
 
 import torch
-from bmojo.ops.ssm_scan.reference import _check_scan_args
+from bmojo.argcheck import TORCH, check_ssm_scan_args
 
 from bmojo_neuron.ops._tiles import PMAX, kernel_dtype, launch, pad_axis, round_up
 
@@ -68,19 +68,19 @@ def _run(x, dt, A, B, C, D, initial_state, dt_bias, dt_softplus):
 
 def ssm_scan(x, dt, A, B, C, D=None, initial_state=None, *, chunk_size: int = 64):
     """Same contract as ``bmojo.ops.ssm_scan.reference.ssm_scan`` (``chunk_size`` unused, see above)."""
-    _check_scan_args(x, dt, A, B, C, D, initial_state, step=False)
+    check_ssm_scan_args(TORCH, x, dt, A, B, C, D, initial_state, step=False)
     return _run(x, dt, A, B, C, D, initial_state, None, False)
 
 
 def ssm_scan_fused(x, dt, A, B, C, D=None, initial_state=None, *, dt_bias=None):
     """``ssm_scan`` with ``dt = softplus(dt + dt_bias)`` computed inside the kernel; dt_bias (H,)."""
-    _check_scan_args(x, dt, A, B, C, D, initial_state, step=False)
+    check_ssm_scan_args(TORCH, x, dt, A, B, C, D, initial_state, step=False)
     return _run(x, dt, A, B, C, D, initial_state, dt_bias, True)
 
 
 def ssm_step(state, x, dt, A, B, C, D=None):
     """Same contract as ``bmojo.ops.ssm_scan.reference.ssm_step``: the scan kernel over one step."""
-    _check_scan_args(x, dt, A, B, C, D, state, step=True)
+    check_ssm_scan_args(TORCH, x, dt, A, B, C, D, state, step=True)
     y, h = _run(x[:, None], dt[:, None], A, B[:, None], C[:, None], D, state, None, False)
     return y[:, 0].contiguous(), h
 

@@ -16,8 +16,8 @@ import math
 
 import torch
 import triton
-from bmojo._checks import compute_dtype
-from bmojo.ops.bmojo_attention.reference import _check, resolve_fading_offset
+from bmojo.argcheck import TORCH, check_bmojo_attention_args, check_int
+from bmojo.arith import resolve_fading_offset
 
 from bmojo_triton.ops._triton_utils import acc_dtype, dot_precision, gpu_path, on_device, pow2, upcast
 from bmojo_triton.ops.bmojo_attention.bwd import (
@@ -73,7 +73,7 @@ def _fwd(q, k, v, kf, vf, ek, ev, epos, meta: _Meta):
     Tf = kf.shape[1] if meta.use_fading else 0
     M = ek.shape[2] if meta.use_eidetic else 0
     o = torch.empty_like(q)
-    lse = torch.empty(b, H, T, dtype=compute_dtype(q.dtype), device=q.device)
+    lse = torch.empty(b, H, T, dtype=TORCH.compute_dtype(q.dtype), device=q.device)
     bm, bn, bd = _tiles(Dh, T, q.device)
     grid = (triton.cdiv(T, bm), b * H)
     f_src = (kf, vf) if meta.use_fading else (k, v)  # placeholders, never read when flags are off
@@ -288,9 +288,7 @@ def bmojo_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract as ``bmojo.ops.bmojo_attention.reference.bmojo_attention``; one fused Triton
     pass (forward and backward). ``block_size`` is checked and otherwise unused."""
-    from bmojo._checks import check_int
-
-    _check(q, k, v, kf, vf, ek, ev, epos, q_start, window, fading_window, eidetic_chunk)
+    check_bmojo_attention_args(TORCH, q, k, v, kf, vf, ek, ev, epos, q_start, window, fading_window, eidetic_chunk)
     check_int("block_size", block_size, minimum=1)
     meta = _Meta(q, kf, ek, q_start, window, fading_window, eidetic_chunk, scale, fading_offset)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()

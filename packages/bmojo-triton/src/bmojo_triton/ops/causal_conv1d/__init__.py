@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 import triton
-from bmojo._checks import compute_dtype, fail
-from bmojo.ops.causal_conv1d.reference import _check
+from bmojo.argcheck import TORCH, check_causal_conv1d_args, fail
 
 from bmojo_triton.ops._triton_utils import acc_dtype, gpu_path, on_device, pow2
 from bmojo_triton.ops.causal_conv1d.bwd import _conv_bwd_dx_kernel, _conv_bwd_g_kernel
@@ -66,7 +65,7 @@ def _fwd(x, weight, bias, state, activation):
 def _bwd(dy, dfinal, x, weight, bias, state, activation):
     b, T, ch = x.shape
     K = weight.shape[1]
-    cd = compute_dtype(x.dtype)
+    cd = TORCH.compute_dtype(x.dtype)
     bt, bc = _tiles(x)
     dy = dy.contiguous()
     g = torch.empty(x.shape, dtype=cd, device=x.device)
@@ -146,7 +145,7 @@ def causal_conv1d(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract as ``bmojo.ops.causal_conv1d.reference.causal_conv1d``; differentiable (the
     backward is Triton)."""
-    _check(x, weight, bias, initial_state, activation, step=False)
+    check_causal_conv1d_args(TORCH, x, weight, bias, initial_state, activation, step=False)
     args = [t.contiguous() if t is not None else None for t in (x, weight, bias, initial_state)]
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
         return CausalConvFn.apply(*args, activation)
@@ -175,7 +174,7 @@ def _step(x, state, weight, bias, activation, out_state):
                 HAS_BIAS=bias is not None,
                 SILU=activation == "silu",
                 BLOCK_C=bc,
-                ACC=acc_dtype(compute_dtype(x.dtype)),
+                ACC=acc_dtype(TORCH.compute_dtype(x.dtype)),
             )
     return y
 
@@ -188,7 +187,7 @@ def causal_conv1d_step(
     activation: str | None = "silu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract as ``bmojo.ops.causal_conv1d.reference.causal_conv1d_step``."""
-    _check(x, weight, bias, state, activation, step=True)
+    check_causal_conv1d_args(TORCH, x, weight, bias, state, activation, step=True)
     x, state, weight = x.contiguous(), state.contiguous(), weight.contiguous()
     new_state = torch.empty_like(state)
     return _step(x, state, weight, bias, activation, new_state), new_state
@@ -204,7 +203,7 @@ def causal_conv1d_step_(
     """``causal_conv1d_step`` shifting ``state`` in place (each program reads a row before it
     overwrites it); returns y. Not registered with the backend; ``state`` must be contiguous and
     not require grad."""
-    _check(x, weight, bias, state, activation, step=True)
+    check_causal_conv1d_args(TORCH, x, weight, bias, state, activation, step=True)
     if not state.is_contiguous() or state.requires_grad:
         fail(
             "state",

@@ -4,7 +4,7 @@ small discrete top-k over one chunk's scores, and core's reference (torch) serve
 from __future__ import annotations
 
 import torch
-from bmojo._checks import check_tensor
+from bmojo.argcheck import TORCH, check_innovation_scores_args
 
 from bmojo_triton.ops._triton_utils import acc_dtype, on_device, pow2
 from bmojo_triton.ops.eidetic.fwd import _innovation_kernel
@@ -13,10 +13,9 @@ from bmojo_triton.ops.eidetic.fwd import _innovation_kernel
 def innovation_scores(k: torch.Tensor, k_pred: torch.Tensor) -> torch.Tensor:
     """Same contract as ``bmojo.ops.eidetic.reference.innovation_scores`` (mean over heads of the
     per-head mean, i.e. the mean over Hkv·Dh values)."""
-    check_tensor("k", k, ndim=4)
-    check_tensor("k_pred", k_pred, shape=tuple(k.shape))
+    check_innovation_scores_args(TORCH, k, k_pred)
     b, T, Hkv, Dh = k.shape
-    cd = torch.float64 if k.dtype == torch.float64 else torch.float32
+    cd = TORCH.score_dtype(k.dtype)
     out = torch.empty(b, T, dtype=cd, device=k.device)
     width = Hkv * Dh
     if out.numel() and width:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 import triton
-from bmojo._checks import check_int, compute_dtype, fail
-from bmojo.ops.ssm_scan.reference import _check_scan_args
+from bmojo.argcheck import TORCH, check_int, check_ssm_scan_args, fail
 
 from bmojo_triton.ops._triton_utils import acc_dtype, gpu_path, on_device, pow2
 from bmojo_triton.ops.ssm_scan.bwd import _ssd_bwd_kernel
@@ -36,7 +35,7 @@ def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
     # training (states saved): 32-token chunks keep the backward's tiles in registers
     bl = (32 if save_states else 64) if gpu else 16
     bp = pow2(P) if save_states else min(pow2(P), 32 if gpu else 16)
-    cd = compute_dtype(x.dtype)
+    cd = TORCH.compute_dtype(x.dtype)
     states = None
     if save_states:
         states = torch.empty(b, H, triton.cdiv(T, bl), P, N, dtype=cd, device=x.device)
@@ -81,7 +80,7 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, needs):
     b, T, H, P = x.shape
     G, N = B.shape[-2:]
     gpu = gpu_path(x.device)
-    cd = compute_dtype(x.dtype)
+    cd = TORCH.compute_dtype(x.dtype)
     dy = dy.contiguous()
     dht = dht.contiguous() if dht is not None else None
     dx, ddt = torch.empty_like(x), torch.empty_like(dt)
@@ -170,7 +169,7 @@ def ssm_scan(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract as ``bmojo.ops.ssm_scan.reference.ssm_scan`` (``chunk_size`` is checked; the
     kernel uses its own chunk tile). Differentiable: the backward is a Triton kernel."""
-    _check_scan_args(x, dt, A, B, C, D, initial_state, step=False)
+    check_ssm_scan_args(TORCH, x, dt, A, B, C, D, initial_state, step=False)
     check_int("chunk_size", chunk_size, minimum=1)
     args = [t.contiguous() if t is not None else None for t in (x, dt, A, B, C, D, initial_state)]
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
@@ -204,7 +203,7 @@ def _step(state, x, dt, A, B, C, D, out_state):
                 HAS_D=D is not None,
                 BLOCK_P=bp,
                 BLOCK_N=pow2(N, 1),
-                ACC=acc_dtype(compute_dtype(x.dtype)),
+                ACC=acc_dtype(TORCH.compute_dtype(x.dtype)),
             )
     return y
 
@@ -220,7 +219,7 @@ def ssm_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract as ``bmojo.ops.ssm_scan.reference.ssm_step``; the new state is a new tensor
     (what the registered op must do: custom ops may not mutate their inputs)."""
-    _check_scan_args(x, dt, A, B, C, D, state, step=True)
+    check_ssm_scan_args(TORCH, x, dt, A, B, C, D, state, step=True)
     state, x, dt, B, C = (t.contiguous() for t in (state, x, dt, B, C))
     new_state = torch.empty_like(state, dtype=x.dtype)
     return _step(state, x, dt, A, B, C, D, new_state), new_state
@@ -240,7 +239,7 @@ def ssm_step_(
     Not registered with the backend (ops return new tensors); for callers that manage their own
     cache. ``state`` must be contiguous, of x's dtype, and not require grad (no autograd here).
     """
-    _check_scan_args(x, dt, A, B, C, D, state, step=True)
+    check_ssm_scan_args(TORCH, x, dt, A, B, C, D, state, step=True)
     if not state.is_contiguous() or state.dtype != x.dtype or state.requires_grad:
         fail(
             "state",
