@@ -214,3 +214,23 @@ def test_presets_fix_the_v2_fields_they_never_read():
     # shared overrides skip the layers that do not read them
     cfg = ModelConfig.preset(["bmojo", "mamba2"], d_model=32, window=8, fading_offset=0, ssm_bypass="gated")
     assert [(c.fading_offset, c.ssm_bypass) for c in cfg.layers] == [(0, "gated"), (None, "none")]
+
+
+@pytest.mark.parametrize("base", ["bmojo_f", "bmojo"])
+def test_gated_presets_are_the_published_layer_plus_the_bypass(base):
+    """Layer-v2 presets (docs/experiments.md, `bmojo mqar --full`): the base preset with
+    ssm_bypass="gated", nothing else; a fresh model computes what the published one does (g = 0)."""
+    import torch
+
+    gated = ModelConfig.preset(f"{base}_gated", vocab_size=50, d_model=32, n_layers=2, window=8)
+    plain = ModelConfig.preset(base, vocab_size=50, d_model=32, n_layers=2, window=8)
+    assert [layer.ssm_bypass for layer in gated.layers] == ["gated", "gated"]
+    assert [layer.replace(ssm_bypass="none") for layer in gated.layers] == list(plain.layers)
+    with pytest.raises(ConfigError, match="ssm_bypass: expected 'gated'"):
+        LayerConfig.preset(f"{base}_gated", ssm_bypass="none")
+    torch.manual_seed(0)
+    a = BMojoLM(gated)
+    b = BMojoLM(plain)
+    b.load_state_dict({k: v for k, v in a.state_dict().items() if k in b.state_dict()})
+    x = torch.randint(0, 50, (2, 24))
+    torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)

@@ -19,7 +19,7 @@ from typing import Any
 #: reading a config needs no torch (the MLX model loads checkpoints without it).
 EVICTIONS = ("lowest", "fifo")
 
-LAYER_PRESETS = ("transformer", "swa", "mamba2", "bmojo_f", "bmojo")
+LAYER_PRESETS = ("transformer", "swa", "mamba2", "bmojo_f", "bmojo", "bmojo_f_gated", "bmojo_gated")
 SSM_BYPASSES = ("none", "gated")
 #: Fields a preset fixes, with the value it fixes them to: overriding them would silently make it
 #: another special case (or set a field the preset's layer never reads).
@@ -30,6 +30,10 @@ PRESET_FIXED: dict[str, dict[str, Any]] = {
     "mamba2": {"window": 0, "fading_offset": None, **_NO_FADING},
     "bmojo_f": {"eidetic_capacity": 0},
     "bmojo": {},
+    # layer v2, chosen from `bmojo mqar --full` (docs/experiments.md): the published layers plus the
+    # gated SSM bypass (g = 0 at initialisation, so a fresh layer is the published one)
+    "bmojo_f_gated": {"eidetic_capacity": 0, "ssm_bypass": "gated"},
+    "bmojo_gated": {"ssm_bypass": "gated"},
 }
 
 
@@ -275,7 +279,10 @@ class LayerConfig:
         * ``swa``: sliding-window attention (w = 64 unless overridden), no SSM;
         * ``mamba2``: only the SSM (w = f = M = 0);
         * ``bmojo_f``: window + fading tokens (f = w), M = 0;
-        * ``bmojo``: window + fading + eidetic memory.
+        * ``bmojo``: window + fading + eidetic memory;
+        * ``bmojo_f_gated``, ``bmojo_gated``: the same with ``ssm_bypass="gated"`` (layer v2, this
+          project's extension: ``y = Wo·attn + g ⊙ s``, ``g`` = 0 at initialisation), chosen from
+          ``bmojo mqar --full`` (docs/experiments.md).
         """
         if name not in LAYER_PRESETS:
             raise _bad("preset", f"one of {LAYER_PRESETS}", name)
@@ -290,9 +297,11 @@ class LayerConfig:
             "mamba2": dict(window=0, fading_window=0, eidetic_capacity=0),
             "bmojo_f": dict(window=window, fading_window=window, eidetic_capacity=0),
             "bmojo": dict(window=window, fading_window=window, eidetic_capacity=max(1, window // 4)),
-        }[name]
+        }[name.removesuffix("_gated")]
+        if name.endswith("_gated"):
+            base["ssm_bypass"] = "gated"
         base.update(overrides)
-        if name == "bmojo" and "eidetic_per_chunk" not in overrides:
+        if name in ("bmojo", "bmojo_gated") and "eidetic_per_chunk" not in overrides:
             # Offer up to 4 per chunk, but never more than the memory or a chunk can hold.
             chunk = base.get("eidetic_chunk") or base["window"]
             base["eidetic_per_chunk"] = max(1, min(4, base["eidetic_capacity"], chunk))

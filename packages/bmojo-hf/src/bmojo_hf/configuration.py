@@ -87,7 +87,8 @@ class BMojoConfig(PretrainedConfig):
         hf_kwargs: dict[str, Any] | None = None,
         **layer_overrides,
     ) -> BMojoConfig:
-        """A core preset (``transformer``, ``swa``, ``mamba2``, ``bmojo_f``, ``bmojo`` or a list for
+        """A core preset (``transformer``, ``swa``, ``mamba2``, ``bmojo_f``, ``bmojo``, ``bmojo_f_gated``,
+        ``bmojo_gated`` or a list for
         interleaving, see ``ModelConfig.preset``); ``hf_kwargs`` go to the transformers config."""
         core = ModelConfig.preset(name, vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, **layer_overrides)
         return cls.from_core(core, **(hf_kwargs or {}))

@@ -28,7 +28,15 @@ LAYER_FLAGS = {
     "fading_offset": "--fading-offset",
     "innovation_loss_weight": "--innovation-loss-weight",
 }
-LABELS = {"transformer": "Transformer", "swa": "SWA", "mamba2": "Mamba-2", "bmojo_f": "B'MOJO-F", "bmojo": "B'MOJO"}
+LABELS = {
+    "transformer": "Transformer",
+    "swa": "SWA",
+    "mamba2": "Mamba-2",
+    "bmojo_f": "B'MOJO-F",
+    "bmojo": "B'MOJO",
+    "bmojo_f_gated": "B'MOJO-F gated",
+    "bmojo_gated": "B'MOJO gated",
+}
 
 
 def context_of(size: str) -> int:
