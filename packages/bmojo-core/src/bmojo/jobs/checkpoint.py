@@ -381,14 +381,13 @@ def load_for_resume(
     options = StateDictOptions(full_state_dict=True)
     set_model_state_dict(model, msd, options=options)
     set_optimizer_state_dict(model, optimizer, osd, options=options)
+    saved_rng = _read(step_dir / RNG)  # small (a few KiB per rank); read once
     key = f"torch_cpu/rank{world.rank}"
-    if key in rng_header:
-        torch.set_rng_state(_read(step_dir / RNG)[key])
+    if key in saved_rng:
+        torch.set_rng_state(saved_rng[key])
     ckey = f"torch_cuda/rank{world.rank}"
-    if device.type == "cuda" and ckey in rng_header:
-        torch.cuda.set_rng_state(_read(step_dir / RNG)[ckey], device)
-    if generators:
-        saved_rng = _read(step_dir / RNG)
-        for name, gen in generators.items():
-            gen.set_state(saved_rng[f"generator/{name}"])
+    if device.type == "cuda" and ckey in saved_rng:
+        torch.cuda.set_rng_state(saved_rng[ckey], device)
+    for name, gen in (generators or {}).items():
+        gen.set_state(saved_rng[f"generator/{name}"])
     return trainer
