@@ -35,7 +35,7 @@ MAX_TILE_PER_THREAD = 64
 
 
 #: (kernel, variant) of the attention groups, in the order they run (the forward first)
-ATTN_GROUPS = (("fwd", "window"), ("fwd", "w+f"), ("bwd_dq", "window"), ("bwd_dq", "w+f"), ("bwd_dkdv", "w+f"))
+ATTN_GROUPS = (("fwd", "window"), ("fwd", "w+f"), ("bwd_dkdv", "w+f"), ("bwd_dq", "window"), ("bwd_dq", "w+f"))
 
 
 def _smem_limit(dev) -> int | None:
@@ -145,10 +145,18 @@ class Group:
         print(f"  tune {self.name:18s} {self.case:22s} {_fmt(cfg):62s} {t:>12s}  {status}", flush=True)
 
     def candidates(self):
-        """default; each tile shape at the default launch; the 2 best shapes × every launch."""
+        """default; each tile shape at the default launch (8 warps where 4 would spill), nearest
+        to the default's shape first; then the 2 best shapes × every launch."""
         yield self.default
-        for t in self.tiles:
-            yield replace(self.default, **t)
+
+        def distance(t):
+            return sum(abs(v.bit_length() - (getattr(self.default, k) or v).bit_length()) for k, v in t.items())
+
+        for t in sorted(self.tiles, key=distance):
+            cfg = replace(self.default, **t)
+            if self.legal(cfg) and any(w > cfg.num_warps for w, _ in self.launches):
+                cfg = replace(cfg, num_warps=max(w for w, _ in self.launches))
+            yield cfg
         ranked = sorted(self.results, key=lambda r: r[1])
         shapes = []
         for cfg, _ in ranked:
