@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 import traceback
@@ -34,133 +33,22 @@ from pathlib import Path
 
 import torch
 
-ROWS: list[dict] = []
-CEIL: dict = {}
-
-
-# ----- timing -----
-def bench(fn, *, gpu: bool, reps: int = 1) -> float:
-    """Median seconds of fn(): triton.testing.do_bench on a GPU, perf_counter elsewhere."""
-    if gpu:
-        import triton.testing
-
-        return triton.testing.do_bench(fn, warmup=10, rep=60, return_mode="median") / 1e3
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def fwd_bwd(fn, params):
-    """A closure running fn() and backpropagating a fixed random cotangent into params."""
-    outs = fn()
-    outs = [outs] if isinstance(outs, torch.Tensor) else [o for o in outs if o.requires_grad]
-    grads = [torch.randn_like(o) for o in outs]
-
-    def run():
-        for p in params:
-            p.grad = None
-        res = fn()
-        res = [res] if isinstance(res, torch.Tensor) else [o for o in res if o.requires_grad]
-        torch.autograd.backward(res, grads)
-
-    return run
-
-
-def record(section, case, impl, mode, seconds, *, flops=None, nbytes=None, note="", **extra):
-    """One row: time, achieved rate and the roofline bound (max of compute and memory time)."""
-    row = dict(section=section, case=case, impl=impl, mode=mode, seconds=seconds, note=note, **extra)
-    if seconds is not None and flops:
-        row["tflops"] = flops / seconds / 1e12
-    if seconds is not None and nbytes:
-        row["gbps"] = nbytes / seconds / 1e9
-    bound = 0.0
-    if flops and CEIL.get("matmul_tflops"):
-        bound = max(bound, flops / (CEIL["matmul_tflops"] * 1e12))
-    if nbytes and CEIL.get("copy_gbps"):
-        bound = max(bound, nbytes / (CEIL["copy_gbps"] * 1e9))
-    if bound and seconds:
-        row["roofline_s"] = bound
-        row["roofline_frac"] = bound / seconds
-    ROWS.append(row)
-    t = "-" if seconds is None else f"{seconds * 1e3:9.3f} ms"
-    rate = f"{row['tflops']:7.1f} TFLOP/s" if "tflops" in row else f"{row['gbps']:7.0f} GB/s" if "gbps" in row else ""
-    roof = f"  {100 * row['roofline_frac']:5.1f}% of roofline" if "roofline_frac" in row else ""
-    print(f"  {section:9s} {case:26s} {impl:28s} {mode:7s} {t}  {rate}{roof}  {note}", flush=True)
-    return seconds
-
-
-#: perf_counter deadline after which remaining measurements are skipped (``--budget``)
-DEADLINE = [float("inf")]
-
-
-def attempt(section, case, impl, mode, fn, **kw):
-    if time.perf_counter() > DEADLINE[0]:
-        record(section, case, impl, mode, None, note="skipped: --budget exhausted")
-        return None
-    try:
-        return record(section, case, impl, mode, fn(), **kw)
-    except Exception as err:  # a peer that fails is reported, never fatal
-        msg = f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
-        record(section, case, impl, mode, None, note=f"error: {msg}")
-        if os.environ.get("BMOJO_BENCH_TRACE"):
-            traceback.print_exc()
-        return None
-
-
-def ratio(name, num, den, target=None, better="lower"):
-    """Print and record ours/peer (or its inverse) with the target it is held to."""
-    if num is None or den is None:
-        ROWS.append(dict(section="ratio", case=name, value=None, target=target))
-        print(f"  ratio {name}: n/a", flush=True)
-        return
-    val = num / den
-    ok = None if target is None else (val <= target if better == "lower" else val >= target)
-    ROWS.append(dict(section="ratio", case=name, value=val, target=target, met=ok))
-    tgt = (
-        ""
-        if target is None
-        else f"  (target {'<=' if better == 'lower' else '>='} {target}: {'met' if ok else 'NOT met'})"
-    )
-    print(f"  ratio {name}: {val:.2f}{tgt}", flush=True)
-
-
-def agree(section, case, what, ours, peer):
-    """Record max|ours − peer| of the first output (the comparison is only meaningful if equal)."""
-    try:
-        with torch.no_grad():
-            a, b = ours(), peer()
-            a = a[0] if isinstance(a, tuple) else a
-            b = b[0] if isinstance(b, tuple) else b
-            diff = (a.float() - b.float()).abs().max().item()
-            scale = b.float().abs().max().item()
-    except Exception as err:
-        diff, scale = None, None
-        print(f"  {section:9s} {case:26s} max|diff| {what}: error {type(err).__name__}: {err}"[:200], flush=True)
-    ROWS.append(dict(section=section, case=case, impl=what, mode="max_abs_diff", value=diff, scale=scale))
-    if diff is not None:
-        print(f"  {section:9s} {case:26s} max|diff| {what}: {diff:.2e} (max|peer| {scale:.2e})", flush=True)
-
-
-# ----- ceilings -----
-def ceilings(gpu, dev):
-    if not gpu:
-        CEIL.update(copy_gbps=None, matmul_tflops=None)
-        return
-    n = 1 << 28  # 512 MiB of bf16
-    src = torch.empty(n, dtype=torch.bfloat16, device=dev)
-    dst = torch.empty_like(src)
-    t = bench(lambda: dst.copy_(src), gpu=gpu)  # noqa: F821 (ruff misreads the del below)
-    CEIL["copy_gbps"] = 2 * src.numel() * 2 / t / 1e9
-    del src, dst
-    a = torch.randn(8192, 8192, dtype=torch.bfloat16, device=dev)
-    b = torch.randn(8192, 8192, dtype=torch.bfloat16, device=dev)
-    t = bench(lambda: a @ b, gpu=gpu)
-    CEIL["matmul_tflops"] = 2 * 8192**3 / t / 1e12
-    print(f"ceilings: copy {CEIL['copy_gbps']:.0f} GB/s, bf16 matmul {CEIL['matmul_tflops']:.0f} TFLOP/s", flush=True)
+from benchmarks.triton.common import (
+    CEIL,
+    DEADLINE,
+    ROWS,
+    SectionTimeout,
+    agree,
+    attempt,
+    bench,
+    ceilings,
+    fwd_bwd,
+    ratio,
+    record,
+    time_limit,
+)
+from benchmarks.triton.eidetic import eidetic
+from benchmarks.triton.tune import tune
 
 
 # ----- attention -----
@@ -366,64 +254,82 @@ def _fla_scan():
 
 
 def ssm(s, gpu, dev, dtype, backend_fn, ref_fn):
+    """Every size: ours (inference forward, training forward, forward+backward), the reference,
+    fla's forward; then fla's forward+backward for every size last (its autotuned backward JIT is
+    the slowest step on a cold cache: the second H200 run's time limit ended inside it)."""
     fla = _fla_scan() if gpu else None
     if gpu and fla is None:
         print("  ssm: flash-linear-attention (fla) not installed: peer skipped", flush=True)
         ROWS.append(dict(section="ssm", case="-", impl="fla chunk_simple_gla", note="not installed"))
-    for T in s["T"]:
-        _ssm_case(s, T, gpu, dev, dtype, backend_fn, ref_fn, fla)
+    later = [_ssm_case(s, T, gpu, dev, dtype, backend_fn, ref_fn, fla) for T in s["T"]]
+    for fn in later:
+        if fn is not None:
+            fn()
 
 
 def _ssm_case(s, T, gpu, dev, dtype, backend_fn, ref_fn, fla):
+    """Times one size; returns a closure timing fla's forward+backward (None without fla)."""
     b, H, P, N, G = s["b"], s["H"], s["P"], s["N"], 1
     dname = str(dtype).replace("torch.", "")
     el = torch.finfo(dtype).bits // 8
-    if True:
-        g = torch.Generator(device="cpu").manual_seed(T)
-        x = torch.randn(b, T, H, P, generator=g).to(dev, dtype).requires_grad_(True)
-        dt = (torch.rand(b, T, H, generator=g) * 0.1 + 0.01).to(dev, dtype).requires_grad_(True)
-        A = (-torch.rand(H, generator=g) - 0.5).to(dev, dtype).requires_grad_(True)
-        B = (torch.randn(b, T, G, N, generator=g) * 0.5).to(dev, dtype).requires_grad_(True)
-        C = (torch.randn(b, T, G, N, generator=g) * 0.5).to(dev, dtype).requires_grad_(True)
-        D = torch.randn(H, generator=g).to(dev, dtype).requires_grad_(True)
-        case = f"T={T} {dname}"
-        L = 64
-        flops = b * H * T * (2 * L * N + 2 * L * P + 4 * N * P)
-        nbytes = el * (2 * b * T * H * P + 2 * b * T * G * N + b * T * H)
+    g = torch.Generator(device="cpu").manual_seed(T)
+    x = torch.randn(b, T, H, P, generator=g).to(dev, dtype).requires_grad_(True)
+    dt = (torch.rand(b, T, H, generator=g) * 0.1 + 0.01).to(dev, dtype).requires_grad_(True)
+    A = (-torch.rand(H, generator=g) - 0.5).to(dev, dtype).requires_grad_(True)
+    B = (torch.randn(b, T, G, N, generator=g) * 0.5).to(dev, dtype).requires_grad_(True)
+    C = (torch.randn(b, T, G, N, generator=g) * 0.5).to(dev, dtype).requires_grad_(True)
+    D = torch.randn(H, generator=g).to(dev, dtype).requires_grad_(True)
+    case = f"T={T} {dname}"
+    L = 64
+    flops = b * H * T * (2 * L * N + 2 * L * P + 4 * N * P)
+    nbytes = el * (2 * b * T * H * P + 2 * b * T * G * N + b * T * H)
 
-        def ours():
+    def ours():
+        return backend_fn(x, dt, A, B, C, D)
+
+    def ref():
+        return ref_fn(x, dt, A, B, C, D)
+
+    def ours_inference():
+        with torch.no_grad():
             return backend_fn(x, dt, A, B, C, D)
 
-        def ref():
-            return ref_fn(x, dt, A, B, C, D)
+    # "fwd" (inputs requiring grad) is the training forward: it stores the chunk states
+    t_o = attempt("ssm", case, "triton ssm_scan", "fwd", lambda: bench(ours, gpu=gpu), flops=flops, nbytes=nbytes)
+    attempt(
+        "ssm",
+        case,
+        "triton ssm_scan (no_grad)",
+        "fwd",
+        lambda: bench(ours_inference, gpu=gpu),
+        flops=flops,
+        nbytes=nbytes,
+    )
+    attempt("ssm", case, "triton ssm_scan", "fwd+bwd", lambda: bench(fwd_bwd(ours, [x, dt, A, B, C, D]), gpu=gpu))
+    t_r = attempt("ssm", case, "reference op", "fwd", lambda: bench(ref, gpu=gpu), flops=flops, nbytes=nbytes)
+    attempt("ssm", case, "reference op", "fwd+bwd", lambda: bench(fwd_bwd(ref, [x, dt, A, B, C, D]), gpu=gpu))
+    ratio(f"ssm {case}: triton / reference (fwd)", t_o, t_r)
+    if fla is None:
+        return None
+    # SSD == simple GLA: q = C, k = B (shared by the heads of a group), v = dt·x, g = dt·A
+    qg = C.detach().expand(b, T, H, N).contiguous().requires_grad_(True)
+    kg = B.detach().expand(b, T, H, N).contiguous().requires_grad_(True)
+    vg = (x * dt[..., None]).detach().contiguous().requires_grad_(True)
+    gg = (dt * A).detach().float().contiguous().requires_grad_(True)
 
-        t_o = attempt("ssm", case, "triton ssm_scan", "fwd", lambda: bench(ours, gpu=gpu), flops=flops, nbytes=nbytes)
-        attempt(
-            "ssm",
-            case,
-            "triton ssm_scan",
-            "fwd+bwd",
-            lambda: bench(fwd_bwd(ours, [x, dt, A, B, C, D]), gpu=gpu),
-        )
-        t_r = attempt("ssm", case, "reference op", "fwd", lambda: bench(ref, gpu=gpu), flops=flops, nbytes=nbytes)
-        attempt("ssm", case, "reference op", "fwd+bwd", lambda: bench(fwd_bwd(ref, [x, dt, A, B, C, D]), gpu=gpu))
-        ratio(f"ssm {case}: triton / reference (fwd)", t_o, t_r)
-        if fla is None:
-            return
-        # SSD == simple GLA: q = C, k = B (shared by the heads of a group), v = dt·x, g = dt·A
-        qg = C.detach().expand(b, T, H, N).contiguous().requires_grad_(True)
-        kg = B.detach().expand(b, T, H, N).contiguous().requires_grad_(True)
-        vg = (x * dt[..., None]).detach().contiguous().requires_grad_(True)
-        gg = (dt * A).detach().float().contiguous().requires_grad_(True)
+    def peer():
+        return fla(q=qg, k=kg, v=vg, g=gg, scale=1.0)[0]
 
-        def peer():
-            return fla(q=qg, k=kg, v=vg, g=gg, scale=1.0)[0]
+    t_p = attempt("ssm", case, "fla chunk_simple_gla", "fwd", lambda: bench(peer, gpu=gpu), flops=flops, nbytes=nbytes)
+    ratio(f"ssm {case}: triton / fla (fwd)", t_o, t_p, target=1.2)
+    # ours again after fla: a drift between the two timings of ours shows the GPU's state changed
+    t_o2 = attempt("ssm", case, "triton ssm_scan (again)", "fwd", lambda: bench(ours, gpu=gpu))
+    ratio(f"ssm {case}: triton fwd, second / first timing (stable = 1)", t_o2, t_o)
 
-        t_p = attempt(
-            "ssm", case, "fla chunk_simple_gla", "fwd", lambda: bench(peer, gpu=gpu), flops=flops, nbytes=nbytes
-        )
+    def later():
         attempt("ssm", case, "fla chunk_simple_gla", "fwd+bwd", lambda: bench(fwd_bwd(peer, [qg, kg, vg, gg]), gpu=gpu))
-        ratio(f"ssm {case}: triton / fla (fwd)", t_o, t_p, target=1.2)
+
+    return later
 
 
 # ----- norms and conv -----
@@ -510,27 +416,97 @@ def decode(s, gpu, dev, dtype):
     ratio(f"decode reference/triton step ctx={c1} (speed-up)", times.get(("reference", c1)), times.get(("triton", c1)))
 
 
+_TUNE_GRID = dict(blocks=(32, 64, 128), num_warps=(4, 8), num_stages=(2, 3, 4))
 SIZES = {
     "full": dict(
         attention=dict(b=4, H=16, Dh=64, w=512, f=512, M=64, T=[2048, 8192, 32768], ref_max_T=8192, flex=True),
         ssm=dict(b=4, H=16, P=64, N=128, T=[2048, 8192, 32768]),
         norm_conv=dict(b=4, T=[8192], width=2048, ch=2048),
         decode=dict(D=1024, H=16, w=512, M=64, ctx=[1024, 4096, 16384], prefill_chunk=4096),
+        eidetic=dict(b=4, H=16, Dh=64, w=512, M=64, P=64, N=128, T=[2048, 8192]),
+        tune=dict(
+            attention=dict(b=4, H=16, Dh=64, w=512, f=512, T=8192, **_TUNE_GRID),
+            ssm=dict(b=4, H=16, P=64, N=128, T=8192, p_blocks=(16, 32, 64), train_blocks=(16, 32, 64), **_TUNE_GRID),
+            cap=14,
+            budget=90.0,
+        ),
     ),
     "quick": dict(
         attention=dict(b=4, H=16, Dh=64, w=512, f=512, M=64, T=[2048], ref_max_T=2048, flex=True),
         ssm=dict(b=4, H=16, P=64, N=128, T=[2048]),
         norm_conv=dict(b=4, T=[2048], width=2048, ch=2048),
         decode=dict(D=512, H=8, w=256, M=32, ctx=[512, 2048], prefill_chunk=2048),
+        eidetic=dict(b=4, H=16, Dh=64, w=512, M=64, P=64, N=128, T=[2048]),
+        tune=dict(
+            attention=dict(b=4, H=16, Dh=64, w=512, f=512, T=2048, **_TUNE_GRID),
+            ssm=dict(b=4, H=16, P=64, N=128, T=2048, p_blocks=(32, 64), train_blocks=(32, 64), **_TUNE_GRID),
+            cap=4,
+            budget=30.0,
+        ),
     ),
     "tiny": dict(
         attention=dict(b=1, H=2, Dh=16, w=8, f=8, M=4, T=[40], ref_max_T=64, flex=False),
         ssm=dict(b=1, H=2, P=16, N=16, T=[40]),
         norm_conv=dict(b=1, T=[16], width=32, ch=16),
         decode=dict(D=32, H=2, w=4, M=2, ctx=[8, 16], prefill_chunk=8),
+        eidetic=dict(b=1, H=2, Dh=16, w=8, M=4, P=16, N=16, T=[40]),
+        tune=dict(
+            # on the interpreter: the default config and one other per group (see tune.py)
+            attention=dict(b=1, H=2, Dh=16, w=8, f=8, T=40, blocks=(16, 32), num_warps=(4,), num_stages=(3,)),
+            ssm=dict(
+                b=1,
+                H=2,
+                P=16,
+                N=16,
+                T=40,
+                blocks=(16, 32),
+                p_blocks=(16,),
+                train_blocks=(16, 32),
+                num_warps=(4,),
+                num_stages=(3,),
+            ),
+            cap=2,
+            budget=None,
+        ),
     ),
 }
-SECTIONS = ("attention", "ssm", "decode", "norm_conv")
+SECTIONS = ("attention", "ssm", "decode", "norm_conv", "eidetic", "tune")
+#: sections whose sizes ``name@T1+T2`` may override (their "T" list)
+SIZED = ("attention", "ssm", "eidetic")
+
+
+def parse_sections(text: str) -> list[tuple[str, list[int] | None, float | None]]:
+    """``name[@T1+T2...][:seconds]`` comma-separated, run in the order given: e.g.
+    ``ssm:60,attention@32768:45,tune:75`` (``@``: the sequence lengths of that run of the
+    section; ``:``: its time budget, after which it is stopped and the next one runs)."""
+    out = []
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        name, _, secs = item.partition(":")
+        name, _, sizes = name.partition("@")
+        if name not in SECTIONS:
+            raise ValueError(f"--sections: expected names from {SECTIONS}, got {name!r} (in {item!r})")
+        Ts = None
+        if sizes:
+            if name not in SIZED:
+                raise ValueError(f"--sections: {name!r} takes no @sizes (only {SIZED}), got {item!r}")
+            try:
+                Ts = [int(t) for t in sizes.split("+")]
+            except ValueError:
+                raise ValueError(f"--sections: sizes must be ints joined by '+', got {item!r}") from None
+            if any(t < 1 for t in Ts):
+                raise ValueError(f"--sections: sizes must be >= 1, got {item!r}")
+        budget = None
+        if secs:
+            try:
+                budget = float(secs)
+            except ValueError:
+                raise ValueError(f"--sections: a budget in seconds after ':', got {item!r}") from None
+            if budget <= 0:
+                raise ValueError(f"--sections: the budget must be > 0, got {item!r}")
+        out.append((name, Ts, budget))
+    return out
 
 
 def main(argv=None) -> int:
@@ -538,15 +514,20 @@ def main(argv=None) -> int:
     size = ap.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="one small size per section")
     size.add_argument("--tiny", action="store_true", help="toy sizes; runs on CPU under TRITON_INTERPRET=1")
-    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    ap.add_argument(
+        "--sections",
+        default=",".join(s for s in SECTIONS if s != "tune"),
+        help=f"comma-separated, in order, from {','.join(SECTIONS)}; each may be name[@T1+T2][:seconds]"
+        " (sizes of that run, its time budget)",
+    )
     ap.add_argument("--dtypes", default="bfloat16", help="attention/ssm dtypes, e.g. bfloat16,float32")
     ap.add_argument("--out", type=Path, default=None, help="write all rows as JSON here")
     ap.add_argument("--budget", type=float, default=None, help="seconds; later measurements are skipped (listed)")
     a = ap.parse_args(argv)
-    sections = [x for x in a.sections.split(",") if x]
-    bad = sorted(set(sections) - set(SECTIONS))
-    if bad:
-        print(f"--sections: expected names from {SECTIONS}, got {bad}", file=sys.stderr)
+    try:
+        sections = parse_sections(a.sections)
+    except ValueError as err:
+        print(err, file=sys.stderr)
         return 2
     gpu = torch.cuda.is_available()
     interp = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
@@ -575,6 +556,7 @@ def main(argv=None) -> int:
         torch=torch.__version__,
         scale=scale,
         dtypes=a.dtypes,
+        sections=a.sections,
     )
     try:
         import triton
@@ -597,27 +579,39 @@ def main(argv=None) -> int:
             a.out.write_text(json.dumps(dict(info=info, ceilings=CEIL, rows=ROWS), indent=1, default=str))
 
     sz = SIZES[scale]
-    for sec in sections:
+    for sec, Ts, budget in sections:
         t0 = time.perf_counter()
-        print(f"[{sec}]", flush=True)
+        label = sec + (f"@{'+'.join(map(str, Ts))}" if Ts else "")
+        print(f"[{label}]" + (f" (budget {budget:.0f} s)" if budget else ""), flush=True)
+        spec = dict(sz[sec], T=Ts) if Ts else sz[sec]
         try:
-            if sec == "attention":
-                for dt in dtypes:
-                    attention(sz["attention"], gpu, dev, dt, bmojo_attention, ref_attention)
-            elif sec == "ssm":
-                for dt in dtypes:
-                    ssm(sz["ssm"], gpu, dev, dt, ssm_scan, ref_scan)
-            elif sec == "norm_conv":
-                ops = dict(rmsnorm=rmsnorm, gated_rmsnorm=gated_rmsnorm, causal_conv1d=causal_conv1d)
-                refs = dict(rmsnorm=ref_rms, gated_rmsnorm=ref_gated, causal_conv1d=ref_conv)
-                norm_conv(sz["norm_conv"], gpu, dev, dtypes[0], ops, refs)
-            elif sec == "decode":
-                decode(sz["decode"], gpu, dev, dtypes[0] if gpu else torch.float32)
+            with time_limit(budget, label):
+                if sec == "attention":
+                    for dt in dtypes:
+                        attention(spec, gpu, dev, dt, bmojo_attention, ref_attention)
+                elif sec == "ssm":
+                    for dt in dtypes:
+                        ssm(spec, gpu, dev, dt, ssm_scan, ref_scan)
+                elif sec == "norm_conv":
+                    ops = dict(rmsnorm=rmsnorm, gated_rmsnorm=gated_rmsnorm, causal_conv1d=causal_conv1d)
+                    refs = dict(rmsnorm=ref_rms, gated_rmsnorm=ref_gated, causal_conv1d=ref_conv)
+                    norm_conv(spec, gpu, dev, dtypes[0], ops, refs)
+                elif sec == "decode":
+                    decode(spec, gpu, dev, dtypes[0] if gpu else torch.float32)
+                elif sec == "eidetic":
+                    eidetic(spec, gpu, dev, dtypes[0] if gpu else torch.float32)
+                elif sec == "tune":
+                    # the groups share 90 % of the section's budget: the rest prints the tables
+                    tb = 0.9 * budget if budget else spec["budget"]
+                    tune(spec, gpu, dev, dtypes[0] if gpu else torch.float32, tb)
+        except SectionTimeout as err:
+            print(f"  section {label} stopped: {err}", flush=True)
+            ROWS.append(dict(section=sec, case=label, note=f"stopped: {err}"))
         except Exception as err:
-            print(f"  section {sec} failed: {type(err).__name__}: {err}", flush=True)
+            print(f"  section {label} failed: {type(err).__name__}: {err}", flush=True)
             traceback.print_exc()
             ROWS.append(dict(section=sec, error=f"{type(err).__name__}: {err}"))
-        print(f"[{sec}] {time.perf_counter() - t0:.1f} s", flush=True)
+        print(f"[{label}] {time.perf_counter() - t0:.1f} s", flush=True)
         if gpu:
             torch.cuda.empty_cache()
         dump()
@@ -625,6 +619,7 @@ def main(argv=None) -> int:
     dump()
     errors = [r for r in ROWS if str(r.get("note", "")).startswith("error") and "triton" in str(r.get("impl", ""))]
     errors += [r for r in ROWS if "error" in r]
+    errors += [r for r in ROWS if str(r.get("status", "")).startswith("WRONG")]
     print(f"done in {info['total_s']:.1f} s; {len(errors)} error rows in our kernels/sections", flush=True)
     return 1 if errors else 0
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One prepared GPU run of the triton backend: install, conformance on CUDA, kernel tests, the
-# model-level test, then the benchmark. Run from the repository root:
+# One prepared GPU run of the triton backend, sized for ONE call of <= ~6 minutes (cold Triton
+# cache, H100/H200): install, the benchmark first, then the tests with the time that is left.
+# Run from the repository root:
 #
 #     OUT=/some/dir bash benchmarks/triton/gpu_run.sh      # OUT defaults to ./gpu-out
 #
@@ -8,10 +9,27 @@
 # matplotlib, numpy already installed, and no network: wheels the run needs beyond those
 # (hatchling + trove-classifiers to build the editable installs; optionally fla-core +
 # flash-linear-attention for the ssm peer) are taken from ./.whl/ if present.
-# Every step has a timeout (the whole script stays under ~5 minutes; TEST_LIMIT, BENCH_LIMIT,
-# BENCH_BUDGET and BENCH_ARGS, e.g. "--sections ssm,decode", narrow a rerun); a failing step does
-# not stop the later ones. Full logs go to $OUT (at most 8 files); stdout keeps a short digest and
-# ends with a summary table (step, rc, seconds).
+#
+# Order (BENCH_SECTIONS; each section has its own budget in seconds after ':' and is stopped when
+# it runs out, keeping what it measured; the JSON is rewritten after every section):
+#   1. what no GPU run has measured yet: ssm (2k/8k/32k, fla peer; fla's slow autotuned backward
+#      last), decode, norm_conv, eidetic, attention at 32k (the two-call peer never ran there);
+#   2. tune: the launch-config grid (benchmarks/triton/tune.py);
+#   3. attention at 2k and 8k (measured before, untuned; re-timed for a same-run comparison).
+# Then the tests, all at once, each limited to the time left before TOTAL_LIMIT (at least
+# TEST_MIN): the benchmark never waits for them. A failing step does not stop the later ones.
+# Full logs go to $OUT (at most 8 files); stdout keeps a short digest and ends with a summary
+# table (step, rc, seconds). Narrow a rerun with BENCH_SECTIONS (e.g. "tune:150"), BENCH_LIMIT,
+# BENCH_BUDGET, TOTAL_LIMIT, TEST_MIN, or SKIP_TESTS=1.
+#
+# The tune results: bench.log ends the tune section with, per kernel, a ranked table and lines
+#     (64, 2): AttnTiles(block_m=.., block_n=.., num_warps=.., num_stages=..),  # -> bmojo_attention TILES gpu['fwd']
+# Paste each chosen line into that kernel's dict in TILES (packages/bmojo-triton/src/bmojo_triton/
+# ops/<op>/__init__.py; the key is (head-dim block, dtype itemsize) for attention, (P block, N
+# block) for the scan), only where the speed-up is clear (> ~3 %, consistent between window-only and
+# w+f), then run the interpreter tests (tests/triton_backend/test_triton_tiles.py runs every table
+# entry), `python -m bmojo_triton.aot`, and the next GPU run's conformance. Every config timed was
+# first checked against the default config's output (rows marked WRONG were not timed).
 set -uo pipefail
 
 OUT="${OUT:-./gpu-out}"
@@ -78,31 +96,42 @@ PY
 } >> "$OUT/setup.log" 2>&1
 grep -E "^(python|device|triton|fla|xdist) " "$OUT/setup.log" | sed 's/^/   | /'
 
-# ----- 2-4. conformance on CUDA, kernel tests, model-level test: concurrently -----
+# ----- 2. benchmark (alone on the machine, so its timings are not disturbed) -----
+BENCH_SECTIONS=${BENCH_SECTIONS:-ssm:50,decode:25,norm_conv:12,eidetic:20,attention@32768:40,tune:90,attention@2048+8192:30}
+step benchmark "${BENCH_LIMIT:-250}" bench.log python3 -m benchmarks.triton --budget "${BENCH_BUDGET:-240}" \
+  --sections "$BENCH_SECTIONS" --out "$OUT/bench.json"
+grep -E "^ceilings|^\[|ratio|share of|paste|^    \(|WRONG|illegal|error|stopped|^done" "$OUT/bench.log" \
+  | cut -c1-200 | head -90 | sed 's/^/   | /'
+
+# ----- 3. tests: conformance on CUDA, kernel tests, model-level test, concurrently -----
 # Each test's first launch JIT-compiles its kernel variants (CPU-bound, cold cache on a fresh
 # machine): the first H200 run spent its whole 125 s conformance timeout compiling. The machine has
-# 16 cores, so the four test steps run at once, each spread over pytest-xdist workers when present.
-XD() { python3 -c "import xdist" 2>/dev/null && echo "-n $1"; }
-# NVIDIA_TF32_OVERRIDE=0: cuBLAS/cuDNN keep float32 in full precision (cuDNN allows TF32 by
-# default, which would make the reference's float32 convolution the imprecise side of a test)
-PYT=(env NVIDIA_TF32_OVERRIDE=0 python3 -m pytest -q -p no:cacheprovider -rfE --tb=short)
-CONF=(env BMOJO_BACKEND=triton "${PYT[@]}" --pyargs bmojo.testing.conformance --bmojo-backend=triton --bmojo-device=cuda)
-TEST_LIMIT=${TEST_LIMIT:-150}
-step conformance "$TEST_LIMIT" conformance.log "${CONF[@]}" $(XD 6) --bmojo-dtypes=float32,float64 &
-step conf_half "$TEST_LIMIT" conformance_half.log "${CONF[@]}" $(XD 3) --bmojo-dtypes=bfloat16,float16 &
-step kernel_tests "$TEST_LIMIT" kernel_tests.log "${PYT[@]}" tests/triton_backend $(XD 4) --bmojo-device=cuda --ignore=tests/triton_backend/test_triton_model.py &
-step model_test "$TEST_LIMIT" model_test.log "${PYT[@]}" tests/triton_backend/test_triton_model.py $(XD 2) --bmojo-device=cuda &
-wait
-for log in conformance.log conformance_half.log kernel_tests.log model_test.log; do
-  echo "-- $log"
-  grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/$log" | tail -n 12 | cut -c1-220 | sed 's/^/   | /'
-done
-
-# ----- 5. benchmark (alone on the machine, so its timings are not disturbed) -----
-BENCH_ARGS=${BENCH_ARGS:-}
-step benchmark "${BENCH_LIMIT:-130}" bench.log python3 -m benchmarks.triton --budget "${BENCH_BUDGET:-110}" --out "$OUT/bench.json" $BENCH_ARGS
-grep -E "^ceilings|ratio|error|^done" "$OUT/bench.log" | head -40 | cut -c1-200 | sed 's/^/   | /'
-digest bench.log 2
+# 16 cores, so the test steps run at once, each spread over pytest-xdist workers when present.
+# Their limit is what is left of TOTAL_LIMIT (never less than TEST_MIN), so they cannot take the
+# benchmark's time. The kernel tests come in two steps: what no GPU has run yet (conv backward,
+# in-place steps, the tile tables: test_triton_ops.py, test_triton_tiles.py), and the model-level
+# test with the attention's and the plugin's kernel tests.
+if [ -z "${SKIP_TESTS:-}" ]; then
+  LEFT=$(( ${TOTAL_LIMIT:-350} - ($(date +%s) - T_ALL) ))
+  TEST_LIMIT=$(( LEFT > ${TEST_MIN:-60} ? LEFT : ${TEST_MIN:-60} ))
+  XD() { python3 -c "import xdist" 2>/dev/null && echo "-n $1"; }
+  # NVIDIA_TF32_OVERRIDE=0: cuBLAS/cuDNN keep float32 in full precision (cuDNN allows TF32 by
+  # default, which would make the reference's float32 convolution the imprecise side of a test)
+  PYT=(env NVIDIA_TF32_OVERRIDE=0 python3 -m pytest -q -p no:cacheprovider -rfE --tb=short)
+  CONF=(env BMOJO_BACKEND=triton "${PYT[@]}" --pyargs bmojo.testing.conformance --bmojo-backend=triton --bmojo-device=cuda)
+  KT=tests/triton_backend
+  step conformance "$TEST_LIMIT" conformance.log "${CONF[@]}" $(XD 5) --bmojo-dtypes=float32,float64 &
+  step conf_half "$TEST_LIMIT" conformance_half.log "${CONF[@]}" $(XD 3) --bmojo-dtypes=bfloat16,float16 &
+  step kernel_new "$TEST_LIMIT" kernel_tests.log "${PYT[@]}" $KT/test_triton_ops.py $KT/test_triton_tiles.py $(XD 3) --bmojo-device=cuda &
+  # (one log for these two: the reply brings back at most 8 files)
+  step kernel_model "$TEST_LIMIT" kernel_model.log "${PYT[@]}" $KT/test_triton_model.py $KT/test_triton_attention.py \
+    $KT/test_triton_plugin.py $(XD 5) --bmojo-device=cuda &
+  wait
+  for log in conformance.log conformance_half.log kernel_tests.log kernel_model.log; do
+    echo "-- $log"
+    grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/$log" | tail -n 12 | cut -c1-220 | sed 's/^/   | /'
+  done
+fi
 
 echo "== summary (total $(( $(date +%s) - T_ALL ))s; logs in $OUT)"
 cat "$SUMMARY"

@@ -20,7 +20,7 @@ def test_benchmark_tiny_runs(tmp_path, device):
     finally:
         sys.path.remove(str(ROOT))
     out = tmp_path / "bench.json"
-    assert main(["--tiny", "--sections", "attention,ssm,norm_conv,decode", "--out", str(out)]) == 0
+    assert main(["--tiny", "--sections", "attention,ssm,norm_conv,decode,eidetic,tune:120", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     timed = [r for r in rows if r.get("mode") in ("fwd", "fwd+bwd", "step")]
     ours = [r for r in timed if str(r.get("impl", "")).startswith("triton")]
@@ -28,4 +28,19 @@ def test_benchmark_tiny_runs(tmp_path, device):
     # the benchmark checks that what it times agrees with the reference (bf16 tolerance)
     diffs = [r for r in rows if r.get("mode") == "max_abs_diff"]
     assert diffs and all(r["value"] is not None and r["value"] <= 1e-2 + 2e-2 * r["scale"] for r in diffs)
-    assert {r["section"] for r in rows} >= {"attention", "ssm", "norm_conv", "decode"}
+    assert {r["section"] for r in rows} >= {"attention", "ssm", "norm_conv", "decode", "eidetic", "tune"}
+    assert not [r for r in rows if "stopped" in str(r.get("note", ""))]
+    # eidetic: both ops were called by the layer and timed; their share of the layer is reported
+    shares = [r for r in rows if r["section"] == "eidetic" and str(r.get("mode", "")).startswith("share")]
+    assert len(shares) == 6 and all(r["value"] is not None and r["value"] > 0 for r in shares)
+    # tune: per group the default and one other config were checked against the default and
+    # timed, and a best row carries the line to paste into the op's TILES table
+    tune = [r for r in rows if r["section"] == "tune"]
+    best = [r for r in tune if r["mode"] == "best"]
+    assert len(best) == 7, [r["impl"] for r in best]
+    for b in best:
+        timed = [r for r in tune if r["impl"] == b["impl"] and r["case"] == b["case"] and r.get("status") == "ok"]
+        assert len(timed) == 2 and b["seconds"] == min(r["seconds"] for r in timed)
+        assert "TILES gpu[" in b["snippet"]
+        if b["impl"] != "ssm_scan.train":  # train: the chunk and the backward's launch, two lines
+            assert b["config"] in b["snippet"]

@@ -63,13 +63,19 @@ def compile_instead_of_launch(arch: int, log: list):
 
     def getitem(self, grid):
         def launch(*args, **kwargs):
-            kwargs = {k: v for k, v in kwargs.items() if k not in ("num_warps", "num_stages")}
+            # the launch options of the op's tile table are compiled too (they change the code)
+            opts = {k: kwargs.pop(k) for k in ("num_warps", "num_stages") if k in kwargs}
             sig, const = _signature(self, args, kwargs)
-            key = (self.__name__, tuple(sorted(sig.items())), tuple(sorted((k, str(v)) for k, v in const.items())))
+            key = (
+                self.__name__,
+                tuple(sorted(sig.items())),
+                tuple(sorted((k, str(v)) for k, v in const.items())),
+                tuple(sorted(opts.items())),
+            )
             if key in seen:
                 return None
             t0 = time.perf_counter()
-            triton.compile(ASTSource(self, sig, const), target=target)
+            triton.compile(ASTSource(self, sig, const), target=target, options=opts)
             seen[key] = True
             log.append((self.__name__, {k: v for k, v in const.items()}, time.perf_counter() - t0))
             return None

@@ -1,4 +1,5 @@
-"""Triton-only helpers shared by this package's kernels (launch grids, dtype constants).
+"""Triton-only helpers shared by this package's kernels (launch grids, dtype constants, the
+launch-config tables' mechanism; each op's table itself lives in its ``__init__.py``).
 
 Argument checks and the compute-dtype rule come from core (``bmojo.argcheck``), never from here.
 """
@@ -6,10 +7,13 @@ Argument checks and the compute-dtype rule come from core (``bmojo.argcheck``), 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import itertools
 
 import torch
 import triton
 import triton.language as tl
+from bmojo.argcheck import fail
 
 #: Smallest block edge ``tl.dot`` accepts; smaller dimensions are padded (masked loads).
 MIN_DOT = 16
@@ -62,3 +66,86 @@ def mm(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
         a = a.to(tl.float32)
         b = b.to(tl.float32)
     return tl.dot(a, b, input_precision=PREC)
+
+
+# ----- launch configurations as data -----
+#: Widths Triton accepts for ``num_warps``.
+WARPS = (1, 2, 4, 8, 16)
+
+
+def check_launch(owner: str, blocks: dict[str, int | None], num_warps: int, num_stages: int) -> None:
+    """Validate one launch config: block edges powers of two >= 16 (None = chosen by the
+    launcher), num_warps in WARPS, num_stages >= 1. ``owner`` names the config in the error."""
+    for name, v in blocks.items():
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < MIN_DOT or v & (v - 1):
+            fail(f"{owner}.{name}", f"a power of two >= {MIN_DOT}", v)
+    if num_warps not in WARPS:
+        fail(f"{owner}.num_warps", f"one of {WARPS}", num_warps)
+    if isinstance(num_stages, bool) or not isinstance(num_stages, int) or num_stages < 1:
+        fail(f"{owner}.num_stages", "an int >= 1", num_stages)
+
+
+class TileTable:
+    """An op's launch configs per kernel: one table for GPUs, one config per kernel for the
+    interpreter, and an override for tuning and tests.
+
+    ``gpu[kernel]`` maps a key tuple (named by ``key_names``, e.g. head-dim block and dtype
+    itemsize) to a config; 0 in a key position matches anything, and the most specific entry wins
+    (exact key first, then keys with more wildcards, the rightmost position relaxed first; every
+    kernel needs the all-zero entry). The configs are chosen here, by hand, from
+    ``python -m benchmarks.triton --sections tune`` runs — never autotuned at launch time.
+    """
+
+    def __init__(self, op: str, key_names: tuple[str, ...], gpu: dict, interpreter: dict, config_type: type):
+        self.op, self.key_names, self.config_type = op, key_names, config_type
+        self.gpu, self.interpreter = gpu, interpreter
+        for kernel, table in gpu.items():
+            if (0,) * len(key_names) not in table:
+                raise ValueError(f"{op} tiles: kernel {kernel!r} has no default entry {(0,) * len(key_names)}")
+        if set(interpreter) != set(gpu):
+            raise ValueError(f"{op} tiles: interpreter kernels {sorted(interpreter)} != gpu kernels {sorted(gpu)}")
+        self._override: contextvars.ContextVar[dict] = contextvars.ContextVar(f"{op}_tiles", default=None)
+
+    @property
+    def kernels(self) -> tuple[str, ...]:
+        return tuple(self.gpu)
+
+    def get(self, kernel: str, key: tuple, device: torch.device):
+        """The config for ``kernel``: the override if one is active, else the interpreter's (CPU
+        tensors) or the GPU table's most specific entry for ``key``."""
+        over = self._override.get() or {}
+        if kernel in over:
+            return over[kernel]
+        if not gpu_path(device):
+            return self.interpreter[kernel]
+        return self.lookup(kernel, key)
+
+    def lookup(self, kernel: str, key: tuple):
+        """The GPU table's most specific entry for ``key`` (see the class docstring)."""
+        table = self.gpu[kernel]
+        n = len(self.key_names)
+        # candidates: every subset of positions set to 0, fewest zeros first; among equals the
+        # rightmost position is relaxed first
+        for zeros in range(n + 1):
+            for pos in itertools.combinations(reversed(range(n)), zeros):
+                cand = tuple(0 if i in pos else k for i, k in enumerate(key))
+                if cand in table:
+                    return table[cand]
+        raise AssertionError("unreachable: the all-zero entry exists")
+
+    @contextlib.contextmanager
+    def override(self, **configs):
+        """Inside the block, the named kernels launch with these configs on any device (the tune
+        benchmark and the tests use this; the library never does)."""
+        for kernel, cfg in configs.items():
+            if kernel not in self.gpu:
+                fail(f"{self.op} tile override", f"a kernel name from {self.kernels}", repr(kernel))
+            if not isinstance(cfg, self.config_type):
+                fail(f"{self.op} tile override {kernel}", f"a {self.config_type.__name__}", type(cfg).__name__)
+        token = self._override.set({**(self._override.get() or {}), **configs})
+        try:
+            yield
+        finally:
+            self._override.reset(token)

@@ -13,13 +13,23 @@ and ignored (results never depended on it; the kernels pick their own tiles). Fi
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 
 import torch
 import triton
 from bmojo.argcheck import TORCH, check_bmojo_attention_args, check_int
 from bmojo.arith import resolve_fading_offset
 
-from bmojo_triton.ops._triton_utils import acc_dtype, dot_precision, gpu_path, on_device, pow2, upcast
+from bmojo_triton.ops._triton_utils import (
+    MIN_DOT,
+    TileTable,
+    acc_dtype,
+    check_launch,
+    dot_precision,
+    on_device,
+    pow2,
+    upcast,
+)
 from bmojo_triton.ops.bmojo_attention.bwd import (
     _attn_bwd_dkdv_band_kernel,
     _attn_bwd_dkdv_eidetic_kernel,
@@ -28,16 +38,54 @@ from bmojo_triton.ops.bmojo_attention.bwd import (
 from bmojo_triton.ops.bmojo_attention.fwd import _attn_fwd_kernel
 
 
-def _tiles(Dh: int, T: int, device: torch.device) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_D). On the interpreter the smallest legal tiles (fast in numpy and
-    they cross tile edges in small tests); on a GPU 64×64 (32 key rows at head size 128, which keeps
-    the forward's q, k, v and accumulator in registers)."""
+@dataclass(frozen=True)
+class AttnTiles:
+    """One attention kernel's launch: ``BLOCK_M`` query rows × ``BLOCK_N`` key rows per tile
+    (powers of two >= 16), ``num_warps`` and ``num_stages`` (Triton's defaults are 4 and 3)."""
+
+    block_m: int = 64
+    block_n: int = 64
+    num_warps: int = 4
+    num_stages: int = 3
+
+    def __post_init__(self):
+        check_launch("AttnTiles", dict(block_m=self.block_m, block_n=self.block_n), self.num_warps, self.num_stages)
+
+    def launch(self) -> dict:
+        return dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n, num_warps=self.num_warps, num_stages=self.num_stages)
+
+
+#: Launch configs of the four attention kernels: ``fwd``; the backward's ``bwd_dq``, ``bwd_dkdv``
+#: (a banded source: raw keys, and fading keys shifted by δ) and ``bwd_dkdv_eidetic``. GPU keys are
+#: (head-dim block, dtype itemsize in bytes); 0 matches anything, head-dim blocks above 128 use
+#: the 128 entries. These are untuned first choices (64×64; 32 key rows at head size 128, which
+#: keeps q, k, v and the accumulator in registers); tune with ``python -m benchmarks.triton
+#: --sections tune`` and paste the entries it prints here. Whatever the table says, T <= 16
+#: (decode) uses 16 query rows. The interpreter uses the smallest legal tiles (fast in numpy, and
+#: small tests cross tile edges).
+TILES = TileTable(
+    "bmojo_attention",
+    ("block_d", "itemsize"),
+    gpu={
+        "fwd": {(0, 0): AttnTiles(64, 64), (128, 0): AttnTiles(64, 32)},
+        "bwd_dq": {(0, 0): AttnTiles(64, 64), (128, 0): AttnTiles(64, 32)},
+        "bwd_dkdv": {(0, 0): AttnTiles(64, 64), (128, 0): AttnTiles(64, 32)},
+        "bwd_dkdv_eidetic": {(0, 0): AttnTiles(64, 64), (128, 0): AttnTiles(64, 32)},
+    },
+    interpreter={k: AttnTiles(16, 16) for k in ("fwd", "bwd_dq", "bwd_dkdv", "bwd_dkdv_eidetic")},
+    config_type=AttnTiles,
+)
+
+
+def _tiles(kernel: str, q: torch.Tensor) -> tuple[dict, int]:
+    """Launch kwargs (BLOCK_M, BLOCK_N, num_warps, num_stages) of ``kernel`` for q, and BLOCK_D
+    (the head dimension padded to a power of two >= 16; loads are masked)."""
+    T, Dh = q.shape[1], q.shape[-1]
     bd = pow2(Dh)
-    if not gpu_path(device):
-        return 16, 16, bd
-    bm = 64 if T > 16 else 16
-    bn = 64 if bd <= 64 else 32
-    return bm, bn, bd
+    cfg = TILES.get(kernel, (min(bd, 128), q.element_size()), q.device)
+    if T <= MIN_DOT:
+        cfg = replace(cfg, block_m=MIN_DOT)
+    return cfg.launch(), bd
 
 
 def _dot_consts(q: torch.Tensor) -> dict:
@@ -74,8 +122,8 @@ def _fwd(q, k, v, kf, vf, ek, ev, epos, meta: _Meta):
     M = ek.shape[2] if meta.use_eidetic else 0
     o = torch.empty_like(q)
     lse = torch.empty(b, H, T, dtype=TORCH.compute_dtype(q.dtype), device=q.device)
-    bm, bn, bd = _tiles(Dh, T, q.device)
-    grid = (triton.cdiv(T, bm), b * H)
+    launch, bd = _tiles("fwd", q)
+    grid = (triton.cdiv(T, launch["BLOCK_M"]), b * H)
     f_src = (kf, vf) if meta.use_fading else (k, v)  # placeholders, never read when flags are off
     e_src = (ek, ev, epos) if meta.use_eidetic else (k, v, lse)
     with on_device(q):
@@ -112,9 +160,8 @@ def _fwd(q, k, v, kf, vf, ek, ev, epos, meta: _Meta):
             meta.scale_t,
             HAS_FADING=meta.use_fading,
             HAS_EIDETIC=meta.use_eidetic,
-            BLOCK_M=bm,
-            BLOCK_N=bn,
             BLOCK_D=bd,
+            **launch,
             **_dot_consts(q),
         )
     return o, lse
@@ -132,13 +179,15 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
     if dlse is not None:
         dlt = dlt - dlse.to(lse.dtype)
     dlt = dlt.contiguous()
-    bm, bn, bd = _tiles(Dh, T, q.device)
-    consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, **_dot_consts(q))
+    consts = _dot_consts(q)
+    l_dq, bd = _tiles("bwd_dq", q)
+    l_band, _ = _tiles("bwd_dkdv", q)
+    l_eid, _ = _tiles("bwd_dkdv_eidetic", q)
     dq = torch.empty_like(q)
     f_src = (kf, vf) if meta.use_fading else (k, v)
     e_src = (ek, ev, epos) if meta.use_eidetic else (k, v, lse)
     with on_device(q):
-        _attn_bwd_dq_kernel[(triton.cdiv(T, bm), b * H)](
+        _attn_bwd_dq_kernel[(triton.cdiv(T, l_dq["BLOCK_M"]), b * H)](
             q,
             k,
             v,
@@ -173,12 +222,14 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
             meta.scale_t,
             HAS_FADING=meta.use_fading,
             HAS_EIDETIC=meta.use_eidetic,
+            BLOCK_D=bd,
+            **l_dq,
             **consts,
         )
 
         def band(kk, vv, offset, width):
             dk, dv = torch.empty_like(kk), torch.empty_like(vv)
-            _attn_bwd_dkdv_band_kernel[(triton.cdiv(kk.shape[1], bn), b * Hkv)](
+            _attn_bwd_dkdv_band_kernel[(triton.cdiv(kk.shape[1], l_band["BLOCK_N"]), b * Hkv)](
                 q,
                 do,
                 lse,
@@ -201,6 +252,8 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
                 offset,
                 width,
                 meta.scale_t,
+                BLOCK_D=bd,
+                **l_band,
                 **consts,
             )
             return dk, dv
@@ -216,7 +269,7 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
             if meta.use_eidetic:
                 dek, dev = torch.empty_like(ek), torch.empty_like(ev)
                 S = ek.shape[1]
-                _attn_bwd_dkdv_eidetic_kernel[(triton.cdiv(M, bn), S, b * Hkv)](
+                _attn_bwd_dkdv_eidetic_kernel[(triton.cdiv(M, l_eid["BLOCK_N"]), S, b * Hkv)](
                     q,
                     do,
                     lse,
@@ -241,6 +294,8 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
                     meta.window,
                     meta.chunk,
                     meta.scale_t,
+                    BLOCK_D=bd,
+                    **l_eid,
                     **consts,
                 )
             else:  # M = 0 slots

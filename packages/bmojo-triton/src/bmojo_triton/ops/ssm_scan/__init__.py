@@ -7,14 +7,68 @@ with ``differentiable=False`` (its gradients recompute core's reference).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 from bmojo.argcheck import TORCH, check_int, check_ssm_scan_args, fail
 
-from bmojo_triton.ops._triton_utils import acc_dtype, gpu_path, on_device, pow2
+from bmojo_triton.ops._triton_utils import TileTable, acc_dtype, check_launch, gpu_path, on_device, pow2
 from bmojo_triton.ops.ssm_scan.bwd import _ssd_bwd_kernel
 from bmojo_triton.ops.ssm_scan.fwd import _ssd_fwd_kernel
 from bmojo_triton.ops.ssm_scan.step import _ssm_step_kernel
+
+
+@dataclass(frozen=True)
+class ScanTiles:
+    """One scan kernel's launch: ``block_l`` tokens per chunk, ``block_p`` head-dim rows per
+    program (None: all of P, padded to a power of two), ``num_warps``, ``num_stages``.
+
+    The backward's chunk must be the chunk of the forward that saved its states, and one backward
+    program holds all P rows, so ``bwd`` entries leave both None (its chunk comes from
+    ``fwd_train``)."""
+
+    block_l: int | None = 64
+    block_p: int | None = None
+    num_warps: int = 4
+    num_stages: int = 3
+
+    def __post_init__(self):
+        check_launch("ScanTiles", dict(block_l=self.block_l, block_p=self.block_p), self.num_warps, self.num_stages)
+
+
+#: Launch configs of the scan: ``fwd`` (inference: no states saved), ``fwd_train`` (the forward
+#: of a call that needs gradients: it stores the state entering each ``block_l`` chunk) and ``bwd``
+#: (reverse chunk walk, chunk = ``fwd_train``'s). GPU keys are (P block, N block) — the state a
+#: program holds is P × N — with 0 matching anything. Untuned first choices: inference 64-token
+#: chunks and 32 P rows; training 32-token chunks, which keep the backward's tiles in registers,
+#: with 8 warps in the backward. Tune with ``python -m benchmarks.triton --sections tune`` and
+#: paste the entries it prints here. The interpreter uses 16-token chunks and 16 P rows.
+TILES = TileTable(
+    "ssm_scan",
+    ("block_p", "block_n"),
+    gpu={
+        "fwd": {(0, 0): ScanTiles(block_l=64, block_p=32)},
+        "fwd_train": {(0, 0): ScanTiles(block_l=32, block_p=None)},
+        "bwd": {(0, 0): ScanTiles(block_l=None, block_p=None, num_warps=8)},
+    },
+    interpreter={
+        "fwd": ScanTiles(block_l=16, block_p=16),
+        "fwd_train": ScanTiles(block_l=16, block_p=None),
+        "bwd": ScanTiles(block_l=None, block_p=None),
+    },
+    config_type=ScanTiles,
+)
+
+
+def _scan_tiles(kernel: str, x: torch.Tensor, N: int) -> ScanTiles:
+    P = x.shape[-1]
+    cfg = TILES.get(kernel, (pow2(P), pow2(N)), x.device)
+    if kernel == "bwd" and (cfg.block_l is not None or cfg.block_p is not None):
+        fail("ssm_scan tiles bwd", "block_l=None and block_p=None (set by fwd_train / all of P)", cfg)
+    if kernel != "bwd" and cfg.block_l is None:
+        fail(f"ssm_scan tiles {kernel}.block_l", "a power of two >= 16", None)
+    return cfg
 
 
 def _scan_precision(dtype: torch.dtype, gpu: bool) -> str:
@@ -32,9 +86,9 @@ def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
     y = torch.empty_like(x)
     final = torch.empty(b, H, P, N, dtype=x.dtype, device=x.device)
     gpu = gpu_path(x.device)
-    # training (states saved): 32-token chunks keep the backward's tiles in registers
-    bl = (32 if save_states else 64) if gpu else 16
-    bp = pow2(P) if save_states else min(pow2(P), 32 if gpu else 16)
+    cfg = _scan_tiles("fwd_train" if save_states else "fwd", x, N)
+    bl = cfg.block_l
+    bp = pow2(P) if cfg.block_p is None else min(pow2(P), cfg.block_p)
     cd = TORCH.compute_dtype(x.dtype)
     states = None
     if save_states:
@@ -72,6 +126,8 @@ def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
             BLOCK_N=pow2(N),
             ACC=acc_dtype(cd),
             DOT_PREC=_scan_precision(x.dtype, gpu),
+            num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages,
         )
     return y, final, states, bl
 
@@ -80,6 +136,7 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, needs):
     b, T, H, P = x.shape
     G, N = B.shape[-2:]
     gpu = gpu_path(x.device)
+    cfg = _scan_tiles("bwd", x, N)
     cd = TORCH.compute_dtype(x.dtype)
     dy = dy.contiguous()
     dht = dht.contiguous() if dht is not None else None
@@ -127,7 +184,8 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, needs):
             BLOCK_N=pow2(N),
             ACC=acc_dtype(cd),
             DOT_PREC=_scan_precision(x.dtype, gpu),
-            num_warps=8 if gpu else 4,
+            num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages,
         )
     # dB, dC: the heads of a group share B and C
     dB = db_h.view(b, T, G, H // G, N).sum(3).to(B.dtype)

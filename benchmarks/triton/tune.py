@@ -1,0 +1,370 @@
+"""``tune`` section: time a small grid of legal launch configs of the attention and scan kernels.
+
+The library never autotunes (JIT time on conformance runs already hits timeouts): its configs are
+data, ``TILES`` in ``bmojo_triton/ops/<op>/__init__.py``. This section picks, a human commits. Per
+group (one kernel, one variant) it runs the default config first, then every (block) tile shape
+at the default warps/stages, then the two best shapes with every (num_warps, num_stages) — each
+config's output and gradients are compared with the default config's (core's bfloat16 tolerance
+row); a config that disagrees is reported as wrong and not timed, one that fails to compile
+(e.g. out of shared memory) as illegal. Groups share the section's time budget; what did not fit
+is listed as not timed. It prints a ranked table per group and the line to paste into the table.
+
+Groups (benchmark shape, T = 8k): attention ``fwd`` (window only; w + f), ``bwd_dq`` (window
+only; w + f) and ``bwd_dkdv`` (w + f: the raw and the fading keys' launches), timed forward
+(``fwd``) or forward+backward (the backward kernels, the others at their defaults); ``ssm_scan``
+``fwd`` (inference: no states saved) and ``train`` (``fwd_train``'s chunk, which the backward
+shares, × the backward's warps/stages), timed forward and forward+backward.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import replace
+
+import torch
+from bmojo.testing.conformance.tolerances import TOLERANCES
+
+from benchmarks.triton.common import ROWS, bench
+
+#: The grid of the brief: tile edges, warps, stages; pruned per kernel (see ``_legal``).
+GRID = dict(block=(32, 64, 128), num_warps=(4, 8), num_stages=(2, 3, 4))
+#: At most this many fp32 score/accumulator elements per thread (BLOCK_M·BLOCK_N / threads):
+#: beyond it the tile spills registers on any NVIDIA GPU — not worth a compile.
+MAX_TILE_PER_THREAD = 64
+
+
+#: (kernel, variant) of the attention groups, in the order they run (the forward first)
+ATTN_GROUPS = (("fwd", "window"), ("fwd", "w+f"), ("bwd_dkdv", "w+f"), ("bwd_dq", "window"), ("bwd_dq", "w+f"))
+
+
+def _smem_limit(dev) -> int | None:
+    if dev.type != "cuda":
+        return None
+    props = torch.cuda.get_device_properties(dev)
+    return getattr(props, "shared_memory_per_block_optin", None) or getattr(props, "shared_memory_per_block", None)
+
+
+def _legal_attn(cfg, block_d: int, itemsize: int, smem: int | None) -> str | None:
+    """Why the attention config is pruned, or None: register tile too big for its warps, or the
+    pipelined key/value tiles (num_stages × 2 × BLOCK_N × BLOCK_D) plus the query tile over the
+    GPU's shared memory per block."""
+    threads = 32 * cfg.num_warps
+    if cfg.block_m * cfg.block_n / threads > MAX_TILE_PER_THREAD:
+        return f"{cfg.block_m}x{cfg.block_n} tile on {cfg.num_warps} warps spills"
+    if smem:
+        need = itemsize * block_d * (cfg.num_stages * 2 * max(cfg.block_n, cfg.block_m) + cfg.block_m)
+        if need > smem:
+            return f"needs ~{need // 1024} KiB shared memory > {smem // 1024} KiB"
+    return None
+
+
+def _legal_scan(cfg, P: int, N: int, smem: int | None) -> str | None:
+    threads = 32 * cfg.num_warps
+    bp = P if cfg.block_p is None else min(P, cfg.block_p)
+    bl = cfg.block_l or 0
+    # the chunk's (L × L) decay/score tiles and the (P × N) state are register-resident
+    if max(bl * bl, bp * N) / threads > 2 * MAX_TILE_PER_THREAD:
+        return f"L={bl}, P={bp}, N={N} on {cfg.num_warps} warps spills"
+    return None
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, grad: bool) -> tuple[bool, float, float]:
+    """max|a − b| against core's bfloat16 row (the default config's result is the reference)."""
+    tol = TOLERANCES["bfloat16"]
+    atol, rtol = (tol.grad_atol, tol.grad_rtol) if grad else (tol.atol, tol.rtol)
+    a, b = a.detach().float(), b.detach().float()
+    err = (a - b).abs().max().item() if a.numel() else 0.0
+    scale = b.abs().max().item() if b.numel() else 0.0
+    ok = bool(torch.isfinite(a).all()) and err <= atol + rtol * scale
+    return ok, err, atol + rtol * scale
+
+
+def _run_outputs(fn, params, with_grad: bool, seed: int = 0):
+    """fn()'s floating outputs and, with_grad, the gradients of params for a fixed cotangent."""
+    for p in params:
+        p.grad = None
+    outs = fn()
+    outs = [outs] if isinstance(outs, torch.Tensor) else [o for o in outs if isinstance(o, torch.Tensor)]
+    res = [o.detach().clone() for o in outs]
+    if with_grad:
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        diff = [o for o in outs if o.requires_grad]
+        cots = [torch.randn(o.shape, generator=g).to(o.device, o.dtype) for o in diff]
+        torch.autograd.backward(diff, cots)
+        res += [p.grad.detach().clone() for p in params]
+        for p in params:
+            p.grad = None
+    return res
+
+
+def _timed(fn, params, with_grad: bool, gpu: bool) -> float:
+    if not with_grad:
+        return bench(fn, gpu=gpu)
+    outs = fn()
+    outs = [outs] if isinstance(outs, torch.Tensor) else [o for o in outs if o.requires_grad]
+    cots = [torch.randn_like(o) for o in outs]
+
+    def run():
+        for p in params:
+            p.grad = None
+        r = fn()
+        r = [r] if isinstance(r, torch.Tensor) else [o for o in r if o.requires_grad]
+        torch.autograd.backward(r, cots)
+
+    return bench(run, gpu=gpu)
+
+
+def _fmt(cfg) -> str:
+    fields = ", ".join(f"{k}={getattr(cfg, k)}" for k in cfg.__dataclass_fields__)
+    return f"{type(cfg).__name__}({fields})"
+
+
+def _entry(op: str, kernel: str, key: tuple, cfg) -> str:
+    """The dict entry to paste into ``TILES`` of ``bmojo_triton/ops/<op>/__init__.py``."""
+    return f"{key}: {_fmt(cfg)},  # -> {op} TILES gpu[{kernel!r}]"
+
+
+class Group:
+    """One kernel × variant: runs candidates until its deadline, ranks, prints the snippet."""
+
+    def __init__(self, name, case, table_line, default, tiles, launches, legal, measure, with_grad, gpu, cap):
+        self.name, self.case, self.table_line = name, case, table_line
+        self.default, self.tiles, self.launches = default, tiles, launches
+        self.legal, self.measure, self.with_grad, self.gpu, self.cap = legal, measure, with_grad, gpu, cap
+        self.results: list[tuple[object, float]] = []
+        self.tried: set = set()
+        self.ref = None
+        self.n_fwd_outputs = 2  # outputs before the gradients (o, lse / y, final state)
+
+    def _row(self, cfg, seconds, status, **extra):
+        row = dict(section="tune", case=self.case, impl=self.name, mode="fwd+bwd" if self.with_grad else "fwd")
+        row.update(config=_fmt(cfg), seconds=seconds, status=status, **extra)
+        ROWS.append(row)
+        t = "-" if seconds is None else f"{seconds * 1e3:9.3f} ms"
+        print(f"  tune {self.name:18s} {self.case:22s} {_fmt(cfg):62s} {t:>12s}  {status}", flush=True)
+
+    def candidates(self):
+        """default; each tile shape at the default launch (8 warps where 4 would spill), nearest
+        to the default's shape first; then the 2 best shapes × every launch."""
+        yield self.default
+
+        def distance(t):
+            return sum(abs(v.bit_length() - (getattr(self.default, k) or v).bit_length()) for k, v in t.items())
+
+        for t in sorted(self.tiles, key=distance):
+            cfg = replace(self.default, **t)
+            if self.legal(cfg) and any(w > cfg.num_warps for w, _ in self.launches):
+                cfg = replace(cfg, num_warps=max(w for w, _ in self.launches))
+            yield cfg
+        ranked = sorted(self.results, key=lambda r: r[1])
+        shapes = []
+        for cfg, _ in ranked:
+            shape = {k: getattr(cfg, k) for k in self.tiles[0]} if self.tiles else {}
+            if shape not in shapes:
+                shapes.append(shape)
+        for shape in shapes[:2]:
+            for w, s in self.launches:
+                yield replace(self.default, **shape, num_warps=w, num_stages=s)
+
+    def run(self, deadline: float) -> None:
+        n = 0
+        for cfg in self.candidates():
+            if cfg in self.tried:
+                continue
+            self.tried.add(cfg)
+            if n >= self.cap:
+                break
+            if time.perf_counter() > deadline:
+                self._row(cfg, None, "not timed: tune budget")
+                continue
+            why = self.legal(cfg)
+            if why:
+                self._row(cfg, None, f"pruned: {why}")
+                continue
+            n += 1
+            try:
+                outs = self.measure(cfg, check=True)
+            except Exception as err:  # a config the compiler or the GPU rejects
+                self._row(cfg, None, f"illegal: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
+                continue
+            if self.ref is None:
+                self.ref = outs  # the default config's result: the reference of the group
+            else:
+                bad = [
+                    (i, err, tol)
+                    for i, (a, b) in enumerate(zip(outs, self.ref))
+                    for ok, err, tol in [_close(a, b, grad=i >= self.n_fwd_outputs)]
+                    if not ok
+                ]
+                if bad:
+                    i, err, tol = bad[0]
+                    self._row(cfg, None, f"WRONG: output {i} differs from the default's by {err:.3g} > {tol:.3g}")
+                    continue
+            t = self.measure(cfg, check=False)
+            self.results.append((cfg, t))
+            self._row(cfg, t, "ok")
+
+    def report(self) -> None:
+        if not self.results:
+            print(f"  tune {self.name}: nothing timed", flush=True)
+            return
+        ranked = sorted(self.results, key=lambda r: r[1])
+        t_def = next((t for c, t in self.results if c == self.default), None)
+        print(f"  tune {self.name} ({self.case}) ranked:", flush=True)
+        for i, (cfg, t) in enumerate(ranked, 1):
+            rel = f"{t_def / t:5.2f}x vs default" if t_def else ""
+            print(f"    {i:2d}. {t * 1e3:9.3f} ms  {rel}  {_fmt(cfg)}", flush=True)
+        best, t_best = ranked[0]
+        snippet = self.table_line(best)
+        note = f"{t_best * 1e3:.3f} ms vs default {t_def * 1e3:.3f} ms" if t_def else f"{t_best * 1e3:.3f} ms"
+        print(f"  paste ({self.case}: {note}):", flush=True)
+        for line in snippet.splitlines():
+            print(f"    {line}", flush=True)
+        ROWS.append(
+            dict(
+                section="tune",
+                case=self.case,
+                impl=self.name,
+                mode="best",
+                config=_fmt(best),
+                seconds=t_best,
+                default_seconds=t_def,
+                speedup=(t_def / t_best) if t_def else None,
+                snippet=snippet,
+            )
+        )
+
+
+def _attn_groups(s, gpu, dev, dtype, cap):
+    from bmojo_triton.ops import bmojo_attention as att
+
+    b, H, Dh, w, f, T = s["b"], s["H"], s["Dh"], s["w"], s["f"], s["T"]
+    g = torch.Generator(device="cpu").manual_seed(T)
+    q, k, v, kf, vf = (torch.randn(b, T, H, Dh, generator=g).to(dev, dtype).requires_grad_(True) for _ in range(5))
+    bd = max(16, 1 << (Dh - 1).bit_length())
+    key = (min(bd, 128), torch.finfo(dtype).bits // 8)
+    smem = _smem_limit(dev)
+    tiles = [dict(block_m=m, block_n=n) for m, n in itertools.product(s["blocks"], s["blocks"])]
+    launches = list(itertools.product(s["num_warps"], s["num_stages"]))
+    variants = {
+        "window": (lambda: att.bmojo_attention(q, k, v, window=w), [q, k, v]),
+        "w+f": (lambda: att.bmojo_attention(q, k, v, kf, vf, window=w, fading_window=f), [q, k, v, kf, vf]),
+    }
+    groups = []
+    for kernel, variant in ATTN_GROUPS:
+        fn, params = variants[variant]
+        with_grad = kernel != "fwd"
+
+        def measure(cfg, check, kernel=kernel, fn=fn, params=params, with_grad=with_grad):
+            with att.TILES.override(**{kernel: cfg}):
+                if check:
+                    return _run_outputs(fn, params, with_grad)
+                return _timed(fn, params, with_grad, gpu)
+
+        default = att.TILES.get(kernel, key, dev)
+        grp = Group(
+            f"attention.{kernel}",
+            f"{variant} T={T} {str(dtype).replace('torch.', '')}",
+            lambda cfg, kernel=kernel: _entry("bmojo_attention", kernel, key, cfg),
+            default,
+            tiles if gpu else [dict(block_m=32, block_n=16)],
+            launches if gpu else [],
+            lambda cfg: _legal_attn(cfg, bd, key[1], smem),
+            measure,
+            with_grad,
+            gpu,
+            cap,
+        )
+        grp.n_fwd_outputs = 2  # o, lse; the rest are gradients
+        groups.append(grp)
+    return groups
+
+
+def _scan_groups(s, gpu, dev, dtype, cap):
+    from bmojo_triton.ops import ssm_scan as scan
+
+    b, H, P, N, T = s["b"], s["H"], s["P"], s["N"], s["T"]
+    g = torch.Generator(device="cpu").manual_seed(T)
+    x = torch.randn(b, T, H, P, generator=g).to(dev, dtype)
+    dt = (torch.rand(b, T, H, generator=g) * 0.1 + 0.01).to(dev, dtype)
+    A = (-torch.rand(H, generator=g) - 0.5).to(dev, dtype)
+    B = (torch.randn(b, T, 1, N, generator=g) * 0.5).to(dev, dtype)
+    C = (torch.randn(b, T, 1, N, generator=g) * 0.5).to(dev, dtype)
+    D = torch.randn(H, generator=g).to(dev, dtype)
+    params = [t.clone().requires_grad_(True) for t in (x, dt, A, B, C, D)]
+    bp, bn = max(16, 1 << (P - 1).bit_length()), max(16, 1 << (N - 1).bit_length())
+    key = (bp, bn)
+    smem = _smem_limit(dev)
+    launches = list(itertools.product(s["num_warps"], s["num_stages"]))
+    case = f"T={T} {str(dtype).replace('torch.', '')}"
+
+    def m_fwd(cfg, check):
+        with scan.TILES.override(fwd=cfg), torch.no_grad():
+            fn = lambda: scan.ssm_scan(x, dt, A, B, C, D)  # noqa: E731
+            return _run_outputs(fn, [], False) if check else _timed(fn, [], False, gpu)
+
+    d_fwd = scan.TILES.get("fwd", key, dev)
+    fwd_tiles = [dict(block_l=bl_, block_p=bp_) for bl_, bp_ in itertools.product(s["blocks"], s["p_blocks"])]
+    g_fwd = Group(
+        "ssm_scan.fwd",
+        case,
+        lambda cfg: _entry("ssm_scan", "fwd", key, cfg),
+        d_fwd,
+        fwd_tiles if gpu else [dict(block_l=32, block_p=16)],
+        launches if gpu else [],
+        lambda cfg: _legal_scan(cfg, bp, bn, smem),
+        m_fwd,
+        False,
+        gpu,
+        cap,
+    )
+    g_fwd.n_fwd_outputs = 2
+    # train: the chunk (fwd_train.block_l, shared by the backward) × the backward's launch; the
+    # config tried is a ScanTiles whose block_l is fwd_train's and warps/stages are bwd's
+    d_train = scan.TILES.get("fwd_train", key, dev)
+    d_bwd = scan.TILES.get("bwd", key, dev)
+    d_pair = replace(d_train, num_warps=d_bwd.num_warps, num_stages=d_bwd.num_stages)
+
+    def m_train(cfg, check):
+        fwd_cfg = replace(d_train, block_l=cfg.block_l)
+        bwd_cfg = replace(d_bwd, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        with scan.TILES.override(fwd_train=fwd_cfg, bwd=bwd_cfg):
+            fn = lambda: scan.ssm_scan(*params)  # noqa: E731
+            return _run_outputs(fn, params, True) if check else _timed(fn, params, True, gpu)
+
+    g_train = Group(
+        "ssm_scan.train",
+        case,
+        lambda cfg: "\n".join(
+            (
+                _entry("ssm_scan", "fwd_train", key, replace(d_train, block_l=cfg.block_l)),
+                _entry("ssm_scan", "bwd", key, replace(d_bwd, num_warps=cfg.num_warps, num_stages=cfg.num_stages)),
+            )
+        ),
+        d_pair,
+        [dict(block_l=bl_) for bl_ in s["train_blocks"]] if gpu else [dict(block_l=32)],
+        launches if gpu else [],
+        lambda cfg: _legal_scan(cfg, bp, bn, smem),
+        m_train,
+        True,
+        gpu,
+        cap,
+    )
+    g_train.n_fwd_outputs = 2
+    return [g_fwd, g_train]
+
+
+def tune(s, gpu, dev, dtype, budget: float | None) -> None:
+    """Run every group, sharing ``budget`` seconds (the rest of the time is split evenly among
+    the groups not yet run), then print the ranked tables and snippets."""
+    groups = _attn_groups(s["attention"], gpu, dev, dtype, s["cap"]) + _scan_groups(s["ssm"], gpu, dev, dtype, s["cap"])
+    t_end = time.perf_counter() + (budget or float("inf"))
+    for i, grp in enumerate(groups):
+        left = t_end - time.perf_counter()
+        grp.run(time.perf_counter() + left / (len(groups) - i))
+        if gpu:
+            torch.cuda.empty_cache()
+    print("  tune results (paste the chosen lines into the op's TILES table, then rerun conformance):", flush=True)
+    for grp in groups:
+        grp.report()

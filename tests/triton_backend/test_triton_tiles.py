@@ -1,0 +1,144 @@
+"""Launch configs as data (``TILES`` in each op's ``__init__.py``): every config of the GPU tables
+gives the default's result on odd sizes, the override used by the tune benchmark takes effect,
+and bad configs are refused with the argument's name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from bmojo.ops.bmojo_attention.reference import eidetic_snapshot_count
+from bmojo_triton.ops import bmojo_attention as att
+from bmojo_triton.ops import ssm_scan as scan
+from bmojo_triton.ops._triton_utils import TileTable
+from triton_helpers import assert_close, leaves
+
+
+def _distinct(table: TileTable) -> list:
+    """Every distinct config of the GPU table, over all kernels."""
+    seen = []
+    for entries in table.gpu.values():
+        for cfg in entries.values():
+            if cfg not in seen:
+                seen.append(cfg)
+    return seen
+
+
+def _run(fn, args, seed=0):
+    """Outputs and the gradients of every floating input for a fixed cotangent."""
+    a = leaves(args)
+    outs = fn(*a)
+    g = torch.Generator().manual_seed(seed)
+    cots = [torch.randn(o.shape, generator=g).to(o.device, o.dtype) for o in outs]
+    torch.autograd.backward(list(outs), cots)
+    return [o.detach() for o in outs] + [t.grad for t in a if isinstance(t, torch.Tensor) and t.is_floating_point()]
+
+
+def _attention_args(device, T=37, H=2, Hkv=1, Dh=24, M=5, chunk=13):
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(1, T, H, Dh, generator=g)
+    k, v, kf, vf = (torch.randn(1, T, Hkv, Dh, generator=g) for _ in range(4))
+    S = eidetic_snapshot_count(0, T, chunk)
+    ek, ev = (torch.randn(1, S, M, Hkv, Dh, generator=g) for _ in range(2))
+    epos = torch.randint(-1, T, (1, S, M), generator=g)
+    return [t.to(device) for t in (q, k, v, kf, vf, ek, ev, epos)]
+
+
+@pytest.mark.parametrize("cfg", _distinct(att.TILES), ids=str)
+def test_attention_table_configs_match_the_default(cfg, device):
+    """T = 37, w = 11, f = 7, M = 5, chunk 13, head size 24 (padded to 32), GQA 2:1: no size is
+    a multiple of any tile; every kernel (forward, dQ, banded and eidetic dK/dV) uses cfg."""
+    args = _attention_args(device)
+
+    def fn(*a):
+        return att.bmojo_attention(*a, window=11, fading_window=7, eidetic_chunk=13, fading_offset=5)
+
+    default = _run(fn, args)
+    with att.TILES.override(**dict.fromkeys(att.TILES.kernels, cfg)):
+        assert att._tiles("fwd", args[0])[0]["BLOCK_N"] == cfg.block_n  # the override is in force
+        tuned = _run(fn, args)
+    names = ["o", "lse", "dq", "dk", "dv", "dkf", "dvf", "dek", "dev"]
+    for name, a, b in zip(names, tuned, default):
+        assert_close(f"{cfg}: {name}", a, b, torch.float32, grad=name.startswith("d"))
+
+
+def _scan_args(device, T=45, H=3, P=20, N=12):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, T, H, P, generator=g)
+    dt = torch.rand(1, T, H, generator=g) * 0.1 + 0.01
+    A = -torch.rand(H, generator=g) - 0.5
+    B, C = (torch.randn(1, T, 1, N, generator=g) * 0.5 for _ in range(2))
+    D = torch.randn(H, generator=g)
+    h0 = torch.randn(1, H, P, N, generator=g) * 0.1
+    return [t.to(device) for t in (x, dt, A, B, C, D, h0)]
+
+
+def test_scan_table_configs_match_the_default(device):
+    """T = 45, P = 20, N = 12 (no multiples of the tiles), with D and an initial state: the GPU
+    table's inference and training chunks and P tiles give the default's outputs and gradients."""
+    args = _scan_args(device)
+    default = _run(scan.ssm_scan, args)
+    with torch.no_grad():
+        default_inf = scan.ssm_scan(*args)
+    for key, fwd in scan.TILES.gpu["fwd"].items():
+        with scan.TILES.override(fwd=fwd), torch.no_grad():
+            for name, a, b in zip(("y", "final"), scan.ssm_scan(*args), default_inf):
+                assert_close(f"fwd {key} {fwd}: {name}", a, b, torch.float32)
+    for key, train in scan.TILES.gpu["fwd_train"].items():
+        bwd = scan.TILES.lookup("bwd", key)
+        with scan.TILES.override(fwd_train=train, bwd=bwd):
+            tuned = _run(scan.ssm_scan, args)
+        for name, a, b in zip(("y", "final", "dx", "ddt", "dA", "dB", "dC", "dD", "dh0"), tuned, default):
+            assert_close(f"train {key} {train}: {name}", a, b, torch.float32, grad=name.startswith("d"))
+
+
+def test_lookup_prefers_the_most_specific_entry():
+    t = TileTable(
+        "demo",
+        ("block_d", "itemsize"),
+        gpu={"k": {(0, 0): att.AttnTiles(64, 64), (128, 0): att.AttnTiles(64, 32), (128, 2): att.AttnTiles(128, 32)}},
+        interpreter={"k": att.AttnTiles(16, 16)},
+        config_type=att.AttnTiles,
+    )
+    assert t.lookup("k", (128, 2)) == att.AttnTiles(128, 32)
+    assert t.lookup("k", (128, 4)) == att.AttnTiles(64, 32)
+    assert t.lookup("k", (64, 2)) == att.AttnTiles(64, 64)
+    assert t.get("k", (128, 2), torch.device("cpu")) == att.AttnTiles(16, 16)  # interpreter
+
+
+def test_the_defaults_are_the_untuned_first_choices():
+    """The tables' defaults reproduce the tiles chosen before they became data (64×64; 32 key
+    rows at head size 128; scan chunks 64 / 32 for training, 8 backward warps)."""
+    for kernel in att.TILES.kernels:
+        assert att.TILES.lookup(kernel, (64, 2)) == att.AttnTiles(64, 64, 4, 3)
+        assert att.TILES.lookup(kernel, (128, 4)) == att.AttnTiles(64, 32, 4, 3)
+    assert scan.TILES.lookup("fwd", (64, 128)) == scan.ScanTiles(64, 32, 4, 3)
+    assert scan.TILES.lookup("fwd_train", (64, 128)) == scan.ScanTiles(32, None, 4, 3)
+    assert scan.TILES.lookup("bwd", (64, 128)) == scan.ScanTiles(None, None, 8, 3)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: att.AttnTiles(48, 64), "AttnTiles.block_m: expected a power of two >= 16, got 48"),
+        (lambda: att.AttnTiles(64, 8), "AttnTiles.block_n: expected a power of two >= 16, got 8"),
+        (lambda: att.AttnTiles(64, 64, num_warps=3), "AttnTiles.num_warps: expected one of"),
+        (lambda: att.AttnTiles(64, 64, num_stages=0), "AttnTiles.num_stages: expected an int >= 1, got 0"),
+        (lambda: scan.ScanTiles(block_l=24), "ScanTiles.block_l: expected a power of two >= 16, got 24"),
+    ],
+)
+def test_bad_configs_are_refused(make, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make()
+
+
+def test_override_checks_names_and_types(device):
+    with pytest.raises(ValueError, match="a kernel name from"):
+        with att.TILES.override(fwdd=att.AttnTiles()):
+            pass
+    with pytest.raises(ValueError, match="expected a AttnTiles, got ScanTiles"):
+        with att.TILES.override(fwd=scan.ScanTiles()):
+            pass
+    args = _scan_args(device)
+    bad = scan.ScanTiles(block_l=32, block_p=None)  # the backward's chunk is the forward's
+    with scan.TILES.override(bwd=bad), pytest.raises(ValueError, match="ssm_scan tiles bwd"):
+        _run(scan.ssm_scan, args)
