@@ -1,0 +1,66 @@
+"""benchmarks/zoology_estimate.py: the counts its GPU-runtime estimate rests on.
+
+The estimate itself (docs/experiments.md) cannot be checked without a GPU; these tests check what
+it is built from: the profiler counts operators and matmul FLOPs as the model assumes, the
+extrapolation from small vocabularies to the protocol's equals a direct count, and the H200
+timings it calibrates on are in the repository."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import zoology_estimate as est  # noqa: E402
+
+
+def test_count_sees_operators_flops_and_bytes():
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+    mm = est.count(lambda: a @ b)
+    assert (mm.ops, mm.flops) == (1, 2 * 8 * 16 * 4)
+    assert mm.nbytes >= 8 * 4 * 4
+    add = est.count(lambda: a + a)
+    assert (add.ops, add.flops) == (1, 0)
+    two = est.count(lambda: (a @ b).relu())
+    assert two.ops == 2
+
+
+def test_vocabulary_extrapolation_equals_a_direct_count():
+    """FLOPs and bytes carried from vocabularies 256/512 to 1024 by the per-token slope equal the
+    counts of the same models profiled at 1024 (operators do not depend on the vocabulary)."""
+    from bmojo.jobs.mqar_full import ZOOLOGY
+
+    base = ZOOLOGY | dict(seq_lens=(32, 48), kv_pairs=(2, 4), batch=3, eval_sequences=5, window=4, hybrid_state=4)
+    base |= dict(vocab=1024)
+    archs = ["mamba2", "bmojo"]
+    carried = est.zoology_work(32, archs, (256, 512), progress=False, base=base)
+    direct = est.zoology_work(32, archs, (1024, 2048), progress=False, base=base)
+    rows = [(r["arch"], r["budget"]) for r in carried]
+    assert (
+        rows == [(r["arch"], r["budget"]) for r in direct] == [("mamba2", "0.25"), ("mamba2", "0.5"), ("bmojo", "0.5")]
+    )
+    for c, d in zip(carried, direct, strict=True):
+        for kind in ("step", "check"):
+            assert c[kind]["ops"] == d[kind]["ops"], (c["arch"], kind)
+            assert c[kind]["flops"] == pytest.approx(d[kind]["flops"], rel=1e-9), (c["arch"], kind)
+            assert c[kind]["nbytes"] == pytest.approx(d[kind]["nbytes"], rel=0.02), (c["arch"], kind)
+        assert c["step"]["flops"] > 0 and c["check"]["ops"] > c["step"]["ops"] / 10
+
+
+def test_calibration_timings_are_in_the_repository():
+    rows = json.loads(est.H200_BENCH.read_text())["rows"]
+    timed = {
+        (r["section"], r["case"], r["mode"])
+        for r in rows
+        if r.get("impl", "").startswith("reference op") and r.get("seconds")
+    }
+    for op, T, modes in est.CALIBRATION:
+        for mode in modes:
+            assert (op, f"T={T} bfloat16", mode) in timed
