@@ -164,11 +164,9 @@ def _vocab_settings(base: dict, width: int, vocab: int):
     return Settings(**(base | {"vocab": vocab}), d_model=width, steps=ZOOLOGY_MAX_STEPS, seed=0)
 
 
-def _profile_model(cfg, s, cells, progress_desc: str | None = None) -> tuple[list[Work], list[Work]]:
-    """One training step and one held-out check (a batch of at most 128, as a check in
-    ``train_until``) per cell, profiled at the
-    protocol's batch sizes (the reference attention groups its blocks by a memory budget that
-    depends on the batch, so the operator count does too)."""
+def _profile_model(cfg, s, cells, batch: int, check_batch: int) -> tuple[list[Work], list[Work]]:
+    """One training step (``batch`` sequences) and one held-out check (``check_batch``, as a check
+    in ``train_until``) per cell, profiled."""
     from bmojo.jobs import optim
     from bmojo.jobs.mqar import _data_generator
     from bmojo.model import BMojoLM
@@ -181,7 +179,7 @@ def _profile_model(cfg, s, cells, progress_desc: str | None = None) -> tuple[lis
     gen = _data_generator(0)
 
     def step(T, n):
-        x, y = mqar_batch(s.batch, T, n, s.vocab, generator=gen)
+        x, y = mqar_batch(batch, T, n, s.vocab, generator=gen)
         logits, aux = model(x, return_aux=True)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100) + aux
         opt.zero_grad(set_to_none=True)
@@ -193,7 +191,7 @@ def _profile_model(cfg, s, cells, progress_desc: str | None = None) -> tuple[lis
     @torch.no_grad()
     def check(T, n):  # what evaluate() does per cell and batch
         model.eval()
-        x, y = mqar_batch(min(128, s.eval_sequences), T, n, s.vocab, generator=gen)
+        x, y = mqar_batch(check_batch, T, n, s.vocab, generator=gen)
         mask = y != -100
         pred = model(x).argmax(-1)
         int((pred[mask] == y[mask]).sum())
@@ -210,17 +208,44 @@ def _profile_model(cfg, s, cells, progress_desc: str | None = None) -> tuple[lis
     return train, checks
 
 
+def _narrow(cfg, width: int):
+    """``cfg`` with the model and every layer at ``width``, every other field (knobs) kept."""
+    from bmojo.config import ModelConfig
+
+    d = cfg.to_dict()
+    d["d_model"] = width
+    d["layers"] = [layer | {"d_model": width} for layer in d["layers"]]
+    return ModelConfig.from_dict(d)
+
+
 def zoology_work(
-    width: int, archs: list[str] | None, vocab_pair=(256, 512), progress: bool = True, base: dict | None = None
+    width: int,
+    archs: list[str] | None,
+    vocab_pair=(256, 512),
+    progress: bool = True,
+    base: dict | None = None,
+    small_batches: tuple[int, int] | None = None,
+    ops_width: int = 64,
 ) -> list[dict]:
     """Per planned model at this width: the work of one training step (mean over the grid cells)
-    and of one held-out check (6 cells x 128 sequences), at the protocol's batch sizes.
+    and of one held-out check (every cell once, 128 sequences), at the protocol's batch sizes.
 
     The CPU profiles one cell per sequence length (the number of pairs changes no operator, FLOP
     or byte) with a small vocabulary ``vocab_pair[0]``, and the longest again with
     ``vocab_pair[1]``: FLOPs and bytes are affine in the vocabulary (embedding, LM head, loss) and
     proportional to the tokens, so that slope per token carries them to 8192. The operator count
-    does not depend on the vocabulary. ``base`` replaces the protocol's settings (tests)."""
+    does not depend on the vocabulary.
+
+    By default every profile runs at the protocol's batch sizes (64, and 128 for a check), which
+    the operator count needs: the reference attention groups its query blocks by a memory budget
+    that depends on the batch. That needs more memory than a 2-core VM has at widths above 64, so
+    ``small_batches=(b1, b2)`` profiles the model at those batch sizes for FLOPs and bytes and
+    carries them to the protocol's batch along the affine line through them (exact for FLOPs;
+    bytes are affine too: parameters, gradients and optimizer state do not grow with the batch),
+    and counts the operators on the same model narrowed to ``ops_width`` (every knob kept: the
+    count depends on the knobs and the batch, not on the width, which
+    ``tests/test_zoology_estimate.py`` checks) at the protocol's batch sizes.
+    ``base`` replaces the protocol's settings (tests)."""
     from bmojo.jobs.mqar import ALL_ARCHS, plan
     from bmojo.jobs.mqar_full import ZOOLOGY
 
@@ -238,41 +263,55 @@ def zoology_work(
     by_T = {T: (T, max(n for t, n in grid if t == T)) for T, _ in grid}
     lengths = sorted(by_T)
     T_long = lengths[-1]
+    B, CB = real.batch, min(128, real.eval_sequences)
     out = []
     for p1, p2 in tqdm(list(zip(plans[v1], plans[v2], strict=True)), desc=f"width {width}", disable=not progress):
-        train1, check1 = _profile_model(p1["config"], s1, [by_T[T] for T in lengths])
-        train2, check2 = _profile_model(p2["config"], s2, [by_T[T_long]])
+        cells = [by_T[T] for T in lengths]
+        if small_batches is None:
+            hi = _profile_model(p1["config"], s1, cells, B, CB)
+            lo, per = None, ((B, B), (CB, CB))
+        else:
+            b1, b2 = small_batches
+            lo = _profile_model(p1["config"], s1, cells, b1, b1)
+            hi = _profile_model(p1["config"], s1, cells, b2, b2)
+            per = ((b1, b2), (b1, b2))
+        v2_long = _profile_model(p2["config"], s2, [by_T[T_long]], per[0][1], per[1][1])
         rows = {}
-        check_batch = min(128, real.eval_sequences)
-        for name, at1, at2, batch in (
-            ("step", train1, train2[0], real.batch),
-            ("check", check1, check2[0], check_batch),
-        ):
-            tokens = batch * T_long
-            at_long = at1[-1]
-            slope_f = (at2.flops - at_long.flops) / (tokens * (v2 - v1))
-            slope_b = (at2.nbytes - at_long.nbytes) / (tokens * (v2 - v1))
-            per_T = {
-                T: Work(w.ops, w.flops + slope_f * batch * T * (V - v1), w.nbytes + slope_b * batch * T * (V - v1))
-                for w, T in zip(at1, lengths, strict=True)
-            }
+        for kind, idx, target in (("step", 0, B), ("check", 1, CB)):
+            b_lo, b_hi = per[idx]
+            at_long = hi[idx][-1]
+            tokens = b_hi * T_long
+            vf = (v2_long[idx][0].flops - at_long.flops) / (tokens * (v2 - v1))
+            vb = (v2_long[idx][0].nbytes - at_long.nbytes) / (tokens * (v2 - v1))
+            per_T = {}
+            for k, T in enumerate(lengths):
+                w_hi = hi[idx][k]
+                fl, nb = w_hi.flops, w_hi.nbytes
+                if lo is not None:  # along the batch line to the protocol's batch
+                    w_lo = lo[idx][k]
+                    fl += (w_hi.flops - w_lo.flops) / (b_hi - b_lo) * (target - b_hi)
+                    nb += (w_hi.nbytes - w_lo.nbytes) / (b_hi - b_lo) * (target - b_hi)
+                per_T[T] = Work(w_hi.ops, fl + vf * target * T * (V - v1), nb + vb * target * T * (V - v1))
             works = [per_T[T] for T, _ in grid]
-            if name == "step":  # the mean training step (cells in turn)
-                rows[name] = Work(
+            if kind == "step":  # the mean training step (cells in turn)
+                rows[kind] = Work(
                     round(statistics.fmean(w.ops for w in works)),
                     statistics.fmean(w.flops for w in works),
                     statistics.fmean(w.nbytes for w in works),
                 )
             else:  # a check visits every cell once
-                rows[name] = Work(sum(w.ops for w in works), sum(w.flops for w in works), sum(w.nbytes for w in works))
-        out.append(
-            dict(
-                arch=p1["arch"],
-                budget=p1["budget"],
-                knobs=p1["knobs"],
-                **{k: dataclasses.asdict(v) for k, v in rows.items()},
-            )
-        )
+                rows[kind] = Work(sum(w.ops for w in works), sum(w.flops for w in works), sum(w.nbytes for w in works))
+        row = dict(arch=p1["arch"], budget=p1["budget"], knobs=p1["knobs"], width=width)
+        if small_batches is not None:  # operators: the same model at ops_width, the protocol's batch
+            narrow = _narrow(p1["config"], ops_width)
+            n_train, n_check = _profile_model(narrow, s1, cells, B, CB)
+            for kind, counted in (("step", n_train), ("check", n_check)):
+                by = dict(zip(lengths, counted, strict=True))
+                ops_T = [by[T].ops for T, _ in grid]
+                rows[kind].ops = round(statistics.fmean(ops_T)) if kind == "step" else sum(ops_T)
+            row["ops_counted_at_width"] = ops_width
+        row.update({k: dataclasses.asdict(v) for k, v in rows.items()})
+        out.append(row)
     return out
 
 
@@ -291,9 +330,16 @@ def main(argv=None) -> int:
     ap.add_argument("--widths", type=int, nargs="+", default=None, help="default: the protocol's 64 128 256")
     ap.add_argument("--arch", nargs="+", default=None, help="default: every row of the protocol")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per model (the protocol's default: 3)")
-    ap.add_argument("--out", type=Path, default=None, help="write the rows and totals as JSON")
+    ap.add_argument(
+        "--ops-width",
+        type=int,
+        default=64,
+        help="other widths count operators on their models narrowed to this width at the protocol's batch "
+        "sizes, and FLOPs and bytes at batches 4 and 8 (default 64: the 2-core VM's memory)",
+    )
+    ap.add_argument("--out", type=Path, default=None, help="write the rows and totals as JSON (after every width)")
     a = ap.parse_args(argv)
-    for name in ("seeds",):
+    for name in ("seeds", "ops_width"):
         if getattr(a, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')}: expected an int >= 1, got {getattr(a, name)}")
     from bmojo.jobs.mqar_full import ZOOLOGY_MAX_STEPS, ZOOLOGY_WIDTHS
@@ -316,7 +362,10 @@ def main(argv=None) -> int:
     result = {"calibration": cal, "copy_gbps": copy_bps / 1e9, "fp32_peak_tflops": FP32_PEAK / 1e12, "widths": {}}
     total = [0.0, 0.0, 0.0]
     for width in widths:
-        rows = zoology_work(width, a.arch)
+        if width == a.ops_width:
+            rows = zoology_work(width, a.arch)
+        else:
+            rows = zoology_work(width, a.arch, small_batches=(4, 8), ops_width=a.ops_width)
         print(f"\nwidth {width}: {len(rows)} models x {a.seeds} seeds, each to the {cap}-step cap")
         print(f"  {'model':16} {'budget':>6} {'ops/step':>8} {'GFLOP/step':>10} {'ms/step fast-mid-slow':>22}")
         width_total = [0.0, 0.0, 0.0]
@@ -325,7 +374,9 @@ def main(argv=None) -> int:
             for us, fast in ((lo, True), (mid, True), (hi, False)):
                 st = seconds(r["step"], us, copy_bps, fast)
                 ck = seconds(r["check"], us, copy_bps, fast)  # every cell, one batch of 128
-                per.append(cap * st + (cap // every) * ck + 2 * ck)  # + the final 256-per-cell evaluation
+                # + the final evaluation (256 per cell: two checks) and the eidetic diagnostic (a
+                # prefill of 128 per cell, counted as one check)
+                per.append(cap * st + (cap // every) * ck + 3 * ck)
             r["run_to_cap_s"] = per
             for i in range(3):
                 width_total[i] += a.seeds * per[i]
@@ -340,6 +391,9 @@ def main(argv=None) -> int:
         )
         result["widths"][str(width)] = {"rows": rows, "upper_bound_s": width_total}
         total = [t + w for t, w in zip(total, width_total, strict=True)]
+        if a.out:
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            a.out.write_text(json.dumps(result | {"partial": True}, indent=1))
     result["upper_bound_s"] = total
     print(
         f"\nall widths, every run to the cap: {total[0] / 3600:.1f} h (fast) / {total[1] / 3600:.1f} h (median) / "

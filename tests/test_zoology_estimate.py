@@ -32,26 +32,51 @@ def test_count_sees_operators_flops_and_bytes():
     assert two.ops == 2
 
 
-def test_vocabulary_extrapolation_equals_a_direct_count():
+#: a tiny protocol (B'MOJO fits the 0.5 budget only) with the zoology protocol's structure
+TINY = dict(seq_lens=(32, 48), kv_pairs=(2, 4), batch=9, eval_sequences=7, window=4, hybrid_state=4, vocab=1024)
+ARCHS = ["bmojo"]
+
+
+@pytest.fixture(scope="module")
+def direct():
+    """Profiled at the tiny protocol's own vocabulary and batch sizes: nothing carried."""
+    from bmojo.jobs.mqar_full import ZOOLOGY
+
+    return est.zoology_work(32, ARCHS, (1024, 2048), progress=False, base=ZOOLOGY | TINY)
+
+
+def test_vocabulary_extrapolation_equals_a_direct_count(direct):
     """FLOPs and bytes carried from vocabularies 256/512 to 1024 by the per-token slope equal the
     counts of the same models profiled at 1024 (operators do not depend on the vocabulary)."""
     from bmojo.jobs.mqar_full import ZOOLOGY
 
-    base = ZOOLOGY | dict(seq_lens=(32, 48), kv_pairs=(2, 4), batch=3, eval_sequences=5, window=4, hybrid_state=4)
-    base |= dict(vocab=1024)
-    archs = ["mamba2", "bmojo"]
-    carried = est.zoology_work(32, archs, (256, 512), progress=False, base=base)
-    direct = est.zoology_work(32, archs, (1024, 2048), progress=False, base=base)
+    carried = est.zoology_work(32, ARCHS, (256, 512), progress=False, base=ZOOLOGY | TINY)
     rows = [(r["arch"], r["budget"]) for r in carried]
-    assert (
-        rows == [(r["arch"], r["budget"]) for r in direct] == [("mamba2", "0.25"), ("mamba2", "0.5"), ("bmojo", "0.5")]
-    )
+    assert rows == [(r["arch"], r["budget"]) for r in direct] == [("bmojo", "0.5")]
     for c, d in zip(carried, direct, strict=True):
         for kind in ("step", "check"):
             assert c[kind]["ops"] == d[kind]["ops"], (c["arch"], kind)
             assert c[kind]["flops"] == pytest.approx(d[kind]["flops"], rel=1e-9), (c["arch"], kind)
             assert c[kind]["nbytes"] == pytest.approx(d[kind]["nbytes"], rel=0.02), (c["arch"], kind)
         assert c["step"]["flops"] > 0 and c["check"]["ops"] > c["step"]["ops"] / 10
+
+
+def test_small_batches_and_operators_at_another_width():
+    """Width 48 profiled at batches 2 and 4, its operators counted on the same model narrowed to
+    width 32 at the full batch, equals width 48 profiled at the full batch: the operator count does
+    not depend on the width, and FLOPs and bytes follow the batch line."""
+    from bmojo.jobs.mqar_full import ZOOLOGY
+
+    kw = dict(progress=False, base=ZOOLOGY | TINY)
+    full = est.zoology_work(48, ARCHS, (1024, 2048), **kw)
+    small = est.zoology_work(48, ARCHS, (1024, 2048), small_batches=(2, 4), ops_width=32, **kw)
+    assert [r["knobs"] for r in full] == [r["knobs"] for r in small] and full
+    for f, s in zip(full, small, strict=True):
+        assert s["ops_counted_at_width"] == 32
+        for kind in ("step", "check"):
+            assert s[kind]["ops"] == f[kind]["ops"], (f["arch"], kind)
+            assert s[kind]["flops"] == pytest.approx(f[kind]["flops"], rel=1e-9), (f["arch"], kind)
+            assert s[kind]["nbytes"] == pytest.approx(f[kind]["nbytes"], rel=0.05), (f["arch"], kind)
 
 
 def test_calibration_timings_are_in_the_repository():
