@@ -11,9 +11,12 @@ is listed as not timed. It prints a ranked table per group and the line to paste
 
 Groups (benchmark shape, T = 8k): attention ``fwd`` (window only; w + f), ``bwd_dq`` (window
 only; w + f) and ``bwd_dkdv`` (w + f: the raw and the fading keys' launches), timed forward
-(``fwd``) or forward+backward (the backward kernels, the others at their defaults); ``ssm_scan``
-``fwd`` (inference: no states saved) and ``train`` (``fwd_train``'s chunk, which the backward
-shares, × the backward's warps/stages), timed forward and forward+backward.
+(``fwd``) or forward+backward (the backward kernels, the others at their defaults); the backward's
+"atomic" dQ variant (window only; w + f: ``bwd_dkdv`` configs with ``dq="atomic"``, no dQ kernel),
+whose baseline and reference is the default "split" backward, so its ranking says whether
+"atomic" pays and at which tiles; ``ssm_scan`` ``fwd`` (inference: no states saved) and ``train``
+(``fwd_train``'s chunk, which the backward shares, × the backward's warps/stages), timed forward
+and forward+backward.
 """
 
 from __future__ import annotations
@@ -34,8 +37,17 @@ GRID = dict(block=(32, 64, 128), num_warps=(4, 8), num_stages=(2, 3, 4))
 MAX_TILE_PER_THREAD = 64
 
 
-#: (kernel, variant) of the attention groups, in the order they run (the forward first)
-ATTN_GROUPS = (("fwd", "window"), ("fwd", "w+f"), ("bwd_dkdv", "w+f"), ("bwd_dq", "window"), ("bwd_dq", "w+f"))
+#: (kernel, variant, dQ variant of the candidates) of the attention groups, in the order they run
+#: (the forward first; then the atomic backward against split, the backward's biggest open question)
+ATTN_GROUPS = (
+    ("fwd", "window", None),
+    ("fwd", "w+f", None),
+    ("bwd_dkdv", "window", "atomic"),
+    ("bwd_dkdv", "w+f", "atomic"),
+    ("bwd_dkdv", "w+f", None),
+    ("bwd_dq", "window", None),
+    ("bwd_dq", "w+f", None),
+)
 
 
 def _smem_limit(dev) -> int | None:
@@ -116,7 +128,7 @@ def _timed(fn, params, with_grad: bool, gpu: bool) -> float:
 
 
 def _fmt(cfg) -> str:
-    fields = ", ".join(f"{k}={getattr(cfg, k)}" for k in cfg.__dataclass_fields__)
+    fields = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in cfg.__dataclass_fields__)
     return f"{type(cfg).__name__}({fields})"
 
 
@@ -126,11 +138,17 @@ def _entry(op: str, kernel: str, key: tuple, cfg) -> str:
 
 
 class Group:
-    """One kernel × variant: runs candidates until its deadline, ranks, prints the snippet."""
+    """One kernel × variant: runs candidates until its deadline, ranks, prints the snippet.
 
-    def __init__(self, name, case, table_line, default, tiles, launches, legal, measure, with_grad, gpu, cap):
+    ``extra``: fields every candidate but the default takes (``dq="atomic"``: the default, the
+    group's baseline and reference, is the other variant)."""
+
+    def __init__(
+        self, name, case, table_line, default, tiles, launches, legal, measure, with_grad, gpu, cap, extra=None
+    ):
         self.name, self.case, self.table_line = name, case, table_line
         self.default, self.tiles, self.launches = default, tiles, launches
+        self.extra = extra or {}
         self.legal, self.measure, self.with_grad, self.gpu, self.cap = legal, measure, with_grad, gpu, cap
         self.results: list[tuple[object, float]] = []
         self.tried: set = set()
@@ -142,7 +160,7 @@ class Group:
         row.update(config=_fmt(cfg), seconds=seconds, status=status, **extra)
         ROWS.append(row)
         t = "-" if seconds is None else f"{seconds * 1e3:9.3f} ms"
-        print(f"  tune {self.name:18s} {self.case:22s} {_fmt(cfg):62s} {t:>12s}  {status}", flush=True)
+        print(f"  tune {self.name:30s} {self.case:22s} {_fmt(cfg):75s} {t:>12s}  {status}", flush=True)
 
     def candidates(self):
         """default; each tile shape at the default launch (8 warps where 4 would spill), nearest
@@ -153,7 +171,7 @@ class Group:
             return sum(abs(v.bit_length() - (getattr(self.default, k) or v).bit_length()) for k, v in t.items())
 
         for t in sorted(self.tiles, key=distance):
-            cfg = replace(self.default, **t)
+            cfg = replace(self.default, **t, **self.extra)
             if self.legal(cfg) and any(w > cfg.num_warps for w, _ in self.launches):
                 cfg = replace(cfg, num_warps=max(w for w, _ in self.launches))
             yield cfg
@@ -165,7 +183,7 @@ class Group:
                 shapes.append(shape)
         for shape in shapes[:2]:
             for w, s in self.launches:
-                yield replace(self.default, **shape, num_warps=w, num_stages=s)
+                yield replace(self.default, **shape, **self.extra, num_warps=w, num_stages=s)
 
     def run(self, deadline: float) -> None:
         n = 0
@@ -252,7 +270,7 @@ def _attn_groups(s, gpu, dev, dtype, cap):
         "w+f": (lambda: att.bmojo_attention(q, k, v, kf, vf, window=w, fading_window=f), [q, k, v, kf, vf]),
     }
     groups = []
-    for kernel, variant in ATTN_GROUPS:
+    for kernel, variant, dq in ATTN_GROUPS:
         fn, params = variants[variant]
         with_grad = kernel != "fwd"
 
@@ -264,17 +282,19 @@ def _attn_groups(s, gpu, dev, dtype, cap):
 
         default = att.TILES.get(kernel, key, dev)
         grp = Group(
-            f"attention.{kernel}",
+            f"attention.{kernel}" + (f"[dq={dq}]" if dq else ""),
             f"{variant} T={T} {str(dtype).replace('torch.', '')}",
             lambda cfg, kernel=kernel: _entry("bmojo_attention", kernel, key, cfg),
             default,
-            tiles if gpu else [dict(block_m=32, block_n=16)],
+            # interpreter: one other config — the variant at the default tiles, or a tile shape
+            tiles if gpu else [dict() if dq else dict(block_m=32, block_n=16)],
             launches if gpu else [],
             lambda cfg: _legal_attn(cfg, bd, key[1], smem),
             measure,
             with_grad,
             gpu,
             cap,
+            extra=dict(dq=dq) if dq else None,
         )
         grp.n_fwd_outputs = 2  # o, lse; the rest are gradients
         groups.append(grp)

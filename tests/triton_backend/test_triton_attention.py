@@ -6,12 +6,17 @@ both: T, w, f and M are not multiples of either, T = 150 spans three GPU tiles.
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import replace
+
 import pytest
 import torch
 from bmojo.ops.bmojo_attention.reference import bmojo_attention as reference
 from bmojo.ops.bmojo_attention.reference import eidetic_snapshot_count
+from bmojo_triton.ops._triton_utils import pow2
+from bmojo_triton.ops.bmojo_attention import TILES
 from bmojo_triton.ops.bmojo_attention import bmojo_attention as fused
-from triton_helpers import compare_fwd_bwd
+from triton_helpers import assert_close, compare_fwd_bwd, leaves
 
 NAMES = ("q", "k", "v", "kf", "vf", "ek", "ev", "epos")
 
@@ -119,3 +124,88 @@ def test_bad_input_names_the_argument(device):
         fused(*args[:3], window=3, fading_offset=4)
     with pytest.raises(ValueError, match="k"):
         fused(args[0], args[1][:, :2], args[2][:, :2], window=3)
+
+
+# ----- the opt-in "atomic" backward: dQ added by the dK/dV kernels, no dQ kernel -----
+
+
+@contextlib.contextmanager
+def atomic_dq(q):
+    """Backward passes run inside the block use the "atomic" variant (the configs are read when
+    the backward runs): the ``bwd_dkdv`` config q would get (the GPU table's entry on a GPU, the
+    interpreter's 16×16 on CPU) with dq="atomic"."""
+    cfg = TILES.get("bwd_dkdv", (min(pow2(q.shape[-1]), 128), q.element_size()), q.device)
+    with TILES.override(bwd_dkdv=replace(cfg, dq="atomic")):
+        yield
+
+
+#: δ = w (default), 0 and 1; GQA 2:1 and 4:1; empty and zero eidetic slots; window only with
+#: w < T; T spanning several GPU tiles; decode; keys before position 0 — all against the reference,
+#: with a random cotangent on lse too (dlse enters Δ)
+ATOMIC_CASES = {
+    "ragged_three_sources_gqa2": dict(),
+    "delta0": dict(T=29, delta=0, M=3),
+    "delta1_w_small": dict(w=3, f=17, delta=1),
+    "zero_slots": dict(M=0),
+    "no_eidetic_gqa4": dict(H=4, Hkv=1, M=None),
+    "window_only_w11": dict(w=11, f=0, M=None),
+    "long_T150_spans_gpu_tiles": CASES["long_T150_spans_gpu_tiles"],
+    "decode_T1_delta0": CASES["decode_T1_delta0"],
+    "continuation_negative_positions": CASES["continuation_negative_positions"],
+}
+
+
+@pytest.mark.parametrize("name", list(ATOMIC_CASES))
+def test_atomic_dq_matches_reference_float32(name, device):
+    args, kw = make(device, torch.float32, **ATOMIC_CASES[name])
+    with atomic_dq(args[0]):
+        compare_fwd_bwd(f"atomic {name}", fused, reference, args, kw, torch.float32, names=NAMES)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_atomic_dq_matches_reference_other_dtypes(dtype, device):
+    args, kw = make(device, dtype, **ATOMIC_CASES["ragged_three_sources_gqa2"])
+    with atomic_dq(args[0]):
+        compare_fwd_bwd(f"atomic {dtype}", fused, reference, args, kw, dtype, names=NAMES)
+
+
+def _grads(fn, args, kw, wanted):
+    """o, lse and the gradients of the inputs named in ``wanted`` (the others need none)."""
+    a = leaves(args)
+    for n, t in zip(NAMES, a):
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            t.requires_grad_(n in wanted)
+    o, lse = fn(*a, **kw)
+    g = torch.Generator().manual_seed(5)
+    cots = [torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device) for t in (o, lse)]
+    torch.autograd.backward([o, lse], cots)
+    return [o.detach(), lse.detach()] + [t.grad for n, t in zip(NAMES, a) if n in wanted]
+
+
+def test_atomic_equals_split_to_float32_rounding(device):
+    """Same inputs, same cotangents: the two variants differ only in the order of float32 sums
+    (and where scale multiplies), far below the float32 tolerance."""
+    args, kw = make(device, torch.float32, T=33, w=21, f=18, M=6, chunk=11, delta=5, seed=3)
+    wanted = NAMES[:7]
+    split = _grads(fused, args, kw, wanted)
+    with atomic_dq(args[0]):
+        atomic = _grads(fused, args, kw, wanted)
+    for name, a, s in zip(("o", "lse", *(f"d{n}" for n in wanted)), atomic, split):
+        scale = s.abs().max().item()
+        err = (a - s).abs().max().item()
+        assert err <= 1e-6 * max(scale, 1.0), f"{name}: atomic vs split differ by {err:.3g} (max |split| {scale:.3g})"
+    # the variant really ran: dq's float32 sums are ordered differently (bit-equal would mean the
+    # dQ kernel ran both times)
+    assert not torch.equal(atomic[2], split[2])
+
+
+@pytest.mark.parametrize("wanted", [("q",), ("kf", "vf", "ek", "ev")], ids="+".join)
+def test_atomic_dq_honours_needed_gradients(wanted, device):
+    """Only the wanted gradients are computed, and dq still gathers every source's term when the
+    sources themselves need none (fading and eidetic kernels then run for dq alone)."""
+    args, kw = make(device, torch.float32, T=23, w=9, f=7, M=4, chunk=9, delta=2, seed=4)
+    ref = _grads(reference, args, kw, wanted)
+    with atomic_dq(args[0]):
+        got = _grads(fused, args, kw, wanted)
+    for name, a, r in zip(("o", "lse", *(f"d{n}" for n in wanted)), got, ref):
+        assert_close(f"atomic needs {wanted}: {name}", a, r, torch.float32, grad=name.startswith("d"))

@@ -37,7 +37,10 @@ def test_benchmark_tiny_runs(tmp_path, device):
     # timed, and a best row carries the line to paste into the op's TILES table
     tune = [r for r in rows if r["section"] == "tune"]
     best = [r for r in tune if r["mode"] == "best"]
-    assert len(best) == 7, [r["impl"] for r in best]
+    assert len(best) == 9, [r["impl"] for r in best]
+    # the "atomic" backward is timed against the default "split" one (window only and w + f)
+    atomic = [r for r in tune if r["impl"] == "attention.bwd_dkdv[dq=atomic]" and r.get("status") == "ok"]
+    assert sorted(r["config"].count("dq='atomic'") for r in atomic) == [0, 0, 1, 1], atomic
     for b in best:
         timed = [r for r in tune if r["impl"] == b["impl"] and r["case"] == b["case"] and r.get("status") == "ok"]
         assert len(timed) == 2 and b["seconds"] == min(r["seconds"] for r in timed)

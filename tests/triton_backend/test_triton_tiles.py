@@ -4,6 +4,8 @@ and bad configs are refused with the argument's name."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from bmojo.ops.bmojo_attention.reference import eidetic_snapshot_count
@@ -43,19 +45,37 @@ def _attention_args(device, T=37, H=2, Hkv=1, Dh=24, M=5, chunk=13):
     return [t.to(device) for t in (q, k, v, kf, vf, ek, ev, epos)]
 
 
-@pytest.mark.parametrize("cfg", _distinct(att.TILES), ids=str)
+def _attention_configs() -> list:
+    """Every distinct config of the attention table, each with both dQ variants of the backward."""
+    out = []
+    for cfg in _distinct(att.TILES):
+        for dq in att.DQ_VARIANTS:
+            if replace(cfg, dq=dq) not in out:
+                out.append(replace(cfg, dq=dq))
+    return out
+
+
+_DEFAULT_RESULTS: dict = {}
+
+
+def _attention_fn(*a):
+    return att.bmojo_attention(*a, window=11, fading_window=7, eidetic_chunk=13, fading_offset=5)
+
+
+@pytest.mark.parametrize("cfg", _attention_configs(), ids=str)
 def test_attention_table_configs_match_the_default(cfg, device):
     """T = 37, w = 11, f = 7, M = 5, chunk 13, head size 24 (padded to 32), GQA 2:1: no size is
-    a multiple of any tile; every kernel (forward, dQ, banded and eidetic dK/dV) uses cfg."""
+    a multiple of any tile; every kernel (forward, dQ, banded and eidetic dK/dV) uses cfg's tiles
+    and the backward cfg's dQ variant ("split": the dQ kernel; "atomic": dQ by atomic adds in
+    both dK/dV kernels, which only ``bwd_dkdv``'s config may choose)."""
     args = _attention_args(device)
-
-    def fn(*a):
-        return att.bmojo_attention(*a, window=11, fading_window=7, eidetic_chunk=13, fading_offset=5)
-
-    default = _run(fn, args)
-    with att.TILES.override(**dict.fromkeys(att.TILES.kernels, cfg)):
+    if str(device) not in _DEFAULT_RESULTS:  # the device's default result, computed once
+        _DEFAULT_RESULTS[str(device)] = _run(_attention_fn, args)
+    default = _DEFAULT_RESULTS[str(device)]
+    configs = dict.fromkeys(att.TILES.kernels, replace(cfg, dq="split"))
+    with att.TILES.override(**{**configs, "bwd_dkdv": cfg}):
         assert att._tiles("fwd", args[0])[0]["BLOCK_N"] == cfg.block_n  # the override is in force
-        tuned = _run(fn, args)
+        tuned = _run(_attention_fn, args)
     names = ["o", "lse", "dq", "dk", "dv", "dkf", "dvf", "dek", "dev"]
     for name, a, b in zip(names, tuned, default):
         assert_close(f"{cfg}: {name}", a, b, torch.float32, grad=name.startswith("d"))
@@ -123,6 +143,7 @@ def test_the_defaults_are_the_untuned_first_choices():
         (lambda: att.AttnTiles(64, 8), "AttnTiles.block_n: expected a power of two >= 16, got 8"),
         (lambda: att.AttnTiles(64, 64, num_warps=3), "AttnTiles.num_warps: expected one of"),
         (lambda: att.AttnTiles(64, 64, num_stages=0), "AttnTiles.num_stages: expected an int >= 1, got 0"),
+        (lambda: att.AttnTiles(dq="atomics"), "AttnTiles.dq: expected one of ('split', 'atomic'), got 'atomics'"),
         (lambda: scan.ScanTiles(block_l=24), "ScanTiles.block_l: expected a power of two >= 16, got 24"),
     ],
 )
@@ -142,3 +163,16 @@ def test_override_checks_names_and_types(device):
     bad = scan.ScanTiles(block_l=32, block_p=None)  # the backward's chunk is the forward's
     with scan.TILES.override(bwd=bad), pytest.raises(ValueError, match="ssm_scan tiles bwd"):
         _run(scan.ssm_scan, args)
+
+
+def test_only_the_dkdv_config_chooses_the_dq_variant(device):
+    """dq="atomic" on another kernel's config is refused at launch, naming the kernel (it would
+    otherwise be silently ignored)."""
+    args = _attention_args(device, T=5, M=1, chunk=5)
+    for kernel in ("fwd", "bwd_dq", "bwd_dkdv_eidetic"):
+        cfg = replace(att.TILES.interpreter[kernel], dq="atomic")
+        with (
+            att.TILES.override(**{kernel: cfg}),
+            pytest.raises(ValueError, match=f"tiles {kernel}.dq: expected 'split'"),
+        ):
+            _run(_attention_fn, [a.clone() for a in args])

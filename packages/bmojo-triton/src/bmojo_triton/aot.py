@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import os
 import time
+from dataclasses import replace
 
 import torch
 
@@ -93,8 +94,18 @@ def compile_instead_of_launch(arch: int, log: list):
         _triton_utils.AS_GPU = False
 
 
+def _atomic_dq(q: torch.Tensor):
+    """The attention backward's opt-in "atomic" dQ variant at the GPU table's ``bwd_dkdv`` tiles for q."""
+    from bmojo_triton.ops import bmojo_attention as att
+    from bmojo_triton.ops._triton_utils import pow2
+
+    cfg = att.TILES.lookup("bwd_dkdv", (min(pow2(q.shape[-1]), 128), q.element_size()))
+    return att.TILES.override(bwd_dkdv=replace(cfg, dq="atomic"))
+
+
 def run_all(arch: int, dtypes=(torch.float32, torch.bfloat16, torch.float16, torch.float64)) -> list:
-    """Launch every op (forward and backward where the backend has one) on tiny CPU inputs."""
+    """Launch every op (forward and backward where the backend has one) on tiny CPU inputs; the
+    attention backward in both dQ variants (the default "split" and the opt-in "atomic")."""
     from bmojo.testing.conformance.cases import CASES
 
     from bmojo_triton.ops import bmojo_attention as att
@@ -122,11 +133,16 @@ def run_all(arch: int, dtypes=(torch.float32, torch.bfloat16, torch.float16, tor
                 args = [
                     a.requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args
                 ]
-                out = fn(*args, **kw)
-                outs = [out] if isinstance(out, torch.Tensor) else list(out)
-                diff = [o for o in outs if o.requires_grad]
-                if diff:
-                    torch.autograd.backward(diff, [torch.zeros_like(o) for o in diff])
+                variants = [contextlib.nullcontext()]
+                if case.op == "bmojo_attention":
+                    variants.append(_atomic_dq(args[0]))
+                for variant in variants:
+                    with variant:
+                        out = fn(*args, **kw)
+                        outs = [out] if isinstance(out, torch.Tensor) else list(out)
+                        diff = [o for o in outs if o.requires_grad]
+                        if diff:
+                            torch.autograd.backward(diff, [torch.zeros_like(o) for o in diff])
     return log
 
 

@@ -6,7 +6,9 @@ and ignored (results never depended on it; the kernels pick their own tiles). Fi
 
 * ``fwd.py`` — the forward kernel: online softmax over raw window, fading window and eidetic
   snapshot, returns o and the log-sum-exp;
-* ``bwd.py`` — dQ and per-source dK/dV kernels, recomputing probabilities from the lse;
+* ``bwd.py`` — dQ and per-source dK/dV kernels, recomputing probabilities from the lse (two
+  variants: "split", a dQ kernel beside the dK/dV kernels, the default; "atomic", dQ added by the
+  dK/dV kernels with atomics, opt-in — see ``AttnTiles.dq``);
 * this file — argument checks (core's), the launchers and the ``autograd.Function``.
 """
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import torch
 import triton
-from bmojo.argcheck import TORCH, check_bmojo_attention_args, check_int
+from bmojo.argcheck import TORCH, check_bmojo_attention_args, check_int, fail
 from bmojo.arith import resolve_fading_offset
 
 from bmojo_triton.ops._triton_utils import (
@@ -37,19 +39,31 @@ from bmojo_triton.ops.bmojo_attention.bwd import (
 )
 from bmojo_triton.ops.bmojo_attention.fwd import _attn_fwd_kernel
 
+#: How the backward gets dQ (``AttnTiles.dq``; only the ``bwd_dkdv`` config chooses): "split" —
+#: a dQ kernel per query tile beside the dK/dV kernels (7 matmuls per visible tile pair,
+#: deterministic); "atomic" — the dK/dV kernels also add scale·dS·K into a float32 (float64 for
+#: float64 inputs) buffer with atomic adds and no dQ kernel runs (5 matmuls, float add order not
+#: fixed on a GPU). Opt-in until a GPU run shows it pays.
+DQ_VARIANTS = ("split", "atomic")
+
 
 @dataclass(frozen=True)
 class AttnTiles:
     """One attention kernel's launch: ``BLOCK_M`` query rows × ``BLOCK_N`` key rows per tile
-    (powers of two >= 16), ``num_warps`` and ``num_stages`` (Triton's defaults are 4 and 3)."""
+    (powers of two >= 16), ``num_warps`` and ``num_stages`` (Triton's defaults are 4 and 3).
+    ``dq`` (one of ``DQ_VARIANTS``) is the backward's dQ variant; only the ``bwd_dkdv`` config
+    may say other than "split" (the eidetic dK/dV kernel follows it)."""
 
     block_m: int = 64
     block_n: int = 64
     num_warps: int = 4
     num_stages: int = 3
+    dq: str = "split"
 
     def __post_init__(self):
         check_launch("AttnTiles", dict(block_m=self.block_m, block_n=self.block_n), self.num_warps, self.num_stages)
+        if self.dq not in DQ_VARIANTS:
+            fail("AttnTiles.dq", f"one of {DQ_VARIANTS}", repr(self.dq))
 
     def launch(self) -> dict:
         return dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n, num_warps=self.num_warps, num_stages=self.num_stages)
@@ -77,15 +91,22 @@ TILES = TileTable(
 )
 
 
+def _config(kernel: str, q: torch.Tensor) -> AttnTiles:
+    """``kernel``'s config for q (``dq`` other than "split" is refused except on ``bwd_dkdv``)."""
+    cfg = TILES.get(kernel, (min(pow2(q.shape[-1]), 128), q.element_size()), q.device)
+    if kernel != "bwd_dkdv" and cfg.dq != "split":
+        fail(f"bmojo_attention tiles {kernel}.dq", "'split' (only bwd_dkdv chooses the dQ variant)", repr(cfg.dq))
+    return cfg
+
+
 def _tiles(kernel: str, q: torch.Tensor) -> tuple[dict, int]:
     """Launch kwargs (BLOCK_M, BLOCK_N, num_warps, num_stages) of ``kernel`` for q, and BLOCK_D
     (the head dimension padded to a power of two >= 16; loads are masked)."""
-    T, Dh = q.shape[1], q.shape[-1]
-    bd = pow2(Dh)
-    cfg = TILES.get(kernel, (min(bd, 128), q.element_size()), q.device)
+    T = q.shape[1]
+    cfg = _config(kernel, q)
     if T <= MIN_DOT:
         cfg = replace(cfg, block_m=MIN_DOT)
-    return cfg.launch(), bd
+    return cfg.launch(), pow2(q.shape[-1])
 
 
 def _dot_consts(q: torch.Tensor) -> dict:
@@ -180,52 +201,61 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
         dlt = dlt - dlse.to(lse.dtype)
     dlt = dlt.contiguous()
     consts = _dot_consts(q)
-    l_dq, bd = _tiles("bwd_dq", q)
-    l_band, _ = _tiles("bwd_dkdv", q)
+    l_band, bd = _tiles("bwd_dkdv", q)
     l_eid, _ = _tiles("bwd_dkdv_eidetic", q)
-    dq = torch.empty_like(q)
+    # "atomic": the dK/dV kernels add dQ into dq_acc (accumulator dtype), no dQ kernel; without a
+    # wanted dq nothing is added (and, as in "split", only the sources whose gradients are wanted
+    # or which feed dQ are walked)
+    atomic = _config("bwd_dkdv", q).dq == "atomic"
+    dq = dq_acc = None
+    if atomic and needs[0]:
+        dq_acc = torch.zeros(q.shape, dtype=lse.dtype, device=q.device)
+    dq_args = (dq_acc, *dq_acc.stride()) if dq_acc is not None else (q, *q.stride())  # q: never read
     f_src = (kf, vf) if meta.use_fading else (k, v)
     e_src = (ek, ev, epos) if meta.use_eidetic else (k, v, lse)
     with on_device(q):
-        _attn_bwd_dq_kernel[(triton.cdiv(T, l_dq["BLOCK_M"]), b * H)](
-            q,
-            k,
-            v,
-            *f_src,
-            *e_src,
-            do,
-            lse,
-            dlt,
-            dq,
-            *q.stride(),
-            *k.stride(),
-            *v.stride(),
-            *_strides(kf if meta.use_fading else None, 4),
-            *_strides(vf if meta.use_fading else None, 4),
-            *_strides(ek if meta.use_eidetic else None, 5),
-            *_strides(ev if meta.use_eidetic else None, 5),
-            *_strides(epos if meta.use_eidetic else None, 3),
-            *do.stride(),
-            *lse.stride(),
-            T,
-            Tk,
-            Tf,
-            M,
-            H,
-            G,
-            Dh,
-            meta.q_start,
-            meta.window,
-            meta.fading_window,
-            meta.delta,
-            meta.chunk,
-            meta.scale_t,
-            HAS_FADING=meta.use_fading,
-            HAS_EIDETIC=meta.use_eidetic,
-            BLOCK_D=bd,
-            **l_dq,
-            **consts,
-        )
+        if not atomic:
+            l_dq, _ = _tiles("bwd_dq", q)
+            dq = torch.empty_like(q)
+            _attn_bwd_dq_kernel[(triton.cdiv(T, l_dq["BLOCK_M"]), b * H)](
+                q,
+                k,
+                v,
+                *f_src,
+                *e_src,
+                do,
+                lse,
+                dlt,
+                dq,
+                *q.stride(),
+                *k.stride(),
+                *v.stride(),
+                *_strides(kf if meta.use_fading else None, 4),
+                *_strides(vf if meta.use_fading else None, 4),
+                *_strides(ek if meta.use_eidetic else None, 5),
+                *_strides(ev if meta.use_eidetic else None, 5),
+                *_strides(epos if meta.use_eidetic else None, 3),
+                *do.stride(),
+                *lse.stride(),
+                T,
+                Tk,
+                Tf,
+                M,
+                H,
+                G,
+                Dh,
+                meta.q_start,
+                meta.window,
+                meta.fading_window,
+                meta.delta,
+                meta.chunk,
+                meta.scale_t,
+                HAS_FADING=meta.use_fading,
+                HAS_EIDETIC=meta.use_eidetic,
+                BLOCK_D=bd,
+                **l_dq,
+                **consts,
+            )
 
         def band(kk, vv, offset, width):
             dk, dv = torch.empty_like(kk), torch.empty_like(vv)
@@ -238,11 +268,13 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
                 vv,
                 dk,
                 dv,
+                dq_args[0],
                 *q.stride(),
                 *do.stride(),
                 *lse.stride(),
                 *kk.stride(),
                 *vv.stride(),
+                *dq_args[1:],
                 T,
                 kk.shape[1],
                 Hkv,
@@ -253,6 +285,7 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
                 width,
                 meta.scale_t,
                 BLOCK_D=bd,
+                ATOMIC_DQ=dq_acc is not None,
                 **l_band,
                 **consts,
             )
@@ -260,12 +293,12 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
 
         dk, dv = band(k, v, 0, meta.window)
         dkf = dvf = dek = dev = None
-        if kf is not None and (needs[3] or needs[4]):
+        if kf is not None and (needs[3] or needs[4] or (dq_acc is not None and meta.use_fading)):
             if meta.use_fading:
                 dkf, dvf = band(kf, vf, meta.delta, meta.fading_window)
             else:  # f = 0: the fading keys are not used
                 dkf, dvf = torch.zeros_like(kf), torch.zeros_like(vf)
-        if ek is not None and (needs[5] or needs[6]):
+        if ek is not None and (needs[5] or needs[6] or (dq_acc is not None and meta.use_eidetic)):
             if meta.use_eidetic:
                 dek, dev = torch.empty_like(ek), torch.empty_like(ev)
                 S = ek.shape[1]
@@ -279,12 +312,14 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
                     epos,
                     dek,
                     dev,
+                    dq_args[0],
                     *q.stride(),
                     *do.stride(),
                     *lse.stride(),
                     *ek.stride(),
                     *ev.stride(),
                     *epos.stride(),
+                    *dq_args[1:],
                     T,
                     M,
                     Hkv,
@@ -295,11 +330,14 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
                     meta.chunk,
                     meta.scale_t,
                     BLOCK_D=bd,
+                    ATOMIC_DQ=dq_acc is not None,
                     **l_eid,
                     **consts,
                 )
             else:  # M = 0 slots
                 dek, dev = torch.zeros_like(ek), torch.zeros_like(ev)
+    if dq_acc is not None:
+        dq = dq_acc.to(q.dtype)  # the one cast
     return dq, dk, dv, dkf, dvf, dek, dev
 
 

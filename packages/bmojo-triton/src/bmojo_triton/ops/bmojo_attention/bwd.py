@@ -15,6 +15,15 @@ With ``P = exp(S - lse)`` recomputed per tile from the saved log-sum-exp, and
 * ``_attn_bwd_dkdv_eidetic_kernel`` — grid (slot tiles × snapshots × batch·kv heads): slot tile
   of snapshot s is seen by the queries of chunk s at positions >= epos + w.
 
+Two variants of the backward (chosen by the launcher from ``TILES``' ``bwd_dkdv`` config's ``dq``):
+
+* "split" (the default): the dQ kernel (3 matmuls per visible tile pair: S, dP, dS·K) plus the
+  dK/dV kernels (4: S, Pᵀ·dO, dP, dSᵀ·Q) — 7 matmuls, no atomics, deterministic;
+* "atomic" (FlashAttention-2's original backward): no dQ kernel; both dK/dV kernels, with
+  ``ATOMIC_DQ``, also add each tile's scale·dS·K into a zeroed float32 (float64 for float64 inputs)
+  dQ buffer with ``tl.atomic_add`` — 5 matmuls per tile pair, one atomic add per (query row, head
+  dim) per visited tile pair; the float add order varies between runs on a GPU.
+
 Every row of every gradient is written (rows no query sees get zeros).
 """
 
@@ -294,16 +303,21 @@ def _dkdv_tile(
     scale,
     offs_d,
     d_ok,
+    DQ,
+    sdq_t,
+    sdq_d,
     BLOCK_M: tl.constexpr,
     DOT_PREC: tl.constexpr,
     UPCAST: tl.constexpr,
     EIDETIC: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
 ):
     """Accumulate one query head's contribution to a key tile, over query rows [q_lo, q_hi).
 
     Banded (EIDETIC False): visible when offset <= i - j < offset + width, j >= 0. Eidetic: ``j_pos``
     holds the slots' epos and visible when 0 <= epos <= i - width (width = w; the caller limits
-    the query rows to the snapshot's chunk).
+    the query rows to the snapshot's chunk). ATOMIC_DQ: also add scale·dS·K to this head's rows
+    of DQ (the accumulator's dtype, strides sdq_*) by atomic adds; DQ is unused otherwise.
     """
     for m0 in range(q_lo, q_hi, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)
@@ -324,8 +338,13 @@ def _dkdv_tile(
         p = tl.where(vis, tl.exp(s - lse[:, None]), 0.0)
         dv += mm(tl.trans(p.to(do.dtype)), do, DOT_PREC, UPCAST).to(dv.dtype)
         dp = mm(do, tl.trans(v), DOT_PREC, UPCAST).to(dk.dtype)
-        ds = p * (dp - dlt[:, None])
-        dk += mm(tl.trans(ds.to(q.dtype)), q, DOT_PREC, UPCAST).to(dk.dtype)
+        ds = (p * (dp - dlt[:, None])).to(q.dtype)
+        dk += mm(tl.trans(ds), q, DOT_PREC, UPCAST).to(dk.dtype)
+        if ATOMIC_DQ:
+            dq = mm(ds, k, DOT_PREC, UPCAST).to(dk.dtype) * scale
+            dq_ptr = DQ + offs_m[:, None] * sdq_t + offs_d[None, :] * sdq_d
+            # relaxed: only atomicity is needed; the launch's end orders the adds before the cast
+            tl.atomic_add(dq_ptr, dq, mask=qd_mask, sem="relaxed")
     return dk, dv
 
 
@@ -339,6 +358,7 @@ def _attn_bwd_dkdv_band_kernel(
     V,
     DK,
     DV,
+    DQ,
     sq_b,
     sq_t,
     sq_h,
@@ -358,6 +378,10 @@ def _attn_bwd_dkdv_band_kernel(
     sv_t,
     sv_h,
     sv_d,
+    sdq_b,
+    sdq_t,
+    sdq_h,
+    sdq_d,
     T,
     Tsrc,
     Hkv,
@@ -373,9 +397,11 @@ def _attn_bwd_dkdv_band_kernel(
     ACC: tl.constexpr,
     DOT_PREC: tl.constexpr,
     UPCAST: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
 ):
     scale = tl.load(Scale)  # a tensor: a Python float arg would be typed float32 on a GPU
-    """dK, dV of one banded source; DK/DV have K/V's strides."""
+    """dK, dV of one banded source; DK/DV have K/V's strides. ATOMIC_DQ: also dQ into DQ (the
+    accumulator's dtype, strides sdq_*) by atomic adds."""
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // Hkv
@@ -423,10 +449,14 @@ def _attn_bwd_dkdv_band_kernel(
             scale,
             offs_d,
             d_ok,
+            DQ + b * sdq_b + h * sdq_h,
+            sdq_t,
+            sdq_d,
             BLOCK_M,
             DOT_PREC,
             UPCAST,
             False,
+            ATOMIC_DQ,
         )
     dk = dk * scale
     tl.store(
@@ -452,6 +482,7 @@ def _attn_bwd_dkdv_eidetic_kernel(
     EPOS,
     DEK,
     DEV,
+    DQ,
     sq_b,
     sq_t,
     sq_h,
@@ -476,6 +507,10 @@ def _attn_bwd_dkdv_eidetic_kernel(
     sep_b,
     sep_s,
     sep_m,
+    sdq_b,
+    sdq_t,
+    sdq_h,
+    sdq_d,
     T,
     M,
     Hkv,
@@ -491,9 +526,11 @@ def _attn_bwd_dkdv_eidetic_kernel(
     ACC: tl.constexpr,
     DOT_PREC: tl.constexpr,
     UPCAST: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
 ):
     scale = tl.load(Scale)  # a tensor: a Python float arg would be typed float32 on a GPU
-    """dEK, dEV of one snapshot's slot tile; DEK/DEV have EK/EV's strides."""
+    """dEK, dEV of one snapshot's slot tile; DEK/DEV have EK/EV's strides. ATOMIC_DQ: also dQ
+    into DQ (the accumulator's dtype, strides sdq_*) by atomic adds."""
     pid_n = tl.program_id(0)
     s_idx = tl.program_id(1)
     pid_bh = tl.program_id(2)
@@ -548,10 +585,14 @@ def _attn_bwd_dkdv_eidetic_kernel(
             scale,
             offs_d,
             d_ok,
+            DQ + b * sdq_b + h * sdq_h,
+            sdq_t,
+            sdq_d,
             BLOCK_M,
             DOT_PREC,
             UPCAST,
             True,
+            ATOMIC_DQ,
         )
     dk = dk * scale
     tl.store(
