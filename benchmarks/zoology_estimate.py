@@ -8,8 +8,9 @@ an H200 (``benchmarks/results/triton-h200-20261127T1821Z-run1/bench.json``):
 
 * **Host time.** The MQAR models are small (widths 64–256, two layers), so a GPU step is bound by
   the host issuing operators one by one, not by the GPU. The torch profiler counts the top-level
-  aten operators of one real training step per grid cell on the CPU (the same eager code path the
-  GPU runs; ``batch`` does not change the count). The cost per operator, ``h``, is calibrated on
+  aten operators of one real training step per sequence length on the CPU (the same eager code
+  path the GPU runs, at the protocol's batch: the count depends on it; see ``zoology_work`` for
+  how widths above 64 are counted). The cost per operator, ``h``, is calibrated on
   the only host-bound work timed on the H200: the reference ``bmojo_attention`` and ``ssm_scan`` ops
   (forward and forward+backward, at the Triton benchmark's shapes), whose operators are counted here
   the same way. ``h`` is the range of ``H200 time / operators`` over those calibration points.
@@ -20,10 +21,15 @@ an H200 (``benchmarks/results/triton-h200-20261127T1821Z-run1/bench.json``):
   and read once at the device copy rate measured on the H200 (fast) to half of it (slow).
 * **A step** takes ``max(host, device)`` at the fast end (the GPU runs while the host issues the next
   operators) and ``host + device`` at the slow end (no overlap). A held-out check (every 250 steps)
-  and the final evaluation are counted the same way.
+  and the final evaluation (plus the eidetic diagnostic, as one more check) are counted the same
+  way.
+* **Left out:** the data generation's host time is in the operator count (it runs inside the
+  profiled step); Python work between operators is only in ``h`` as far as the calibration ops
+  have it; ``--backend triton`` is not modelled.
 
 The upper bound runs every model to the 6000-step cap, as ``--estimate`` does; runs that reach
 0.99 stop earlier. ``--widths`` and ``--arch`` narrow it; ``--out`` writes the rows as JSON.
+The calibration needs about 40 s; the whole protocol about 17 min on 2 cores.
 """
 
 from __future__ import annotations
