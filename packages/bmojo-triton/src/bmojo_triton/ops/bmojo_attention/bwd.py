@@ -33,6 +33,58 @@ import triton
 import triton.language as tl
 
 from bmojo_triton.ops._triton_utils import mm
+from bmojo_triton.ops.bmojo_attention.fwd import _band_interior
+
+
+@triton.jit
+def _band_dq_tile(
+    dq,
+    q,
+    do,
+    lse,
+    dlt,
+    i_pos,
+    q_ok,
+    n0,
+    hi,
+    K,
+    V,
+    stride_kt,
+    stride_kd,
+    stride_vt,
+    stride_vd,
+    src_start,
+    offset,
+    width,
+    scale,
+    offs_d,
+    d_ok,
+    BLOCK_N: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+    MASKED: tl.constexpr,
+):
+    """dQ from source rows [n0, n0 + BLOCK_N); MASKED False as in the forward's
+    ``_band_fwd_tile`` (every row exists and every valid query sees it)."""
+    rows = n0 + tl.arange(0, BLOCK_N)
+    r_ok = rows < hi
+    k = tl.load(
+        K + rows[:, None] * stride_kt + offs_d[None, :] * stride_kd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
+    )
+    v = tl.load(
+        V + rows[:, None] * stride_vt + offs_d[None, :] * stride_vd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
+    )
+    s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
+    if MASKED:
+        rel = i_pos[:, None] - (src_start + rows)[None, :] - offset
+        vis = (rel >= 0) & (rel < width) & r_ok[None, :] & q_ok[:, None]
+        p = tl.where(vis, tl.exp(s - lse[:, None]), 0.0)
+    else:
+        p = tl.exp(s - lse[:, None])
+    dp = mm(do, tl.trans(v), DOT_PREC, UPCAST).to(dq.dtype)
+    ds = p * (dp - dlt[:, None])
+    dq += mm(ds.to(k.dtype), k, DOT_PREC, UPCAST).to(dq.dtype)
+    return dq
 
 
 @triton.jit
@@ -63,24 +115,25 @@ def _band_dq(
     DOT_PREC: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
+    """dQ of one banded source, over the key tiles the forward visits, interior tiles unmasked."""
     lo = tl.maximum(i_lo - offset - width + 1, tl.maximum(src_start, 0)) - src_start
     hi = tl.minimum(i_hi - offset + 1 - src_start, Tsrc)
-    for n0 in range(lo, hi, BLOCK_N):
-        rows = n0 + tl.arange(0, BLOCK_N)
-        r_ok = rows < hi
-        k = tl.load(
-            K + rows[:, None] * stride_kt + offs_d[None, :] * stride_kd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
-        )
-        v = tl.load(
-            V + rows[:, None] * stride_vt + offs_d[None, :] * stride_vd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
-        )
-        s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
-        rel = i_pos[:, None] - (src_start + rows)[None, :] - offset
-        vis = (rel >= 0) & (rel < width) & r_ok[None, :] & q_ok[:, None]
-        p = tl.where(vis, tl.exp(s - lse[:, None]), 0.0)
-        dp = mm(do, tl.trans(v), DOT_PREC, UPCAST).to(dq.dtype)
-        ds = p * (dp - dlt[:, None])
-        dq += mm(ds.to(k.dtype), k, DOT_PREC, UPCAST).to(dq.dtype)
+    in_lo, in_hi = _band_interior(lo, hi, i_lo, i_hi, src_start, offset, width, BLOCK_N)
+    for n0 in range(lo, in_lo, BLOCK_N):
+        dq = _band_dq_tile(
+            dq, q, do, lse, dlt, i_pos, q_ok, n0, hi, K, V, stride_kt, stride_kd, stride_vt, stride_vd,
+            src_start, offset, width, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, True,
+        )  # fmt: skip
+    for n0 in range(in_lo, in_hi, BLOCK_N):
+        dq = _band_dq_tile(
+            dq, q, do, lse, dlt, i_pos, q_ok, n0, hi, K, V, stride_kt, stride_kd, stride_vt, stride_vd,
+            src_start, offset, width, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, False,
+        )  # fmt: skip
+    for n0 in range(in_hi, hi, BLOCK_N):
+        dq = _band_dq_tile(
+            dq, q, do, lse, dlt, i_pos, q_ok, n0, hi, K, V, stride_kt, stride_kd, stride_vt, stride_vd,
+            src_start, offset, width, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, True,
+        )  # fmt: skip
     return dq
 
 

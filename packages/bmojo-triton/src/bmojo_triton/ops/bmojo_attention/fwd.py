@@ -26,6 +26,75 @@ NEG_BIG = tl.constexpr(-1.0e30)
 
 
 @triton.jit
+def _band_interior(lo, hi, i_lo, i_hi, src_start, offset, width, BLOCK_N: tl.constexpr):
+    """[in_lo, in_hi): the source-row tiles (stepping BLOCK_N from ``lo``) that every query in
+    [i_lo, i_hi] sees whole, for a band offset <= i - j < offset + width over source rows
+    [lo, hi) at absolute positions src_start + r. A tile start n0 is interior when the last query
+    still sees row n0 (n0 >= i_hi - offset - width + 1 - src_start), the first query already sees
+    row n0 + BLOCK_N - 1 (n0 + BLOCK_N - 1 <= i_lo - offset - src_start) and every row exists
+    (n0 + BLOCK_N <= hi). Without interior tiles both ends are ``hi``, so the three loops
+    [lo, in_lo), [in_lo, in_hi), [in_hi, hi) always cover [lo, hi) once."""
+    in_lo = lo + tl.cdiv(tl.maximum(i_hi - offset - width + 1 - src_start - lo, 0), BLOCK_N) * BLOCK_N
+    in_last = tl.minimum(i_lo - offset - src_start - BLOCK_N + 1, hi - BLOCK_N)
+    n_in = tl.maximum((in_last - in_lo + BLOCK_N) // BLOCK_N, 0)
+    in_hi = tl.where(n_in > 0, in_lo + n_in * BLOCK_N, hi)
+    in_lo = tl.where(n_in > 0, in_lo, hi)
+    return in_lo, in_hi
+
+
+@triton.jit
+def _band_fwd_tile(
+    acc,
+    m_i,
+    l_i,
+    q,
+    i_pos,
+    q_ok,
+    n0,
+    hi,
+    K,
+    V,
+    stride_kt,
+    stride_kd,
+    stride_vt,
+    stride_vd,
+    src_start,
+    offset,
+    width,
+    scale,
+    offs_d,
+    d_ok,
+    BLOCK_N: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+    MASKED: tl.constexpr,
+):
+    """Online-softmax update with source rows [n0, n0 + BLOCK_N) (rows >= hi are not read).
+    MASKED False: the caller guarantees every row is < hi and visible from every valid query of
+    the tile, so the visibility mask is skipped (the result is the same: the mask would keep
+    every score of the valid rows; rows past T are never stored)."""
+    rows = n0 + tl.arange(0, BLOCK_N)
+    r_ok = rows < hi
+    k = tl.load(
+        K + rows[:, None] * stride_kt + offs_d[None, :] * stride_kd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
+    )
+    v = tl.load(
+        V + rows[:, None] * stride_vt + offs_d[None, :] * stride_vd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
+    )
+    s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
+    if MASKED:
+        rel = i_pos[:, None] - (src_start + rows)[None, :] - offset
+        vis = (rel >= 0) & (rel < width) & r_ok[None, :] & q_ok[:, None]
+        s = tl.where(vis, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    alpha = tl.exp(m_i - m_new)
+    p = tl.exp(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    acc = acc * alpha[:, None] + mm(p.to(v.dtype), v, DOT_PREC, UPCAST).to(acc.dtype)
+    return acc, m_new, l_i
+
+
+@triton.jit
 def _band_fwd(
     acc,
     m_i,
@@ -55,29 +124,29 @@ def _band_fwd(
     """Online-softmax update with the keys at positions j with offset <= i - j < offset + width.
 
     The source's row r is at absolute position src_start + r (its rows end at the last query);
-    positions < 0 are never visible. Only the rows the tile's queries can see are visited.
+    positions < 0 are never visible. Only the rows the tile's queries [i_lo, i_hi] can see are
+    visited, in tiles of BLOCK_N from ``lo``: first the tiles some query sees only in part (masked),
+    then the interior tiles every query sees whole (no mask: flash-attention's split of diagonal
+    and off-diagonal blocks), then the rest (masked).
     """
     lo = tl.maximum(i_lo - offset - width + 1, tl.maximum(src_start, 0)) - src_start
     hi = tl.minimum(i_hi - offset + 1 - src_start, Tsrc)
-    for n0 in range(lo, hi, BLOCK_N):
-        rows = n0 + tl.arange(0, BLOCK_N)
-        r_ok = rows < hi
-        k = tl.load(
-            K + rows[:, None] * stride_kt + offs_d[None, :] * stride_kd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
-        )
-        v = tl.load(
-            V + rows[:, None] * stride_vt + offs_d[None, :] * stride_vd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
-        )
-        s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
-        rel = i_pos[:, None] - (src_start + rows)[None, :] - offset
-        vis = (rel >= 0) & (rel < width) & r_ok[None, :] & q_ok[:, None]
-        s = tl.where(vis, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        alpha = tl.exp(m_i - m_new)
-        p = tl.exp(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + mm(p.to(v.dtype), v, DOT_PREC, UPCAST).to(acc.dtype)
-        m_i = m_new
+    in_lo, in_hi = _band_interior(lo, hi, i_lo, i_hi, src_start, offset, width, BLOCK_N)
+    for n0 in range(lo, in_lo, BLOCK_N):
+        acc, m_i, l_i = _band_fwd_tile(
+            acc, m_i, l_i, q, i_pos, q_ok, n0, hi, K, V, stride_kt, stride_kd, stride_vt, stride_vd,
+            src_start, offset, width, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, True,
+        )  # fmt: skip
+    for n0 in range(in_lo, in_hi, BLOCK_N):
+        acc, m_i, l_i = _band_fwd_tile(
+            acc, m_i, l_i, q, i_pos, q_ok, n0, hi, K, V, stride_kt, stride_kd, stride_vt, stride_vd,
+            src_start, offset, width, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, False,
+        )  # fmt: skip
+    for n0 in range(in_hi, hi, BLOCK_N):
+        acc, m_i, l_i = _band_fwd_tile(
+            acc, m_i, l_i, q, i_pos, q_ok, n0, hi, K, V, stride_kt, stride_kd, stride_vt, stride_vd,
+            src_start, offset, width, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, True,
+        )  # fmt: skip
     return acc, m_i, l_i
 
 
