@@ -332,6 +332,75 @@ def _attn_bwd_dq_kernel(
 
 
 @triton.jit
+def _dkdv_qtile(
+    dk,
+    dv,
+    k,
+    v,
+    j_pos,
+    j_ok,
+    m0,
+    q_hi,
+    Q,
+    DO,
+    LSE,
+    DLT,
+    sq_t,
+    sq_d,
+    sdo_t,
+    sdo_d,
+    sl_t,
+    q_start,
+    offset,
+    width,
+    scale,
+    offs_d,
+    d_ok,
+    DQ,
+    sdq_t,
+    sdq_d,
+    BLOCK_M: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+    EIDETIC: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
+    MASKED: tl.constexpr,
+):
+    """One query tile [m0, m0 + BLOCK_M) (rows >= q_hi invalid) of ``_dkdv_tile``. MASKED False:
+    the caller guarantees every query row and key row is valid and every query sees every key
+    row (a band tile's interior), so the visibility mask is skipped (same result)."""
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    q_ok = offs_m < q_hi
+    qd_mask = q_ok[:, None] & d_ok[None, :]
+    q = tl.load(Q + offs_m[:, None] * sq_t + offs_d[None, :] * sq_d, mask=qd_mask, other=0.0)
+    do = tl.load(DO + offs_m[:, None] * sdo_t + offs_d[None, :] * sdo_d, mask=qd_mask, other=0.0)
+    lse = tl.load(LSE + offs_m * sl_t, mask=q_ok, other=0.0).to(dk.dtype)
+    dlt = tl.load(DLT + offs_m * sl_t, mask=q_ok, other=0.0).to(dk.dtype)
+    i_pos = q_start + offs_m
+    s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale  # (BLOCK_M, BLOCK_N)
+    if MASKED:
+        if EIDETIC:
+            vis = (j_pos >= 0)[None, :] & (j_pos[None, :] <= (i_pos - width)[:, None])
+        else:
+            rel = i_pos[:, None] - j_pos[None, :] - offset
+            vis = (rel >= 0) & (rel < width) & (j_pos >= 0)[None, :]
+        vis = vis & q_ok[:, None] & j_ok[None, :]
+        p = tl.where(vis, tl.exp(s - lse[:, None]), 0.0)
+    else:
+        p = tl.exp(s - lse[:, None])
+    dv += mm(tl.trans(p.to(do.dtype)), do, DOT_PREC, UPCAST).to(dv.dtype)
+    dp = mm(do, tl.trans(v), DOT_PREC, UPCAST).to(dk.dtype)
+    ds = (p * (dp - dlt[:, None])).to(q.dtype)
+    dk += mm(tl.trans(ds), q, DOT_PREC, UPCAST).to(dk.dtype)
+    if ATOMIC_DQ:
+        dq = mm(ds, k, DOT_PREC, UPCAST).to(dk.dtype) * scale
+        dq_ptr = DQ + offs_m[:, None] * sdq_t + offs_d[None, :] * sdq_d
+        # relaxed: only atomicity is needed; the launch's end orders the adds before the cast
+        tl.atomic_add(dq_ptr, dq, mask=qd_mask, sem="relaxed")
+    return dk, dv
+
+
+@triton.jit
 def _dkdv_tile(
     dk,
     dv,
@@ -341,6 +410,8 @@ def _dkdv_tile(
     j_ok,
     q_lo,
     q_hi,
+    in_lo,
+    in_hi,
     Q,
     DO,
     LSE,
@@ -369,36 +440,45 @@ def _dkdv_tile(
 
     Banded (EIDETIC False): visible when offset <= i - j < offset + width, j >= 0. Eidetic: ``j_pos``
     holds the slots' epos and visible when 0 <= epos <= i - width (width = w; the caller limits
-    the query rows to the snapshot's chunk). ATOMIC_DQ: also add scale·dS·K to this head's rows
-    of DQ (the accumulator's dtype, strides sdq_*) by atomic adds; DQ is unused otherwise.
+    the query rows to the snapshot's chunk). The query tiles [in_lo, in_hi) (stepping BLOCK_M from
+    q_lo; see ``_band_interior_q``) run without the visibility mask; pass in_lo = in_hi = q_hi for
+    none. ATOMIC_DQ: also add scale·dS·K to this head's rows of DQ (the accumulator's dtype,
+    strides sdq_*) by atomic adds; DQ is unused otherwise.
     """
-    for m0 in range(q_lo, q_hi, BLOCK_M):
-        offs_m = m0 + tl.arange(0, BLOCK_M)
-        q_ok = offs_m < q_hi
-        qd_mask = q_ok[:, None] & d_ok[None, :]
-        q = tl.load(Q + offs_m[:, None] * sq_t + offs_d[None, :] * sq_d, mask=qd_mask, other=0.0)
-        do = tl.load(DO + offs_m[:, None] * sdo_t + offs_d[None, :] * sdo_d, mask=qd_mask, other=0.0)
-        lse = tl.load(LSE + offs_m * sl_t, mask=q_ok, other=0.0).to(dk.dtype)
-        dlt = tl.load(DLT + offs_m * sl_t, mask=q_ok, other=0.0).to(dk.dtype)
-        i_pos = q_start + offs_m
-        s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale  # (BLOCK_M, BLOCK_N)
-        if EIDETIC:
-            vis = (j_pos >= 0)[None, :] & (j_pos[None, :] <= (i_pos - width)[:, None])
-        else:
-            rel = i_pos[:, None] - j_pos[None, :] - offset
-            vis = (rel >= 0) & (rel < width) & (j_pos >= 0)[None, :]
-        vis = vis & q_ok[:, None] & j_ok[None, :]
-        p = tl.where(vis, tl.exp(s - lse[:, None]), 0.0)
-        dv += mm(tl.trans(p.to(do.dtype)), do, DOT_PREC, UPCAST).to(dv.dtype)
-        dp = mm(do, tl.trans(v), DOT_PREC, UPCAST).to(dk.dtype)
-        ds = (p * (dp - dlt[:, None])).to(q.dtype)
-        dk += mm(tl.trans(ds), q, DOT_PREC, UPCAST).to(dk.dtype)
-        if ATOMIC_DQ:
-            dq = mm(ds, k, DOT_PREC, UPCAST).to(dk.dtype) * scale
-            dq_ptr = DQ + offs_m[:, None] * sdq_t + offs_d[None, :] * sdq_d
-            # relaxed: only atomicity is needed; the launch's end orders the adds before the cast
-            tl.atomic_add(dq_ptr, dq, mask=qd_mask, sem="relaxed")
+    for m0 in range(q_lo, in_lo, BLOCK_M):
+        dk, dv = _dkdv_qtile(
+            dk, dv, k, v, j_pos, j_ok, m0, q_hi, Q, DO, LSE, DLT, sq_t, sq_d, sdo_t, sdo_d, sl_t, q_start,
+            offset, width, scale, offs_d, d_ok, DQ, sdq_t, sdq_d, BLOCK_M, DOT_PREC, UPCAST, EIDETIC, ATOMIC_DQ, True,
+        )  # fmt: skip
+    for m0 in range(in_lo, in_hi, BLOCK_M):
+        dk, dv = _dkdv_qtile(
+            dk, dv, k, v, j_pos, j_ok, m0, q_hi, Q, DO, LSE, DLT, sq_t, sq_d, sdo_t, sdo_d, sl_t, q_start,
+            offset, width, scale, offs_d, d_ok, DQ, sdq_t, sdq_d, BLOCK_M, DOT_PREC, UPCAST, EIDETIC, ATOMIC_DQ, False,
+        )  # fmt: skip
+    for m0 in range(in_hi, q_hi, BLOCK_M):
+        dk, dv = _dkdv_qtile(
+            dk, dv, k, v, j_pos, j_ok, m0, q_hi, Q, DO, LSE, DLT, sq_t, sq_d, sdo_t, sdo_d, sl_t, q_start,
+            offset, width, scale, offs_d, d_ok, DQ, sdq_t, sdq_d, BLOCK_M, DOT_PREC, UPCAST, EIDETIC, ATOMIC_DQ, True,
+        )  # fmt: skip
     return dk, dv
+
+
+@triton.jit
+def _band_interior_q(q_lo, q_hi, q_start, j_first, whole, offset, width, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """[in_lo, in_hi): the query tiles (relative rows, stepping BLOCK_M from q_lo, valid rows
+    < q_hi) whose every query sees every row of a whole key tile at positions
+    [j_first, j_first + BLOCK_N) under offset <= i - j < offset + width: the first query sees the
+    last key (q_start + m0 >= j_first + BLOCK_N - 1 + offset), the last query sees the first key
+    (q_start + m0 + BLOCK_M - 1 <= j_first + offset + width - 1) and every row is valid
+    (m0 + BLOCK_M <= q_hi). ``whole``: every key row exists and has a position >= 0; otherwise,
+    and when there is no such tile, both ends are q_hi (the mirror of ``fwd._band_interior``)."""
+    in_lo = q_lo + tl.cdiv(tl.maximum(j_first + BLOCK_N - 1 + offset - q_start - q_lo, 0), BLOCK_M) * BLOCK_M
+    in_last = tl.minimum(j_first + offset + width - BLOCK_M - q_start, q_hi - BLOCK_M)
+    n_in = tl.maximum((in_last - in_lo + BLOCK_M) // BLOCK_M, 0)
+    n_in = tl.where(whole, n_in, 0)
+    in_hi = tl.where(n_in > 0, in_lo + n_in * BLOCK_M, q_hi)
+    in_lo = tl.where(n_in > 0, in_lo, q_hi)
+    return in_lo, in_hi
 
 
 @triton.jit
@@ -476,6 +556,10 @@ def _attn_bwd_dkdv_band_kernel(
     j_last = tl.minimum(src_start + pid_n * BLOCK_N + BLOCK_N - 1, q_end)
     q_lo = tl.maximum(j_first + offset, q_start) - q_start
     q_hi = tl.minimum(j_last + offset + width - 1, q_end) - q_start + 1
+    # query tiles that see the whole key tile skip the mask (when every key row exists, at >= 0)
+    tile_first = src_start + pid_n * BLOCK_N
+    whole = (tile_first >= 0) & (pid_n * BLOCK_N + BLOCK_N <= Tsrc)
+    in_lo, in_hi = _band_interior_q(q_lo, q_hi, q_start, tile_first, whole, offset, width, BLOCK_M, BLOCK_N)
     for gi in range(0, G):
         h = hk * G + gi
         dk, dv = _dkdv_tile(
@@ -487,6 +571,8 @@ def _attn_bwd_dkdv_band_kernel(
             r_ok,
             q_lo,
             q_hi,
+            in_lo,
+            in_hi,
             Q + b * sq_b + h * sq_h,
             DO + b * sdo_b + h * sdo_h,
             LSE + b * sl_b + h * sl_h,
@@ -622,6 +708,8 @@ def _attn_bwd_dkdv_eidetic_kernel(
             ep,
             e_ok,
             q_lo,
+            q_hi,
+            q_hi,  # no unmasked query tiles: visibility depends on each slot's epos
             q_hi,
             Q + b * sq_b + h * sq_h,
             DO + b * sdo_b + h * sdo_h,
