@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 
 from bmojo_triton.ops._triton_utils import mm
-from bmojo_triton.ops.bmojo_attention.fwd import _band_interior
+from bmojo_triton.ops.bmojo_attention.fwd import _band_interior, _band_tile_scores
 
 
 @triton.jit
@@ -64,23 +64,13 @@ def _band_dq_tile(
     UPCAST: tl.constexpr,
     MASKED: tl.constexpr,
 ):
-    """dQ from source rows [n0, n0 + BLOCK_N); MASKED False as in the forward's
-    ``_band_fwd_tile`` (every row exists and every valid query sees it)."""
-    rows = n0 + tl.arange(0, BLOCK_N)
-    r_ok = rows < hi
-    k = tl.load(
-        K + rows[:, None] * stride_kt + offs_d[None, :] * stride_kd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
-    )
-    v = tl.load(
-        V + rows[:, None] * stride_vt + offs_d[None, :] * stride_vd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
-    )
-    s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
-    if MASKED:
-        rel = i_pos[:, None] - (src_start + rows)[None, :] - offset
-        vis = (rel >= 0) & (rel < width) & r_ok[None, :] & q_ok[:, None]
-        p = tl.where(vis, tl.exp(s - lse[:, None]), 0.0)
-    else:
-        p = tl.exp(s - lse[:, None])
+    """dQ from source rows [n0, n0 + BLOCK_N) (``MASKED``: see ``fwd._band_tile_scores``; its
+    -inf scores give p = 0, lse being finite)."""
+    k, v, s = _band_tile_scores(
+        q, i_pos, q_ok, n0, hi, K, V, stride_kt, stride_kd, stride_vt, stride_vd,
+        src_start, offset, width, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, MASKED,
+    )  # fmt: skip
+    p = tl.exp(s - lse[:, None])
     dp = mm(do, tl.trans(v), DOT_PREC, UPCAST).to(dq.dtype)
     ds = p * (dp - dlt[:, None])
     dq += mm(ds.to(k.dtype), k, DOT_PREC, UPCAST).to(dq.dtype)

@@ -43,6 +43,52 @@ def _band_interior(lo, hi, i_lo, i_hi, src_start, offset, width, BLOCK_N: tl.con
 
 
 @triton.jit
+def _band_tile_scores(
+    q,
+    i_pos,
+    q_ok,
+    n0,
+    hi,
+    K,
+    V,
+    stride_kt,
+    stride_kd,
+    stride_vt,
+    stride_vd,
+    src_start,
+    offset,
+    width,
+    scale,
+    offs_d,
+    d_ok,
+    BLOCK_N: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+    MASKED: tl.constexpr,
+):
+    """k and v of source rows [n0, n0 + BLOCK_N) (rows >= hi read as 0) and the scaled scores
+    q·kᵀ, -inf where a query does not see a row (offset <= i - j < offset + width fails, the row
+    or the query does not exist). MASKED False: the caller guarantees every row is < hi and
+    visible from every valid query of the tile (an interior tile), so no mask is computed (the
+    mask would keep every score of the valid rows; rows past T are never stored). The forward
+    and the backward's dQ walk read their tiles through this."""
+    rows = n0 + tl.arange(0, BLOCK_N)
+    r_ok = rows < hi
+    k = tl.load(
+        K + rows[:, None] * stride_kt + offs_d[None, :] * stride_kd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
+    )
+    v = tl.load(
+        V + rows[:, None] * stride_vt + offs_d[None, :] * stride_vd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
+    )
+    s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
+    if MASKED:
+        rel = i_pos[:, None] - (src_start + rows)[None, :] - offset
+        vis = (rel >= 0) & (rel < width) & r_ok[None, :] & q_ok[:, None]
+        s = tl.where(vis, s, float("-inf"))
+    return k, v, s
+
+
+@triton.jit
 def _band_fwd_tile(
     acc,
     m_i,
@@ -69,23 +115,12 @@ def _band_fwd_tile(
     UPCAST: tl.constexpr,
     MASKED: tl.constexpr,
 ):
-    """Online-softmax update with source rows [n0, n0 + BLOCK_N) (rows >= hi are not read).
-    MASKED False: the caller guarantees every row is < hi and visible from every valid query of
-    the tile, so the visibility mask is skipped (the result is the same: the mask would keep
-    every score of the valid rows; rows past T are never stored)."""
-    rows = n0 + tl.arange(0, BLOCK_N)
-    r_ok = rows < hi
-    k = tl.load(
-        K + rows[:, None] * stride_kt + offs_d[None, :] * stride_kd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
-    )
-    v = tl.load(
-        V + rows[:, None] * stride_vt + offs_d[None, :] * stride_vd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
-    )
-    s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
-    if MASKED:
-        rel = i_pos[:, None] - (src_start + rows)[None, :] - offset
-        vis = (rel >= 0) & (rel < width) & r_ok[None, :] & q_ok[:, None]
-        s = tl.where(vis, s, float("-inf"))
+    """Online-softmax update with source rows [n0, n0 + BLOCK_N) (``MASKED``: see
+    ``_band_tile_scores``)."""
+    _k, v, s = _band_tile_scores(
+        q, i_pos, q_ok, n0, hi, K, V, stride_kt, stride_kd, stride_vt, stride_vd,
+        src_start, offset, width, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, MASKED,
+    )  # fmt: skip
     m_new = tl.maximum(m_i, tl.max(s, axis=1))
     alpha = tl.exp(m_i - m_new)
     p = tl.exp(s - m_new[:, None])
