@@ -199,13 +199,66 @@ def test_atomic_equals_split_to_float32_rounding(device):
     assert not torch.equal(atomic[2], split[2])
 
 
-@pytest.mark.parametrize("wanted", [("q",), ("kf", "vf", "ek", "ev")], ids="+".join)
-def test_atomic_dq_honours_needed_gradients(wanted, device):
-    """Only the wanted gradients are computed, and dq still gathers every source's term when the
-    sources themselves need none (fading and eidetic kernels then run for dq alone)."""
+@pytest.mark.parametrize("variant", ["split", "atomic"])
+@pytest.mark.parametrize("wanted", [("q",), ("k", "v"), ("kf", "vf", "ek", "ev")], ids="+".join)
+def test_backward_honours_needed_gradients(wanted, variant, device):
+    """Only the wanted gradients are computed (split: no dQ kernel without dq, no raw-key dK/dV
+    kernel without dk/dv); in "atomic" dq still gathers every source's term when the sources
+    themselves need none (fading and eidetic kernels then run for dq alone)."""
     args, kw = make(device, torch.float32, T=23, w=9, f=7, M=4, chunk=9, delta=2, seed=4)
     ref = _grads(reference, args, kw, wanted)
-    with atomic_dq(args[0]):
+    with atomic_dq(args[0]) if variant == "atomic" else contextlib.nullcontext():
         got = _grads(fused, args, kw, wanted)
     for name, a, r in zip(("o", "lse", *(f"d{n}" for n in wanted)), got, ref):
-        assert_close(f"atomic needs {wanted}: {name}", a, r, torch.float32, grad=name.startswith("d"))
+        assert_close(f"{variant} needs {wanted}: {name}", a, r, torch.float32, grad=name.startswith("d"))
+
+
+# ----- one masked loop per band (AttnTiles.interior=False) and the Δ kernel's two entries -----
+
+
+@contextlib.contextmanager
+def one_loop(q):
+    """fwd, dQ and band dK/dV kernels walk every band tile masked, in one loop."""
+    key = (min(pow2(q.shape[-1]), 128), q.element_size())
+    cfgs = {k: replace(TILES.get(k, key, q.device), interior=False) for k in ("fwd", "bwd_dq", "bwd_dkdv")}
+    with TILES.override(**cfgs):
+        yield
+
+
+#: bands with interior tiles at the interpreter's 16×16 (w = 70, f = 45; w = 40 with δ = 0), a
+#: band narrower than a tile, decode, and keys before position 0
+ONE_LOOP_CASES = ("long_T150_spans_gpu_tiles", "delta1_w_small", "decode_T1", "continuation_negative_positions")
+
+
+@pytest.mark.parametrize("name", ONE_LOOP_CASES)
+def test_one_loop_bands_match_reference_and_the_split_walk(name, device):
+    """interior=False against the reference, and bit-equal to the default split walk: both visit
+    the same tiles in the same order, and the mask keeps every score of an interior tile."""
+    args, kw = make(device, torch.float32, **CASES[name])
+    with one_loop(args[0]):
+        compare_fwd_bwd(f"one loop {name}", fused, reference, args, kw, torch.float32, names=NAMES)
+        single = _grads(fused, args, kw, NAMES[:7])
+    split = _grads(fused, args, kw, NAMES[:7])
+    for what, a, s in zip(("o", "lse", *(f"d{n}" for n in NAMES[:7])), single, split):
+        assert torch.equal(a, s), f"{name}: {what} differs between the one-loop and the split walk"
+
+
+def test_one_loop_window_only_delta0_gqa(device):
+    args, kw = make(device, torch.float32, T=70, H=4, Hkv=1, w=40, f=33, M=None, delta=0, seed=7)
+    with one_loop(args[0]):
+        compare_fwd_bwd("one loop gqa4 delta0", fused, reference, args, kw, torch.float32, names=NAMES)
+
+
+@pytest.mark.parametrize("used", ["o", "lse"])
+def test_backward_from_one_output(used, device):
+    """Only o used (dlse arrives as None: Δ = dO·O) or only lse (dO arrives as None: Δ = −dlse)."""
+    args, kw = make(device, torch.float32, T=41, w=17, f=12, M=4, chunk=9, seed=2)
+    a_o, a_r = leaves(args), leaves(args)
+    for fn, a in ((fused, a_o), (reference, a_r)):
+        o, lse = fn(*a, **kw)
+        g = torch.Generator().manual_seed(9)
+        t = o if used == "o" else lse
+        t.backward(torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device))
+    for n, t_o, t_r in zip(NAMES, a_o, a_r):
+        if isinstance(t_o, torch.Tensor) and t_o.is_floating_point():
+            assert_close(f"only {used}: d{n}", t_o.grad, t_r.grad, torch.float32, grad=True)

@@ -144,6 +144,7 @@ def test_the_defaults_are_the_untuned_first_choices():
         (lambda: att.AttnTiles(64, 64, num_warps=3), "AttnTiles.num_warps: expected one of"),
         (lambda: att.AttnTiles(64, 64, num_stages=0), "AttnTiles.num_stages: expected an int >= 1, got 0"),
         (lambda: att.AttnTiles(dq="atomics"), "AttnTiles.dq: expected one of ('split', 'atomic'), got 'atomics'"),
+        (lambda: att.AttnTiles(interior=1), "AttnTiles.interior: expected a bool, got 1"),
         (lambda: scan.ScanTiles(block_l=24), "ScanTiles.block_l: expected a power of two >= 16, got 24"),
     ],
 )

@@ -6,7 +6,8 @@ and ignored (results never depended on it; the kernels pick their own tiles). Fi
 
 * ``fwd.py`` — the forward kernel: online softmax over raw window, fading window and eidetic
   snapshot, returns o and the log-sum-exp;
-* ``bwd.py`` — dQ and per-source dK/dV kernels, recomputing probabilities from the lse (two
+* ``bwd.py`` — the Δ kernel, dQ and per-source dK/dV kernels, recomputing probabilities from
+  the lse (two
   variants: "split", a dQ kernel beside the dK/dV kernels, the default; "atomic", dQ added by the
   dK/dV kernels with atomics, opt-in — see ``AttnTiles.dq``);
 * this file — argument checks (core's), the launchers and the ``autograd.Function``.
@@ -28,11 +29,13 @@ from bmojo_triton.ops._triton_utils import (
     acc_dtype,
     check_launch,
     dot_precision,
+    gpu_path,
     on_device,
     pow2,
     upcast,
 )
 from bmojo_triton.ops.bmojo_attention.bwd import (
+    _attn_bwd_delta_kernel,
     _attn_bwd_dkdv_band_kernel,
     _attn_bwd_dkdv_eidetic_kernel,
     _attn_bwd_dq_kernel,
@@ -52,21 +55,34 @@ class AttnTiles:
     """One attention kernel's launch: ``BLOCK_M`` query rows × ``BLOCK_N`` key rows per tile
     (powers of two >= 16), ``num_warps`` and ``num_stages`` (Triton's defaults are 4 and 3).
     ``dq`` (one of ``DQ_VARIANTS``) is the backward's dQ variant; only the ``bwd_dkdv`` config
-    may say other than "split" (the eidetic dK/dV kernel follows it)."""
+    may say other than "split" (the eidetic dK/dV kernel follows it). ``interior``: walk each band
+    as masked edge tiles plus unmasked interior tiles (True), or every tile masked in one loop
+    (False: less code, fewer registers — which is faster is the GPU's call; the eidetic dK/dV
+    kernel always masks)."""
 
     block_m: int = 64
     block_n: int = 64
     num_warps: int = 4
     num_stages: int = 3
     dq: str = "split"
+    interior: bool = True
 
     def __post_init__(self):
         check_launch("AttnTiles", dict(block_m=self.block_m, block_n=self.block_n), self.num_warps, self.num_stages)
         if self.dq not in DQ_VARIANTS:
             fail("AttnTiles.dq", f"one of {DQ_VARIANTS}", repr(self.dq))
+        if not isinstance(self.interior, bool):
+            fail("AttnTiles.interior", "a bool", repr(self.interior))
 
     def launch(self) -> dict:
-        return dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n, num_warps=self.num_warps, num_stages=self.num_stages)
+        """Launch kwargs of the fwd, dQ and band dK/dV kernels."""
+        return dict(
+            BLOCK_M=self.block_m,
+            BLOCK_N=self.block_n,
+            num_warps=self.num_warps,
+            num_stages=self.num_stages,
+            SPLIT_INTERIOR=self.interior,
+        )
 
 
 #: Launch configs of the four attention kernels: ``fwd``; the backward's ``bwd_dq``, ``bwd_dkdv``
@@ -100,13 +116,22 @@ def _config(kernel: str, q: torch.Tensor) -> AttnTiles:
 
 
 def _tiles(kernel: str, q: torch.Tensor) -> tuple[dict, int]:
-    """Launch kwargs (BLOCK_M, BLOCK_N, num_warps, num_stages) of ``kernel`` for q, and BLOCK_D
-    (the head dimension padded to a power of two >= 16; loads are masked)."""
+    """Launch kwargs (BLOCK_M, BLOCK_N, num_warps, num_stages, and SPLIT_INTERIOR except for the
+    eidetic dK/dV kernel) of ``kernel`` for q, and BLOCK_D (the head dimension padded to a power
+    of two >= 16; loads are masked)."""
     T = q.shape[1]
     cfg = _config(kernel, q)
     if T <= MIN_DOT:
         cfg = replace(cfg, block_m=MIN_DOT)
-    return cfg.launch(), pow2(q.shape[-1])
+    launch = cfg.launch()
+    if kernel == "bwd_dkdv_eidetic":
+        del launch["SPLIT_INTERIOR"]
+    return launch, pow2(q.shape[-1])
+
+
+#: Query rows per program of the Δ kernel (memory-bound: one read of O and dO), on a GPU and
+#: under the interpreter.
+DELTA_ROWS = {"gpu": 64, "interpreter": 16}
 
 
 def _dot_consts(q: torch.Tensor) -> dict:
@@ -132,6 +157,8 @@ class _Meta:
         # Passed to the kernels as a one-element tensor in the accumulator's dtype: Triton types a
         # Python float argument as float32 on a GPU, which would round the float64 scale (the CPU
         # interpreter keeps it exact, so only the GPU conformance run showed float64 failing).
+        # torch.full is one fill kernel; torch.tensor([...], device=cuda) would copy from host
+        # memory and synchronise the stream on every call.
         acc = torch.float64 if q.dtype == torch.float64 else torch.float32
         self.scale_t = torch.full((1,), self.scale, dtype=acc, device=q.device)
 
@@ -195,12 +222,28 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
     Tf = kf.shape[1] if meta.use_fading else 0
     M = ek.shape[2] if meta.use_eidetic else 0
     do = do.contiguous()
-    # Δ_i = dO_i·O_i − dlse_i (float32, or float64 for float64 inputs): a (b, H, T) vector
-    dlt = (do.to(lse.dtype) * o.to(lse.dtype)).sum(-1).transpose(1, 2)
-    if dlse is not None:
-        dlt = dlt - dlse.to(lse.dtype)
-    dlt = dlt.contiguous()
     consts = _dot_consts(q)
+    # Δ_i = dO_i·O_i − dlse_i (float32, or float64 for float64 inputs): a (b, H, T) vector
+    dlt = torch.empty_like(lse)
+    rows = DELTA_ROWS["gpu" if gpu_path(q.device) else "interpreter"]
+    with on_device(q):
+        _attn_bwd_delta_kernel[(triton.cdiv(T, rows), b * H)](
+            o,
+            do,
+            dlse if dlse is not None else lse,  # never read without dlse
+            dlt,
+            *o.stride(),
+            *do.stride(),
+            *(dlse.stride() if dlse is not None else lse.stride()),
+            *dlt.stride(),
+            T,
+            H,
+            Dh,
+            HAS_DLSE=dlse is not None,
+            BLOCK_M=rows,
+            BLOCK_D=pow2(Dh),
+            ACC=consts["ACC"],
+        )
     l_band, bd = _tiles("bwd_dkdv", q)
     l_eid, _ = _tiles("bwd_dkdv_eidetic", q)
     # "atomic": the dK/dV kernels add dQ into dq_acc (accumulator dtype), no dQ kernel; without a
@@ -214,7 +257,7 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
     f_src = (kf, vf) if meta.use_fading else (k, v)
     e_src = (ek, ev, epos) if meta.use_eidetic else (k, v, lse)
     with on_device(q):
-        if not atomic:
+        if not atomic and needs[0]:  # "split": the dQ kernel only when dq is wanted
             l_dq, _ = _tiles("bwd_dq", q)
             dq = torch.empty_like(q)
             _attn_bwd_dq_kernel[(triton.cdiv(T, l_dq["BLOCK_M"]), b * H)](
@@ -291,8 +334,9 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
             )
             return dk, dv
 
-        dk, dv = band(k, v, 0, meta.window)
-        dkf = dvf = dek = dev = None
+        dk = dv = dkf = dvf = dek = dev = None
+        if needs[1] or needs[2] or dq_acc is not None:
+            dk, dv = band(k, v, 0, meta.window)
         if kf is not None and (needs[3] or needs[4] or (dq_acc is not None and meta.use_fading)):
             if meta.use_fading:
                 dkf, dvf = band(kf, vf, meta.delta, meta.fading_window)
@@ -347,6 +391,7 @@ class BMojoAttentionFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, kf, vf, ek, ev, epos, meta):
         o, lse = _fwd(q, k, v, kf, vf, ek, ev, epos, meta)
+        ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None, not zeros
         ctx.save_for_backward(q, k, v, kf, vf, ek, ev, epos, o, lse)
         ctx.meta = meta
         return o, lse

@@ -24,7 +24,11 @@ Two variants of the backward (chosen by the launcher from ``TILES``' ``bwd_dkdv`
   dQ buffer with ``tl.atomic_add`` — 5 matmuls per tile pair, one atomic add per (query row, head
   dim) per visited tile pair; the float add order varies between runs on a GPU.
 
-Every row of every gradient is written (rows no query sees get zeros).
+Every row of every gradient is written (rows no query sees get zeros). Probabilities are
+recomputed in base 2 as in the forward: ``P = exp2(q·kᵀ·scale·log₂e − lse·log₂e)``.
+``_attn_bwd_delta_kernel`` computes Δ first (one read of O and dO; the torch expression it
+replaces made float32 copies of both). ``SPLIT_INTERIOR``: as in the forward, interior tiles are
+walked without the mask, or every tile masked in one loop.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import triton
 import triton.language as tl
 
 from bmojo_triton.ops._triton_utils import mm
-from bmojo_triton.ops.bmojo_attention.fwd import _band_interior, _band_tile_scores
+from bmojo_triton.ops.bmojo_attention.fwd import _band_interior, _band_tile_scores, _softmax_consts
 
 
 @triton.jit
@@ -56,7 +60,7 @@ def _band_dq_tile(
     src_start,
     offset,
     width,
-    scale,
+    scale2,
     offs_d,
     d_ok,
     BLOCK_N: tl.constexpr,
@@ -64,13 +68,14 @@ def _band_dq_tile(
     UPCAST: tl.constexpr,
     MASKED: tl.constexpr,
 ):
-    """dQ from source rows [n0, n0 + BLOCK_N) (``MASKED``: see ``fwd._band_tile_scores``; its
-    -inf scores give p = 0, lse being finite)."""
+    """dQ (unscaled: the kernel multiplies by scale once at the end) from source rows
+    [n0, n0 + BLOCK_N); ``lse`` in base 2, ``scale2`` = scale·log₂e (``MASKED``: see
+    ``fwd._band_tile_scores``; its -inf scores give p = 0, lse being finite)."""
     k, v, s = _band_tile_scores(
         q, i_pos, q_ok, n0, hi, K, V, stride_kt, stride_kd, stride_vt, stride_vd,
-        src_start, offset, width, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, MASKED,
+        src_start, offset, width, scale2, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, MASKED,
     )  # fmt: skip
-    p = tl.exp(s - lse[:, None])
+    p = tl.exp2(s - lse[:, None])
     dp = mm(do, tl.trans(v), DOT_PREC, UPCAST).to(dq.dtype)
     ds = p * (dp - dlt[:, None])
     dq += mm(ds.to(k.dtype), k, DOT_PREC, UPCAST).to(dq.dtype)
@@ -98,31 +103,36 @@ def _band_dq(
     Tsrc,
     offset,
     width,
-    scale,
+    scale2,
     offs_d,
     d_ok,
     BLOCK_N: tl.constexpr,
     DOT_PREC: tl.constexpr,
     UPCAST: tl.constexpr,
+    SPLIT_INTERIOR: tl.constexpr,
 ):
-    """dQ of one banded source, over the key tiles the forward visits, interior tiles unmasked."""
+    """dQ of one banded source, over the key tiles the forward visits (SPLIT_INTERIOR: interior
+    tiles unmasked)."""
     lo = tl.maximum(i_lo - offset - width + 1, tl.maximum(src_start, 0)) - src_start
     hi = tl.minimum(i_hi - offset + 1 - src_start, Tsrc)
-    in_lo, in_hi = _band_interior(lo, hi, i_lo, i_hi, src_start, offset, width, BLOCK_N)
+    if SPLIT_INTERIOR:
+        in_lo, in_hi = _band_interior(lo, hi, i_lo, i_hi, src_start, offset, width, BLOCK_N)
+    else:
+        in_lo, in_hi = hi, hi
     for n0 in range(lo, in_lo, BLOCK_N):
         dq = _band_dq_tile(
             dq, q, do, lse, dlt, i_pos, q_ok, n0, hi, K, V, stride_kt, stride_kd, stride_vt, stride_vd,
-            src_start, offset, width, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, True,
+            src_start, offset, width, scale2, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, True,
         )  # fmt: skip
     for n0 in range(in_lo, in_hi, BLOCK_N):
         dq = _band_dq_tile(
             dq, q, do, lse, dlt, i_pos, q_ok, n0, hi, K, V, stride_kt, stride_kd, stride_vt, stride_vd,
-            src_start, offset, width, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, False,
+            src_start, offset, width, scale2, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, False,
         )  # fmt: skip
     for n0 in range(in_hi, hi, BLOCK_N):
         dq = _band_dq_tile(
             dq, q, do, lse, dlt, i_pos, q_ok, n0, hi, K, V, stride_kt, stride_kd, stride_vt, stride_vd,
-            src_start, offset, width, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, True,
+            src_start, offset, width, scale2, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, True,
         )  # fmt: skip
     return dq
 
@@ -202,9 +212,10 @@ def _attn_bwd_dq_kernel(
     ACC: tl.constexpr,
     DOT_PREC: tl.constexpr,
     UPCAST: tl.constexpr,
+    SPLIT_INTERIOR: tl.constexpr,
 ):
-    scale = tl.load(Scale)  # a tensor: a Python float arg would be typed float32 on a GPU
     """dQ; DQ has q's strides, DO has its own; LSE and DLT (float32/64) share strides sl_*."""
+    scale, scale2, _ln2, log2e = _softmax_consts(Scale)
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
@@ -220,7 +231,7 @@ def _attn_bwd_dq_kernel(
     do = tl.load(
         DO + b * sdo_b + h * sdo_h + offs_m[:, None] * sdo_t + offs_d[None, :] * sdo_d, mask=qd_mask, other=0.0
     )
-    lse = tl.load(LSE + b * sl_b + h * sl_h + offs_m * sl_t, mask=q_ok, other=0.0).to(ACC)
+    lse = tl.load(LSE + b * sl_b + h * sl_h + offs_m * sl_t, mask=q_ok, other=0.0).to(ACC) * log2e  # base 2
     dlt = tl.load(DLT + b * sl_b + h * sl_h + offs_m * sl_t, mask=q_ok, other=0.0).to(ACC)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=ACC)
     q_end = q_start + T - 1
@@ -246,12 +257,13 @@ def _attn_bwd_dq_kernel(
         Tk,
         0,
         window,
-        scale,
+        scale2,
         offs_d,
         d_ok,
         BLOCK_N,
         DOT_PREC,
         UPCAST,
+        SPLIT_INTERIOR,
     )
     if HAS_FADING:
         dq = _band_dq(
@@ -274,12 +286,13 @@ def _attn_bwd_dq_kernel(
             Tf,
             delta,
             fading_window,
-            scale,
+            scale2,
             offs_d,
             d_ok,
             BLOCK_N,
             DOT_PREC,
             UPCAST,
+            SPLIT_INTERIOR,
         )
     if HAS_EIDETIC:
         base = q_start // chunk
@@ -302,14 +315,14 @@ def _attn_bwd_dq_kernel(
                     mask=kd_mask,
                     other=0.0,
                 )
-                s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
+                s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale2
                 vis = (
                     (snap == s_idx)[:, None]
                     & q_ok[:, None]
                     & (ep >= 0)[None, :]
                     & (ep[None, :] <= (i_pos - window)[:, None])
                 )
-                p = tl.where(vis, tl.exp(s - lse[:, None]), 0.0)
+                p = tl.where(vis, tl.exp2(s - lse[:, None]), 0.0)
                 dp = mm(do, tl.trans(v), DOT_PREC, UPCAST).to(ACC)
                 ds = p * (dp - dlt[:, None])
                 dq += mm(ds.to(k.dtype), k, DOT_PREC, UPCAST).to(ACC)
@@ -344,6 +357,8 @@ def _dkdv_qtile(
     offset,
     width,
     scale,
+    scale2,
+    log2e,
     offs_d,
     d_ok,
     DQ,
@@ -364,10 +379,10 @@ def _dkdv_qtile(
     qd_mask = q_ok[:, None] & d_ok[None, :]
     q = tl.load(Q + offs_m[:, None] * sq_t + offs_d[None, :] * sq_d, mask=qd_mask, other=0.0)
     do = tl.load(DO + offs_m[:, None] * sdo_t + offs_d[None, :] * sdo_d, mask=qd_mask, other=0.0)
-    lse = tl.load(LSE + offs_m * sl_t, mask=q_ok, other=0.0).to(dk.dtype)
+    lse = tl.load(LSE + offs_m * sl_t, mask=q_ok, other=0.0).to(dk.dtype) * log2e  # base 2
     dlt = tl.load(DLT + offs_m * sl_t, mask=q_ok, other=0.0).to(dk.dtype)
     i_pos = q_start + offs_m
-    s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale  # (BLOCK_M, BLOCK_N)
+    s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale2  # (BLOCK_M, BLOCK_N), base 2
     if MASKED:
         if EIDETIC:
             vis = (j_pos >= 0)[None, :] & (j_pos[None, :] <= (i_pos - width)[:, None])
@@ -375,9 +390,9 @@ def _dkdv_qtile(
             rel = i_pos[:, None] - j_pos[None, :] - offset
             vis = (rel >= 0) & (rel < width) & (j_pos >= 0)[None, :]
         vis = vis & q_ok[:, None] & j_ok[None, :]
-        p = tl.where(vis, tl.exp(s - lse[:, None]), 0.0)
+        p = tl.where(vis, tl.exp2(s - lse[:, None]), 0.0)
     else:
-        p = tl.exp(s - lse[:, None])
+        p = tl.exp2(s - lse[:, None])
     dv += mm(tl.trans(p.to(do.dtype)), do, DOT_PREC, UPCAST).to(dv.dtype)
     dp = mm(do, tl.trans(v), DOT_PREC, UPCAST).to(dk.dtype)
     ds = (p * (dp - dlt[:, None])).to(q.dtype)
@@ -415,6 +430,8 @@ def _dkdv_tile(
     offset,
     width,
     scale,
+    scale2,
+    log2e,
     offs_d,
     d_ok,
     DQ,
@@ -438,17 +455,20 @@ def _dkdv_tile(
     for m0 in range(q_lo, in_lo, BLOCK_M):
         dk, dv = _dkdv_qtile(
             dk, dv, k, v, j_pos, j_ok, m0, q_hi, Q, DO, LSE, DLT, sq_t, sq_d, sdo_t, sdo_d, sl_t, q_start,
-            offset, width, scale, offs_d, d_ok, DQ, sdq_t, sdq_d, BLOCK_M, DOT_PREC, UPCAST, EIDETIC, ATOMIC_DQ, True,
+            offset, width, scale, scale2, log2e, offs_d, d_ok, DQ, sdq_t, sdq_d,
+            BLOCK_M, DOT_PREC, UPCAST, EIDETIC, ATOMIC_DQ, True,
         )  # fmt: skip
     for m0 in range(in_lo, in_hi, BLOCK_M):
         dk, dv = _dkdv_qtile(
             dk, dv, k, v, j_pos, j_ok, m0, q_hi, Q, DO, LSE, DLT, sq_t, sq_d, sdo_t, sdo_d, sl_t, q_start,
-            offset, width, scale, offs_d, d_ok, DQ, sdq_t, sdq_d, BLOCK_M, DOT_PREC, UPCAST, EIDETIC, ATOMIC_DQ, False,
+            offset, width, scale, scale2, log2e, offs_d, d_ok, DQ, sdq_t, sdq_d,
+            BLOCK_M, DOT_PREC, UPCAST, EIDETIC, ATOMIC_DQ, False,
         )  # fmt: skip
     for m0 in range(in_hi, q_hi, BLOCK_M):
         dk, dv = _dkdv_qtile(
             dk, dv, k, v, j_pos, j_ok, m0, q_hi, Q, DO, LSE, DLT, sq_t, sq_d, sdo_t, sdo_d, sl_t, q_start,
-            offset, width, scale, offs_d, d_ok, DQ, sdq_t, sdq_d, BLOCK_M, DOT_PREC, UPCAST, EIDETIC, ATOMIC_DQ, True,
+            offset, width, scale, scale2, log2e, offs_d, d_ok, DQ, sdq_t, sdq_d,
+            BLOCK_M, DOT_PREC, UPCAST, EIDETIC, ATOMIC_DQ, True,
         )  # fmt: skip
     return dk, dv
 
@@ -521,10 +541,11 @@ def _attn_bwd_dkdv_band_kernel(
     DOT_PREC: tl.constexpr,
     UPCAST: tl.constexpr,
     ATOMIC_DQ: tl.constexpr,
+    SPLIT_INTERIOR: tl.constexpr,
 ):
-    scale = tl.load(Scale)  # a tensor: a Python float arg would be typed float32 on a GPU
     """dK, dV of one banded source; DK/DV have K/V's strides. ATOMIC_DQ: also dQ into DQ (the
     accumulator's dtype, strides sdq_*) by atomic adds."""
+    scale, scale2, _ln2, log2e = _softmax_consts(Scale)
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // Hkv
@@ -549,7 +570,10 @@ def _attn_bwd_dkdv_band_kernel(
     # query tiles that see the whole key tile skip the mask (when every key row exists, at >= 0)
     tile_first = src_start + pid_n * BLOCK_N
     whole = (tile_first >= 0) & (pid_n * BLOCK_N + BLOCK_N <= Tsrc)
-    in_lo, in_hi = _band_interior_q(q_lo, q_hi, q_start, tile_first, whole, offset, width, BLOCK_M, BLOCK_N)
+    if SPLIT_INTERIOR:
+        in_lo, in_hi = _band_interior_q(q_lo, q_hi, q_start, tile_first, whole, offset, width, BLOCK_M, BLOCK_N)
+    else:
+        in_lo, in_hi = q_hi, q_hi
     for gi in range(0, G):
         h = hk * G + gi
         dk, dv = _dkdv_tile(
@@ -576,6 +600,8 @@ def _attn_bwd_dkdv_band_kernel(
             offset,
             width,
             scale,
+            scale2,
+            log2e,
             offs_d,
             d_ok,
             DQ + b * sdq_b + h * sdq_h,
@@ -657,9 +683,9 @@ def _attn_bwd_dkdv_eidetic_kernel(
     UPCAST: tl.constexpr,
     ATOMIC_DQ: tl.constexpr,
 ):
-    scale = tl.load(Scale)  # a tensor: a Python float arg would be typed float32 on a GPU
     """dEK, dEV of one snapshot's slot tile; DEK/DEV have EK/EV's strides. ATOMIC_DQ: also dQ
     into DQ (the accumulator's dtype, strides sdq_*) by atomic adds."""
+    scale, scale2, _ln2, log2e = _softmax_consts(Scale)
     pid_n = tl.program_id(0)
     s_idx = tl.program_id(1)
     pid_bh = tl.program_id(2)
@@ -714,6 +740,8 @@ def _attn_bwd_dkdv_eidetic_kernel(
             0,
             window,
             scale,
+            scale2,
+            log2e,
             offs_d,
             d_ok,
             DQ + b * sdq_b + h * sdq_h,
@@ -736,3 +764,49 @@ def _attn_bwd_dkdv_eidetic_kernel(
         dv.to(DEV.dtype.element_ty),
         mask=kd_mask,
     )
+
+
+@triton.jit
+def _attn_bwd_delta_kernel(
+    O,
+    DO,
+    DLSE,
+    DLT,
+    so_b,
+    so_t,
+    so_h,
+    so_d,
+    sdo_b,
+    sdo_t,
+    sdo_h,
+    sdo_d,
+    sdl_b,
+    sdl_h,
+    sdl_t,
+    sd_b,
+    sd_h,
+    sd_t,
+    T,
+    H,
+    Dh,
+    HAS_DLSE: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC: tl.constexpr,
+):
+    """Δ = Σ_d dO·O − dlse for BLOCK_M query rows of one (batch, head): O and dO read once in their
+    own dtype, products summed in ACC; DLT (ACC, strides sd_*) is what the other kernels read."""
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    q_ok = offs_m < T
+    mask = q_ok[:, None] & (offs_d < Dh)[None, :]
+    o = tl.load(O + b * so_b + h * so_h + offs_m[:, None] * so_t + offs_d[None, :] * so_d, mask=mask, other=0.0)
+    do = tl.load(DO + b * sdo_b + h * sdo_h + offs_m[:, None] * sdo_t + offs_d[None, :] * sdo_d, mask=mask, other=0.0)
+    dlt = tl.sum(o.to(ACC) * do.to(ACC), axis=1)
+    if HAS_DLSE:
+        dlt -= tl.load(DLSE + b * sdl_b + h * sdl_h + offs_m * sdl_t, mask=q_ok, other=0.0).to(ACC)
+    tl.store(DLT + b * sd_b + h * sd_h + offs_m * sd_t, dlt, mask=q_ok)

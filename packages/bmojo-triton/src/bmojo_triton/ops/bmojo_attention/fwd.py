@@ -11,6 +11,15 @@ walks, in turn,
 updating one running max ``m``, denominator ``l`` and accumulator per query row (flash-attention's
 online softmax), so the three sources share one softmax and nothing score-sized is written to
 memory. It stores ``o = acc / l`` and ``lse = m + log l`` (what the backward needs).
+
+Scores are kept in base-2 units, ``s₂ = (q·kᵀ)·scale·log₂e``, so each probability is one
+``exp2(s₂ − m₂)`` (a fused multiply-add and the hardware's ex2, where ``exp`` would add a multiply
+per score); the stored lse is converted back to natural log: ``lse = (m₂ + log₂ l)·ln 2``. The
+constants come from ``_softmax_consts`` (computed in the accumulator's dtype from the one-element
+``Scale`` tensor, so float64 inputs keep float64 constants).
+
+``SPLIT_INTERIOR`` (a launch option, ``AttnTiles.interior``): walk each band as masked boundary
+tiles plus unmasked interior tiles (three loops), or as one masked loop (fewer registers).
 """
 
 from __future__ import annotations
@@ -23,6 +32,18 @@ from bmojo_triton.ops._triton_utils import mm
 #: Finite "minus infinity" for the running max: a fully masked tile then gives exp(-inf - m) = 0
 #: without the NaN of (-inf) - (-inf).
 NEG_BIG = tl.constexpr(-1.0e30)
+
+
+@triton.jit
+def _softmax_consts(Scale):
+    """(scale, scale·log₂e, ln 2, log₂e) in the dtype of ``Scale`` (a one-element tensor in the
+    accumulator's dtype). The scale is a tensor and ln 2 is computed here because Triton types a
+    Python float — argument or literal — as float32, which would round float64 inputs' constants;
+    2.0 and 1.0 are exact in any float type. Shared by every attention kernel."""
+    scale = tl.load(Scale)
+    ln2 = tl.log(tl.full([], 2.0, scale.dtype))
+    log2e = 1.0 / ln2
+    return scale, scale * log2e, ln2, log2e
 
 
 @triton.jit
@@ -58,7 +79,7 @@ def _band_tile_scores(
     src_start,
     offset,
     width,
-    scale,
+    scale2,
     offs_d,
     d_ok,
     BLOCK_N: tl.constexpr,
@@ -66,8 +87,9 @@ def _band_tile_scores(
     UPCAST: tl.constexpr,
     MASKED: tl.constexpr,
 ):
-    """k and v of source rows [n0, n0 + BLOCK_N) (rows >= hi read as 0) and the scaled scores
-    q·kᵀ, -inf where a query does not see a row (offset <= i - j < offset + width fails, the row
+    """k and v of source rows [n0, n0 + BLOCK_N) (rows >= hi read as 0) and the scores
+    q·kᵀ·scale2 (callers pass scale·log₂e: base-2 units), -inf where a query does not see a row
+    (offset <= i - j < offset + width fails, the row
     or the query does not exist). MASKED False: the caller guarantees every row is < hi and
     visible from every valid query of the tile (an interior tile), so no mask is computed (the
     mask would keep every score of the valid rows; rows past T are never stored). The forward
@@ -80,7 +102,7 @@ def _band_tile_scores(
     v = tl.load(
         V + rows[:, None] * stride_vt + offs_d[None, :] * stride_vd, mask=r_ok[:, None] & d_ok[None, :], other=0.0
     )
-    s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
+    s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale2
     if MASKED:
         rel = i_pos[:, None] - (src_start + rows)[None, :] - offset
         vis = (rel >= 0) & (rel < width) & r_ok[None, :] & q_ok[:, None]
@@ -107,7 +129,7 @@ def _band_fwd_tile(
     src_start,
     offset,
     width,
-    scale,
+    scale2,
     offs_d,
     d_ok,
     BLOCK_N: tl.constexpr,
@@ -115,15 +137,15 @@ def _band_fwd_tile(
     UPCAST: tl.constexpr,
     MASKED: tl.constexpr,
 ):
-    """Online-softmax update with source rows [n0, n0 + BLOCK_N) (``MASKED``: see
-    ``_band_tile_scores``)."""
+    """Online-softmax update (base 2: m_i and the scores in units of log₂) with source rows
+    [n0, n0 + BLOCK_N) (``MASKED``: see ``_band_tile_scores``)."""
     _k, v, s = _band_tile_scores(
         q, i_pos, q_ok, n0, hi, K, V, stride_kt, stride_kd, stride_vt, stride_vd,
-        src_start, offset, width, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, MASKED,
+        src_start, offset, width, scale2, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, MASKED,
     )  # fmt: skip
     m_new = tl.maximum(m_i, tl.max(s, axis=1))
-    alpha = tl.exp(m_i - m_new)
-    p = tl.exp(s - m_new[:, None])
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, axis=1)
     acc = acc * alpha[:, None] + mm(p.to(v.dtype), v, DOT_PREC, UPCAST).to(acc.dtype)
     return acc, m_new, l_i
@@ -149,38 +171,42 @@ def _band_fwd(
     Tsrc,
     offset,
     width,
-    scale,
+    scale2,
     offs_d,
     d_ok,
     BLOCK_N: tl.constexpr,
     DOT_PREC: tl.constexpr,
     UPCAST: tl.constexpr,
+    SPLIT_INTERIOR: tl.constexpr,
 ):
     """Online-softmax update with the keys at positions j with offset <= i - j < offset + width.
 
     The source's row r is at absolute position src_start + r (its rows end at the last query);
     positions < 0 are never visible. Only the rows the tile's queries [i_lo, i_hi] can see are
-    visited, in tiles of BLOCK_N from ``lo``: first the tiles some query sees only in part (masked),
-    then the interior tiles every query sees whole (no mask: flash-attention's split of diagonal
-    and off-diagonal blocks), then the rest (masked).
+    visited, in tiles of BLOCK_N from ``lo``. SPLIT_INTERIOR: first the tiles some query sees only
+    in part (masked), then the interior tiles every query sees whole (no mask: flash-attention's
+    split of diagonal and off-diagonal blocks), then the rest (masked); otherwise one masked loop.
     """
     lo = tl.maximum(i_lo - offset - width + 1, tl.maximum(src_start, 0)) - src_start
     hi = tl.minimum(i_hi - offset + 1 - src_start, Tsrc)
-    in_lo, in_hi = _band_interior(lo, hi, i_lo, i_hi, src_start, offset, width, BLOCK_N)
+    if SPLIT_INTERIOR:
+        in_lo, in_hi = _band_interior(lo, hi, i_lo, i_hi, src_start, offset, width, BLOCK_N)
+    else:
+        in_lo, in_hi = hi, hi
     for n0 in range(lo, in_lo, BLOCK_N):
         acc, m_i, l_i = _band_fwd_tile(
             acc, m_i, l_i, q, i_pos, q_ok, n0, hi, K, V, stride_kt, stride_kd, stride_vt, stride_vd,
-            src_start, offset, width, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, True,
+            src_start, offset, width, scale2, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, True,
         )  # fmt: skip
     for n0 in range(in_lo, in_hi, BLOCK_N):
         acc, m_i, l_i = _band_fwd_tile(
             acc, m_i, l_i, q, i_pos, q_ok, n0, hi, K, V, stride_kt, stride_kd, stride_vt, stride_vd,
-            src_start, offset, width, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, False,
+            src_start, offset, width, scale2, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, False,
         )  # fmt: skip
     for n0 in range(in_hi, hi, BLOCK_N):
         acc, m_i, l_i = _band_fwd_tile(
             acc, m_i, l_i, q, i_pos, q_ok, n0, hi, K, V, stride_kt, stride_kd, stride_vt, stride_vd,
-            src_start, offset, width, scale, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, True,
+            src_start, offset, width, scale2, offs_d, d_ok, BLOCK_N, DOT_PREC, UPCAST, True,
         )  # fmt: skip
     return acc, m_i, l_i
 
@@ -258,8 +284,9 @@ def _attn_fwd_kernel(
     ACC: tl.constexpr,
     DOT_PREC: tl.constexpr,
     UPCAST: tl.constexpr,
+    SPLIT_INTERIOR: tl.constexpr,
 ):
-    scale = tl.load(Scale)  # a tensor: a Python float arg would be typed float32 on a GPU
+    _scale, scale2, ln2, _log2e = _softmax_consts(Scale)
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
@@ -302,12 +329,13 @@ def _attn_fwd_kernel(
         Tk,
         0,
         window,
-        scale,
+        scale2,
         offs_d,
         d_ok,
         BLOCK_N,
         DOT_PREC,
         UPCAST,
+        SPLIT_INTERIOR,
     )
     # 2. fading keys: (i - δ - f, i - δ]
     if HAS_FADING:
@@ -330,12 +358,13 @@ def _attn_fwd_kernel(
             Tf,
             delta,
             fading_window,
-            scale,
+            scale2,
             offs_d,
             d_ok,
             BLOCK_N,
             DOT_PREC,
             UPCAST,
+            SPLIT_INTERIOR,
         )
     # 3. eidetic slots of the snapshot each query's chunk uses; visible when 0 <= epos <= i - w
     if HAS_EIDETIC:
@@ -359,7 +388,7 @@ def _attn_fwd_kernel(
                     mask=kd_mask,
                     other=0.0,
                 )
-                s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale
+                s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale2
                 vis = (
                     (snap == s_idx)[:, None]
                     & q_ok[:, None]
@@ -368,8 +397,8 @@ def _attn_fwd_kernel(
                 )
                 s = tl.where(vis, s, float("-inf"))
                 m_new = tl.maximum(m_i, tl.max(s, axis=1))
-                alpha = tl.exp(m_i - m_new)
-                p = tl.exp(s - m_new[:, None])
+                alpha = tl.exp2(m_i - m_new)
+                p = tl.exp2(s - m_new[:, None])
                 l_i = l_i * alpha + tl.sum(p, axis=1)
                 acc = acc * alpha[:, None] + mm(p.to(v.dtype), v, DOT_PREC, UPCAST).to(ACC)
                 m_i = m_new
@@ -377,7 +406,7 @@ def _attn_fwd_kernel(
     seen = l_i > 0
     l_safe = tl.where(seen, l_i, 1.0)
     o = acc / l_safe[:, None]
-    lse = tl.where(seen, m_i + tl.log(l_safe), 0.0)
+    lse = tl.where(seen, (m_i + tl.log2(l_safe)) * ln2, 0.0)  # base 2 back to natural
     tl.store(
         O + b * so_b + h * so_h + offs_m[:, None] * so_t + offs_d[None, :] * so_d,
         o.to(O.dtype.element_ty),
