@@ -56,6 +56,19 @@ def test_ssm_scan_gradients_float64(device):
     compare_fwd_bwd("f64", ssm_scan.ssm_scan, ssm_ref.ssm_scan, args, {}, torch.float64, names=SCAN_NAMES)
 
 
+@pytest.mark.parametrize(
+    "name, dtype",
+    [("ragged_T37_P24_N20_G2", torch.float32), ("T150_spans_gpu_chunks", torch.float32), ("P64_N128", torch.float64)],
+)
+def test_ssm_scan_backward_split_over_head_dim(name, dtype, device):
+    """The backward with P split over programs (``ScanTiles.block_p`` on ``bwd``): partial dB, dC,
+    d(dt), dA, dD summed by the launcher. 16-row tiles: P = 24 is a full and a ragged tile, P = 16
+    one tile, P = 64 four; with GQA 2:1, with and without D and the initial state."""
+    args = scan_args(device, dtype, **SCAN[name])
+    with ssm_scan.TILES.override(bwd=ssm_scan.ScanTiles(block_l=None, block_p=16)):
+        compare_fwd_bwd(f"P split {name}", ssm_scan.ssm_scan, ssm_ref.ssm_scan, args, {}, dtype, names=SCAN_NAMES)
+
+
 def test_ssm_scan_without_grad_saves_nothing(device):
     """Inference calls skip the state saving (a different, lighter launch) and agree with it."""
     args = scan_args(device, torch.float32, b=1, T=40, H=2, P=8, G=1, N=8)

@@ -24,9 +24,10 @@ class ScanTiles:
     """One scan kernel's launch: ``block_l`` tokens per chunk, ``block_p`` head-dim rows per
     program (None: all of P, padded to a power of two), ``num_warps``, ``num_stages``.
 
-    The backward's chunk must be the chunk of the forward that saved its states, and one backward
-    program holds all P rows, so ``bwd`` entries leave both None (its chunk comes from
-    ``fwd_train``)."""
+    The backward's chunk must be the chunk of the forward that saved its states, so ``bwd`` entries
+    leave ``block_l`` None (its chunk comes from ``fwd_train``); the backward's ``block_p`` None
+    is one program per head holding all P rows, a number splits P over programs whose partial
+    dB, dC, d(dt), dA, dD the launcher sums (see ``bwd.py``)."""
 
     block_l: int | None = 64
     block_p: int | None = None
@@ -64,8 +65,8 @@ TILES = TileTable(
 def _scan_tiles(kernel: str, x: torch.Tensor, N: int) -> ScanTiles:
     P = x.shape[-1]
     cfg = TILES.get(kernel, (pow2(P), pow2(N)), x.device)
-    if kernel == "bwd" and (cfg.block_l is not None or cfg.block_p is not None):
-        fail("ssm_scan tiles bwd", "block_l=None and block_p=None (set by fwd_train / all of P)", cfg)
+    if kernel == "bwd" and cfg.block_l is not None:
+        fail("ssm_scan tiles bwd.block_l", "None (the chunk is fwd_train's)", cfg.block_l)
     if kernel != "bwd" and cfg.block_l is None:
         fail(f"ssm_scan tiles {kernel}.block_l", "a power of two >= 16", None)
     return cfg
@@ -140,14 +141,17 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, needs):
     cd = TORCH.compute_dtype(x.dtype)
     dy = dy.contiguous()
     dht = dht.contiguous() if dht is not None else None
-    dx, ddt = torch.empty_like(x), torch.empty_like(dt)
-    db_h = torch.empty(b, T, H, N, dtype=cd, device=x.device)
-    dc_h = torch.empty(b, T, H, N, dtype=cd, device=x.device)
-    da_b = torch.empty(b, H, dtype=cd, device=x.device)
-    dd_b = torch.empty(b, H, dtype=cd, device=x.device)
+    bp = pow2(P) if cfg.block_p is None else min(pow2(P), cfg.block_p)
+    n_p = triton.cdiv(P, bp)  # head-dim tiles: partial sums of every gradient that sums over P
+    dx = torch.empty_like(x)
+    ddt_p = torch.empty(b, T, H, n_p, dtype=cd, device=x.device)
+    db_h = torch.empty(b, T, H * n_p, N, dtype=cd, device=x.device)
+    dc_h = torch.empty(b, T, H * n_p, N, dtype=cd, device=x.device)
+    da_b = torch.empty(b, H, n_p, dtype=cd, device=x.device)
+    dd_b = torch.empty(b, H, n_p, dtype=cd, device=x.device)
     dh0 = torch.empty(b, H, P, N, dtype=x.dtype, device=x.device)
     with on_device(x):
-        _ssd_bwd_kernel[(b * H,)](
+        _ssd_bwd_kernel[(b * H, n_p)](
             x,
             dt,
             A,
@@ -158,7 +162,7 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, needs):
             dht if dht is not None else dy,
             states,
             dx,
-            ddt,
+            ddt_p,
             db_h,
             dc_h,
             da_b,
@@ -180,18 +184,19 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, needs):
             HAS_D=D is not None,
             HAS_DHT=dht is not None,
             BLOCK_L=bl,
-            BLOCK_P=pow2(P),
+            BLOCK_P=bp,
             BLOCK_N=pow2(N),
             ACC=acc_dtype(cd),
             DOT_PREC=_scan_precision(x.dtype, gpu),
             num_warps=cfg.num_warps,
             num_stages=cfg.num_stages,
         )
-    # dB, dC: the heads of a group share B and C
-    dB = db_h.view(b, T, G, H // G, N).sum(3).to(B.dtype)
-    dC = dc_h.view(b, T, G, H // G, N).sum(3).to(C.dtype)
-    dA = da_b.sum(0).to(A.dtype)
-    dD = dd_b.sum(0).to(D.dtype) if D is not None else None
+    # dB, dC: the heads of a group (and a head's P tiles) share B and C
+    dB = db_h.view(b, T, G, (H // G) * n_p, N).sum(3).to(B.dtype)
+    dC = dc_h.view(b, T, G, (H // G) * n_p, N).sum(3).to(C.dtype)
+    ddt = (ddt_p.sum(3) if n_p > 1 else ddt_p.squeeze(3)).to(dt.dtype)
+    dA = da_b.sum((0, 2)).to(A.dtype)
+    dD = dd_b.sum((0, 2)).to(D.dtype) if D is not None else None
     return dx, ddt, dA, dB, dC, dD, (dh0 if h0 is not None else None)
 
 

@@ -1,8 +1,11 @@
 """Backward kernel of ``ssm_scan``: the chunks in reverse, the state gradient carried in registers.
 
-Grid: (batch × heads). A program holds the whole head (all P rows) so per-token gradients of dt
-need no cross-program sum; dB and dC are written per head and summed over the heads of a group by
-the launcher. Per chunk (L tokens, ``h`` = the state entering it, saved by the forward,
+Grid: (batch × heads, head-dim tiles of BLOCK_P rows). Every gradient is linear in the head-dim
+rows it sums over, so a program with a tile of P writes partial dB, dC (per head and tile), d(dt),
+dA and dD (per tile), which the launcher sums over tiles and over the heads of a group; dx and the
+state gradient are per row and exact. One tile of all P (the default) needs no dt sum across
+programs; more tiles mean more programs (b·H alone is fewer than a large GPU's SMs at small
+batches) and a smaller register footprint per program, for the partial sums' memory traffic. Per chunk (L tokens, ``h`` = the state entering it, saved by the forward,
 ``dh`` = the gradient of the state leaving it), with W = (C·Bᵀ) ∘ decay and G = (dY·(dt·x)ᵀ) ∘ decay:
 
     d(dt·x) = Wᵀ·dY + exp(cum_L − cum)·(B·dhᵀ)       dx = dt·d(dt·x) + D·dY
@@ -33,7 +36,7 @@ def _ssd_bwd_kernel(
     DHT,
     STATES,
     DX,
-    DDT,
+    DDT_P,
     DB_H,
     DC_H,
     DA_B,
@@ -60,14 +63,17 @@ def _ssd_bwd_kernel(
     ACC: tl.constexpr,
     DOT_PREC: tl.constexpr,
 ):
-    """DX, DDT have X's/DT's strides; DB_H, DC_H are (b, T, H, N) contiguous (per head); DA_B,
-    DD_B are (b, H); DH0 is (b, H, P, N)."""
+    """DX has X's strides; with nP = the grid's second extent: DDT_P is (b, T, H, nP), DB_H and
+    DC_H are (b, T, H·nP, N), DA_B and DD_B (b, H, nP), all contiguous partials in ACC; DH0 is
+    (b, H, P, N)."""
     pid_bh = tl.program_id(0)
+    pid_p = tl.program_id(1)
+    n_p = tl.num_programs(1)
     b = pid_bh // H
     h = pid_bh % H
     g = h // HEADS_PER_GROUP
     offs_l = tl.arange(0, BLOCK_L)
-    offs_p = tl.arange(0, BLOCK_P)
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_n = tl.arange(0, BLOCK_N)
     p_ok = offs_p < P
     n_ok = offs_n < N
@@ -130,11 +136,11 @@ def _ssd_bwd_kernel(
         ddt += a * dadt
         da_acc += dt * dadt
         tl.store(DX + x_off, dx.to(DX.dtype.element_ty), mask=lp_mask)
-        tl.store(DDT + b * sdt_b + t * sdt_t + h, ddt.to(DDT.dtype.element_ty), mask=t_ok)
-        bc_h = (b * T + t[:, None]) * H * N + h * N + offs_n[None, :]
+        tl.store(DDT_P + ((b * T + t) * H + h) * n_p + pid_p, ddt, mask=t_ok)
+        bc_h = ((b * T + t[:, None]) * H + h) * n_p * N + pid_p * N + offs_n[None, :]
         tl.store(DB_H + bc_h, db.to(DB_H.dtype.element_ty), mask=ln_mask)
         tl.store(DC_H + bc_h, dc.to(DC_H.dtype.element_ty), mask=ln_mask)
         dh = dh * tl.exp(total) + mm(tl.trans(dy), cm * e_cum[:, None], DOT_PREC, False)
-    tl.store(DA_B + pid_bh, tl.sum(da_acc, axis=0))
-    tl.store(DD_B + pid_bh, tl.sum(dd_acc, axis=0))
+    tl.store(DA_B + pid_bh * n_p + pid_p, tl.sum(da_acc, axis=0))
+    tl.store(DD_B + pid_bh * n_p + pid_p, tl.sum(dd_acc, axis=0))
     tl.store(DH0 + state_ptrs, dh.to(DH0.dtype.element_ty), mask=pn_mask)
