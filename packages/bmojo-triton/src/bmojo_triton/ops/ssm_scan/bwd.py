@@ -5,7 +5,9 @@ rows it sums over, so a program with a tile of P writes partial dB, dC (per head
 dA and dD (per tile), which the launcher sums over tiles and over the heads of a group; dx and the
 state gradient are per row and exact. One tile of all P (the default) needs no dt sum across
 programs; more tiles mean more programs (b·H alone is fewer than a large GPU's SMs at small
-batches) and a smaller register footprint per program, for the partial sums' memory traffic. Per chunk (L tokens, ``h`` = the state entering it, saved by the forward,
+batches) and a smaller register footprint per program, for the partial sums' memory traffic.
+
+Per chunk (L tokens, ``h`` = the state entering it, saved by the forward,
 ``dh`` = the gradient of the state leaving it), with W = (C·Bᵀ) ∘ decay and G = (dY·(dt·x)ᵀ) ∘ decay:
 
     d(dt·x) = Wᵀ·dY + exp(cum_L − cum)·(B·dhᵀ)       dx = dt·d(dt·x) + D·dY
