@@ -373,7 +373,10 @@ def _attn_fwd_kernel(
         s_hi = i_last // chunk - base
         snap = i_pos // chunk - base
         for s_idx in range(s_lo, s_hi + 1):
-            for n0 in range(0, M, BLOCK_N):
+            # not software-pipelined: a snapshot is usually one or two slot tiles, and pipelining
+            # this loop held ~60-90 more registers over the whole kernel on sm_90 (the w+f+M
+            # forward 253 -> 196, the dQ kernel spilled 240 B/thread -> none)
+            for n0 in tl.range(0, M, BLOCK_N, num_stages=1):
                 slots = n0 + tl.arange(0, BLOCK_N)
                 e_ok = slots < M
                 ep = tl.load(EPOS + b * sep_b + s_idx * sep_s + slots * sep_m, mask=e_ok, other=-1)
