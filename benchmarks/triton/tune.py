@@ -271,7 +271,8 @@ class Group:
         ROWS.append(row)
         t = "-" if seconds is None else f"{seconds * 1e3:9.3f} ms"
         res = [f"[{k['kernel']}: {k['n_regs']} regs, {k['n_spills']} spills]" for k in extra.get("compiled", [])]
-        res += [f"[{extra['static_note']}]"] if "static_note" in extra else []
+        if "static_note" in extra and extra["static_note"] not in status:
+            res.append(f"[{extra['static_note']}]")
         note = " ".join([status, *res])
         print(f"  tune {self.name:30s} {self.case:22s} {_fmt(cfg):75s} {t:>12s}  {note}", flush=True)
 
