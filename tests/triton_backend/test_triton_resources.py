@@ -197,7 +197,7 @@ json.dump(st, open(out + "/static.json", "w"))
 
 
 @pytest.mark.skipif(R.cuobjdump() is None, reason="Triton's cuobjdump is not available (TRITON_CUOBJDUMP_PATH)")
-def test_report_compiles_and_is_plausible(tmp_path, device):
+def test_report_compiles_and_is_plausible(tmp_path):
     env = dict(os.environ, TRITON_INTERPRET="0", OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
