@@ -523,6 +523,13 @@ def main(argv=None) -> int:
     ap.add_argument("--dtypes", default="bfloat16", help="attention/ssm dtypes, e.g. bfloat16,float32")
     ap.add_argument("--out", type=Path, default=None, help="write all rows as JSON here")
     ap.add_argument("--budget", type=float, default=None, help="seconds; later measurements are skipped (listed)")
+    ap.add_argument(
+        "--tune-static",
+        choices=("flag", "skip"),
+        default=None,
+        help="tune: compile each config first and read its static resources (GPU only); flag configs whose"
+        " tuned kernels spill, or skip timing them",
+    )
     a = ap.parse_args(argv)
     try:
         sections = parse_sections(a.sections)
@@ -536,6 +543,9 @@ def main(argv=None) -> int:
         return 2
     if not gpu and not a.tiny:
         print("benchmarks.triton: on CPU (interpreter) only --tiny is supported", file=sys.stderr)
+        return 2
+    if a.tune_static and not gpu:
+        print("benchmarks.triton: --tune-static needs a CUDA GPU (the interpreter compiles nothing)", file=sys.stderr)
         return 2
     dev = torch.device("cuda" if gpu else "cpu")
     scale = "tiny" if a.tiny else "quick" if a.quick else "full"
@@ -603,7 +613,7 @@ def main(argv=None) -> int:
                 elif sec == "tune":
                     # the groups share 90 % of the section's budget: the rest prints the tables
                     tb = 0.9 * budget if budget else spec["budget"]
-                    tune(spec, gpu, dev, dtypes[0] if gpu else torch.float32, tb)
+                    tune(spec, gpu, dev, dtypes[0] if gpu else torch.float32, tb, static=a.tune_static)
         except SectionTimeout as err:
             print(f"  section {label} stopped: {err}", flush=True)
             ROWS.append(dict(section=sec, case=label, note=f"stopped: {err}"))

@@ -17,10 +17,20 @@ whose baseline and reference is the default "split" backward, so its ranking say
 "atomic" pays and at which tiles; ``ssm_scan`` ``fwd`` (inference: no states saved) and ``train``
 (``fwd_train``'s chunk, which the backward shares, × the backward's warps/stages), timed forward
 and forward+backward.
+
+Resources: on a GPU each checked config's row also carries, for the kernels it tunes, the
+registers and spills of the kernel Triton compiled for it (``n_regs``; ``n_spills``: local memory
+in 4-byte words, from the driver). ``static="flag"`` (``--tune-static flag``) compiles each
+config first without running it (``bmojo_triton.aot``'s ahead-of-time path, the same
+specialisation, so the later JIT compile is a cache hit) and reads its static resources
+(``bmojo_triton.resources``: registers, stack, LDL/STL, shared memory, occupancy); a config whose
+tuned kernels spill is flagged in its status, ``static="skip"`` does not time it (the default
+config, the group's reference, is always timed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from dataclasses import replace
@@ -48,6 +58,89 @@ ATTN_GROUPS = (
     ("bwd_dq", "window", None),
     ("bwd_dq", "w+f", None),
 )
+
+
+#: ``static`` values of :func:`tune`: None (off), "flag" (time, flag spills), "skip" (do not time spills)
+STATIC_MODES = (None, "flag", "skip")
+
+
+def _kernel_names(*fns) -> tuple[str, ...]:
+    return tuple(f.__name__ for f in fns)
+
+
+@contextlib.contextmanager
+def _launches(record: list):
+    """Inside the block, every Triton JIT launch appends (kernel name, CompiledKernel) to
+    ``record`` (nothing under the interpreter, whose kernels are not JIT functions)."""
+    from triton.runtime.jit import JITFunction
+
+    original = JITFunction.run
+
+    def run(self, *args, **kwargs):
+        kernel = original(self, *args, **kwargs)
+        record.append((self.__name__, kernel))
+        return kernel
+
+    JITFunction.run = run
+    try:
+        yield
+    finally:
+        JITFunction.run = original
+
+
+def _compiled_info(record: list, names) -> list[dict]:
+    """n_regs/n_spills (the driver's, after loading) of the launched kernels named in ``names``."""
+    out, seen = [], set()
+    for name, k in record:
+        if name not in names or k is None or not hasattr(k, "n_regs"):
+            continue
+        info = dict(
+            kernel=name,
+            num_warps=k.metadata.num_warps,
+            num_stages=k.metadata.num_stages,
+            n_regs=k.n_regs,
+            n_spills=k.n_spills,
+        )
+        key = tuple(info.values())
+        if key not in seen:
+            seen.add(key)
+            out.append(info)
+    return out
+
+
+def static_resources(measure, cfg, names, arch: int) -> list[dict]:
+    """Compile (never run) the kernels ``measure(cfg, check=True)`` launches, for ``cuda:arch``;
+    the static resources of those named in ``names`` (one dict per variant; ``ctas_per_sm`` where
+    ``bmojo_triton.resources`` knows the arch's SM limits)."""
+    from bmojo_triton.aot import compile_instead_of_launch
+    from bmojo_triton.resources import SM_LIMITS, occupancy
+
+    log: list = []
+    with compile_instead_of_launch(arch, log, inspect=True):
+        measure(cfg, check=True)
+    out = []
+    for v in log:
+        if v.kernel not in names:
+            continue
+        r = v.resources
+        row = dict(kernel=v.kernel, num_warps=v.num_warps, num_stages=v.num_stages, **r.as_dict())
+        if arch in SM_LIMITS:
+            row["ctas_per_sm"] = occupancy(SM_LIMITS[arch], regs=r.regs, num_warps=v.num_warps, smem=r.smem).ctas_per_sm
+        out.append(row)
+    if not out:
+        raise RuntimeError(f"static pre-check: none of {names} was launched by the group's call")
+    return out
+
+
+def static_note(static: list[dict]) -> str | None:
+    """Why the static resources flag a config (spills of the tuned kernels), or None."""
+    bad = [s for s in static if s["spills"]]
+    if not bad:
+        return None
+    return "static spills: " + "; ".join(
+        f"{s['kernel']} {s['regs']} regs, stack {s['stack']} B, LDL/STL {s['spill_loads']}/{s['spill_stores']}"
+        for s in bad
+    )
 
 
 def _smem_limit(dev) -> int | None:
@@ -144,9 +237,26 @@ class Group:
     group's baseline and reference, is the other variant)."""
 
     def __init__(
-        self, name, case, table_line, default, tiles, launches, legal, measure, with_grad, gpu, cap, extra=None
+        self,
+        name,
+        case,
+        table_line,
+        default,
+        tiles,
+        launches,
+        legal,
+        measure,
+        with_grad,
+        gpu,
+        cap,
+        extra=None,
+        kernels=(),
+        static=None,
+        arch=None,
     ):
         self.name, self.case, self.table_line = name, case, table_line
+        #: the Triton kernels the candidates configure; ``static``/``arch``: the static pre-check
+        self.kernels, self.static, self.arch = tuple(kernels), static, arch
         self.default, self.tiles, self.launches = default, tiles, launches
         self.extra = extra or {}
         self.legal, self.measure, self.with_grad, self.gpu, self.cap = legal, measure, with_grad, gpu, cap
@@ -160,7 +270,11 @@ class Group:
         row.update(config=_fmt(cfg), seconds=seconds, status=status, **extra)
         ROWS.append(row)
         t = "-" if seconds is None else f"{seconds * 1e3:9.3f} ms"
-        print(f"  tune {self.name:30s} {self.case:22s} {_fmt(cfg):75s} {t:>12s}  {status}", flush=True)
+        res = [f"[{k['kernel']}: {k['n_regs']} regs, {k['n_spills']} spills]" for k in extra.get("compiled", [])]
+        if "static_note" in extra and extra["static_note"] not in status:
+            res.append(f"[{extra['static_note']}]")
+        note = " ".join([status, *res])
+        print(f"  tune {self.name:30s} {self.case:22s} {_fmt(cfg):75s} {t:>12s}  {note}", flush=True)
 
     def candidates(self):
         """default; each tile shape at the default launch (8 warps where 4 would spill), nearest
@@ -200,12 +314,31 @@ class Group:
             if why:
                 self._row(cfg, None, f"pruned: {why}")
                 continue
+            extra, flag = {}, None
+            if self.static:
+                try:
+                    extra["static"] = static_resources(self.measure, cfg, self.kernels, self.arch)
+                except Exception as err:  # the compiler rejects it: the timed launch says so below
+                    extra["static_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
+                else:
+                    flag = static_note(extra["static"])
+                    extra["static_spills"] = flag is not None
+                    if flag:
+                        extra["static_note"] = flag
+                if flag and self.static == "skip" and cfg != self.default:
+                    self._row(cfg, None, f"pruned: {flag}", **extra)
+                    continue
             n += 1
+            record: list = []
             try:
-                outs = self.measure(cfg, check=True)
+                with _launches(record) if self.gpu else contextlib.nullcontext():
+                    outs = self.measure(cfg, check=True)
             except Exception as err:  # a config the compiler or the GPU rejects
-                self._row(cfg, None, f"illegal: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
+                self._row(cfg, None, f"illegal: {type(err).__name__}: {str(err).splitlines()[0][:120]}", **extra)
                 continue
+            compiled = _compiled_info(record, self.kernels)
+            if compiled:
+                extra["compiled"] = compiled
             if self.ref is None:
                 self.ref = outs  # the default config's result: the reference of the group
             else:
@@ -217,11 +350,12 @@ class Group:
                 ]
                 if bad:
                     i, err, tol = bad[0]
-                    self._row(cfg, None, f"WRONG: output {i} differs from the default's by {err:.3g} > {tol:.3g}")
+                    msg = f"WRONG: output {i} differs from the default's by {err:.3g} > {tol:.3g}"
+                    self._row(cfg, None, msg, **extra)
                     continue
             t = self.measure(cfg, check=False)
             self.results.append((cfg, t))
-            self._row(cfg, t, "ok")
+            self._row(cfg, t, "ok", **extra)
 
     def report(self) -> None:
         if not self.results:
@@ -269,6 +403,11 @@ def _attn_groups(s, gpu, dev, dtype, cap):
         "window": (lambda: att.bmojo_attention(q, k, v, window=w), [q, k, v]),
         "w+f": (lambda: att.bmojo_attention(q, k, v, kf, vf, window=w, fading_window=f), [q, k, v, kf, vf]),
     }
+    names = {
+        "fwd": _kernel_names(att._attn_fwd_kernel),
+        "bwd_dq": _kernel_names(att._attn_bwd_dq_kernel),
+        "bwd_dkdv": _kernel_names(att._attn_bwd_dkdv_band_kernel),
+    }
     groups = []
     for kernel, variant, dq in ATTN_GROUPS:
         fn, params = variants[variant]
@@ -295,6 +434,7 @@ def _attn_groups(s, gpu, dev, dtype, cap):
             gpu,
             cap,
             extra=dict(dq=dq) if dq else None,
+            kernels=names[kernel],
         )
         grp.n_fwd_outputs = 2  # o, lse; the rest are gradients
         groups.append(grp)
@@ -338,6 +478,7 @@ def _scan_groups(s, gpu, dev, dtype, cap):
         False,
         gpu,
         cap,
+        kernels=_kernel_names(scan._ssd_fwd_kernel),
     )
     g_fwd.n_fwd_outputs = 2
     # train: the chunk (fwd_train.block_l, shared by the backward) × the backward's launch; the
@@ -370,15 +511,27 @@ def _scan_groups(s, gpu, dev, dtype, cap):
         True,
         gpu,
         cap,
+        kernels=_kernel_names(scan._ssd_fwd_kernel, scan._ssd_bwd_kernel),
     )
     g_train.n_fwd_outputs = 2
     return [g_fwd, g_train]
 
 
-def tune(s, gpu, dev, dtype, budget: float | None) -> None:
+def tune(s, gpu, dev, dtype, budget: float | None, static: str | None = None) -> None:
     """Run every group, sharing ``budget`` seconds (the rest of the time is split evenly among
-    the groups not yet run), then print the ranked tables and snippets."""
+    the groups not yet run), then print the ranked tables and snippets. ``static``: the static
+    pre-check (one of ``STATIC_MODES``; needs a GPU: the interpreter compiles nothing)."""
+    if static not in STATIC_MODES:
+        raise ValueError(f"tune static: expected one of {STATIC_MODES}, got {static!r}")
+    arch = None
+    if static:
+        if not gpu:
+            raise ValueError("tune static pre-check: needs a CUDA GPU (the interpreter compiles nothing)")
+        major, minor = torch.cuda.get_device_capability(dev)
+        arch = 10 * major + minor
     groups = _attn_groups(s["attention"], gpu, dev, dtype, s["cap"]) + _scan_groups(s["ssm"], gpu, dev, dtype, s["cap"])
+    for grp in groups:
+        grp.static, grp.arch = static, arch
     t_end = time.perf_counter() + (budget or float("inf"))
     for i, grp in enumerate(groups):
         left = t_end - time.perf_counter()

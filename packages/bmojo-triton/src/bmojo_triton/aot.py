@@ -5,80 +5,112 @@ Triton's launch replaced by an ahead-of-time ``triton.compile`` for ``cuda:<arch
 its own ptxas), so code that only fails in the GPU compiler (types, layouts, unsupported ops) is
 caught on a CPU machine. Kernels do not run: outputs are left unwritten. Must run without
 ``TRITON_INTERPRET`` (the interpreter never compiles).
+
+Each launch is specialised as Triton's JIT would specialise it (its binder: pointer alignment,
+integers divisible by 16 or equal to 1), so the compiled code is the code a launch with the same
+arguments compiles on a GPU.
+
+``--report`` prints the static resources of every variant (registers, spills, shared memory,
+MMA instructions, occupancy; see ``bmojo_triton.resources``) at the GPU benchmark's shapes;
+``--tiles op.kernel=SPEC`` reports a candidate launch config instead of the table's.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import re
 import time
-from dataclasses import replace
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 import torch
-
-_DTYPES = {
-    torch.float32: "fp32",
-    torch.float16: "fp16",
-    torch.bfloat16: "bf16",
-    torch.float64: "fp64",
-    torch.int64: "i64",
-    torch.int32: "i32",
-    torch.bool: "i1",
-}
+from bmojo.argcheck import fail
 
 
-def _signature(kernel, args, kwargs):
-    names = kernel.arg_names
-    bound = dict(zip(names, args))
-    bound.update(kwargs)
-    sig, const = {}, {}
-    for p in kernel.params:
-        v = bound[p.name]
-        if p.is_constexpr:
-            sig[p.name], const[p.name] = "constexpr", v
-        elif isinstance(v, torch.Tensor):
-            sig[p.name] = "*" + _DTYPES[v.dtype]
-        elif isinstance(v, bool):
-            sig[p.name] = "i1"
-        elif isinstance(v, int):
-            sig[p.name] = "i32" if -(2**31) <= v < 2**31 else "i64"
-        elif isinstance(v, float):
-            sig[p.name] = "fp32"
-        else:
-            raise TypeError(f"{kernel.__name__}: argument {p.name} has unsupported type {type(v).__name__}")
-    return sig, const
+@dataclass
+class Variant:
+    """One compiled kernel variant (one specialization and launch config)."""
+
+    kernel: str
+    constexprs: dict
+    num_warps: int
+    num_stages: int
+    seconds: float
+    case: str = ""
+    resources: object = None  # resources.KernelResources when inspected
+
+    def flags(self) -> str:
+        """The true boolean constexprs, "HAS_" dropped (UPCAST: an interpreter-only switch)."""
+        on = [k.removeprefix("HAS_") for k, v in self.constexprs.items() if v is True and k != "UPCAST"]
+        return ",".join(on) or "-"
+
+    def blocks(self) -> str:
+        """The block constexprs, e.g. ``M64 N64 D64`` (``BLOCK`` alone: ``B``)."""
+        return " ".join(
+            f"{'B' if k == 'BLOCK' else k.removeprefix('BLOCK_')}{v}"
+            for k, v in self.constexprs.items()
+            if k.startswith("BLOCK")
+        )
+
+
+class _Session:
+    """What the launch hook records into: ``log`` (new variants) and the current ``case`` label."""
+
+    def __init__(self, log: list, inspect: bool):
+        self.log, self.inspect, self.case = log, inspect, ""
 
 
 @contextlib.contextmanager
-def compile_instead_of_launch(arch: int, log: list):
-    """Inside the block, ``kernel[grid](...)`` compiles for ``cuda:arch`` and records the result."""
+def compile_instead_of_launch(arch: int, log: list, *, inspect: bool = False):
+    """Inside the block, ``kernel[grid](...)`` compiles for ``cuda:arch`` (specialised as a real
+    launch would be) and appends a :class:`Variant` to ``log`` for each variant not compiled yet in
+    this block; ``inspect``: with its static resources. Yields a session whose ``case`` attribute
+    labels the variants compiled from then on."""
     import triton
+    from triton import knobs
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from triton.runtime.jit import JITFunction
+    from triton.compiler.compiler import make_backend
+    from triton.runtime.jit import JITFunction, create_function_from_signature
 
+    from bmojo_triton.resources import inspect_compiled
+
+    if not hasattr(JITFunction, "_pack_args"):
+        raise RuntimeError(
+            f"bmojo_triton.aot follows the JIT internals of triton 3.6 (JITFunction._pack_args); "
+            f"triton {triton.__version__} lacks them"
+        )
     target = GPUTarget("cuda", arch, 32)
-    seen: dict = {}
+    backend = make_backend(target)
+    session = _Session(log, inspect)
+    seen: set = set()
+    binders: dict = {}
     original = JITFunction.__getitem__
 
     def getitem(self, grid):
         def launch(*args, **kwargs):
-            # the launch options of the op's tile table are compiled too (they change the code)
-            opts = {k: kwargs.pop(k) for k in ("num_warps", "num_stages") if k in kwargs}
-            sig, const = _signature(self, args, kwargs)
-            key = (
-                self.__name__,
-                tuple(sorted(sig.items())),
-                tuple(sorted((k, str(v)) for k, v in const.items())),
-                tuple(sorted(opts.items())),
-            )
+            # as JITFunction.run: bind, specialise, pack (num_warps/num_stages are options)
+            kwargs["debug"] = kwargs.get("debug", self.debug) or knobs.runtime.debug
+            kwargs["instrumentation_mode"] = knobs.compilation.instrumentation_mode
+            if self not in binders:
+                binders[self] = create_function_from_signature(self.signature, self.params, backend)
+            bound, spec, options = binders[self](*args, **kwargs)
+            key = (self.cache_key, str(spec), str(sorted(options.items())))
             if key in seen:
                 return None
+            opts, signature, constexprs, attrs = self._pack_args(backend, kwargs, bound, spec, options)
             t0 = time.perf_counter()
-            triton.compile(ASTSource(self, sig, const), target=target, options=opts)
-            seen[key] = True
-            log.append((self.__name__, {k: v for k, v in const.items()}, time.perf_counter() - t0))
+            src = ASTSource(self, signature, constexprs, attrs)
+            compiled = triton.compile(src, target=target, options=opts.__dict__)
+            seen.add(key)
+            const = {p.name: bound[p.name] for p in self.params if p.is_constexpr}
+            var = Variant(self.__name__, const, opts.num_warps, opts.num_stages, time.perf_counter() - t0, session.case)
+            if session.inspect:
+                var.resources = inspect_compiled(compiled)
+            session.log.append(var)
             return None
 
         return launch
@@ -88,24 +120,34 @@ def compile_instead_of_launch(arch: int, log: list):
     JITFunction.__getitem__ = getitem
     _triton_utils.AS_GPU = True
     try:
-        yield
+        yield session
     finally:
         JITFunction.__getitem__ = original
         _triton_utils.AS_GPU = False
 
 
 def _atomic_dq(q: torch.Tensor):
-    """The attention backward's opt-in "atomic" dQ variant at the GPU table's ``bwd_dkdv`` tiles for q."""
+    """The attention backward's opt-in "atomic" dQ variant at the ``bwd_dkdv`` tiles in force for q
+    (an active override's, else the GPU table's)."""
     from bmojo_triton.ops import bmojo_attention as att
-    from bmojo_triton.ops._triton_utils import pow2
 
-    cfg = att.TILES.lookup("bwd_dkdv", (min(pow2(q.shape[-1]), 128), q.element_size()))
-    return att.TILES.override(bwd_dkdv=replace(cfg, dq="atomic"))
+    return att.TILES.override(bwd_dkdv=replace(att._config("bwd_dkdv", q), dq="atomic"))
 
 
-def run_all(arch: int, dtypes=(torch.float32, torch.bfloat16, torch.float16, torch.float64)) -> list:
+def _backward(out) -> None:
+    outs = [out] if isinstance(out, torch.Tensor) else list(out)
+    diff = [o for o in outs if isinstance(o, torch.Tensor) and o.requires_grad]
+    if diff:
+        torch.autograd.backward(diff, [torch.zeros_like(o) for o in diff])
+
+
+def run_all(
+    arch: int, dtypes=(torch.float32, torch.bfloat16, torch.float16, torch.float64), inspect=False, only=()
+) -> list:
     """Launch every op (forward and backward where the backend has one) on tiny CPU inputs; the
-    attention backward in both dQ variants (the default "split" and the opt-in "atomic")."""
+    attention backward in both dQ variants (the default "split" and the opt-in "atomic").
+    ``only``: the cases whose "op name" label contains one of these strings (default: all).
+    Returns the compiled :class:`Variant` list."""
     from bmojo.testing.conformance.cases import CASES
 
     from bmojo_triton.ops import bmojo_attention as att
@@ -123,12 +165,14 @@ def run_all(arch: int, dtypes=(torch.float32, torch.bfloat16, torch.float16, tor
         "gated_rmsnorm": rmsnorm.gated_rmsnorm,
     }
     log: list = []
-    with compile_instead_of_launch(arch, log):
+    with compile_instead_of_launch(arch, log, inspect=inspect) as session:
         for dtype in dtypes:
             for case in CASES:
                 fn = fns.get(case.op)
-                if fn is None:
+                label = f"{case.op} {case.name}"
+                if fn is None or (only and not any(o in label for o in only)):
                     continue
+                session.case = label
                 args, kw = case.build(dtype, "cpu", 0)
                 args = [
                     a.requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args
@@ -138,24 +182,319 @@ def run_all(arch: int, dtypes=(torch.float32, torch.bfloat16, torch.float16, tor
                     variants.append(_atomic_dq(args[0]))
                 for variant in variants:
                     with variant:
-                        out = fn(*args, **kw)
-                        outs = [out] if isinstance(out, torch.Tensor) else list(out)
-                        diff = [o for o in outs if o.requires_grad]
-                        if diff:
-                            torch.autograd.backward(diff, [torch.zeros_like(o) for o in diff])
+                        _backward(fn(*args, **kw))
     return log
+
+
+# ----- the GPU benchmark's shapes (benchmarks/triton/__main__.py, SIZES["full"]) -----
+#: Compile-relevant sizes of the benchmark: head sizes, heads (integer arguments are specialised
+#: on divisibility by 16, so H matches too), w, f, M, chunk = w; batch 1 and a T that fills every
+#: tile (T is a multiple of 16 as in the benchmark), since kernels do not run.
+BENCH = dict(
+    attention=dict(H=16, Dh=64, w=512, f=512, M=64, T=1024),
+    ssm=dict(H=16, P=64, N=128, T=256),
+    norm=dict(T=64, width=2048),
+    conv=dict(T=64, ch=2048, K=4),
+    eidetic=dict(T=64, H=16, Dh=64),
+)
+
+
+def _table_key(op: str, dtype: torch.dtype) -> tuple:
+    """The tile-table key the benchmark shapes look up (see each op's ``TILES``)."""
+    from bmojo_triton.ops._triton_utils import pow2
+
+    if op == "bmojo_attention":
+        return (min(pow2(BENCH["attention"]["Dh"]), 128), torch.finfo(dtype).bits // 8)
+    if op == "ssm_scan":
+        return (pow2(BENCH["ssm"]["P"]), pow2(BENCH["ssm"]["N"]))
+    fail("--tiles op", "bmojo_attention or ssm_scan (the ops with a tile table)", repr(op))
+    return ()
+
+
+def bench_cases(dtype: torch.dtype) -> list:
+    """(label, thunk) per benchmark call: each thunk launches the op as the benchmark times it
+    (forward, or forward and backward)."""
+    from bmojo.ops.bmojo_attention.reference import eidetic_snapshot_count
+
+    from bmojo_triton.ops.bmojo_attention import bmojo_attention
+    from bmojo_triton.ops.causal_conv1d import causal_conv1d
+    from bmojo_triton.ops.eidetic import innovation_scores
+    from bmojo_triton.ops.rmsnorm import gated_rmsnorm, rmsnorm
+    from bmojo_triton.ops.ssm_scan import ssm_scan
+
+    g = torch.Generator().manual_seed(0)
+
+    def rnd(*shape, grad=True, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).to(dtype).requires_grad_(grad)
+
+    a = BENCH["attention"]
+    T, H, Dh, w = a["T"], a["H"], a["Dh"], a["w"]
+
+    def attention(kind, atomic):
+        def run():
+            q, k, v, kf, vf = (rnd(1, T, H, Dh) for _ in range(5))
+            kw = dict(window=w)
+            extra = ()
+            if kind != "window":
+                kw.update(fading_window=a["f"])
+                extra = (kf, vf)
+            if kind == "w+f+M":
+                S = eidetic_snapshot_count(0, T, w)
+                epos = torch.randint(0, T - w, (1, S, a["M"]), generator=g)
+                extra += (rnd(1, S, a["M"], H, Dh), rnd(1, S, a["M"], H, Dh), epos)
+                kw.update(eidetic_chunk=w)
+            with _atomic_dq(q) if atomic else contextlib.nullcontext():
+                _backward(bmojo_attention(q, k, v, *extra, **kw))
+
+        return run
+
+    s = BENCH["ssm"]
+
+    def ssm(train):
+        def run():
+            x = rnd(1, s["T"], s["H"], s["P"], grad=train)
+            dt = (torch.rand(1, s["T"], s["H"], generator=g) * 0.1 + 0.01).to(dtype).requires_grad_(train)
+            A = (-torch.rand(s["H"], generator=g) - 0.5).to(dtype).requires_grad_(train)
+            B, C = (rnd(1, s["T"], 1, s["N"], grad=train, scale=0.5) for _ in range(2))
+            D = rnd(s["H"], grad=train)
+            if train:
+                _backward(ssm_scan(x, dt, A, B, C, D))
+            else:
+                with torch.no_grad():
+                    ssm_scan(x, dt, A, B, C, D)
+
+        return run
+
+    n, c, e = BENCH["norm"], BENCH["conv"], BENCH["eidetic"]
+
+    def norms():
+        x, z = rnd(1, n["T"], n["width"]), rnd(1, n["T"], n["width"])
+        wt = torch.ones(n["width"], dtype=dtype, requires_grad=True)
+        _backward(rmsnorm(x, wt))
+        _backward(gated_rmsnorm(x, z, wt, 1e-6, n["width"] // 8))
+
+    def conv():
+        causal_conv1d(rnd(1, c["T"], c["ch"], grad=False), rnd(c["ch"], c["K"], grad=False), rnd(c["ch"], grad=False))
+
+    def eid():
+        innovation_scores(rnd(1, e["T"], e["H"], e["Dh"], grad=False), rnd(1, e["T"], e["H"], e["Dh"], grad=False))
+
+    cases = [
+        (f"attention {kind}" + (" [dq=atomic]" if atomic else ""), attention(kind, atomic))
+        for kind in ("window", "w+f", "w+f+M")
+        for atomic in (False, True)
+    ]
+    cases += [("ssm_scan inference", ssm(False)), ("ssm_scan train", ssm(True))]
+    cases += [("rmsnorm, gated_rmsnorm", norms), ("causal_conv1d", conv), ("innovation_scores", eid)]
+    return cases
+
+
+# ----- tile overrides: --tiles op.kernel=SPEC -----
+_COMPACT = re.compile(r"^(\d+|None)x(\d+|None)(?:w(\d+))?(?:s(\d+))?$")
+
+
+def _value(text: str):
+    if text == "None":
+        return None
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    return text
+
+
+def parse_tiles(text: str, dtype: torch.dtype):
+    """``op.kernel=SPEC`` → (op's TileTable, kernel, config). SPEC: ``AxB[wW][sS]`` (the config's
+    first two fields, e.g. ``block_m x block_n`` for attention, ``block_l x block_p`` for the
+    scan; ``w`` num_warps, ``s`` num_stages) and/or comma-separated ``field=value``; unnamed
+    fields keep the table's entry at the benchmark shape's key."""
+    from bmojo_triton.ops import bmojo_attention, ssm_scan
+
+    tables = {"bmojo_attention": bmojo_attention.TILES, "ssm_scan": ssm_scan.TILES}
+    target, sep, spec = text.partition("=")
+    op, dot, kernel = target.partition(".")
+    if not sep or not dot or not spec:
+        fail("--tiles", "op.kernel=SPEC, e.g. bmojo_attention.fwd=128x64w8s3", repr(text))
+    if op not in tables:
+        fail("--tiles op", f"one of {sorted(tables)}", repr(op))
+    table = tables[op]
+    if kernel not in table.kernels:
+        fail(f"--tiles {op} kernel", f"one of {table.kernels}", repr(kernel))
+    names = [f.name for f in fields(table.config_type)]
+    changes: dict = {}
+    for i, item in enumerate(spec.split(",")):
+        m = _COMPACT.match(item)
+        if i == 0 and m:
+            changes.update({names[0]: _value(m.group(1)), names[1]: _value(m.group(2))})
+            if m.group(3):
+                changes["num_warps"] = int(m.group(3))
+            if m.group(4):
+                changes["num_stages"] = int(m.group(4))
+            continue
+        name, eq, val = item.partition("=")
+        if not eq or name not in names:
+            fail(f"--tiles {op}.{kernel} item", f"AxB[wW][sS] first, or field=value with a field from {names}", item)
+        changes[name] = _value(val)
+    return table, kernel, replace(table.lookup(kernel, _table_key(op, dtype)), **changes)
+
+
+def report(arch: int, dtype: torch.dtype, overrides=(), shape: str = "bench", only=()) -> list:
+    """Compile (and inspect) every variant at ``shape`` ("bench": the GPU benchmark's calls;
+    "conformance": every conformance case), with ``overrides`` (:func:`parse_tiles` results) in
+    force; ``only``: the cases whose label contains one of these strings."""
+    with contextlib.ExitStack() as stack:
+        by_table: dict = {}
+        for table, kernel, cfg in overrides:
+            by_table.setdefault(id(table), (table, {}))[1][kernel] = cfg
+        for table, cfgs in by_table.values():
+            stack.enter_context(table.override(**cfgs))
+        if shape == "conformance":
+            return run_all(arch, (dtype,), inspect=True, only=only)
+        log: list = []
+        with compile_instead_of_launch(arch, log, inspect=True) as session:
+            for label, run in bench_cases(dtype):
+                if only and not any(o in label for o in only):
+                    continue
+                session.case = label
+                run()
+        return log
+
+
+def rows(log: list, arch: int) -> list[dict]:
+    """One JSON-able dict per variant: kernel, constexprs, launch, resources, occupancy."""
+    from bmojo_triton.resources import occupancy, sm_limits
+
+    limits = sm_limits(arch)
+    out = []
+    for v in log:
+        r = v.resources
+        occ = occupancy(limits, regs=r.regs, num_warps=v.num_warps, smem=r.smem)
+        plain = (bool, int, float, str, type(None))
+        const = {k: (c if isinstance(c, plain) else str(c)) for k, c in v.constexprs.items()}
+        out.append(
+            dict(
+                case=v.case,
+                kernel=v.kernel,
+                arch=arch,
+                constexprs=const,
+                num_warps=v.num_warps,
+                num_stages=v.num_stages,
+                compile_seconds=round(v.seconds, 3),
+                resources=r.as_dict(),
+                occupancy=asdict(occ),
+            )
+        )
+    return out
+
+
+_COLUMNS = (
+    ("case", 28),
+    ("kernel", 30),
+    ("flags", 22),
+    ("blocks", 16),
+    ("w", 2),
+    ("s", 2),
+    ("regs", 4),
+    ("stack", 5),
+    ("LDL/STL", 7),
+    ("smem KiB", 8),
+    ("CTAs/SM", 7),
+    ("warps/SM", 8),
+    ("limit", 6),
+    ("mma", 16),
+)
+
+
+def table(log: list, arch: int) -> str:
+    """The report as a Markdown table (one row per variant)."""
+    from bmojo_triton.resources import occupancy, sm_limits
+
+    limits = sm_limits(arch)
+    lines = [
+        "| " + " | ".join(n.ljust(w) for n, w in _COLUMNS) + " |",
+        "| " + " | ".join("-" * w for _, w in _COLUMNS) + " |",
+    ]
+    for v in log:
+        r = v.resources
+        occ = occupancy(limits, regs=r.regs, num_warps=v.num_warps, smem=r.smem)
+        cells = (
+            v.case,
+            v.kernel,
+            v.flags(),
+            v.blocks(),
+            v.num_warps,
+            v.num_stages,
+            r.regs,
+            r.stack,
+            f"{r.spill_loads}/{r.spill_stores}",
+            f"{r.smem / 1024:.1f}",
+            occ.ctas_per_sm,
+            occ.warps_per_sm,
+            occ.limiter,
+            r.mma_text(),
+        )
+        lines.append("| " + " | ".join(str(c).ljust(w) for c, (_, w) in zip(cells, _COLUMNS)) + " |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise SystemExit("unset TRITON_INTERPRET: the interpreter does not compile")
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m bmojo_triton.aot", description=__doc__.splitlines()[0])
     ap.add_argument("--arch", type=int, action="append", help="compute capability x10 (default: 80 and 90)")
+    ap.add_argument("--report", action="store_true", help="print each variant's static resources (one --arch)")
+    ap.add_argument("--dtype", default="bfloat16", help="--report: the inputs' dtype (default bfloat16)")
+    ap.add_argument("--shape", choices=("bench", "conformance"), default="bench", help="--report: which launches")
+    ap.add_argument(
+        "--tiles",
+        action="append",
+        default=[],
+        help="--report: op.kernel=SPEC, e.g. bmojo_attention.fwd=128x64w8s3 or ssm_scan.fwd=block_l=32 (repeatable)",
+    )
+    ap.add_argument(
+        "--case",
+        action="append",
+        default=[],
+        help="--report: only the cases whose label contains this (repeatable), e.g. 'attention w+f'",
+    )
+    ap.add_argument("--json", type=Path, default=None, help="--report: also write the rows here")
     a = ap.parse_args(argv)
-    for arch in a.arch or [80, 90]:
-        t0 = time.perf_counter()
-        log = run_all(arch)
-        print(f"sm_{arch}: compiled {len(log)} kernel variants in {time.perf_counter() - t0:.1f} s")
+    if not a.report:
+        if a.tiles or a.json or a.case:
+            ap.error("--tiles, --case and --json need --report")
+        for arch in a.arch or [80, 90]:
+            t0 = time.perf_counter()
+            log = run_all(arch)
+            print(f"sm_{arch}: compiled {len(log)} kernel variants in {time.perf_counter() - t0:.1f} s")
+        return 0
+    from bmojo_triton.resources import cuobjdump, sm_limits
+
+    if a.arch and len(a.arch) > 1:
+        ap.error(f"--report takes one --arch, got {a.arch}")
+    arch = a.arch[0] if a.arch else 90
+    try:
+        sm_limits(arch)
+    except ValueError as err:
+        ap.error(str(err))
+    dtype = getattr(torch, a.dtype, None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        ap.error(f"--dtype: expected a floating dtype name (bfloat16, float16, float32, float64), got {a.dtype!r}")
+    try:
+        overrides = [parse_tiles(t, dtype) for t in a.tiles]
+    except ValueError as err:
+        ap.error(str(err))
+    if cuobjdump() is None:
+        raise SystemExit("--report needs cuobjdump (shipped in triton's wheel, or TRITON_CUOBJDUMP_PATH)")
+    t0 = time.perf_counter()
+    log = report(arch, dtype, overrides, a.shape, a.case)
+    if not log:
+        raise SystemExit(f"--report: no case matched --case {a.case}")
+    opts = "".join(f", --tiles {t}" for t in a.tiles) + "".join(f", --case {c!r}" for c in a.case)
+    print(f"sm_{arch} {a.dtype}, {a.shape} shapes{opts}:")
+    print(table(log, arch))
+    print(f"{len(log)} variants compiled and inspected in {time.perf_counter() - t0:.1f} s (compile-time figures)")
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        meta = dict(arch=arch, dtype=a.dtype, shape=a.shape, tiles=a.tiles, cases=a.case)
+        a.json.write_text(json.dumps(dict(meta, rows=rows(log, arch)), indent=1))
     return 0
 
 
