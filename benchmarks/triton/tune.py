@@ -253,12 +253,16 @@ class Group:
         kernels=(),
         static=None,
         arch=None,
+        flags=(),
     ):
         self.name, self.case, self.table_line = name, case, table_line
         #: the Triton kernels the candidates configure; ``static``/``arch``: the static pre-check
         self.kernels, self.static, self.arch = tuple(kernels), static, arch
         self.default, self.tiles, self.launches = default, tiles, launches
         self.extra = extra or {}
+        #: bool launch options (e.g. attention's ``interior``): each is tried flipped at the default
+        #: tiles, and the best shapes' launches keep the value they ranked with
+        self.flags = tuple(flags)
         self.legal, self.measure, self.with_grad, self.gpu, self.cap = legal, measure, with_grad, gpu, cap
         self.results: list[tuple[object, float]] = []
         self.tried: set = set()
@@ -277,12 +281,22 @@ class Group:
         print(f"  tune {self.name:30s} {self.case:22s} {_fmt(cfg):75s} {t:>12s}  {note}", flush=True)
 
     def candidates(self):
-        """default; each tile shape at the default launch (8 warps where 4 would spill), nearest
-        to the default's shape first; then the 2 best shapes × every launch."""
+        """default; each bool flag flipped at the default tiles; each tile shape at the default
+        launch (8 warps where 4 would spill), nearest to the default's shape first; then the 2 best
+        (shape, flags) × every launch."""
         yield self.default
+        for f in self.flags:
+            yield replace(self.default, **self.extra, **{f: not getattr(self.default, f)})
+
+        def bits(v):
+            return 0 if v is None else v.bit_length()  # None: "all of it" (the scan's block_p)
 
         def distance(t):
-            return sum(abs(v.bit_length() - (getattr(self.default, k) or v).bit_length()) for k, v in t.items())
+            def d(k, v):
+                ref = getattr(self.default, k)
+                return abs(bits(v) - bits(ref if ref is not None else v))
+
+            return sum(d(k, v) for k, v in t.items())
 
         for t in sorted(self.tiles, key=distance):
             cfg = replace(self.default, **t, **self.extra)
@@ -292,7 +306,7 @@ class Group:
         ranked = sorted(self.results, key=lambda r: r[1])
         shapes = []
         for cfg, _ in ranked:
-            shape = {k: getattr(cfg, k) for k in self.tiles[0]} if self.tiles else {}
+            shape = {k: getattr(cfg, k) for k in (*(self.tiles[0] if self.tiles else ()), *self.flags)}
             if shape not in shapes:
                 shapes.append(shape)
         for shape in shapes[:2]:
@@ -434,6 +448,7 @@ def _attn_groups(s, gpu, dev, dtype, cap):
             gpu,
             cap,
             extra=dict(dq=dq) if dq else None,
+            flags=("interior",),
             kernels=names[kernel],
         )
         grp.n_fwd_outputs = 2  # o, lse; the rest are gradients
@@ -485,11 +500,11 @@ def _scan_groups(s, gpu, dev, dtype, cap):
     # config tried is a ScanTiles whose block_l is fwd_train's and warps/stages are bwd's
     d_train = scan.TILES.get("fwd_train", key, dev)
     d_bwd = scan.TILES.get("bwd", key, dev)
-    d_pair = replace(d_train, num_warps=d_bwd.num_warps, num_stages=d_bwd.num_stages)
+    d_pair = replace(d_train, block_p=d_bwd.block_p, num_warps=d_bwd.num_warps, num_stages=d_bwd.num_stages)
 
     def m_train(cfg, check):
         fwd_cfg = replace(d_train, block_l=cfg.block_l)
-        bwd_cfg = replace(d_bwd, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        bwd_cfg = replace(d_bwd, block_p=cfg.block_p, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
         with scan.TILES.override(fwd_train=fwd_cfg, bwd=bwd_cfg):
             fn = lambda: scan.ssm_scan(*params)  # noqa: E731
             return _run_outputs(fn, params, True) if check else _timed(fn, params, True, gpu)
@@ -500,11 +515,18 @@ def _scan_groups(s, gpu, dev, dtype, cap):
         lambda cfg: "\n".join(
             (
                 _entry("ssm_scan", "fwd_train", key, replace(d_train, block_l=cfg.block_l)),
-                _entry("ssm_scan", "bwd", key, replace(d_bwd, num_warps=cfg.num_warps, num_stages=cfg.num_stages)),
+                _entry(
+                    "ssm_scan",
+                    "bwd",
+                    key,
+                    replace(d_bwd, block_p=cfg.block_p, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
+                ),
             )
         ),
         d_pair,
-        [dict(block_l=bl_) for bl_ in s["train_blocks"]] if gpu else [dict(block_l=32)],
+        [dict(block_l=bl_, block_p=bp_) for bl_ in s["train_blocks"] for bp_ in (None, *s["bwd_p_blocks"])]
+        if gpu
+        else [dict(block_l=32, block_p=16)],
         launches if gpu else [],
         lambda cfg: _legal_scan(cfg, bp, bn, smem),
         m_train,

@@ -41,15 +41,20 @@ class ScanTiles:
 #: Launch configs of the scan: ``fwd`` (inference: no states saved), ``fwd_train`` (the forward
 #: of a call that needs gradients: it stores the state entering each ``block_l`` chunk) and ``bwd``
 #: (reverse chunk walk, chunk = ``fwd_train``'s). GPU keys are (P block, N block) — the state a
-#: program holds is P × N — with 0 matching anything. Untuned first choices: inference 64-token
-#: chunks and 32 P rows; training 32-token chunks, which keep the backward's tiles in registers,
-#: with 8 warps in the backward. Tune with ``python -m benchmarks.triton --sections tune`` and
-#: paste the entries it prints here. The interpreter uses 16-token chunks and 16 P rows.
+#: program holds is P × N — with 0 matching anything. None is timed-tuned. Inference: 32-token
+#: chunks and 16 P rows, the shape the static report (``python -m bmojo_triton.aot --report``)
+#: found spilling on neither sm_80 nor sm_90 at P = 64, N = 128 (the first choice, 64 × 32,
+#: spilled 456 B/thread on sm_90 and fell into ptxas's 32-register mode with 6.4 KB of stack on
+#: sm_80). Training: 32-token chunks, all of P per backward program, 8 backward warps — these
+#: spill on both (1456 B/thread sm_90); 16-token chunks with 16-row P tiles do not, but double the
+#: saved states, so the choice waits for GPU timings. Tune with ``python -m benchmarks.triton
+#: --sections tune`` and paste the entries it prints here. The interpreter uses 16-token chunks
+#: and 16 P rows.
 TILES = TileTable(
     "ssm_scan",
     ("block_p", "block_n"),
     gpu={
-        "fwd": {(0, 0): ScanTiles(block_l=64, block_p=32)},
+        "fwd": {(0, 0): ScanTiles(block_l=32, block_p=16)},
         "fwd_train": {(0, 0): ScanTiles(block_l=32, block_p=None)},
         "bwd": {(0, 0): ScanTiles(block_l=None, block_p=None, num_warps=8)},
     },
