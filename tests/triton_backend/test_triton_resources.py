@@ -138,6 +138,8 @@ def test_parse_tiles_compact_and_fields():
     assert cfg.dq == "atomic" and cfg.num_warps == att.TILES.lookup("bwd_dkdv", (64, 2)).num_warps
     _, _, cfg = parse_tiles("ssm_scan.fwd=block_l=32,block_p=None,num_warps=8", torch.bfloat16)
     assert cfg == scan.ScanTiles(block_l=32, block_p=None, num_warps=8, num_stages=cfg.num_stages)
+    _, _, cfg = parse_tiles("bmojo_attention.fwd=interior=False", torch.bfloat16)
+    assert cfg == att.AttnTiles(interior=False)  # a bool, not the string "False" (which is refused)
 
 
 @pytest.mark.parametrize(

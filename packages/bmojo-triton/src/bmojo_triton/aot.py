@@ -296,6 +296,8 @@ _COMPACT = re.compile(r"^(\d+|None)x(\d+|None)(?:w(\d+))?(?:s(\d+))?$")
 def _value(text: str):
     if text == "None":
         return None
+    if text in ("True", "False"):  # bool options, e.g. AttnTiles.interior
+        return text == "True"
     if re.fullmatch(r"-?\d+", text):
         return int(text)
     return text
