@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import itertools
 
 import torch
@@ -29,6 +30,7 @@ def gpu_path(device: torch.device) -> bool:
     return device.type == "cuda" or AS_GPU
 
 
+@functools.lru_cache(maxsize=1024)
 def pow2(n: int, minimum: int = MIN_DOT) -> int:
     """Smallest power of two >= max(n, minimum): a block edge covering n."""
     return max(minimum, triton.next_power_of_2(max(int(n), 1)))
@@ -107,6 +109,9 @@ class TileTable:
         if set(interpreter) != set(gpu):
             raise ValueError(f"{op} tiles: interpreter kernels {sorted(interpreter)} != gpu kernels {sorted(gpu)}")
         self._override: contextvars.ContextVar[dict] = contextvars.ContextVar(f"{op}_tiles", default=None)
+        #: lookup results: the tables are data fixed in the source (a launch pays for the search
+        #: once per key, not per call — a decode step launches several kernels per layer)
+        self._cache: dict = {}
 
     @property
     def kernels(self) -> tuple[str, ...]:
@@ -124,6 +129,9 @@ class TileTable:
 
     def lookup(self, kernel: str, key: tuple):
         """The GPU table's most specific entry for ``key`` (see the class docstring)."""
+        hit = self._cache.get((kernel, key))
+        if hit is not None:
+            return hit
         table = self.gpu[kernel]
         n = len(self.key_names)
         # candidates: every subset of positions set to 0, fewest zeros first; among equals the
@@ -132,6 +140,7 @@ class TileTable:
             for pos in itertools.combinations(reversed(range(n)), zeros):
                 cand = tuple(0 if i in pos else k for i, k in enumerate(key))
                 if cand in table:
+                    self._cache[(kernel, key)] = table[cand]
                     return table[cand]
         raise AssertionError("unreachable: the all-zero entry exists")
 

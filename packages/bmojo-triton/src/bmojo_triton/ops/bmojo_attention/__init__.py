@@ -15,6 +15,7 @@ and ignored (results never depended on it; the kernels pick their own tiles). Fi
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 
@@ -119,14 +120,19 @@ def _tiles(kernel: str, q: torch.Tensor) -> tuple[dict, int]:
     """Launch kwargs (BLOCK_M, BLOCK_N, num_warps, num_stages, and SPLIT_INTERIOR except for the
     eidetic dK/dV kernel) of ``kernel`` for q, and BLOCK_D (the head dimension padded to a power
     of two >= 16; loads are masked)."""
-    T = q.shape[1]
-    cfg = _config(kernel, q)
-    if T <= MIN_DOT:
+    return dict(_launch(_config(kernel, q), q.shape[1] <= MIN_DOT, kernel == "bwd_dkdv_eidetic")), pow2(q.shape[-1])
+
+
+@functools.lru_cache(maxsize=256)
+def _launch(cfg: AttnTiles, decode: bool, eidetic: bool) -> dict:
+    """cfg's launch kwargs (cached: configs are frozen); ``decode`` (T <= 16): 16 query rows;
+    ``eidetic``: the eidetic dK/dV kernel, which has no interior split."""
+    if decode:
         cfg = replace(cfg, block_m=MIN_DOT)
     launch = cfg.launch()
-    if kernel == "bwd_dkdv_eidetic":
+    if eidetic:
         del launch["SPLIT_INTERIOR"]
-    return launch, pow2(q.shape[-1])
+    return launch
 
 
 #: Query rows per program of the Δ kernel (memory-bound: one read of O and dO), on a GPU and
