@@ -15,8 +15,10 @@ only; w + f) and ``bwd_dkdv`` (w + f: the raw and the fading keys' launches), ti
 "atomic" dQ variant (window only; w + f: ``bwd_dkdv`` configs with ``dq="atomic"``, no dQ kernel),
 whose baseline and reference is the default "split" backward, so its ranking says whether
 "atomic" pays and at which tiles; ``ssm_scan`` ``fwd`` (inference: no states saved) and ``train``
-(``fwd_train``'s chunk, which the backward shares, × the backward's warps/stages), timed forward
-and forward+backward.
+(``fwd_train``'s chunk, which the backward shares, × the backward's P tile, warps and stages),
+timed forward and forward+backward. Bool launch options (attention's ``interior``, the scan's
+``parallel_out``) are tried flipped at the default tiles, and the best two (shape, option) pairs
+get the warps × stages sweep.
 
 Resources: on a GPU each checked config's row also carries, for the kernels it tunes, the
 registers and spills of the kernel Triton compiled for it (``n_regs``; ``n_spills``: local memory
@@ -493,7 +495,8 @@ def _scan_groups(s, gpu, dev, dtype, cap):
         False,
         gpu,
         cap,
-        kernels=_kernel_names(scan._ssd_fwd_kernel),
+        kernels=_kernel_names(scan._ssd_fwd_kernel, scan._ssd_chunk_out_kernel),
+        flags=("parallel_out",),
     )
     g_fwd.n_fwd_outputs = 2
     # train: the chunk (fwd_train.block_l, shared by the backward) × the backward's launch; the
@@ -503,7 +506,7 @@ def _scan_groups(s, gpu, dev, dtype, cap):
     d_pair = replace(d_train, block_p=d_bwd.block_p, num_warps=d_bwd.num_warps, num_stages=d_bwd.num_stages)
 
     def m_train(cfg, check):
-        fwd_cfg = replace(d_train, block_l=cfg.block_l)
+        fwd_cfg = replace(d_train, block_l=cfg.block_l, parallel_out=cfg.parallel_out)
         bwd_cfg = replace(d_bwd, block_p=cfg.block_p, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
         with scan.TILES.override(fwd_train=fwd_cfg, bwd=bwd_cfg):
             fn = lambda: scan.ssm_scan(*params)  # noqa: E731
@@ -514,7 +517,9 @@ def _scan_groups(s, gpu, dev, dtype, cap):
         case,
         lambda cfg: "\n".join(
             (
-                _entry("ssm_scan", "fwd_train", key, replace(d_train, block_l=cfg.block_l)),
+                _entry(
+                    "ssm_scan", "fwd_train", key, replace(d_train, block_l=cfg.block_l, parallel_out=cfg.parallel_out)
+                ),
                 _entry(
                     "ssm_scan",
                     "bwd",
@@ -533,7 +538,8 @@ def _scan_groups(s, gpu, dev, dtype, cap):
         True,
         gpu,
         cap,
-        kernels=_kernel_names(scan._ssd_fwd_kernel, scan._ssd_bwd_kernel),
+        kernels=_kernel_names(scan._ssd_fwd_kernel, scan._ssd_chunk_out_kernel, scan._ssd_bwd_kernel),
+        flags=("parallel_out",),
     )
     g_train.n_fwd_outputs = 2
     return [g_fwd, g_train]

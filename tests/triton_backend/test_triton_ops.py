@@ -3,6 +3,8 @@ tile edges (chunk tile 16 on the interpreter, 64 on a GPU; P, N and channels not
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from bmojo.ops.causal_conv1d import reference as conv_ref
@@ -54,6 +56,26 @@ def test_ssm_scan_forward_and_gradients(name, dtype, device):
 def test_ssm_scan_gradients_float64(device):
     args = scan_args(device, torch.float64, b=2, T=37, H=4, P=24, G=2, N=20)
     compare_fwd_bwd("f64", ssm_scan.ssm_scan, ssm_ref.ssm_scan, args, {}, torch.float64, names=SCAN_NAMES)
+
+
+@pytest.mark.parametrize("name", ["ragged_T37_P24_N20_G2", "T150_spans_gpu_chunks", "T1"])
+def test_ssm_scan_parallel_out_matches_reference_and_the_sequential_pass(name, device):
+    """``ScanTiles.parallel_out``: y from the chunk-parallel kernel reading the stored states, for
+    inference and for training (gradients through the Triton backward), against the reference and
+    bit-equal to y computed in the sequential pass (same chunk, same float operations)."""
+    args = scan_args(device, torch.float32, **SCAN[name])
+    fwd, train = (ssm_scan.TILES.get(k, (0, 0), args[0].device) for k in ("fwd", "fwd_train"))
+    par = dict(fwd=replace(fwd, parallel_out=True), fwd_train=replace(train, parallel_out=True))
+    with torch.no_grad():
+        seq_inf = ssm_scan.ssm_scan(*args)
+        with ssm_scan.TILES.override(**par):
+            par_inf = ssm_scan.ssm_scan(*args)
+    for what, a, b in zip(("y", "final"), par_inf, seq_inf):
+        assert torch.equal(a, b), f"{name}: inference {what} differs between parallel_out and the sequential pass"
+    with ssm_scan.TILES.override(**par):
+        compare_fwd_bwd(
+            f"parallel_out {name}", ssm_scan.ssm_scan, ssm_ref.ssm_scan, args, {}, torch.float32, names=SCAN_NAMES
+        )
 
 
 @pytest.mark.parametrize(

@@ -134,6 +134,28 @@ def _atomic_dq(q: torch.Tensor):
     return att.TILES.override(bwd_dkdv=replace(att._config("bwd_dkdv", q), dq="atomic"))
 
 
+def _one_loop(q: torch.Tensor):
+    """The attention kernels' opt-in band walk without the interior split (``AttnTiles.interior``)."""
+    from bmojo_triton.ops import bmojo_attention as att
+
+    return att.TILES.override(**{k: replace(att._config(k, q), interior=False) for k in ("fwd", "bwd_dq", "bwd_dkdv")})
+
+
+def _scan_options(x: torch.Tensor):
+    """The scan's opt-in launch options: y by the chunk-parallel kernel (``parallel_out``) in
+    inference and training, and the backward split over 16-row P tiles."""
+    from bmojo_triton.ops import ssm_scan
+    from bmojo_triton.ops._triton_utils import pow2
+
+    key = (pow2(x.shape[-1]), 0)
+    cfg = {k: ssm_scan.TILES.lookup(k, key) for k in ssm_scan.TILES.kernels}
+    return ssm_scan.TILES.override(
+        fwd=replace(cfg["fwd"], parallel_out=True),
+        fwd_train=replace(cfg["fwd_train"], parallel_out=True),
+        bwd=replace(cfg["bwd"], block_p=16),
+    )
+
+
 def _backward(out) -> None:
     outs = [out] if isinstance(out, torch.Tensor) else list(out)
     diff = [o for o in outs if isinstance(o, torch.Tensor) and o.requires_grad]
@@ -145,7 +167,8 @@ def run_all(
     arch: int, dtypes=(torch.float32, torch.bfloat16, torch.float16, torch.float64), inspect=False, only=()
 ) -> list:
     """Launch every op (forward and backward where the backend has one) on tiny CPU inputs; the
-    attention backward in both dQ variants (the default "split" and the opt-in "atomic").
+    attention backward in both dQ variants (the default "split" and the opt-in "atomic"), the
+    attention without the interior split, and the scan with its opt-in options (``_scan_options``).
     ``only``: the cases whose "op name" label contains one of these strings (default: all).
     Returns the compiled :class:`Variant` list."""
     from bmojo.testing.conformance.cases import CASES
@@ -179,7 +202,9 @@ def run_all(
                 ]
                 variants = [contextlib.nullcontext()]
                 if case.op == "bmojo_attention":
-                    variants.append(_atomic_dq(args[0]))
+                    variants += [_atomic_dq(args[0]), _one_loop(args[0])]
+                if case.op == "ssm_scan":
+                    variants.append(_scan_options(args[0]))
                 for variant in variants:
                     with variant:
                         _backward(fn(*args, **kw))

@@ -15,7 +15,7 @@ from bmojo.argcheck import TORCH, check_int, check_ssm_scan_args, fail
 
 from bmojo_triton.ops._triton_utils import TileTable, acc_dtype, check_launch, gpu_path, on_device, pow2
 from bmojo_triton.ops.ssm_scan.bwd import _ssd_bwd_kernel
-from bmojo_triton.ops.ssm_scan.fwd import _ssd_fwd_kernel
+from bmojo_triton.ops.ssm_scan.fwd import _ssd_chunk_out_kernel, _ssd_fwd_kernel
 from bmojo_triton.ops.ssm_scan.step import _ssm_step_kernel
 
 
@@ -27,15 +27,20 @@ class ScanTiles:
     The backward's chunk must be the chunk of the forward that saved its states, so ``bwd`` entries
     leave ``block_l`` None (its chunk comes from ``fwd_train``); the backward's ``block_p`` None
     is one program per head holding all P rows, a number splits P over programs whose partial
-    dB, dC, d(dt), dA, dD the launcher sums (see ``bwd.py``)."""
+    dB, dC, d(dt), dA, dD the launcher sums (see ``bwd.py``). ``parallel_out`` (``fwd`` and
+    ``fwd_train`` only): the sequential pass only carries and stores the chunk states, and a
+    chunk-parallel kernel computes y from them (see ``fwd.py``); False: y in the sequential pass."""
 
     block_l: int | None = 64
     block_p: int | None = None
     num_warps: int = 4
     num_stages: int = 3
+    parallel_out: bool = False
 
     def __post_init__(self):
         check_launch("ScanTiles", dict(block_l=self.block_l, block_p=self.block_p), self.num_warps, self.num_stages)
+        if not isinstance(self.parallel_out, bool):
+            fail("ScanTiles.parallel_out", "a bool", repr(self.parallel_out))
 
 
 #: Launch configs of the scan: ``fwd`` (inference: no states saved), ``fwd_train`` (the forward
@@ -72,6 +77,8 @@ def _scan_tiles(kernel: str, x: torch.Tensor, N: int) -> ScanTiles:
     cfg = TILES.get(kernel, (pow2(P), pow2(N)), x.device)
     if kernel == "bwd" and cfg.block_l is not None:
         fail("ssm_scan tiles bwd.block_l", "None (the chunk is fwd_train's)", cfg.block_l)
+    if kernel == "bwd" and cfg.parallel_out:
+        fail("ssm_scan tiles bwd.parallel_out", "False (a forward option)", cfg.parallel_out)
     if kernel != "bwd" and cfg.block_l is None:
         fail(f"ssm_scan tiles {kernel}.block_l", "a power of two >= 16", None)
     return cfg
@@ -97,8 +104,11 @@ def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
     bp = pow2(P) if cfg.block_p is None else min(pow2(P), cfg.block_p)
     cd = TORCH.compute_dtype(x.dtype)
     states = None
-    if save_states:
-        states = torch.empty(b, H, triton.cdiv(T, bl), P, N, dtype=cd, device=x.device)
+    n_chunks = triton.cdiv(T, bl)
+    if save_states or cfg.parallel_out:
+        states = torch.empty(b, H, n_chunks, P, N, dtype=cd, device=x.device)
+    consts = dict(BLOCK_L=bl, BLOCK_P=bp, BLOCK_N=pow2(N), ACC=acc_dtype(cd), DOT_PREC=_scan_precision(x.dtype, gpu))
+    launch = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     with on_device(x):
         _ssd_fwd_kernel[(b * H, triton.cdiv(P, bp))](
             x,
@@ -126,16 +136,39 @@ def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
             H // G,
             HAS_D=D is not None,
             HAS_H0=h0 is not None,
-            SAVE_STATES=save_states,
-            BLOCK_L=bl,
-            BLOCK_P=bp,
-            BLOCK_N=pow2(N),
-            ACC=acc_dtype(cd),
-            DOT_PREC=_scan_precision(x.dtype, gpu),
-            num_warps=cfg.num_warps,
-            num_stages=cfg.num_stages,
+            SAVE_STATES=states is not None,
+            OUTPUT=not cfg.parallel_out,
+            **consts,
+            **launch,
         )
-    return y, final, states, bl
+        if cfg.parallel_out and n_chunks > 0:
+            _ssd_chunk_out_kernel[(n_chunks, b * H, triton.cdiv(P, bp))](
+                x,
+                dt,
+                A,
+                B,
+                C,
+                D if D is not None else A,
+                states,
+                y,
+                x.stride(0),
+                x.stride(1),
+                x.stride(2),
+                dt.stride(0),
+                dt.stride(1),
+                B.stride(0),
+                B.stride(1),
+                B.stride(2),
+                T,
+                H,
+                P,
+                N,
+                H // G,
+                HAS_D=D is not None,
+                **consts,
+                **launch,
+            )
+    return y, final, (states if save_states else None), bl
 
 
 def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, needs):

@@ -14,6 +14,12 @@ Rows past T load dt = 0 (the state is unchanged by them, as in core's padding). 
 from the head's group (GQA-style sharing, nothing repeated in memory). The chunk length is the
 kernel's own tile (the ``chunk_size`` argument only changes float rounding in the reference).
 With SAVE_STATES the state entering every chunk is stored (ACC precision) for the backward.
+
+Two ways to get y (``ScanTiles.parallel_out``): in the same sequential pass (``OUTPUT``, the
+default), or afterwards by ``_ssd_chunk_out_kernel``, one program per (chunk, batch × head, P tile)
+reading the stored state entering its chunk — the sequential pass then only carries the state (one
+matmul per chunk instead of four, no C loads), and the outputs run with the whole grid in parallel,
+for one write and one read of the states (float32, ``b·H·⌈T/L⌉·P·N`` values).
 """
 
 from __future__ import annotations
@@ -22,6 +28,18 @@ import triton
 import triton.language as tl
 
 from bmojo_triton.ops._triton_utils import mm
+
+
+@triton.jit
+def _chunk_y(x, xdt, cm, bm, cum, state, d, causal, HAS_D: tl.constexpr, ACC: tl.constexpr, DOT_PREC: tl.constexpr):
+    """y of one chunk: the intra-chunk term, the entering state's term and D·x."""
+    cb = mm(cm, tl.trans(bm), DOT_PREC, False)
+    decay = tl.where(causal, tl.exp(cum[:, None] - cum[None, :]), 0.0)
+    y = mm((cb * decay).to(ACC), xdt, DOT_PREC, False)
+    y += mm(cm, tl.trans(state), DOT_PREC, False) * tl.exp(cum)[:, None]
+    if HAS_D:
+        y += x * d
+    return y
 
 
 @triton.jit
@@ -57,6 +75,7 @@ def _ssd_fwd_kernel(
     BLOCK_N: tl.constexpr,
     ACC: tl.constexpr,
     DOT_PREC: tl.constexpr,
+    OUTPUT: tl.constexpr = True,
 ):
     pid_bh = tl.program_id(0)
     pid_p = tl.program_id(1)
@@ -92,23 +111,93 @@ def _ssd_fwd_kernel(
         bm = tl.load(
             B + b * sb_b + t[:, None] * sb_t + g * sb_g + offs_n[None, :], mask=t_ok[:, None] & n_ok[None, :], other=0.0
         ).to(ACC)
-        cm = tl.load(
-            C + b * sb_b + t[:, None] * sb_t + g * sb_g + offs_n[None, :], mask=t_ok[:, None] & n_ok[None, :], other=0.0
-        ).to(ACC)
         cum = tl.cumsum(dt * a, axis=0)
         total = tl.sum(dt * a, axis=0)
         xdt = x * dt[:, None]
-        cb = mm(cm, tl.trans(bm), DOT_PREC, False)
-        decay = tl.where(causal, tl.exp(cum[:, None] - cum[None, :]), 0.0)
-        y = mm((cb * decay).to(ACC), xdt, DOT_PREC, False)
-        y += mm(cm, tl.trans(state), DOT_PREC, False) * tl.exp(cum)[:, None]
-        if HAS_D:
-            y += x * d
-        tl.store(
-            Y + b * sx_b + t[:, None] * sx_t + h * sx_h + offs_p[None, :],
-            y.to(Y.dtype.element_ty),
-            mask=t_ok[:, None] & p_ok[None, :],
-        )
+        if OUTPUT:
+            cm = tl.load(
+                C + b * sb_b + t[:, None] * sb_t + g * sb_g + offs_n[None, :],
+                mask=t_ok[:, None] & n_ok[None, :],
+                other=0.0,
+            ).to(ACC)
+            y = _chunk_y(x, xdt, cm, bm, cum, state, d, causal, HAS_D, ACC, DOT_PREC)
+            tl.store(
+                Y + b * sx_b + t[:, None] * sx_t + h * sx_h + offs_p[None, :],
+                y.to(Y.dtype.element_ty),
+                mask=t_ok[:, None] & p_ok[None, :],
+            )
         to_end = tl.exp(total - cum)
         state = state * tl.exp(total) + mm(tl.trans(xdt * to_end[:, None]), bm, DOT_PREC, False)
     tl.store(HT + state_ptrs, state.to(HT.dtype.element_ty), mask=p_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _ssd_chunk_out_kernel(
+    X,
+    DT,
+    A,
+    B,
+    C,
+    D,
+    STATES,
+    Y,
+    sx_b,
+    sx_t,
+    sx_h,
+    sdt_b,
+    sdt_t,
+    sb_b,
+    sb_t,
+    sb_g,
+    T,
+    H,
+    P,
+    N,
+    HEADS_PER_GROUP,
+    HAS_D: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    ACC: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    """y of one chunk (grid: chunks, batch × heads, P tiles) from the state entering it, which
+    ``_ssd_fwd_kernel`` stored with SAVE_STATES (same chunk length BLOCK_L)."""
+    c = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    pid_p = tl.program_id(2)
+    b = pid_bh // H
+    h = pid_bh % H
+    g = h // HEADS_PER_GROUP
+    offs_l = tl.arange(0, BLOCK_L)
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_n = tl.arange(0, BLOCK_N)
+    p_ok = offs_p < P
+    n_ok = offs_n < N
+    a = tl.load(A + h).to(ACC)
+    d = 0.0
+    if HAS_D:
+        d = tl.load(D + h).to(ACC)
+    n_chunks = tl.cdiv(T, BLOCK_L)
+    state = tl.load(
+        STATES + (pid_bh * n_chunks + c) * P * N + offs_p[:, None] * N + offs_n[None, :],
+        mask=p_ok[:, None] & n_ok[None, :],
+        other=0.0,
+    )
+    t = c * BLOCK_L + offs_l
+    t_ok = t < T
+    ln_mask = t_ok[:, None] & n_ok[None, :]
+    dt = tl.load(DT + b * sdt_b + t * sdt_t + h, mask=t_ok, other=0.0).to(ACC)
+    x = tl.load(
+        X + b * sx_b + t[:, None] * sx_t + h * sx_h + offs_p[None, :], mask=t_ok[:, None] & p_ok[None, :], other=0.0
+    ).to(ACC)
+    bm = tl.load(B + b * sb_b + t[:, None] * sb_t + g * sb_g + offs_n[None, :], mask=ln_mask, other=0.0).to(ACC)
+    cm = tl.load(C + b * sb_b + t[:, None] * sb_t + g * sb_g + offs_n[None, :], mask=ln_mask, other=0.0).to(ACC)
+    cum = tl.cumsum(dt * a, axis=0)
+    causal = offs_l[:, None] >= offs_l[None, :]
+    y = _chunk_y(x, x * dt[:, None], cm, bm, cum, state, d, causal, HAS_D, ACC, DOT_PREC)
+    tl.store(
+        Y + b * sx_b + t[:, None] * sx_t + h * sx_h + offs_p[None, :],
+        y.to(Y.dtype.element_ty),
+        mask=t_ok[:, None] & p_ok[None, :],
+    )
