@@ -94,6 +94,12 @@ BAD_CALLS = {
     "scan: step state of the wrong size": lambda kind, mk: argcheck.check_ssm_scan_args(
         kind, mk(1, 4, 2), mk(1, 4), mk(4), mk(1, 2, 3), mk(1, 2, 3), None, mk(1, 4, 2, 5), step=True
     ),
+    "conv: empty sequence": lambda kind, mk: argcheck.check_causal_conv1d_args(
+        kind, mk(2, 0, 3), mk(3, 4), None, None, "silu", step=False
+    ),
+    "scan: empty sequence": lambda kind, mk: argcheck.check_ssm_scan_args(
+        kind, mk(1, 0, 2, 4), mk(1, 0, 2), mk(2), mk(1, 0, 1, 3), mk(1, 0, 1, 3), None, None, step=False
+    ),
     "rmsnorm: weight not 1-d": lambda kind, mk: argcheck.check_rmsnorm_args(kind, mk(2, 8), mk(8, 1), 1e-6),
     "gated rmsnorm: group not dividing": lambda kind, mk: argcheck.check_gated_rmsnorm_args(
         kind, mk(2, 8), mk(2, 8), mk(8), 3
@@ -113,6 +119,8 @@ EXPECTED = {  # the start of each message: which argument, and what was wrong
     "conv: state of the wrong width": "state: expected shape (2, 3, 3)",
     "scan: heads not a multiple of groups": "B: expected a group count dividing the head count 3",
     "scan: step state of the wrong size": "state: expected shape (1, 4, 2, 3)",
+    "conv: empty sequence": "x: expected at least one token (T >= 1), got shape (2, 0, 3)",
+    "scan: empty sequence": "x: expected at least one token (T >= 1), got shape (1, 0, 2, 4)",
     "rmsnorm: weight not 1-d": "weight: expected a 1-d",
     "gated rmsnorm: group not dividing": "group_size: expected a divisor of the last axis (8), got 3",
     "eidetic: float positions": "mem_pos: expected an integer",

@@ -194,6 +194,8 @@ def check_causal_conv1d_args(kind: ArrayKind, x, weight, bias, state, activation
     """Arguments of ``causal_conv1d`` (``step=False``, ``state`` = initial_state) or
     ``causal_conv1d_step`` (``step=True``); returns the kernel width K."""
     check_array(kind, "x", x, ndim=2 if step else 3)
+    if not step and x.shape[1] == 0:  # as bmojo_attention: an empty sequence is refused, by name
+        fail("x", "at least one token (T >= 1)", f"shape {tuple(x.shape)}")
     channels = x.shape[-1]
     check_array(kind, "weight", weight, shape=(channels, None))
     K = weight.shape[1]
@@ -224,6 +226,8 @@ def check_ssm_scan_args(kind: ArrayKind, x, dt, A, B, C, D, state, *, step: bool
     (``step=True``)."""
     lead = 1 if step else 2  # (b,) for a step, (b, T) for a scan
     check_array(kind, "x", x, ndim=lead + 2)
+    if not step and x.shape[1] == 0:  # as bmojo_attention: an empty sequence is refused, by name
+        fail("x", "at least one token (T >= 1)", f"shape {tuple(x.shape)}")
     b = x.shape[0]
     H, P = x.shape[-2:]
     seq = tuple(x.shape[1:2]) if not step else ()
