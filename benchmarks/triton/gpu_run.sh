@@ -12,10 +12,12 @@
 #
 # Order (BENCH_SECTIONS; each section has its own budget in seconds after ':' and is stopped when
 # it runs out, keeping what it measured; the JSON is rewritten after every section):
-#   1. what no GPU run has measured yet: ssm (2k/8k/32k, fla peer; fla's slow autotuned backward
-#      last), decode, norm_conv, eidetic, attention at 32k (the two-call peer never ran there);
+#   1. ssm (2k/8k/32k, fla peer; fla's slow autotuned backward last), then attention at 8k (the
+#      size the targets are read at; its kernels changed since the last GPU run: Δ kernel,
+#      exp2, interior option, unpipelined eidetic loop), then what no GPU run has measured yet:
+#      decode, norm_conv, eidetic, attention at 32k (the two-call peer never ran there);
 #   2. tune: the launch-config grid (benchmarks/triton/tune.py);
-#   3. attention at 2k and 8k (measured before, untuned; re-timed for a same-run comparison).
+#   3. attention at 2k (gets what is left of the budget).
 # Then the tests, all at once, each limited to the time left before TOTAL_LIMIT (at least
 # TEST_MIN): the benchmark never waits for them. A failing step does not stop the later ones.
 # Full logs go to $OUT (at most 8 files); stdout keeps a short digest and ends with a summary
@@ -97,7 +99,7 @@ PY
 grep -E "^(python|device|triton|fla|xdist) " "$OUT/setup.log" | sed 's/^/   | /'
 
 # ----- 2. benchmark (alone on the machine, so its timings are not disturbed) -----
-BENCH_SECTIONS=${BENCH_SECTIONS:-ssm:50,decode:25,norm_conv:12,eidetic:20,attention@32768:40,tune:90,attention@2048+8192:30}
+BENCH_SECTIONS=${BENCH_SECTIONS:-ssm:50,attention@8192:35,decode:20,norm_conv:10,eidetic:20,attention@32768:40,tune:80,attention@2048:15}
 step benchmark "${BENCH_LIMIT:-250}" bench.log python3 -m benchmarks.triton --budget "${BENCH_BUDGET:-240}" \
   --sections "$BENCH_SECTIONS" --out "$OUT/bench.json"
 grep -E "^ceilings|^\[|ratio|share of|paste|^    \(|WRONG|illegal|error|stopped|^done" "$OUT/bench.log" \
