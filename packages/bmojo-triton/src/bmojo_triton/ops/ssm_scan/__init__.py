@@ -109,6 +109,8 @@ def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
         states = torch.empty(b, H, n_chunks, P, N, dtype=cd, device=x.device)
     consts = dict(BLOCK_L=bl, BLOCK_P=bp, BLOCK_N=pow2(N), ACC=acc_dtype(cd), DOT_PREC=_scan_precision(x.dtype, gpu))
     launch = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    # strides and sizes, in the order both kernels take them
+    sizes = (*x.stride()[:3], *dt.stride()[:2], *B.stride()[:3], T, H, P, N, H // G)
     with on_device(x):
         _ssd_fwd_kernel[(b * H, triton.cdiv(P, bp))](
             x,
@@ -121,19 +123,7 @@ def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
             y,
             final,
             states if states is not None else final,
-            x.stride(0),
-            x.stride(1),
-            x.stride(2),
-            dt.stride(0),
-            dt.stride(1),
-            B.stride(0),
-            B.stride(1),
-            B.stride(2),
-            T,
-            H,
-            P,
-            N,
-            H // G,
+            *sizes,
             HAS_D=D is not None,
             HAS_H0=h0 is not None,
             SAVE_STATES=states is not None,
@@ -151,19 +141,7 @@ def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
                 D if D is not None else A,
                 states,
                 y,
-                x.stride(0),
-                x.stride(1),
-                x.stride(2),
-                dt.stride(0),
-                dt.stride(1),
-                B.stride(0),
-                B.stride(1),
-                B.stride(2),
-                T,
-                H,
-                P,
-                N,
-                H // G,
+                *sizes,
                 HAS_D=D is not None,
                 **consts,
                 **launch,
