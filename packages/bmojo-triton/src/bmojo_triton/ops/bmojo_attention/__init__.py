@@ -169,51 +169,47 @@ class _Meta:
         self.scale_t = torch.full((1,), self.scale, dtype=acc, device=q.device)
 
 
-def _fwd(q, k, v, kf, vf, ek, ev, epos, meta: _Meta):
-    b, T, H, Dh = q.shape
+def _walk_args(q, k, v, kf, vf, ek, ev, epos, lse, meta: _Meta):
+    """The arguments the forward and the dQ kernel share for their walk over the three sources:
+    (the source tensors, their strides, the sizes and scalars, the source flags). Sources a flag
+    switches off are passed as placeholders (k, v, lse) with zero strides, never read."""
+    T, H, Dh = q.shape[1], q.shape[2], q.shape[3]
     Tk, Hkv = k.shape[1], k.shape[2]
     Tf = kf.shape[1] if meta.use_fading else 0
     M = ek.shape[2] if meta.use_eidetic else 0
+    f_src = (kf, vf) if meta.use_fading else (k, v)
+    e_src = (ek, ev, epos) if meta.use_eidetic else (k, v, lse)
+    strides = (
+        *q.stride(),
+        *k.stride(),
+        *v.stride(),
+        *_strides(kf if meta.use_fading else None, 4),
+        *_strides(vf if meta.use_fading else None, 4),
+        *_strides(ek if meta.use_eidetic else None, 5),
+        *_strides(ev if meta.use_eidetic else None, 5),
+        *_strides(epos if meta.use_eidetic else None, 3),
+    )
+    sizes = (T, Tk, Tf, M, H, H // Hkv, Dh, meta.q_start, meta.window, meta.fading_window, meta.delta, meta.chunk)
+    flags = dict(HAS_FADING=meta.use_fading, HAS_EIDETIC=meta.use_eidetic)
+    return (q, k, v, *f_src, *e_src), strides, (*sizes, meta.scale_t), flags
+
+
+def _fwd(q, k, v, kf, vf, ek, ev, epos, meta: _Meta):
+    b, T, H, _ = q.shape
     o = torch.empty_like(q)
     lse = torch.empty(b, H, T, dtype=TORCH.compute_dtype(q.dtype), device=q.device)
     launch, bd = _tiles("fwd", q)
-    grid = (triton.cdiv(T, launch["BLOCK_M"]), b * H)
-    f_src = (kf, vf) if meta.use_fading else (k, v)  # placeholders, never read when flags are off
-    e_src = (ek, ev, epos) if meta.use_eidetic else (k, v, lse)
+    srcs, strides, sizes, flags = _walk_args(q, k, v, kf, vf, ek, ev, epos, lse, meta)
     with on_device(q):
-        _attn_fwd_kernel[grid](
-            q,
-            k,
-            v,
-            *f_src,
-            *e_src,
+        _attn_fwd_kernel[(triton.cdiv(T, launch["BLOCK_M"]), b * H)](
+            *srcs,
             o,
             lse,
-            *q.stride(),
-            *k.stride(),
-            *v.stride(),
-            *_strides(kf if meta.use_fading else None, 4),
-            *_strides(vf if meta.use_fading else None, 4),
-            *_strides(ek if meta.use_eidetic else None, 5),
-            *_strides(ev if meta.use_eidetic else None, 5),
-            *_strides(epos if meta.use_eidetic else None, 3),
+            *strides,
             *o.stride(),
             *lse.stride(),
-            T,
-            Tk,
-            Tf,
-            M,
-            H,
-            H // Hkv,
-            Dh,
-            meta.q_start,
-            meta.window,
-            meta.fading_window,
-            meta.delta,
-            meta.chunk,
-            meta.scale_t,
-            HAS_FADING=meta.use_fading,
-            HAS_EIDETIC=meta.use_eidetic,
+            *sizes,
+            **flags,
             BLOCK_D=bd,
             **launch,
             **_dot_consts(q),
@@ -223,9 +219,8 @@ def _fwd(q, k, v, kf, vf, ek, ev, epos, meta: _Meta):
 
 def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
     b, T, H, Dh = q.shape
-    Tk, Hkv = k.shape[1], k.shape[2]
+    Hkv = k.shape[2]
     G = H // Hkv
-    Tf = kf.shape[1] if meta.use_fading else 0
     M = ek.shape[2] if meta.use_eidetic else 0
     do = do.contiguous()
     consts = _dot_consts(q)
@@ -260,47 +255,22 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
     if atomic and needs[0]:
         dq_acc = torch.zeros(q.shape, dtype=lse.dtype, device=q.device)
     dq_args = (dq_acc, *dq_acc.stride()) if dq_acc is not None else (q, *q.stride())  # q: never read
-    f_src = (kf, vf) if meta.use_fading else (k, v)
-    e_src = (ek, ev, epos) if meta.use_eidetic else (k, v, lse)
     with on_device(q):
         if not atomic and needs[0]:  # "split": the dQ kernel only when dq is wanted
             l_dq, _ = _tiles("bwd_dq", q)
             dq = torch.empty_like(q)
+            srcs, strides, sizes, flags = _walk_args(q, k, v, kf, vf, ek, ev, epos, lse, meta)
             _attn_bwd_dq_kernel[(triton.cdiv(T, l_dq["BLOCK_M"]), b * H)](
-                q,
-                k,
-                v,
-                *f_src,
-                *e_src,
+                *srcs,
                 do,
                 lse,
                 dlt,
                 dq,
-                *q.stride(),
-                *k.stride(),
-                *v.stride(),
-                *_strides(kf if meta.use_fading else None, 4),
-                *_strides(vf if meta.use_fading else None, 4),
-                *_strides(ek if meta.use_eidetic else None, 5),
-                *_strides(ev if meta.use_eidetic else None, 5),
-                *_strides(epos if meta.use_eidetic else None, 3),
+                *strides,
                 *do.stride(),
                 *lse.stride(),
-                T,
-                Tk,
-                Tf,
-                M,
-                H,
-                G,
-                Dh,
-                meta.q_start,
-                meta.window,
-                meta.fading_window,
-                meta.delta,
-                meta.chunk,
-                meta.scale_t,
-                HAS_FADING=meta.use_fading,
-                HAS_EIDETIC=meta.use_eidetic,
+                *sizes,
+                **flags,
                 BLOCK_D=bd,
                 **l_dq,
                 **consts,
