@@ -91,6 +91,61 @@ def test_ssm_scan_backward_split_over_head_dim(name, dtype, device):
         compare_fwd_bwd(f"P split {name}", ssm_scan.ssm_scan, ssm_ref.ssm_scan, args, {}, dtype, names=SCAN_NAMES)
 
 
+def _scan_grads(args, **bwd):
+    """Every input's gradient through the Triton backward at the ``bwd`` tiles (fixed cotangents)."""
+    leaves = [a.detach().clone().requires_grad_(True) if a is not None else None for a in args]
+    base = ssm_scan.TILES.get("bwd", (0, 0), args[0].device)
+    with ssm_scan.TILES.override(bwd=replace(base, **bwd)):
+        y, final = ssm_scan.ssm_scan(*leaves)
+    g = torch.Generator().manual_seed(1)
+    cots = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o) for o in (y, final)]
+    torch.autograd.backward([y, final], cots)
+    return {n: a.grad for n, a in zip(SCAN_NAMES, leaves) if a is not None}
+
+
+@pytest.mark.parametrize(
+    "name, dtype, block_p",
+    [
+        ("ragged_T37_P24_N20_G2", torch.float32, None),
+        ("ragged_T37_P24_N20_G2", torch.float32, 16),
+        ("T150_spans_gpu_chunks", torch.float32, None),
+        ("T1", torch.float32, None),
+        ("P64_N128", torch.float64, 16),
+    ],
+)
+def test_ssm_scan_chunk_parallel_backward(name, dtype, block_p, device):
+    """``ScanTiles.parallel_grads``: the state gradient walked alone and stored per chunk, then
+    every chunk's gradients at once (partial dA, dD per chunk). Against the reference, and against
+    the sequential backward: bit-equal for the per-token and per-state gradients (the same float
+    operations per chunk), within rounding for dA and dD (summed over chunks in another order).
+    T = 37 and 150 end in ragged chunks, T = 1 is a single partial chunk; with the P split too."""
+    args = scan_args(device, dtype, **SCAN[name])
+    base = ssm_scan.TILES.get("bwd", (0, 0), args[0].device)
+    with ssm_scan.TILES.override(bwd=replace(base, block_p=block_p, parallel_grads=True)):
+        compare_fwd_bwd(
+            f"parallel_grads {name}", ssm_scan.ssm_scan, ssm_ref.ssm_scan, args, {}, dtype, names=SCAN_NAMES
+        )
+    seq = _scan_grads(args, block_p=block_p)
+    par = _scan_grads(args, block_p=block_p, parallel_grads=True)
+    for n in seq:
+        if n in ("A", "D"):
+            assert_close(f"{name}: d{n} parallel vs sequential", par[n], seq[n], dtype, grad=True)
+        else:
+            assert torch.equal(par[n], seq[n]), f"{name}: d{n} differs between the parallel and sequential backward"
+
+
+def test_ssm_scan_tiles_reject_options_on_the_wrong_kernel(device):
+    """A forward entry with ``parallel_grads`` or a backward entry with ``parallel_out`` is an
+    error naming the entry, not an ignored field."""
+    args = scan_args(device, torch.float32, b=1, T=20, H=2, P=16, G=1, N=16)
+    fwd = ssm_scan.TILES.get("fwd", (0, 0), args[0].device)
+    with ssm_scan.TILES.override(fwd=replace(fwd, parallel_grads=True)), torch.no_grad():
+        with pytest.raises(ValueError, match=r"ssm_scan tiles fwd\.parallel_grads: expected False"):
+            ssm_scan.ssm_scan(*args)
+    with pytest.raises(ValueError, match=r"ScanTiles\.parallel_grads: expected a bool"):
+        ssm_scan.ScanTiles(parallel_grads=1)
+
+
 def test_ssm_scan_without_grad_saves_nothing(device):
     """Inference calls skip the state saving (a different, lighter launch) and agree with it."""
     args = scan_args(device, torch.float32, b=1, T=40, H=2, P=8, G=1, N=8)

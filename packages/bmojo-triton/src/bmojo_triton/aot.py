@@ -141,19 +141,26 @@ def _one_loop(q: torch.Tensor):
     return att.TILES.override(**{k: replace(att._config(k, q), interior=False) for k in ("fwd", "bwd_dq", "bwd_dkdv")})
 
 
-def _scan_options(x: torch.Tensor):
+def _scan_options(x: torch.Tensor, N: int):
     """The scan's opt-in launch options: y by the chunk-parallel kernel (``parallel_out``) in
-    inference and training, and the backward split over 16-row P tiles."""
+    inference and training, and the backward split over 16-row P tiles (at the configs in force:
+    an active override's, else the GPU table's)."""
     from bmojo_triton.ops import ssm_scan
-    from bmojo_triton.ops._triton_utils import pow2
 
-    key = (pow2(x.shape[-1]), 0)
-    cfg = {k: ssm_scan.TILES.lookup(k, key) for k in ssm_scan.TILES.kernels}
+    cfg = {k: ssm_scan._scan_tiles(k, x, N) for k in ssm_scan.TILES.kernels}
     return ssm_scan.TILES.override(
         fwd=replace(cfg["fwd"], parallel_out=True),
         fwd_train=replace(cfg["fwd_train"], parallel_out=True),
         bwd=replace(cfg["bwd"], block_p=16),
     )
+
+
+def _scan_parallel_grads(x: torch.Tensor, N: int):
+    """The scan's opt-in chunk-parallel backward (``ScanTiles.parallel_grads``) at the ``bwd``
+    config in force."""
+    from bmojo_triton.ops import ssm_scan
+
+    return ssm_scan.TILES.override(bwd=replace(ssm_scan._scan_tiles("bwd", x, N), parallel_grads=True))
 
 
 def _backward(out) -> None:
@@ -168,7 +175,8 @@ def run_all(
 ) -> list:
     """Launch every op (forward and backward where the backend has one) on tiny CPU inputs; the
     attention backward in both dQ variants (the default "split" and the opt-in "atomic"), the
-    attention without the interior split, and the scan with its opt-in options (``_scan_options``).
+    attention without the interior split, and the scan with its opt-in options (``_scan_options``,
+    ``_scan_parallel_grads``).
     ``only``: the cases whose "op name" label contains one of these strings (default: all).
     Returns the compiled :class:`Variant` list."""
     from bmojo.testing.conformance.cases import CASES
@@ -204,7 +212,10 @@ def run_all(
                 if case.op == "bmojo_attention":
                     variants += [_atomic_dq(args[0]), _one_loop(args[0])]
                 if case.op == "ssm_scan":
-                    variants.append(_scan_options(args[0]))
+                    variants += [
+                        _scan_options(args[0], args[3].shape[-1]),
+                        _scan_parallel_grads(args[0], args[3].shape[-1]),
+                    ]
                 for variant in variants:
                     with variant:
                         _backward(fn(*args, **kw))
@@ -275,7 +286,7 @@ def bench_cases(dtype: torch.dtype) -> list:
 
     s = BENCH["ssm"]
 
-    def ssm(train):
+    def ssm(train, parallel_grads=False):
         def run():
             x = rnd(1, s["T"], s["H"], s["P"], grad=train)
             dt = (torch.rand(1, s["T"], s["H"], generator=g) * 0.1 + 0.01).to(dtype).requires_grad_(train)
@@ -283,7 +294,8 @@ def bench_cases(dtype: torch.dtype) -> list:
             B, C = (rnd(1, s["T"], 1, s["N"], grad=train, scale=0.5) for _ in range(2))
             D = rnd(s["H"], grad=train)
             if train:
-                _backward(ssm_scan(x, dt, A, B, C, D))
+                with _scan_parallel_grads(x, s["N"]) if parallel_grads else contextlib.nullcontext():
+                    _backward(ssm_scan(x, dt, A, B, C, D))
             else:
                 with torch.no_grad():
                     ssm_scan(x, dt, A, B, C, D)
@@ -310,6 +322,7 @@ def bench_cases(dtype: torch.dtype) -> list:
         for atomic in (False, True)
     ]
     cases += [("ssm_scan inference", ssm(False)), ("ssm_scan train", ssm(True))]
+    cases += [("ssm_scan train [parallel_grads]", ssm(True, parallel_grads=True))]
     cases += [("rmsnorm, gated_rmsnorm", norms), ("causal_conv1d", conv), ("innovation_scores", eid)]
     return cases
 
@@ -413,7 +426,7 @@ def rows(log: list, arch: int) -> list[dict]:
 
 
 _COLUMNS = (
-    ("case", 28),
+    ("case", 32),
     ("kernel", 30),
     ("flags", 22),
     ("blocks", 16),

@@ -14,7 +14,7 @@ import triton
 from bmojo.argcheck import TORCH, check_int, check_ssm_scan_args, fail
 
 from bmojo_triton.ops._triton_utils import TileTable, acc_dtype, check_launch, gpu_path, on_device, pow2
-from bmojo_triton.ops.ssm_scan.bwd import _ssd_bwd_kernel
+from bmojo_triton.ops.ssm_scan.bwd import _ssd_bwd_chunk_kernel, _ssd_bwd_kernel, _ssd_bwd_state_kernel
 from bmojo_triton.ops.ssm_scan.fwd import _ssd_chunk_out_kernel, _ssd_fwd_kernel
 from bmojo_triton.ops.ssm_scan.step import _ssm_step_kernel
 
@@ -29,18 +29,23 @@ class ScanTiles:
     is one program per head holding all P rows, a number splits P over programs whose partial
     dB, dC, d(dt), dA, dD the launcher sums (see ``bwd.py``). ``parallel_out`` (``fwd`` and
     ``fwd_train`` only): the sequential pass only carries and stores the chunk states, and a
-    chunk-parallel kernel computes y from them (see ``fwd.py``); False: y in the sequential pass."""
+    chunk-parallel kernel computes y from them (see ``fwd.py``); False: y in the sequential pass.
+    ``parallel_grads`` (``bwd`` only), its mirror: the reverse pass only carries the state gradient
+    and stores it per chunk, and a chunk-parallel kernel computes the input gradients (see
+    ``bwd.py``); False: the gradients in the reverse pass."""
 
     block_l: int | None = 64
     block_p: int | None = None
     num_warps: int = 4
     num_stages: int = 3
     parallel_out: bool = False
+    parallel_grads: bool = False
 
     def __post_init__(self):
         check_launch("ScanTiles", dict(block_l=self.block_l, block_p=self.block_p), self.num_warps, self.num_stages)
-        if not isinstance(self.parallel_out, bool):
-            fail("ScanTiles.parallel_out", "a bool", repr(self.parallel_out))
+        for name in ("parallel_out", "parallel_grads"):
+            if not isinstance(getattr(self, name), bool):
+                fail(f"ScanTiles.{name}", "a bool", repr(getattr(self, name)))
 
 
 #: Launch configs of the scan: ``fwd`` (inference: no states saved), ``fwd_train`` (the forward
@@ -79,6 +84,8 @@ def _scan_tiles(kernel: str, x: torch.Tensor, N: int) -> ScanTiles:
         fail("ssm_scan tiles bwd.block_l", "None (the chunk is fwd_train's)", cfg.block_l)
     if kernel == "bwd" and cfg.parallel_out:
         fail("ssm_scan tiles bwd.parallel_out", "False (a forward option)", cfg.parallel_out)
+    if kernel != "bwd" and cfg.parallel_grads:
+        fail(f"ssm_scan tiles {kernel}.parallel_grads", "False (a backward option)", cfg.parallel_grads)
     if kernel != "bwd" and cfg.block_l is None:
         fail(f"ssm_scan tiles {kernel}.block_l", "a power of two >= 16", None)
     return cfg
@@ -159,54 +166,37 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, needs):
     dht = dht.contiguous() if dht is not None else None
     bp = pow2(P) if cfg.block_p is None else min(pow2(P), cfg.block_p)
     n_p = triton.cdiv(P, bp)  # head-dim tiles: partial sums of every gradient that sums over P
+    n_chunks = triton.cdiv(T, bl)
+    # dA, dD partials: one per P tile, and per chunk too when the chunks run in parallel
+    n_slots = n_p * (n_chunks if cfg.parallel_grads else 1)
     dx = torch.empty_like(x)
     ddt_p = torch.empty(b, T, H, n_p, dtype=cd, device=x.device)
     db_h = torch.empty(b, T, H * n_p, N, dtype=cd, device=x.device)
     dc_h = torch.empty(b, T, H * n_p, N, dtype=cd, device=x.device)
-    da_b = torch.empty(b, H, n_p, dtype=cd, device=x.device)
-    dd_b = torch.empty(b, H, n_p, dtype=cd, device=x.device)
+    da_b = torch.empty(b, H, n_slots, dtype=cd, device=x.device)
+    dd_b = torch.empty(b, H, n_slots, dtype=cd, device=x.device)
     dh0 = torch.empty(b, H, P, N, dtype=x.dtype, device=x.device)
+    sizes = (*x.stride()[:3], *dt.stride()[:2], *B.stride()[:3], T, H, P, N, H // G)
+    consts = dict(BLOCK_L=bl, BLOCK_P=bp, BLOCK_N=pow2(N), ACC=acc_dtype(cd), DOT_PREC=_scan_precision(x.dtype, gpu))
+    launch = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    d_arg = D if D is not None else A
+    grads = (dx, ddt_p, db_h, dc_h, da_b, dd_b)
     with on_device(x):
-        _ssd_bwd_kernel[(b * H, n_p)](
-            x,
-            dt,
-            A,
-            B,
-            C,
-            D if D is not None else A,
-            dy,
-            dht if dht is not None else dy,
-            states,
-            dx,
-            ddt_p,
-            db_h,
-            dc_h,
-            da_b,
-            dd_b,
-            dh0,
-            x.stride(0),
-            x.stride(1),
-            x.stride(2),
-            dt.stride(0),
-            dt.stride(1),
-            B.stride(0),
-            B.stride(1),
-            B.stride(2),
-            T,
-            H,
-            P,
-            N,
-            H // G,
-            HAS_D=D is not None,
-            HAS_DHT=dht is not None,
-            BLOCK_L=bl,
-            BLOCK_P=bp,
-            BLOCK_N=pow2(N),
-            ACC=acc_dtype(cd),
-            DOT_PREC=_scan_precision(x.dtype, gpu),
-            num_warps=cfg.num_warps,
-            num_stages=cfg.num_stages,
-        )
+        if not cfg.parallel_grads:
+            _ssd_bwd_kernel[(b * H, n_p)](
+                x, dt, A, B, C, d_arg, dy, dht if dht is not None else dy, states, *grads, dh0, *sizes,
+                HAS_D=D is not None, HAS_DHT=dht is not None, **consts, **launch,
+            )  # fmt: skip
+        else:
+            dstates = torch.empty_like(states)  # the gradient of the state leaving every chunk
+            _ssd_bwd_state_kernel[(b * H, n_p)](
+                dt, A, C, dy, dht if dht is not None else dy, dstates, dh0, *sizes,
+                HAS_DHT=dht is not None, **consts, **launch,
+            )  # fmt: skip
+            _ssd_bwd_chunk_kernel[(n_chunks, b * H, n_p)](
+                x, dt, A, B, C, d_arg, dy, states, dstates, *grads, *sizes,
+                HAS_D=D is not None, **consts, **launch,
+            )  # fmt: skip
     # dB, dC: the heads of a group (and a head's P tiles) share B and C
     dB = db_h.view(b, T, G, (H // G) * n_p, N).sum(3).to(B.dtype)
     dC = dc_h.view(b, T, G, (H // G) * n_p, N).sum(3).to(C.dtype)
