@@ -267,6 +267,23 @@ def ssm(s, gpu, dev, dtype, backend_fn, ref_fn):
             fn()
 
 
+def _parallel_grads(ours, params, x, N):
+    """A forward+backward closure of ``ours`` with the scan's backward chunk-parallel
+    (``ScanTiles.parallel_grads``; the rest of the ``bwd`` entry in force is kept)."""
+    from dataclasses import replace
+
+    from bmojo_triton.ops import ssm_scan as scan
+
+    step = fwd_bwd(ours, params)
+    cfg = replace(scan._scan_tiles("bwd", x, N), parallel_grads=True)
+
+    def run():
+        with scan.TILES.override(bwd=cfg):
+            step()
+
+    return run
+
+
 def _ssm_case(s, T, gpu, dev, dtype, backend_fn, ref_fn, fla):
     """Times one size; returns a closure timing fla's forward+backward (None without fla)."""
     b, H, P, N, G = s["b"], s["H"], s["P"], s["N"], 1
@@ -305,9 +322,19 @@ def _ssm_case(s, T, gpu, dev, dtype, backend_fn, ref_fn, fla):
         flops=flops,
         nbytes=nbytes,
     )
-    attempt("ssm", case, "triton ssm_scan", "fwd+bwd", lambda: bench(fwd_bwd(ours, [x, dt, A, B, C, D]), gpu=gpu))
+    params = [x, dt, A, B, C, D]
+    t_ob = attempt("ssm", case, "triton ssm_scan", "fwd+bwd", lambda: bench(fwd_bwd(ours, params), gpu=gpu))
+    # the opt-in chunk-parallel backward (ScanTiles.parallel_grads) at the table's other tiles
+    t_op = attempt(
+        "ssm",
+        case,
+        "triton ssm_scan [parallel_grads]",
+        "fwd+bwd",
+        lambda: bench(_parallel_grads(ours, params, x, N), gpu=gpu),
+    )
+    ratio(f"ssm {case}: triton fwd+bwd, parallel_grads / sequential backward", t_op, t_ob)
     t_r = attempt("ssm", case, "reference op", "fwd", lambda: bench(ref, gpu=gpu), flops=flops, nbytes=nbytes)
-    attempt("ssm", case, "reference op", "fwd+bwd", lambda: bench(fwd_bwd(ref, [x, dt, A, B, C, D]), gpu=gpu))
+    attempt("ssm", case, "reference op", "fwd+bwd", lambda: bench(fwd_bwd(ref, params), gpu=gpu))
     ratio(f"ssm {case}: triton / reference (fwd)", t_o, t_r)
     if fla is None:
         return None
@@ -327,7 +354,11 @@ def _ssm_case(s, T, gpu, dev, dtype, backend_fn, ref_fn, fla):
     ratio(f"ssm {case}: triton fwd, second / first timing (stable = 1)", t_o2, t_o)
 
     def later():
-        attempt("ssm", case, "fla chunk_simple_gla", "fwd+bwd", lambda: bench(fwd_bwd(peer, [qg, kg, vg, gg]), gpu=gpu))
+        t_pb = attempt(
+            "ssm", case, "fla chunk_simple_gla", "fwd+bwd", lambda: bench(fwd_bwd(peer, [qg, kg, vg, gg]), gpu=gpu)
+        )
+        ratio(f"ssm {case}: triton / fla (fwd+bwd)", t_ob, t_pb, target=1.2)
+        ratio(f"ssm {case}: triton [parallel_grads] / fla (fwd+bwd)", t_op, t_pb, target=1.2)
 
     return later
 

@@ -17,8 +17,9 @@ whose baseline and reference is the default "split" backward, so its ranking say
 "atomic" pays and at which tiles; ``ssm_scan`` ``fwd`` (inference: no states saved) and ``train``
 (``fwd_train``'s chunk, which the backward shares, × the backward's P tile, warps and stages),
 timed forward and forward+backward. Bool launch options (attention's ``interior``, the scan's
-``parallel_out``) are tried flipped at the default tiles, and the best two (shape, option) pairs
-get the warps × stages sweep.
+``parallel_out`` and, in ``train``, ``parallel_grads``) are tried flipped at the default tiles
+and again at the best config of the tile pass, and the best two (shape, option) pairs get the
+warps × stages sweep.
 
 Resources: on a GPU each checked config's row also carries, for the kernels it tunes, the
 registers and spills of the kernel Triton compiled for it (``n_regs``; ``n_spills``: local memory
@@ -284,8 +285,8 @@ class Group:
 
     def candidates(self):
         """default; each bool flag flipped at the default tiles; each tile shape at the default
-        launch (8 warps where 4 would spill), nearest to the default's shape first; then the 2 best
-        (shape, flags) × every launch."""
+        launch (8 warps where 4 would spill), nearest to the default's shape first; each flag
+        flipped at the best config so far; then the 2 best (shape, flags) × every launch."""
         yield self.default
         for f in self.flags:
             yield replace(self.default, **self.extra, **{f: not getattr(self.default, f)})
@@ -305,6 +306,10 @@ class Group:
             if self.legal(cfg) and any(w > cfg.num_warps for w, _ in self.launches):
                 cfg = replace(cfg, num_warps=max(w for w, _ in self.launches))
             yield cfg
+        if self.flags and self.results:  # each flag flipped at the best tile shape so far too
+            best = min(self.results, key=lambda r: r[1])[0]
+            for f in self.flags:
+                yield replace(best, **{f: not getattr(best, f)})
         ranked = sorted(self.results, key=lambda r: r[1])
         shapes = []
         for cfg, _ in ranked:
@@ -503,12 +508,26 @@ def _scan_groups(s, gpu, dev, dtype, cap):
     # config tried is a ScanTiles whose block_l is fwd_train's and warps/stages are bwd's
     d_train = scan.TILES.get("fwd_train", key, dev)
     d_bwd = scan.TILES.get("bwd", key, dev)
-    d_pair = replace(d_train, block_p=d_bwd.block_p, num_warps=d_bwd.num_warps, num_stages=d_bwd.num_stages)
+    d_pair = replace(
+        d_train,
+        block_p=d_bwd.block_p,
+        num_warps=d_bwd.num_warps,
+        num_stages=d_bwd.num_stages,
+        parallel_grads=d_bwd.parallel_grads,
+    )
+
+    def bwd_of(cfg):  # the backward's share of a train-group config
+        return replace(
+            d_bwd,
+            block_p=cfg.block_p,
+            num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages,
+            parallel_grads=cfg.parallel_grads,
+        )
 
     def m_train(cfg, check):
         fwd_cfg = replace(d_train, block_l=cfg.block_l, parallel_out=cfg.parallel_out)
-        bwd_cfg = replace(d_bwd, block_p=cfg.block_p, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-        with scan.TILES.override(fwd_train=fwd_cfg, bwd=bwd_cfg):
+        with scan.TILES.override(fwd_train=fwd_cfg, bwd=bwd_of(cfg)):
             fn = lambda: scan.ssm_scan(*params)  # noqa: E731
             return _run_outputs(fn, params, True) if check else _timed(fn, params, True, gpu)
 
@@ -520,12 +539,7 @@ def _scan_groups(s, gpu, dev, dtype, cap):
                 _entry(
                     "ssm_scan", "fwd_train", key, replace(d_train, block_l=cfg.block_l, parallel_out=cfg.parallel_out)
                 ),
-                _entry(
-                    "ssm_scan",
-                    "bwd",
-                    key,
-                    replace(d_bwd, block_p=cfg.block_p, num_warps=cfg.num_warps, num_stages=cfg.num_stages),
-                ),
+                _entry("ssm_scan", "bwd", key, bwd_of(cfg)),
             )
         ),
         d_pair,
@@ -538,8 +552,14 @@ def _scan_groups(s, gpu, dev, dtype, cap):
         True,
         gpu,
         cap,
-        kernels=_kernel_names(scan._ssd_fwd_kernel, scan._ssd_chunk_out_kernel, scan._ssd_bwd_kernel),
-        flags=("parallel_out",),
+        kernels=_kernel_names(
+            scan._ssd_fwd_kernel,
+            scan._ssd_chunk_out_kernel,
+            scan._ssd_bwd_kernel,
+            scan._ssd_bwd_state_kernel,
+            scan._ssd_bwd_chunk_kernel,
+        ),
+        flags=("parallel_out", "parallel_grads"),
     )
     g_train.n_fwd_outputs = 2
     return [g_fwd, g_train]

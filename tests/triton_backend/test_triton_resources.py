@@ -319,3 +319,35 @@ def test_tune_compiled_info_reads_the_tuned_kernels():
         dict(kernel="_fwd", num_warps=4, num_stages=3, n_regs=140, n_spills=0),
         dict(kernel="_bwd", num_warps=8, num_stages=3, n_regs=255, n_spills=32),
     ]
+
+
+def test_tune_flips_each_flag_at_the_default_and_at_the_best_tile_shape():
+    """A launch option (here attention's ``interior``) is tried flipped at the default tiles and,
+    after the tile pass, flipped at the best config found, so a flag that only pays at other tiles
+    (e.g. the scan's chunk-parallel backward at smaller chunks) is not missed."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.triton import tune
+        from benchmarks.triton.common import ROWS
+    finally:
+        sys.path.remove(str(ROOT))
+    from bmojo_triton.ops.bmojo_attention import AttnTiles
+
+    timed = []
+
+    def measure(cfg, check):
+        if check:
+            return [torch.zeros(3), torch.zeros(3)]
+        timed.append((cfg.block_m, cfg.block_n, cfg.interior))
+        return 1e-3 if cfg.block_m == 128 else 2e-3
+
+    tiles = [dict(block_m=32, block_n=32), dict(block_m=128, block_n=64)]
+    grp = tune.Group(
+        "attention.fwd", "test", str, AttnTiles(64, 64), tiles, [], lambda c: None, measure, False, False, 10
+    )
+    grp.flags = ("interior",)
+    start = len(ROWS)
+    grp.run(float("inf"))
+    del ROWS[start:]
+    # tile shapes nearest the default first (128 × 64 before 32 × 32)
+    assert timed == [(64, 64, True), (64, 64, False), (128, 64, True), (32, 32, True), (128, 64, False)]
