@@ -102,7 +102,10 @@ BAD_CALLS = {
     ),
     "rmsnorm: weight not 1-d": lambda kind, mk: argcheck.check_rmsnorm_args(kind, mk(2, 8), mk(8, 1), 1e-6),
     "gated rmsnorm: group not dividing": lambda kind, mk: argcheck.check_gated_rmsnorm_args(
-        kind, mk(2, 8), mk(2, 8), mk(8), 3
+        kind, mk(2, 8), mk(2, 8), mk(8), 3, eps=1e-6
+    ),
+    "gated rmsnorm: eps not positive": lambda kind, mk: argcheck.check_gated_rmsnorm_args(
+        kind, mk(2, 8), mk(2, 8), mk(8), None, eps=0.0
     ),
     "eidetic: float positions": lambda kind, mk: argcheck.check_eidetic_select_args(
         kind, mk(2, 4), mk(2, 3), mk(2, 3), mk(2, 0), start=0, chunk=4, per_chunk=1, eviction="lowest"
@@ -123,6 +126,7 @@ EXPECTED = {  # the start of each message: which argument, and what was wrong
     "scan: empty sequence": "x: expected at least one token (T >= 1), got shape (1, 0, 2, 4)",
     "rmsnorm: weight not 1-d": "weight: expected a 1-d",
     "gated rmsnorm: group not dividing": "group_size: expected a divisor of the last axis (8), got 3",
+    "gated rmsnorm: eps not positive": "eps: expected a positive float, got 0.0",
     "eidetic: float positions": "mem_pos: expected an integer",
     "innovation: k_pred shape": "k_pred: expected shape (1, 3, 2, 4)",
 }
@@ -151,7 +155,7 @@ def test_type_ndim_and_dtype_words_come_from_the_kind():
 
 def test_gated_group_size_must_be_an_int():
     for bad in (2.0, True):
-        msg = _msg(argcheck.check_gated_rmsnorm_args, TORCH, _t(2, 8), _t(2, 8), _t(8), bad)
+        msg = _msg(argcheck.check_gated_rmsnorm_args, TORCH, _t(2, 8), _t(2, 8), _t(8), bad, eps=1e-6)
         assert msg.startswith("group_size: expected a divisor of the last axis (8)")
 
 

@@ -264,9 +264,10 @@ def check_rmsnorm_args(kind: ArrayKind, x, weight, eps) -> None:
     check_eps(eps)
 
 
-def check_gated_rmsnorm_args(kind: ArrayKind, x, z, weight, group_size) -> int:
-    """Arguments of ``gated_rmsnorm`` (``eps`` is not checked: the reference accepts any);
-    returns the group width (the last axis when ``group_size`` is None)."""
+def check_gated_rmsnorm_args(kind: ArrayKind, x, z, weight, group_size, *, eps) -> int:
+    """Arguments of ``gated_rmsnorm``; returns the group width (the last axis when ``group_size``
+    is None). ``eps`` must be positive, as ``rmsnorm``'s (keyword-only: it was added after the
+    others, and a positional call written for the old signature must fail, not shift)."""
     check_array(kind, "x", x)
     check_array(kind, "z", z, shape=tuple(x.shape))
     check_same(kind, "z", z, "x", x)
@@ -275,6 +276,7 @@ def check_gated_rmsnorm_args(kind: ArrayKind, x, z, weight, group_size) -> int:
     group = width if group_size is None else group_size
     if isinstance(group, bool) or not isinstance(group, int) or group < 1 or width % group:
         fail("group_size", f"a divisor of the last axis ({width})", group_size)
+    check_eps(eps)
     return group
 
 

@@ -27,7 +27,7 @@ def gated_rmsnorm(
     With ``group_size`` the mean square is taken per contiguous group of that many channels
     (Mamba-2 normalises each of its B/C groups separately); None means one group.
     """
-    group = check_gated_rmsnorm_args(TORCH, x, z, weight, group_size)
+    group = check_gated_rmsnorm_args(TORCH, x, z, weight, group_size, eps=eps)
     width = x.shape[-1]
     cd = compute_dtype(x.dtype)
     gated = (x.to(cd) * F.silu(z.to(cd))).unflatten(-1, (width // group, group))

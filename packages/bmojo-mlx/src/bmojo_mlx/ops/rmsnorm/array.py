@@ -23,7 +23,7 @@ def gated_rmsnorm(
     x: mx.array, z: mx.array, weight: mx.array, eps: float = 1e-6, group_size: int | None = None
 ) -> mx.array:
     """rmsnorm(x · silu(z)), the mean square per contiguous group of ``group_size`` channels."""
-    group = check_gated_rmsnorm_args(MLX, x, z, weight, group_size)
+    group = check_gated_rmsnorm_args(MLX, x, z, weight, group_size, eps=eps)
     width = x.shape[-1]
     cd = MLX.compute_dtype(x.dtype)
     gated = x.astype(cd) * silu(z.astype(cd))

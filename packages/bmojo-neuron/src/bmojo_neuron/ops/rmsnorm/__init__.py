@@ -34,7 +34,7 @@ def rmsnorm(x, weight, eps: float = 1e-6):
 
 def gated_rmsnorm(x, z, weight, eps: float = 1e-6, group_size: int | None = None):
     """Same contract as ``bmojo.ops.rmsnorm.reference.gated_rmsnorm``."""
-    group = check_gated_rmsnorm_args(TORCH, x, z, weight, group_size)
+    group = check_gated_rmsnorm_args(TORCH, x, z, weight, group_size, eps=eps)
     return _run(x, z, weight, eps, group, True)
 
 

@@ -7,7 +7,7 @@ hold the kernels; the ``autograd.Function`` here saves the inputs and runs the b
 from __future__ import annotations
 
 import torch
-from bmojo.argcheck import TORCH, check_eps, check_gated_rmsnorm_args, check_rmsnorm_args
+from bmojo.argcheck import TORCH, check_gated_rmsnorm_args, check_rmsnorm_args
 
 from bmojo_triton.ops._triton_utils import acc_dtype, on_device, pow2
 from bmojo_triton.ops.rmsnorm.bwd import _norm_bwd_kernel
@@ -87,6 +87,5 @@ def gated_rmsnorm(
     x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, group_size: int | None = None
 ) -> torch.Tensor:
     """Same contract as ``bmojo.ops.rmsnorm.reference.gated_rmsnorm``."""
-    group = check_gated_rmsnorm_args(TORCH, x, z, weight, group_size)
-    check_eps(eps)  # stricter than core's gated_rmsnorm, which does not check eps (kept as it was)
+    group = check_gated_rmsnorm_args(TORCH, x, z, weight, group_size, eps=eps)
     return _NormFn.apply(x.contiguous(), z.contiguous(), weight.contiguous(), eps, group)
