@@ -33,9 +33,10 @@ NEURON = "packages/bmojo-neuron"
 #: Trainium/Inferentia host with the Neuron SDK pass BMOJO_NEURON_EMULATE=0 (docs/backends/neuron.md).
 NEURON_EMULATE = {"BMOJO_NEURON_EMULATE": os.environ.get("BMOJO_NEURON_EMULATE", "1")}
 TRITON = "packages/bmojo-triton"
-#: On a CPU the triton backend runs under Triton's interpreter, asked for explicitly. numpy < 2.4:
-#: triton 3.6's interpreter converts 1-element arrays to loop bounds, which numpy 2.4 rejects.
-TRITON_CPU = ("triton", "numpy<2.4")
+#: On a CPU the triton backend runs under Triton's interpreter, asked for explicitly; its extra
+#: ``interpreter`` pins numpy < 2.4 (triton 3.6's interpreter converts 1-element arrays to loop
+#: bounds, which numpy 2.4 rejects).
+TRITON_CPU = f"{TRITON}[interpreter]"
 TRITON_ENV = {"TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
 #: The interpreter's numpy deprecation warning, once per loop bound (thousands per run).
 QUIET = ("-W", "ignore:Conversion of an array with ndim:DeprecationWarning")
@@ -86,7 +87,7 @@ def neuron(session: nox.Session) -> None:
 def triton(session: nox.Session) -> None:
     """bmojo-triton's kernel tests (tests/triton_backend) on CPU under the Triton interpreter; on a GPU
     machine run ``pytest tests/triton_backend --bmojo-device=cuda`` instead (see docs/backends/triton.md)."""
-    session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "-e", TRITON, *TRITON_CPU)
+    session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "-e", TRITON_CPU)
     env = {"PYTHONHASHSEED": "0", **TRITON_ENV}
     session.run("python", "-m", "pytest", "tests/triton_backend", "-q", *QUIET, *session.posargs, env=env)
 
@@ -122,13 +123,13 @@ def conformance(session: nox.Session, backend: str) -> None:
         session.skip(f"{path} is not in this repository yet")
     # triton on a CPU: the interpreter (explicit selection only); pass `-- --bmojo-device=cuda`
     # on a GPU machine, where the interpreter must stay off: TRITON_INTERPRET=0 nox -s ...
-    extra, env, opts = (), {}, ()
+    env, opts = {}, ()
     if backend == "triton":
-        extra, opts = TRITON_CPU, QUIET
+        path, opts = TRITON_CPU, QUIET
         env = {k: os.environ.get(k, v) for k, v in TRITON_ENV.items()}
     elif backend == "neuron":
         env = NEURON_EMULATE
-    session.install(*CONSTRAINTS, f"{CORE}[test]", *([path] if path else []), *extra)
+    session.install(*CONSTRAINTS, f"{CORE}[test]", *([path] if path else []))
     session.chdir(session.create_tmp())  # outside the repo: tests come from the installed wheel
     session.run(
         "pytest",
