@@ -55,9 +55,10 @@ class ScanTiles:
 #: chunks and 16 P rows, the shape the static report (``python -m bmojo_triton.aot --report``)
 #: found spilling on neither sm_80 nor sm_90 at P = 64, N = 128 (the first choice, 64 × 32,
 #: spilled 456 B/thread on sm_90 and fell into ptxas's 32-register mode with 6.4 KB of stack on
-#: sm_80). Training: 32-token chunks, all of P per backward program, 8 backward warps — these
-#: spill on both (1456 B/thread sm_90); 16-token chunks with 16-row P tiles do not, but double the
-#: saved states, so the choice waits for GPU timings. Tune with ``python -m benchmarks.triton
+#: sm_80). Training: 32-token chunks, all of P per backward program, 8 backward warps, the
+#: sequential backward — these spill on both (backward 1136 B/thread sm_90, 1976 sm_80); 16-token
+#: chunks with 32-row P tiles and 8 warps do not, with either backward walk (``parallel_grads``),
+#: but double the saved states, so the choice waits for GPU timings. Tune with ``python -m benchmarks.triton
 #: --sections tune`` and paste the entries it prints here. The interpreter uses 16-token chunks
 #: and 16 P rows.
 TILES = TileTable(
