@@ -309,7 +309,7 @@ class Group:
         if self.flags and self.results:  # each flag flipped at the best tile shape so far too
             best = min(self.results, key=lambda r: r[1])[0]
             for f in self.flags:
-                yield replace(best, **{f: not getattr(best, f)})
+                yield replace(best, **self.extra, **{f: not getattr(best, f)})
         ranked = sorted(self.results, key=lambda r: r[1])
         shapes = []
         for cfg, _ in ranked:

@@ -111,13 +111,15 @@ def _scan_grads(args, **bwd):
         ("T150_spans_gpu_chunks", torch.float32, None),
         ("T1", torch.float32, None),
         ("P64_N128", torch.float64, 16),
+        ("ragged_T37_P24_N20_G2", torch.bfloat16, None),
     ],
 )
 def test_ssm_scan_chunk_parallel_backward(name, dtype, block_p, device):
     """``ScanTiles.parallel_grads``: the state gradient walked alone and stored per chunk, then
     every chunk's gradients at once (partial dA, dD per chunk). Against the reference, and against
-    the sequential backward: bit-equal for the per-token and per-state gradients (the same float
-    operations per chunk), within rounding for dA and dD (summed over chunks in another order).
+    the sequential backward: on the interpreter bit-equal for the per-token and per-state gradients
+    (the same float operations per chunk; a GPU compiles the two kernels separately, so there within
+    rounding), within rounding for dA and dD (summed over chunks in another order).
     T = 37 and 150 end in ragged chunks, T = 1 is a single partial chunk; with the P split too."""
     args = scan_args(device, dtype, **SCAN[name])
     base = ssm_scan.TILES.get("bwd", (0, 0), args[0].device)
@@ -128,7 +130,7 @@ def test_ssm_scan_chunk_parallel_backward(name, dtype, block_p, device):
     seq = _scan_grads(args, block_p=block_p)
     par = _scan_grads(args, block_p=block_p, parallel_grads=True)
     for n in seq:
-        if n in ("A", "D"):
+        if n in ("A", "D") or device.type == "cuda":
             assert_close(f"{name}: d{n} parallel vs sequential", par[n], seq[n], dtype, grad=True)
         else:
             assert torch.equal(par[n], seq[n]), f"{name}: d{n} differs between the parallel and sequential backward"
@@ -142,6 +144,15 @@ def test_ssm_scan_tiles_reject_options_on_the_wrong_kernel(device):
     with ssm_scan.TILES.override(fwd=replace(fwd, parallel_grads=True)), torch.no_grad():
         with pytest.raises(ValueError, match=r"ssm_scan tiles fwd\.parallel_grads: expected False"):
             ssm_scan.ssm_scan(*args)
+    train = ssm_scan.TILES.get("fwd_train", (0, 0), args[0].device)
+    with ssm_scan.TILES.override(fwd_train=replace(train, parallel_grads=True)):
+        with pytest.raises(ValueError, match=r"ssm_scan tiles fwd_train\.parallel_grads: expected False"):
+            ssm_scan.ssm_scan(*[a.requires_grad_(True) if a is not None else None for a in args])
+    bwd = ssm_scan.TILES.get("bwd", (0, 0), args[0].device)
+    with ssm_scan.TILES.override(bwd=replace(bwd, parallel_out=True)):
+        y, _ = ssm_scan.ssm_scan(*[a.detach().requires_grad_(True) if a is not None else None for a in args])
+        with pytest.raises(ValueError, match=r"ssm_scan tiles bwd\.parallel_out: expected False \(a forward option\)"):
+            y.sum().backward()
     with pytest.raises(ValueError, match=r"ScanTiles\.parallel_grads: expected a bool"):
         ssm_scan.ScanTiles(parallel_grads=1)
 
@@ -257,3 +268,28 @@ def test_steps_in_place_match_the_ops(device):
     cache = s.clone()
     yc2 = conv.causal_conv1d_step_(xc, cache, w, None, "silu")
     assert torch.equal(yc, yc2) and torch.equal(sn, cache)
+
+
+def test_grid_axis_limits_are_refused_by_name(device):
+    """An extent a kernel puts on a CUDA grid's second or third axis (at most 65535 programs) is
+    refused before any launch, naming the argument — on every device, so the interpreter refuses
+    what a GPU would. Tiny tensors (head size 1) with 65536 batch × heads."""
+    from bmojo_triton.ops import bmojo_attention as att
+
+    q = torch.zeros(1, 1, 65536, 1, device=device)
+    with pytest.raises(ValueError, match=r"^q: expected batch × heads <= 65535 \(a CUDA grid axis"):
+        att.bmojo_attention(q, q, q, window=1)
+    x = torch.zeros(65536, 1, 1, device=device)
+    with pytest.raises(ValueError, match=r"^x: expected batch <= 65535"):
+        conv.causal_conv1d(x, torch.zeros(1, 4, device=device))
+    x, dt, A = torch.zeros(1, 1, 65536, 1), torch.ones(1, 1, 65536), -torch.ones(65536)
+    B = C = torch.zeros(1, 1, 1, 1)
+    x, dt, A, B, C = (t.to(device) for t in (x, dt, A, B, C))
+    fwd = ssm_scan.TILES.get("fwd", (0, 0), x.device)
+    with ssm_scan.TILES.override(fwd=replace(fwd, parallel_out=True)), torch.no_grad():
+        with pytest.raises(ValueError, match=r"^x: expected batch × heads \(with ScanTiles.parallel_out\) <= 65535"):
+            ssm_scan.ssm_scan(x, dt, A, B, C)
+    bwd = ssm_scan.TILES.get("bwd", (0, 0), x.device)
+    with ssm_scan.TILES.override(bwd=replace(bwd, parallel_grads=True)):
+        with pytest.raises(ValueError, match=r"^x: expected batch × heads \(with ScanTiles.parallel_grads\) <= 65535"):
+            ssm_scan._bwd(x, None, x, dt, A, B, C, None, None, None, 16, (True,) * 7)

@@ -351,3 +351,25 @@ def test_tune_flips_each_flag_at_the_default_and_at_the_best_tile_shape():
     del ROWS[start:]
     # tile shapes nearest the default first (128 × 64 before 32 × 32)
     assert timed == [(64, 64, True), (64, 64, False), (128, 64, True), (32, 32, True), (128, 64, False)]
+    # a group's ``extra`` (e.g. the atomic-dQ groups' dq="atomic") holds for every candidate but the
+    # default, which is their baseline — the flips at the best config included
+    dqs = []
+    grp = tune.Group(
+        "attention.bwd_dkdv[dq=atomic]",
+        "test",
+        str,
+        AttnTiles(64, 64),
+        tiles,
+        [],
+        lambda c: None,
+        lambda cfg, check: [torch.zeros(3)] * 2 if check else dqs.append(cfg.dq) or 1e-3,
+        False,
+        False,
+        10,
+        extra=dict(dq="atomic"),
+    )
+    grp.flags = ("interior",)
+    start = len(ROWS)
+    grp.run(float("inf"))
+    del ROWS[start:]
+    assert dqs[0] == "split" and len(dqs) > 2 and set(dqs[1:]) == {"atomic"}, dqs

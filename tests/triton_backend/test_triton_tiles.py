@@ -4,6 +4,7 @@ and bad configs are refused with the argument's name."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import pytest
@@ -178,3 +179,63 @@ def test_only_the_dkdv_config_chooses_the_dq_variant(device):
             pytest.raises(ValueError, match=f"tiles {kernel}.dq: expected 'split'"),
         ):
             _run(_attention_fn, [a.clone() for a in args])
+
+
+class _Spy:
+    """Counts the launches of a Triton kernel (``kernel[grid](...)``) and passes them on."""
+
+    def __init__(self, kernel):
+        self.kernel, self.launches = kernel, 0
+
+    def __getitem__(self, grid):
+        self.launches += 1
+        return self.kernel[grid]
+
+
+def _backward_on_another_thread(outs):
+    """Backpropagate on a fresh thread: like autograd's CUDA device thread, it starts without the
+    caller's context variables (where a TILES override lives)."""
+    errors = []
+
+    def run():
+        try:
+            torch.autograd.backward(list(outs), [torch.ones_like(o) for o in outs])
+        except BaseException as err:  # re-raised below, on the test's thread
+            errors.append(err)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+def test_the_backward_launches_with_the_override_of_its_forward(monkeypatch, device):
+    """A TILES override in force when a call runs also configures that call's backward, wherever
+    the backward runs: on CUDA autograd runs it on its own thread, where the override (a context
+    variable) is not set — before this was handled, tune timed and tests checked the table's
+    backward instead of the candidate's. Conversely an override around backward() alone does not
+    apply. The scan's chunk-parallel kernel and attention's dQ kernel (absent under "atomic")
+    show which backward ran."""
+    chunk = _Spy(scan._ssd_bwd_chunk_kernel)
+    monkeypatch.setattr(scan, "_ssd_bwd_chunk_kernel", chunk)
+    par = replace(scan.TILES.get("bwd", (0, 0), device), parallel_grads=True)
+    with scan.TILES.override(bwd=par):
+        outs = scan.ssm_scan(*leaves(_scan_args(device)))
+    _backward_on_another_thread(outs)
+    assert chunk.launches == 1, "the forward's override did not reach the backward"
+    outs = scan.ssm_scan(*leaves(_scan_args(device)))
+    with scan.TILES.override(bwd=par):
+        torch.autograd.backward(list(outs), [torch.ones_like(o) for o in outs])
+    assert chunk.launches == 1, "an override around backward() alone changed the backward"
+
+    dq_kernel = _Spy(att._attn_bwd_dq_kernel)
+    monkeypatch.setattr(att, "_attn_bwd_dq_kernel", dq_kernel)
+    args = _attention_args(device, T=5, M=1, chunk=5)
+    atomic = replace(att.TILES.get("bwd_dkdv", (0, 0), device), dq="atomic")
+    with att.TILES.override(bwd_dkdv=atomic):
+        outs = _attention_fn(*leaves(args))
+    _backward_on_another_thread(outs)
+    assert dq_kernel.launches == 0, "the forward's dq='atomic' did not reach the backward"
+    _backward_on_another_thread(_attention_fn(*leaves(args)))
+    assert dq_kernel.launches == 1

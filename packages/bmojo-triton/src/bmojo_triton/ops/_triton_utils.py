@@ -36,6 +36,18 @@ def pow2(n: int, minimum: int = MIN_DOT) -> int:
     return max(minimum, triton.next_power_of_2(max(int(n), 1)))
 
 
+#: CUDA's limit on a launch grid's second and third axes (the first allows 2³¹ − 1 programs).
+GRID_YZ_MAX = 65535
+
+
+def check_grid_axis(arg: str, what: str, n: int) -> None:
+    """Refuse, naming the argument, an extent that a kernel puts on a grid's second or third axis
+    beyond CUDA's limit (the launch would fail with a driver error that names nothing). Checked on
+    every device, so the interpreter refuses what a GPU would."""
+    if n > GRID_YZ_MAX:
+        fail(arg, f"{what} <= {GRID_YZ_MAX} (a CUDA grid axis of this kernel)", n)
+
+
 def acc_dtype(dtype: torch.dtype):
     """Accumulator type: float64 for float64 inputs, else float32 (half inputs accumulate in float32)."""
     return tl.float64 if dtype == torch.float64 else tl.float32
@@ -153,7 +165,21 @@ class TileTable:
                 fail(f"{self.op} tile override", f"a kernel name from {self.kernels}", repr(kernel))
             if not isinstance(cfg, self.config_type):
                 fail(f"{self.op} tile override {kernel}", f"a {self.config_type.__name__}", type(cfg).__name__)
-        token = self._override.set({**(self._override.get() or {}), **configs})
+        with self.applied({**(self._override.get() or {}), **configs}):
+            yield
+
+    def active(self) -> dict | None:
+        """The override in force in this context (None: none). An autograd Function saves it in
+        its forward and reapplies it around its backward (``applied``): on CUDA, autograd runs
+        backward functions on its own device thread, which does not inherit the caller's context
+        variables — without this, a backward would launch with the table's configs, not the
+        override in force when its forward ran."""
+        return self._override.get()
+
+    @contextlib.contextmanager
+    def applied(self, over: dict | None):
+        """Inside the block, exactly the override ``over`` (an ``active()`` result) is in force."""
+        token = self._override.set(over)
         try:
             yield
         finally:

@@ -28,6 +28,7 @@ from bmojo_triton.ops._triton_utils import (
     MIN_DOT,
     TileTable,
     acc_dtype,
+    check_grid_axis,
     check_launch,
     dot_precision,
     gpu_path,
@@ -370,6 +371,7 @@ class BMojoAttentionFn(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None, not zeros
         ctx.save_for_backward(q, k, v, kf, vf, ek, ev, epos, o, lse)
         ctx.meta = meta
+        ctx.tiles = TILES.active()  # the backward launches with the override in force here
         return o, lse
 
     @staticmethod
@@ -378,7 +380,8 @@ class BMojoAttentionFn(torch.autograd.Function):
         if do is None:
             do = torch.zeros_like(o)
         needs = ctx.needs_input_grad
-        grads = _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, ctx.meta, needs)
+        with TILES.applied(ctx.tiles):
+            grads = _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, ctx.meta, needs)
         return (*(g if n else None for g, n in zip(grads, needs[:7])), None, None)
 
 
@@ -404,6 +407,10 @@ def bmojo_attention(
     pass (forward and backward). ``block_size`` is checked and otherwise unused."""
     check_bmojo_attention_args(TORCH, q, k, v, kf, vf, ek, ev, epos, q_start, window, fading_window, eidetic_chunk)
     check_int("block_size", block_size, minimum=1)
+    # the kernels' grids: (query or key tiles, batch × heads) and (slot tiles, snapshots, batch × heads)
+    check_grid_axis("q", "batch × heads", q.shape[0] * q.shape[2])
+    if ek is not None:
+        check_grid_axis("ek", "eidetic snapshots", ek.shape[1])
     meta = _Meta(q, kf, ek, q_start, window, fading_window, eidetic_chunk, scale, fading_offset)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     kf = kf.contiguous() if kf is not None else None

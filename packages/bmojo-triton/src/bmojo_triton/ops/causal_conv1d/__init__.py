@@ -11,7 +11,7 @@ import torch
 import triton
 from bmojo.argcheck import TORCH, check_causal_conv1d_args, fail
 
-from bmojo_triton.ops._triton_utils import acc_dtype, gpu_path, on_device, pow2
+from bmojo_triton.ops._triton_utils import acc_dtype, check_grid_axis, gpu_path, on_device, pow2
 from bmojo_triton.ops.causal_conv1d.bwd import _conv_bwd_dx_kernel, _conv_bwd_g_kernel
 from bmojo_triton.ops.causal_conv1d.fwd import _conv_fwd_kernel
 from bmojo_triton.ops.causal_conv1d.step import _conv_step_kernel
@@ -146,6 +146,7 @@ def causal_conv1d(
     """Same contract as ``bmojo.ops.causal_conv1d.reference.causal_conv1d``; differentiable (the
     backward is Triton)."""
     check_causal_conv1d_args(TORCH, x, weight, bias, initial_state, activation, step=False)
+    check_grid_axis("x", "batch", x.shape[0])  # grids (time tiles, channel tiles, batch)
     args = [t.contiguous() if t is not None else None for t in (x, weight, bias, initial_state)]
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
         return CausalConvFn.apply(*args, activation)

@@ -13,7 +13,15 @@ import torch
 import triton
 from bmojo.argcheck import TORCH, check_int, check_ssm_scan_args, fail
 
-from bmojo_triton.ops._triton_utils import TileTable, acc_dtype, check_launch, gpu_path, on_device, pow2
+from bmojo_triton.ops._triton_utils import (
+    TileTable,
+    acc_dtype,
+    check_grid_axis,
+    check_launch,
+    gpu_path,
+    on_device,
+    pow2,
+)
 from bmojo_triton.ops.ssm_scan.bwd import _ssd_bwd_chunk_kernel, _ssd_bwd_kernel, _ssd_bwd_state_kernel
 from bmojo_triton.ops.ssm_scan.fwd import _ssd_chunk_out_kernel, _ssd_fwd_kernel
 from bmojo_triton.ops.ssm_scan.step import _ssm_step_kernel
@@ -113,6 +121,8 @@ def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
     cd = TORCH.compute_dtype(x.dtype)
     states = None
     n_chunks = triton.cdiv(T, bl)
+    if cfg.parallel_out:  # grid (chunks, batch × heads, P tiles)
+        check_grid_axis("x", "batch × heads (with ScanTiles.parallel_out)", b * H)
     if save_states or cfg.parallel_out:
         states = torch.empty(b, H, n_chunks, P, N, dtype=cd, device=x.device)
     consts = dict(BLOCK_L=bl, BLOCK_P=bp, BLOCK_N=pow2(N), ACC=acc_dtype(cd), DOT_PREC=_scan_precision(x.dtype, gpu))
@@ -168,6 +178,8 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, needs):
     bp = pow2(P) if cfg.block_p is None else min(pow2(P), cfg.block_p)
     n_p = triton.cdiv(P, bp)  # head-dim tiles: partial sums of every gradient that sums over P
     n_chunks = triton.cdiv(T, bl)
+    if cfg.parallel_grads:  # grid (chunks, batch × heads, P tiles)
+        check_grid_axis("x", "batch × heads (with ScanTiles.parallel_grads)", b * H)
     # dA, dD partials: one per P tile, and per chunk too when the chunks run in parallel
     n_slots = n_p * (n_chunks if cfg.parallel_grads else 1)
     dx = torch.empty_like(x)
@@ -215,6 +227,7 @@ class SsmScanFn(torch.autograd.Function):
         y, final, states, bl = _fwd(x, dt, A, B, C, D, h0, save_states=True)
         ctx.save_for_backward(x, dt, A, B, C, D, h0, states)
         ctx.bl = bl
+        ctx.tiles = TILES.active()  # the backward launches with the override in force here
         return y, final
 
     @staticmethod
@@ -222,7 +235,8 @@ class SsmScanFn(torch.autograd.Function):
         x, dt, A, B, C, D, h0, states = ctx.saved_tensors
         if dy is None:
             dy = torch.zeros_like(x)
-        grads = _bwd(dy, dht, x, dt, A, B, C, D, h0, states, ctx.bl, ctx.needs_input_grad)
+        with TILES.applied(ctx.tiles):
+            grads = _bwd(dy, dht, x, dt, A, B, C, D, h0, states, ctx.bl, ctx.needs_input_grad)
         return tuple(g if n else None for g, n in zip(grads, ctx.needs_input_grad))
 
 
