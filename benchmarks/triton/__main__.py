@@ -267,19 +267,22 @@ def ssm(s, gpu, dev, dtype, backend_fn, ref_fn):
             fn()
 
 
-def _parallel_grads(ours, params, x, N):
-    """A forward+backward closure of ``ours`` with the scan's backward chunk-parallel
-    (``ScanTiles.parallel_grads``; the rest of the ``bwd`` entry in force is kept)."""
-    from dataclasses import replace
+#: The state passes' N tile in the benchmark's "[parallel]" rows (N = 128: four programs per state).
+PARALLEL_BLOCK_N = 32
 
+
+def _parallel(step, x, N):
+    """``step`` (a call of the scan, forward or forward+backward) with every chunk-parallel option
+    on at the tiles in force: y by the chunk-output kernel (``parallel_out``), the gradients by the
+    chunk-gradient kernel (``parallel_grads``), both sequential passes split over N as well
+    (``block_n``) — the three-phase layout of Mamba-2's and fla's chunked kernels."""
     from bmojo_triton.ops import ssm_scan as scan
 
-    step = fwd_bwd(ours, params)
-    cfg = replace(scan._scan_tiles("bwd", x, N), parallel_grads=True)
+    cfgs = scan.chunk_parallel_tiles(x, N, PARALLEL_BLOCK_N)
 
     def run():
-        with scan.TILES.override(bwd=cfg):
-            step()
+        with scan.TILES.override(**cfgs):
+            return step()
 
     return run
 
@@ -313,7 +316,7 @@ def _ssm_case(s, T, gpu, dev, dtype, backend_fn, ref_fn, fla):
 
     # "fwd" (inputs requiring grad) is the training forward: it stores the chunk states
     t_o = attempt("ssm", case, "triton ssm_scan", "fwd", lambda: bench(ours, gpu=gpu), flops=flops, nbytes=nbytes)
-    attempt(
+    t_i = attempt(
         "ssm",
         case,
         "triton ssm_scan (no_grad)",
@@ -324,15 +327,25 @@ def _ssm_case(s, T, gpu, dev, dtype, backend_fn, ref_fn, fla):
     )
     params = [x, dt, A, B, C, D]
     t_ob = attempt("ssm", case, "triton ssm_scan", "fwd+bwd", lambda: bench(fwd_bwd(ours, params), gpu=gpu))
-    # the opt-in chunk-parallel backward (ScanTiles.parallel_grads) at the table's other tiles
+    # the opt-in chunk-parallel layout (ScanTiles.parallel_out / parallel_grads / block_n)
+    t_pi = attempt(
+        "ssm",
+        case,
+        "triton ssm_scan [parallel] (no_grad)",
+        "fwd",
+        lambda: bench(_parallel(ours_inference, x, N), gpu=gpu),
+        flops=flops,
+        nbytes=nbytes,
+    )
+    ratio(f"ssm {case}: triton no_grad fwd, [parallel] / default", t_pi, t_i)
     t_op = attempt(
         "ssm",
         case,
-        "triton ssm_scan [parallel_grads]",
+        "triton ssm_scan [parallel]",
         "fwd+bwd",
-        lambda: bench(_parallel_grads(ours, params, x, N), gpu=gpu),
+        lambda: bench(_parallel(fwd_bwd(ours, params), x, N), gpu=gpu),
     )
-    ratio(f"ssm {case}: triton fwd+bwd, parallel_grads / sequential backward", t_op, t_ob)
+    ratio(f"ssm {case}: triton fwd+bwd, [parallel] / default", t_op, t_ob)
     t_r = attempt("ssm", case, "reference op", "fwd", lambda: bench(ref, gpu=gpu), flops=flops, nbytes=nbytes)
     attempt("ssm", case, "reference op", "fwd+bwd", lambda: bench(fwd_bwd(ref, params), gpu=gpu))
     ratio(f"ssm {case}: triton / reference (fwd)", t_o, t_r)
@@ -349,6 +362,7 @@ def _ssm_case(s, T, gpu, dev, dtype, backend_fn, ref_fn, fla):
 
     t_p = attempt("ssm", case, "fla chunk_simple_gla", "fwd", lambda: bench(peer, gpu=gpu), flops=flops, nbytes=nbytes)
     ratio(f"ssm {case}: triton / fla (fwd)", t_o, t_p, target=1.2)
+    ratio(f"ssm {case}: triton [parallel] (no_grad) / fla (fwd)", t_pi, t_p, target=1.2)
     # ours again after fla: a drift between the two timings of ours shows the GPU's state changed
     t_o2 = attempt("ssm", case, "triton ssm_scan (again)", "fwd", lambda: bench(ours, gpu=gpu))
     ratio(f"ssm {case}: triton fwd, second / first timing (stable = 1)", t_o2, t_o)
@@ -358,7 +372,7 @@ def _ssm_case(s, T, gpu, dev, dtype, backend_fn, ref_fn, fla):
             "ssm", case, "fla chunk_simple_gla", "fwd+bwd", lambda: bench(fwd_bwd(peer, [qg, kg, vg, gg]), gpu=gpu)
         )
         ratio(f"ssm {case}: triton / fla (fwd+bwd)", t_ob, t_pb, target=1.2)
-        ratio(f"ssm {case}: triton [parallel_grads] / fla (fwd+bwd)", t_op, t_pb, target=1.2)
+        ratio(f"ssm {case}: triton [parallel] / fla (fwd+bwd)", t_op, t_pb, target=1.2)
 
     return later
 
@@ -466,6 +480,7 @@ SIZES = {
                 p_blocks=(16, 32, 64),
                 train_blocks=(16, 32, 64),
                 bwd_p_blocks=(32, 16),
+                n_blocks=(32, 64),
                 **_TUNE_GRID,
             ),
             cap=14,
@@ -489,6 +504,7 @@ SIZES = {
                 p_blocks=(32, 64),
                 train_blocks=(32, 64),
                 bwd_p_blocks=(32,),
+                n_blocks=(32,),
                 **_TUNE_GRID,
             ),
             cap=4,
@@ -514,6 +530,7 @@ SIZES = {
                 p_blocks=(16,),
                 train_blocks=(16, 32),
                 bwd_p_blocks=(16,),
+                n_blocks=(16,),
                 num_warps=(4,),
                 num_stages=(3,),
             ),

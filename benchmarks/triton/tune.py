@@ -168,6 +168,8 @@ def _legal_attn(cfg, block_d: int, itemsize: int, smem: int | None) -> str | Non
 
 
 def _legal_scan(cfg, P: int, N: int, smem: int | None) -> str | None:
+    if cfg.block_n is not None and not (cfg.parallel_out or cfg.parallel_grads):
+        return "block_n without a chunk-parallel option (only their state passes split N)"
     threads = 32 * cfg.num_warps
     bp = P if cfg.block_p is None else min(P, cfg.block_p)
     bl = cfg.block_l or 0
@@ -463,6 +465,11 @@ def _attn_groups(s, gpu, dev, dtype, cap):
     return groups
 
 
+def d_fwd_shape(cfg) -> dict:
+    """A scan config's (chunk, P tile)."""
+    return dict(block_l=cfg.block_l, block_p=cfg.block_p)
+
+
 def _scan_groups(s, gpu, dev, dtype, cap):
     from bmojo_triton.ops import ssm_scan as scan
 
@@ -487,13 +494,17 @@ def _scan_groups(s, gpu, dev, dtype, cap):
             return _run_outputs(fn, [], False) if check else _timed(fn, [], False, gpu)
 
     d_fwd = scan.TILES.get("fwd", key, dev)
-    fwd_tiles = [dict(block_l=bl_, block_p=bp_) for bl_, bp_ in itertools.product(s["blocks"], s["p_blocks"])]
+    fwd_tiles = [
+        dict(block_l=bl_, block_p=bp_, block_n=None) for bl_, bp_ in itertools.product(s["blocks"], s["p_blocks"])
+    ]
+    # the state pass split over N: with parallel_out only, at the default chunk and P tile
+    fwd_tiles += [dict(d_fwd_shape(d_fwd), block_n=bn_, parallel_out=True) for bn_ in s["n_blocks"]]
     g_fwd = Group(
         "ssm_scan.fwd",
         case,
         lambda cfg: _entry("ssm_scan", "fwd", key, cfg),
         d_fwd,
-        fwd_tiles if gpu else [dict(block_l=32, block_p=16)],
+        fwd_tiles if gpu else [dict(block_l=32, block_p=16, block_n=None)],
         launches if gpu else [],
         lambda cfg: _legal_scan(cfg, bp, bn, smem),
         m_fwd,
@@ -514,6 +525,7 @@ def _scan_groups(s, gpu, dev, dtype, cap):
         num_warps=d_bwd.num_warps,
         num_stages=d_bwd.num_stages,
         parallel_grads=d_bwd.parallel_grads,
+        block_n=None,
     )
 
     def bwd_of(cfg):  # the backward's share of a train-group config
@@ -523,11 +535,15 @@ def _scan_groups(s, gpu, dev, dtype, cap):
             num_warps=cfg.num_warps,
             num_stages=cfg.num_stages,
             parallel_grads=cfg.parallel_grads,
+            block_n=cfg.block_n if cfg.parallel_grads else None,
         )
 
+    def fwd_of(cfg):  # the training forward's share
+        n = cfg.block_n if cfg.parallel_out else None
+        return replace(d_train, block_l=cfg.block_l, parallel_out=cfg.parallel_out, block_n=n)
+
     def m_train(cfg, check):
-        fwd_cfg = replace(d_train, block_l=cfg.block_l, parallel_out=cfg.parallel_out)
-        with scan.TILES.override(fwd_train=fwd_cfg, bwd=bwd_of(cfg)):
+        with scan.TILES.override(fwd_train=fwd_of(cfg), bwd=bwd_of(cfg)):
             fn = lambda: scan.ssm_scan(*params)  # noqa: E731
             return _run_outputs(fn, params, True) if check else _timed(fn, params, True, gpu)
 
@@ -536,16 +552,20 @@ def _scan_groups(s, gpu, dev, dtype, cap):
         case,
         lambda cfg: "\n".join(
             (
-                _entry(
-                    "ssm_scan", "fwd_train", key, replace(d_train, block_l=cfg.block_l, parallel_out=cfg.parallel_out)
-                ),
+                _entry("ssm_scan", "fwd_train", key, fwd_of(cfg)),
                 _entry("ssm_scan", "bwd", key, bwd_of(cfg)),
             )
         ),
         d_pair,
-        [dict(block_l=bl_, block_p=bp_) for bl_ in s["train_blocks"] for bp_ in (None, *s["bwd_p_blocks"])]
+        [
+            dict(block_l=bl_, block_p=bp_, block_n=None)
+            for bl_ in s["train_blocks"]
+            for bp_ in (None, *s["bwd_p_blocks"])
+        ]
+        # every chunk-parallel option with the state passes split over N, at the default tiles
+        + [dict(d_fwd_shape(d_pair), block_n=bn_, parallel_out=True, parallel_grads=True) for bn_ in s["n_blocks"]]
         if gpu
-        else [dict(block_l=32, block_p=16)],
+        else [dict(block_l=32, block_p=16, block_n=None)],
         launches if gpu else [],
         lambda cfg: _legal_scan(cfg, bp, bn, smem),
         m_train,

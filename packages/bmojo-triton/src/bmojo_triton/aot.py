@@ -143,24 +143,26 @@ def _one_loop(q: torch.Tensor):
 
 def _scan_options(x: torch.Tensor, N: int):
     """The scan's opt-in launch options: y by the chunk-parallel kernel (``parallel_out``) in
-    inference and training, and the backward split over 16-row P tiles (at the configs in force:
-    an active override's, else the GPU table's)."""
+    inference (its state pass split over 16 N columns) and training (all of N), and the backward
+    split over 16-row P tiles (at the configs in force: an active override's, else the GPU
+    table's)."""
     from bmojo_triton.ops import ssm_scan
 
     cfg = {k: ssm_scan._scan_tiles(k, x, N) for k in ssm_scan.TILES.kernels}
     return ssm_scan.TILES.override(
-        fwd=replace(cfg["fwd"], parallel_out=True),
+        fwd=replace(cfg["fwd"], parallel_out=True, block_n=16),
         fwd_train=replace(cfg["fwd_train"], parallel_out=True),
         bwd=replace(cfg["bwd"], block_p=16),
     )
 
 
-def _scan_parallel_grads(x: torch.Tensor, N: int):
+def _scan_parallel_grads(x: torch.Tensor, N: int, block_n: int | None = None):
     """The scan's opt-in chunk-parallel backward (``ScanTiles.parallel_grads``) at the ``bwd``
-    config in force."""
+    config in force; ``block_n``: its state-gradient pass split over N."""
     from bmojo_triton.ops import ssm_scan
 
-    return ssm_scan.TILES.override(bwd=replace(ssm_scan._scan_tiles("bwd", x, N), parallel_grads=True))
+    cfg = replace(ssm_scan._scan_tiles("bwd", x, N), parallel_grads=True, block_n=block_n)
+    return ssm_scan.TILES.override(bwd=cfg)
 
 
 def _backward(out) -> None:
@@ -214,7 +216,7 @@ def run_all(
                 if case.op == "ssm_scan":
                     variants += [
                         _scan_options(args[0], args[3].shape[-1]),
-                        _scan_parallel_grads(args[0], args[3].shape[-1]),
+                        _scan_parallel_grads(args[0], args[3].shape[-1], 16),
                     ]
                 for variant in variants:
                     with variant:
@@ -256,6 +258,8 @@ def bench_cases(dtype: torch.dtype) -> list:
     from bmojo_triton.ops.causal_conv1d import causal_conv1d
     from bmojo_triton.ops.eidetic import innovation_scores
     from bmojo_triton.ops.rmsnorm import gated_rmsnorm, rmsnorm
+    from bmojo_triton.ops.ssm_scan import TILES as ssm_tiles
+    from bmojo_triton.ops.ssm_scan import chunk_parallel_tiles as ssm_tiles_parallel
     from bmojo_triton.ops.ssm_scan import ssm_scan
 
     g = torch.Generator().manual_seed(0)
@@ -286,19 +290,27 @@ def bench_cases(dtype: torch.dtype) -> list:
 
     s = BENCH["ssm"]
 
-    def ssm(train, parallel_grads=False):
+    def ssm(train, variant=None):
+        """variant: None (the table's), "parallel_grads" (that option alone), "parallel" (every
+        chunk-parallel option, the N split at 32 columns as the benchmark's "[parallel]" rows)."""
+
         def run():
             x = rnd(1, s["T"], s["H"], s["P"], grad=train)
             dt = (torch.rand(1, s["T"], s["H"], generator=g) * 0.1 + 0.01).to(dtype).requires_grad_(train)
             A = (-torch.rand(s["H"], generator=g) - 0.5).to(dtype).requires_grad_(train)
             B, C = (rnd(1, s["T"], 1, s["N"], grad=train, scale=0.5) for _ in range(2))
             D = rnd(s["H"], grad=train)
-            if train:
-                with _scan_parallel_grads(x, s["N"]) if parallel_grads else contextlib.nullcontext():
+            over = contextlib.nullcontext()
+            if variant == "parallel_grads":
+                over = _scan_parallel_grads(x, s["N"])
+            elif variant == "parallel":
+                over = ssm_tiles.override(**ssm_tiles_parallel(x, s["N"], 32))
+            with over:
+                if train:
                     _backward(ssm_scan(x, dt, A, B, C, D))
-            else:
-                with torch.no_grad():
-                    ssm_scan(x, dt, A, B, C, D)
+                else:
+                    with torch.no_grad():
+                        ssm_scan(x, dt, A, B, C, D)
 
         return run
 
@@ -322,7 +334,11 @@ def bench_cases(dtype: torch.dtype) -> list:
         for atomic in (False, True)
     ]
     cases += [("ssm_scan inference", ssm(False)), ("ssm_scan train", ssm(True))]
-    cases += [("ssm_scan train [parallel_grads]", ssm(True, parallel_grads=True))]
+    cases += [("ssm_scan train [parallel_grads]", ssm(True, "parallel_grads"))]
+    cases += [
+        ("ssm_scan inference [parallel]", ssm(False, "parallel")),
+        ("ssm_scan train [parallel]", ssm(True, "parallel")),
+    ]
     cases += [("rmsnorm, gated_rmsnorm", norms), ("causal_conv1d", conv), ("innovation_scores", eid)]
     return cases
 

@@ -7,7 +7,7 @@ with ``differentiable=False`` (its gradients recompute core's reference).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import triton
@@ -40,7 +40,11 @@ class ScanTiles:
     chunk-parallel kernel computes y from them (see ``fwd.py``); False: y in the sequential pass.
     ``parallel_grads`` (``bwd`` only), its mirror: the reverse pass only carries the state gradient
     and stores it per chunk, and a chunk-parallel kernel computes the input gradients (see
-    ``bwd.py``); False: the gradients in the reverse pass."""
+    ``bwd.py``); False: the gradients in the reverse pass. ``block_n`` (None: all of N) splits the
+    state's N columns over programs in the one sequential pass of those options — the state pass
+    of ``parallel_out``, the state-gradient pass of ``parallel_grads`` — whose columns are
+    independent; it needs that entry's option (the passes that also compute y or the gradients
+    sum over N)."""
 
     block_l: int | None = 64
     block_p: int | None = None
@@ -48,9 +52,11 @@ class ScanTiles:
     num_stages: int = 3
     parallel_out: bool = False
     parallel_grads: bool = False
+    block_n: int | None = None
 
     def __post_init__(self):
-        check_launch("ScanTiles", dict(block_l=self.block_l, block_p=self.block_p), self.num_warps, self.num_stages)
+        blocks = dict(block_l=self.block_l, block_p=self.block_p, block_n=self.block_n)
+        check_launch("ScanTiles", blocks, self.num_warps, self.num_stages)
         for name in ("parallel_out", "parallel_grads"):
             if not isinstance(getattr(self, name), bool):
                 fail(f"ScanTiles.{name}", "a bool", repr(getattr(self, name)))
@@ -97,7 +103,28 @@ def _scan_tiles(kernel: str, x: torch.Tensor, N: int) -> ScanTiles:
         fail(f"ssm_scan tiles {kernel}.parallel_grads", "False (a backward option)", cfg.parallel_grads)
     if kernel != "bwd" and cfg.block_l is None:
         fail(f"ssm_scan tiles {kernel}.block_l", "a power of two >= 16", None)
+    option = "parallel_grads" if kernel == "bwd" else "parallel_out"
+    if cfg.block_n is not None and not getattr(cfg, option):
+        fail(f"ssm_scan tiles {kernel}.block_n", f"None without {option} (only its state pass splits N)", cfg.block_n)
     return cfg
+
+
+def chunk_parallel_tiles(x: torch.Tensor, N: int, block_n: int | None = None) -> dict[str, ScanTiles]:
+    """The configs in force for ``x`` (state width ``N``) with every chunk-parallel option on —
+    y by the chunk-output kernel (``parallel_out``), the gradients by the chunk-gradient kernel
+    (``parallel_grads``), both sequential passes split over ``block_n`` columns — the three-phase
+    layout of Mamba-2's and flash-linear-attention's chunked kernels. For ``TILES.override(**…)``
+    (the benchmark, the static report); the library itself never overrides."""
+    return dict(
+        fwd=replace(_scan_tiles("fwd", x, N), parallel_out=True, block_n=block_n),
+        fwd_train=replace(_scan_tiles("fwd_train", x, N), parallel_out=True, block_n=block_n),
+        bwd=replace(_scan_tiles("bwd", x, N), parallel_grads=True, block_n=block_n),
+    )
+
+
+def _n_block(cfg: ScanTiles, N: int) -> int:
+    """The N tile of a state-only pass: all of N (padded to a power of two) unless ``block_n``."""
+    return pow2(N) if cfg.block_n is None else min(pow2(N), cfg.block_n)
 
 
 def _scan_precision(dtype: torch.dtype, gpu: bool) -> str:
@@ -130,7 +157,8 @@ def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
     # strides and sizes, in the order both kernels take them
     sizes = (*x.stride()[:3], *dt.stride()[:2], *B.stride()[:3], T, H, P, N, H // G)
     with on_device(x):
-        _ssd_fwd_kernel[(b * H, triton.cdiv(P, bp))](
+        bn = _n_block(cfg, N)  # < N only with parallel_out (no y in this pass)
+        _ssd_fwd_kernel[(b * H, triton.cdiv(P, bp), triton.cdiv(N, bn))](
             x,
             dt,
             A,
@@ -146,7 +174,7 @@ def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
             HAS_H0=h0 is not None,
             SAVE_STATES=states is not None,
             OUTPUT=not cfg.parallel_out,
-            **consts,
+            **{**consts, "BLOCK_N": bn},
             **launch,
         )
         if cfg.parallel_out and n_chunks > 0:
@@ -202,9 +230,10 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, needs):
             )  # fmt: skip
         else:
             dstates = torch.empty_like(states)  # the gradient of the state leaving every chunk
-            _ssd_bwd_state_kernel[(b * H, n_p)](
+            bn = _n_block(cfg, N)
+            _ssd_bwd_state_kernel[(b * H, n_p, triton.cdiv(N, bn))](
                 dt, A, C, dy, dht if dht is not None else dy, dstates, dh0, *sizes,
-                HAS_DHT=dht is not None, **consts, **launch,
+                HAS_DHT=dht is not None, **{**consts, "BLOCK_N": bn}, **launch,
             )  # fmt: skip
             _ssd_bwd_chunk_kernel[(n_chunks, b * H, n_p)](
                 x, dt, A, B, C, d_arg, dy, states, dstates, *grads, *sizes,

@@ -249,9 +249,10 @@ def _ssd_bwd_state_kernel(
     ACC: tl.constexpr,
     DOT_PREC: tl.constexpr,
 ):
-    """The chunk-parallel backward's sequential part (grid: batch × heads, P tiles): the state
-    gradient walked in reverse; DSTATES (b, H, ⌈T/L⌉, P, N), in ACC, gets the gradient of the state
-    leaving every chunk, DH0 the gradient of the initial state. Rows of P are independent here."""
+    """The chunk-parallel backward's sequential part (grid: batch × heads, P tiles, N tiles): the
+    state gradient walked in reverse; DSTATES (b, H, ⌈T/L⌉, P, N), in ACC, gets the gradient of the
+    state leaving every chunk, DH0 the gradient of the initial state. Rows of P and columns of N
+    are independent here."""
     pid_bh = tl.program_id(0)
     pid_p = tl.program_id(1)
     b = pid_bh // H
@@ -259,7 +260,7 @@ def _ssd_bwd_state_kernel(
     g = h // HEADS_PER_GROUP
     offs_l = tl.arange(0, BLOCK_L)
     offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_n = tl.arange(0, BLOCK_N)
+    offs_n = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)  # N tiles: columns are independent
     p_ok = offs_p < P
     n_ok = offs_n < N
     pn_mask = p_ok[:, None] & n_ok[None, :]

@@ -19,7 +19,10 @@ Two ways to get y (``ScanTiles.parallel_out``): in the same sequential pass (``O
 default), or afterwards by ``_ssd_chunk_out_kernel``, one program per (chunk, batch × head, P tile)
 reading the stored state entering its chunk — the sequential pass then only carries the state (one
 matmul per chunk instead of four, no C loads), and the outputs run with the whole grid in parallel,
-for one write and one read of the states (float32, ``b·H·⌈T/L⌉·P·N`` values).
+for one write and one read of the states (float32, ``b·H·⌈T/L⌉·P·N`` values). Without OUTPUT the
+state's columns are independent too, so that pass may also split N over the grid's third axis
+(``ScanTiles.block_n``; flash-linear-attention's ``chunk_fwd_h`` tiles both state dimensions the
+same way): more, smaller programs for the one sequential part.
 """
 
 from __future__ import annotations
@@ -84,7 +87,10 @@ def _ssd_fwd_kernel(
     g = h // HEADS_PER_GROUP
     offs_l = tl.arange(0, BLOCK_L)
     offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_n = tl.arange(0, BLOCK_N)
+    if OUTPUT:  # y sums over N: all of it
+        offs_n = tl.arange(0, BLOCK_N)
+    else:  # the state's columns are independent: the grid's third axis may split them
+        offs_n = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
     p_ok = offs_p < P
     n_ok = offs_n < N
     a = tl.load(A + h).to(ACC)
