@@ -525,7 +525,8 @@ def _scan_groups(s, gpu, dev, dtype, cap):
         num_warps=d_bwd.num_warps,
         num_stages=d_bwd.num_stages,
         parallel_grads=d_bwd.parallel_grads,
-        block_n=None,
+        # one block_n for both state passes (the training forward's and the backward's)
+        block_n=d_bwd.block_n if d_bwd.parallel_grads else d_train.block_n,
     )
 
     def bwd_of(cfg):  # the backward's share of a train-group config

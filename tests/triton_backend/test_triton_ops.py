@@ -159,10 +159,9 @@ def test_ssm_scan_tiles_reject_options_on_the_wrong_kernel(device):
         with pytest.raises(ValueError, match=r"ssm_scan tiles fwd_train\.parallel_grads: expected False"):
             ssm_scan.ssm_scan(*[a.requires_grad_(True) if a is not None else None for a in args])
     bwd = ssm_scan.TILES.get("bwd", (0, 0), args[0].device)
-    with ssm_scan.TILES.override(bwd=replace(bwd, parallel_out=True)):
-        y, _ = ssm_scan.ssm_scan(*[a.detach().requires_grad_(True) if a is not None else None for a in args])
+    with ssm_scan.TILES.override(bwd=replace(bwd, parallel_out=True)):  # refused by the forward
         with pytest.raises(ValueError, match=r"ssm_scan tiles bwd\.parallel_out: expected False \(a forward option\)"):
-            y.sum().backward()
+            ssm_scan.ssm_scan(*[a.detach().requires_grad_(True) if a is not None else None for a in args])
     with pytest.raises(ValueError, match=r"ScanTiles\.parallel_grads: expected a bool"):
         ssm_scan.ScanTiles(parallel_grads=1)
     with ssm_scan.TILES.override(fwd=replace(fwd, block_n=16)), torch.no_grad():
@@ -303,6 +302,6 @@ def test_grid_axis_limits_are_refused_by_name(device):
         with pytest.raises(ValueError, match=r"^x: expected batch × heads \(with ScanTiles.parallel_out\) <= 65535"):
             ssm_scan.ssm_scan(x, dt, A, B, C)
     bwd = ssm_scan.TILES.get("bwd", (0, 0), x.device)
-    with ssm_scan.TILES.override(bwd=replace(bwd, parallel_grads=True)):
+    with ssm_scan.TILES.override(bwd=replace(bwd, parallel_grads=True)):  # refused by the forward
         with pytest.raises(ValueError, match=r"^x: expected batch × heads \(with ScanTiles.parallel_grads\) <= 65535"):
-            ssm_scan._bwd(x, None, x, dt, A, B, C, None, None, None, 16, (True,) * 7)
+            ssm_scan.ssm_scan(x.requires_grad_(True), dt, A, B, C)

@@ -407,11 +407,13 @@ def bmojo_attention(
     pass (forward and backward). ``block_size`` is checked and otherwise unused."""
     check_bmojo_attention_args(TORCH, q, k, v, kf, vf, ek, ev, epos, q_start, window, fading_window, eidetic_chunk)
     check_int("block_size", block_size, minimum=1)
-    # the kernels' grids: (query or key tiles, batch × heads) and (slot tiles, snapshots, batch × heads)
+    # the kernels' grids: (query or key tiles, batch × heads); the eidetic dK/dV kernel's (slot
+    # tiles, snapshots, batch × heads) only runs in a backward
     check_grid_axis("q", "batch × heads", q.shape[0] * q.shape[2])
-    if ek is not None:
-        check_grid_axis("ek", "eidetic snapshots", ek.shape[1])
     meta = _Meta(q, kf, ek, q_start, window, fading_window, eidetic_chunk, scale, fading_offset)
+    grads = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, kf, vf, ek, ev))
+    if meta.use_eidetic and grads:
+        check_grid_axis("ek", "eidetic snapshots (in a call that needs gradients)", ek.shape[1])
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     kf = kf.contiguous() if kf is not None else None
     vf = vf.contiguous() if vf is not None else None

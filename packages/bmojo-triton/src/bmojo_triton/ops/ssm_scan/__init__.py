@@ -139,17 +139,17 @@ def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
     the chunk length used (the backward must use the same)."""
     b, T, H, P = x.shape
     G, N = B.shape[-2:]
+    cfg = _scan_tiles("fwd_train" if save_states else "fwd", x, N)
+    if cfg.parallel_out:  # grid (chunks, batch × heads, P tiles)
+        check_grid_axis("x", "batch × heads (with ScanTiles.parallel_out)", b * H)
     y = torch.empty_like(x)
     final = torch.empty(b, H, P, N, dtype=x.dtype, device=x.device)
     gpu = gpu_path(x.device)
-    cfg = _scan_tiles("fwd_train" if save_states else "fwd", x, N)
     bl = cfg.block_l
     bp = pow2(P) if cfg.block_p is None else min(pow2(P), cfg.block_p)
     cd = TORCH.compute_dtype(x.dtype)
     states = None
     n_chunks = triton.cdiv(T, bl)
-    if cfg.parallel_out:  # grid (chunks, batch × heads, P tiles)
-        check_grid_axis("x", "batch × heads (with ScanTiles.parallel_out)", b * H)
     if save_states or cfg.parallel_out:
         states = torch.empty(b, H, n_chunks, P, N, dtype=cd, device=x.device)
     consts = dict(BLOCK_L=bl, BLOCK_P=bp, BLOCK_N=pow2(N), ACC=acc_dtype(cd), DOT_PREC=_scan_precision(x.dtype, gpu))
@@ -195,19 +195,27 @@ def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
     return y, final, (states if save_states else None), bl
 
 
-def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, needs):
+def _bwd_tiles(x: torch.Tensor, N: int) -> ScanTiles:
+    """The backward's config, resolved (and its grid checked) by the forward of a call that needs
+    gradients: a bad ``bwd`` entry is refused before any launch, and the backward runs with the
+    config in force at its forward (on CUDA autograd runs backward on its own device thread,
+    where a ``TILES.override`` of the caller is not set)."""
+    cfg = _scan_tiles("bwd", x, N)
+    if cfg.parallel_grads:  # grid (chunks, batch × heads, P tiles)
+        check_grid_axis("x", "batch × heads (with ScanTiles.parallel_grads)", x.shape[0] * x.shape[2])
+    return cfg
+
+
+def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, cfg: ScanTiles):
     b, T, H, P = x.shape
     G, N = B.shape[-2:]
     gpu = gpu_path(x.device)
-    cfg = _scan_tiles("bwd", x, N)
     cd = TORCH.compute_dtype(x.dtype)
     dy = dy.contiguous()
     dht = dht.contiguous() if dht is not None else None
     bp = pow2(P) if cfg.block_p is None else min(pow2(P), cfg.block_p)
     n_p = triton.cdiv(P, bp)  # head-dim tiles: partial sums of every gradient that sums over P
     n_chunks = triton.cdiv(T, bl)
-    if cfg.parallel_grads:  # grid (chunks, batch × heads, P tiles)
-        check_grid_axis("x", "batch × heads (with ScanTiles.parallel_grads)", b * H)
     # dA, dD partials: one per P tile, and per chunk too when the chunks run in parallel
     n_slots = n_p * (n_chunks if cfg.parallel_grads else 1)
     dx = torch.empty_like(x)
@@ -249,14 +257,15 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, needs):
 
 
 class SsmScanFn(torch.autograd.Function):
-    """Saves the inputs and the chunk-entry states; the backward is ``_ssd_bwd_kernel``."""
+    """Saves the inputs and the chunk-entry states; the backward is ``bwd.py``'s kernels, with the
+    config resolved here (``_bwd_tiles``)."""
 
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D, h0):
+        ctx.bwd_cfg = _bwd_tiles(x, B.shape[-1])  # before any launch
         y, final, states, bl = _fwd(x, dt, A, B, C, D, h0, save_states=True)
         ctx.save_for_backward(x, dt, A, B, C, D, h0, states)
         ctx.bl = bl
-        ctx.tiles = TILES.active()  # the backward launches with the override in force here
         return y, final
 
     @staticmethod
@@ -264,8 +273,7 @@ class SsmScanFn(torch.autograd.Function):
         x, dt, A, B, C, D, h0, states = ctx.saved_tensors
         if dy is None:
             dy = torch.zeros_like(x)
-        with TILES.applied(ctx.tiles):
-            grads = _bwd(dy, dht, x, dt, A, B, C, D, h0, states, ctx.bl, ctx.needs_input_grad)
+        grads = _bwd(dy, dht, x, dt, A, B, C, D, h0, states, ctx.bl, ctx.bwd_cfg)
         return tuple(g if n else None for g, n in zip(grads, ctx.needs_input_grad))
 
 
