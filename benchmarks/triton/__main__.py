@@ -287,6 +287,35 @@ def _parallel(step, x, N):
     return run
 
 
+def _recompute(step, x, N):
+    """``step`` with the training forward keeping no chunk states (``ScanTiles.recompute``)."""
+    from dataclasses import replace
+
+    from bmojo_triton.ops import ssm_scan as scan
+
+    cfg = replace(scan._scan_tiles("fwd_train", x, N), recompute=True)
+
+    def run():
+        with scan.TILES.override(fwd_train=cfg):
+            return step()
+
+    return run
+
+
+def _kept_by_forward(fwd, dev) -> float | None:
+    """MiB allocated by one training forward and still held when it returns (its outputs and what
+    autograd keeps for the backward) — on a GPU; None elsewhere."""
+    if dev.type != "cuda":
+        return None
+    torch.cuda.synchronize(dev)
+    before = torch.cuda.memory_allocated(dev)
+    out = fwd()
+    torch.cuda.synchronize(dev)
+    kept = torch.cuda.memory_allocated(dev) - before
+    del out
+    return kept / 2**20
+
+
 def _ssm_case(s, T, gpu, dev, dtype, backend_fn, ref_fn, fla):
     """Times one size; returns a closure timing fla's forward+backward (None without fla)."""
     b, H, P, N, G = s["b"], s["H"], s["P"], s["N"], 1
@@ -346,6 +375,20 @@ def _ssm_case(s, T, gpu, dev, dtype, backend_fn, ref_fn, fla):
         lambda: bench(_parallel(fwd_bwd(ours, params), x, N), gpu=gpu),
     )
     ratio(f"ssm {case}: triton fwd+bwd, [parallel] / default", t_op, t_ob)
+    # the memory option: states recomputed in the backward instead of kept from the forward
+    t_rc = attempt(
+        "ssm",
+        case,
+        "triton ssm_scan [recompute]",
+        "fwd+bwd",
+        lambda: bench(_recompute(fwd_bwd(ours, params), x, N), gpu=gpu),
+    )
+    ratio(f"ssm {case}: triton fwd+bwd, [recompute] / default", t_rc, t_ob)
+    for impl, fwd in (("triton ssm_scan", ours), ("triton ssm_scan [recompute]", _recompute(ours, x, N))):
+        mib = _kept_by_forward(fwd, torch.device(dev))
+        if mib is not None:
+            ROWS.append(dict(section="ssm", case=case, impl=impl, mode="kept by forward", value=mib, unit="MiB"))
+            print(f"  ssm       {case:26s} {impl:28s} kept by the forward: {mib:9.1f} MiB", flush=True)
     t_r = attempt("ssm", case, "reference op", "fwd", lambda: bench(ref, gpu=gpu), flops=flops, nbytes=nbytes)
     attempt("ssm", case, "reference op", "fwd+bwd", lambda: bench(fwd_bwd(ref, params), gpu=gpu))
     ratio(f"ssm {case}: triton / reference (fwd)", t_o, t_r)

@@ -146,6 +146,53 @@ def test_ssm_scan_chunk_parallel_backward(name, dtype, block_p, block_n, device)
             assert torch.equal(par[n], seq[n]), f"{name}: d{n} differs between the parallel and sequential backward"
 
 
+def _saved_shapes(fn, args):
+    """The shapes of the tensors autograd saves while ``fn(*args)`` runs (its forward)."""
+    shapes = []
+
+    def pack(t):
+        shapes.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*args)
+    return shapes
+
+
+@pytest.mark.parametrize(
+    "name, train_opts",
+    [
+        ("ragged_T37_P24_N20_G2", {}),
+        ("T150_spans_gpu_chunks", {}),
+        ("T1", {}),
+        ("ragged_T37_P24_N20_G2", dict(parallel_out=True, block_n=16, block_p=16)),
+    ],
+)
+def test_ssm_scan_recompute_states(name, train_opts, device):
+    """``ScanTiles.recompute`` (``fwd_train``): the forward keeps no chunk states — autograd saves
+    no (b, H, chunks, P, N) tensor — and the backward recomputes them with one state pass at the
+    training tiles (also the N-split state pass): gradients against the reference, and equal to
+    those from saved states (bit-equal on the interpreter: the same state update)."""
+    args = scan_args(device, torch.float32, **SCAN[name])
+    train = replace(ssm_scan.TILES.get("fwd_train", (0, 0), args[0].device), **train_opts)
+    rec = replace(train, recompute=True)
+    leaves = [a.detach().requires_grad_(True) if a is not None else None for a in args]
+    with ssm_scan.TILES.override(fwd_train=train):
+        assert [s for s in _saved_shapes(ssm_scan.ssm_scan, leaves) if len(s) == 5], "no states saved by default?"
+        saved = _scan_grads(args)
+    with ssm_scan.TILES.override(fwd_train=rec):
+        assert not [s for s in _saved_shapes(ssm_scan.ssm_scan, leaves) if len(s) == 5]
+        compare_fwd_bwd(
+            f"recompute {name}", ssm_scan.ssm_scan, ssm_ref.ssm_scan, args, {}, torch.float32, names=SCAN_NAMES
+        )
+        again = _scan_grads(args)
+    for n in saved:
+        if device.type == "cuda":
+            assert_close(f"{name}: d{n} recomputed vs saved states", again[n], saved[n], torch.float32, grad=True)
+        else:
+            assert torch.equal(again[n], saved[n]), f"{name}: d{n} differs between recomputed and saved states"
+
+
 def test_ssm_scan_tiles_reject_options_on_the_wrong_kernel(device):
     """A forward entry with ``parallel_grads`` or a backward entry with ``parallel_out`` is an
     error naming the entry, not an ignored field."""
@@ -164,6 +211,11 @@ def test_ssm_scan_tiles_reject_options_on_the_wrong_kernel(device):
             ssm_scan.ssm_scan(*[a.detach().requires_grad_(True) if a is not None else None for a in args])
     with pytest.raises(ValueError, match=r"ScanTiles\.parallel_grads: expected a bool"):
         ssm_scan.ScanTiles(parallel_grads=1)
+    with ssm_scan.TILES.override(fwd=replace(fwd, recompute=True)), torch.no_grad():
+        with pytest.raises(
+            ValueError, match=r"ssm_scan tiles fwd\.recompute: expected False \(a training-forward option\)"
+        ):
+            ssm_scan.ssm_scan(*args)
     with ssm_scan.TILES.override(fwd=replace(fwd, block_n=16)), torch.no_grad():
         with pytest.raises(ValueError, match=r"ssm_scan tiles fwd\.block_n: expected None without parallel_out"):
             ssm_scan.ssm_scan(*args)

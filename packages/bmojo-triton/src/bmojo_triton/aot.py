@@ -156,13 +156,17 @@ def _scan_options(x: torch.Tensor, N: int):
     )
 
 
-def _scan_parallel_grads(x: torch.Tensor, N: int, block_n: int | None = None):
+def _scan_parallel_grads(
+    x: torch.Tensor, N: int, block_n: int | None = None, recompute: bool = False, parallel_grads: bool = True
+):
     """The scan's opt-in chunk-parallel backward (``ScanTiles.parallel_grads``) at the ``bwd``
-    config in force; ``block_n``: its state-gradient pass split over N."""
+    config in force; ``block_n``: its state-gradient pass split over N; ``recompute``: the states
+    recomputed by the backward (``fwd_train.recompute``) instead of kept by the forward."""
     from bmojo_triton.ops import ssm_scan
 
-    cfg = replace(ssm_scan._scan_tiles("bwd", x, N), parallel_grads=True, block_n=block_n)
-    return ssm_scan.TILES.override(bwd=cfg)
+    cfg = replace(ssm_scan._scan_tiles("bwd", x, N), parallel_grads=parallel_grads, block_n=block_n)
+    train = replace(ssm_scan._scan_tiles("fwd_train", x, N), recompute=recompute)
+    return ssm_scan.TILES.override(bwd=cfg, fwd_train=train)
 
 
 def _backward(out) -> None:
@@ -216,7 +220,7 @@ def run_all(
                 if case.op == "ssm_scan":
                     variants += [
                         _scan_options(args[0], args[3].shape[-1]),
-                        _scan_parallel_grads(args[0], args[3].shape[-1], 16),
+                        _scan_parallel_grads(args[0], args[3].shape[-1], 16, recompute=True),
                     ]
                 for variant in variants:
                     with variant:
@@ -292,7 +296,8 @@ def bench_cases(dtype: torch.dtype) -> list:
 
     def ssm(train, variant=None):
         """variant: None (the table's), "parallel_grads" (that option alone), "parallel" (every
-        chunk-parallel option, the N split at 32 columns as the benchmark's "[parallel]" rows)."""
+        chunk-parallel option, the N split at 32 columns as the benchmark's "[parallel]" rows),
+        "recompute" (the states recomputed by the backward, ``fwd_train.recompute``)."""
 
         def run():
             x = rnd(1, s["T"], s["H"], s["P"], grad=train)
@@ -305,6 +310,8 @@ def bench_cases(dtype: torch.dtype) -> list:
                 over = _scan_parallel_grads(x, s["N"])
             elif variant == "parallel":
                 over = ssm_tiles.override(**ssm_tiles_parallel(x, s["N"], 32))
+            elif variant == "recompute":
+                over = _scan_parallel_grads(x, s["N"], recompute=True, parallel_grads=False)
             with over:
                 if train:
                     _backward(ssm_scan(x, dt, A, B, C, D))
@@ -338,6 +345,7 @@ def bench_cases(dtype: torch.dtype) -> list:
     cases += [
         ("ssm_scan inference [parallel]", ssm(False, "parallel")),
         ("ssm_scan train [parallel]", ssm(True, "parallel")),
+        ("ssm_scan train [recompute]", ssm(True, "recompute")),
     ]
     cases += [("rmsnorm, gated_rmsnorm", norms), ("causal_conv1d", conv), ("innovation_scores", eid)]
     return cases

@@ -44,7 +44,10 @@ class ScanTiles:
     state's N columns over programs in the one sequential pass of those options — the state pass
     of ``parallel_out``, the state-gradient pass of ``parallel_grads`` — whose columns are
     independent; it needs that entry's option (the passes that also compute y or the gradients
-    sum over N)."""
+    sum over N). ``recompute`` (``fwd_train`` only): the training forward stores no chunk states
+    and runs as an inference call does (at the ``fwd`` entry); the backward first recomputes the
+    states with one state pass at this entry's chunk and tiles (flash-linear-attention's default)
+    — ``b·H·⌈T/L⌉·P·N`` float32 values per call are then not kept from forward to backward."""
 
     block_l: int | None = 64
     block_p: int | None = None
@@ -53,11 +56,12 @@ class ScanTiles:
     parallel_out: bool = False
     parallel_grads: bool = False
     block_n: int | None = None
+    recompute: bool = False
 
     def __post_init__(self):
         blocks = dict(block_l=self.block_l, block_p=self.block_p, block_n=self.block_n)
         check_launch("ScanTiles", blocks, self.num_warps, self.num_stages)
-        for name in ("parallel_out", "parallel_grads"):
+        for name in ("parallel_out", "parallel_grads", "recompute"):
             if not isinstance(getattr(self, name), bool):
                 fail(f"ScanTiles.{name}", "a bool", repr(getattr(self, name)))
 
@@ -103,6 +107,8 @@ def _scan_tiles(kernel: str, x: torch.Tensor, N: int) -> ScanTiles:
         fail(f"ssm_scan tiles {kernel}.parallel_grads", "False (a backward option)", cfg.parallel_grads)
     if kernel != "bwd" and cfg.block_l is None:
         fail(f"ssm_scan tiles {kernel}.block_l", "a power of two >= 16", None)
+    if kernel != "fwd_train" and cfg.recompute:
+        fail(f"ssm_scan tiles {kernel}.recompute", "False (a training-forward option)", cfg.recompute)
     option = "parallel_grads" if kernel == "bwd" else "parallel_out"
     if cfg.block_n is not None and not getattr(cfg, option):
         fail(f"ssm_scan tiles {kernel}.block_n", f"None without {option} (only its state pass splits N)", cfg.block_n)
@@ -134,15 +140,15 @@ def _scan_precision(dtype: torch.dtype, gpu: bool) -> str:
     return "tf32" if (gpu and dtype == torch.bfloat16) else "ieee"
 
 
-def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
-    """Launch the forward; with ``save_states`` also return the state entering every chunk and
-    the chunk length used (the backward must use the same)."""
+def _fwd(x, dt, A, B, C, D, h0, cfg: ScanTiles, *, save_states: bool, output: bool = True):
+    """Launch the forward at ``cfg``; with ``save_states`` also return the state entering every
+    chunk and the chunk length used (the backward must use the same). ``output=False`` (with
+    ``save_states``): only the state pass, for a backward that recomputes the states (y is None)."""
     b, T, H, P = x.shape
     G, N = B.shape[-2:]
-    cfg = _scan_tiles("fwd_train" if save_states else "fwd", x, N)
-    if cfg.parallel_out:  # grid (chunks, batch × heads, P tiles)
+    if cfg.parallel_out and output:  # grid (chunks, batch × heads, P tiles)
         check_grid_axis("x", "batch × heads (with ScanTiles.parallel_out)", b * H)
-    y = torch.empty_like(x)
+    y = torch.empty_like(x) if output else None
     final = torch.empty(b, H, P, N, dtype=x.dtype, device=x.device)
     gpu = gpu_path(x.device)
     bl = cfg.block_l
@@ -150,7 +156,8 @@ def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
     cd = TORCH.compute_dtype(x.dtype)
     states = None
     n_chunks = triton.cdiv(T, bl)
-    if save_states or cfg.parallel_out:
+    state_pass = cfg.parallel_out or not output  # the sequential pass computes no y
+    if save_states or state_pass:
         states = torch.empty(b, H, n_chunks, P, N, dtype=cd, device=x.device)
     consts = dict(BLOCK_L=bl, BLOCK_P=bp, BLOCK_N=pow2(N), ACC=acc_dtype(cd), DOT_PREC=_scan_precision(x.dtype, gpu))
     launch = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
@@ -166,18 +173,18 @@ def _fwd(x, dt, A, B, C, D, h0, *, save_states: bool):
             C,
             D if D is not None else A,
             h0 if h0 is not None else final,
-            y,
+            y if y is not None else final,
             final,
             states if states is not None else final,
             *sizes,
             HAS_D=D is not None,
             HAS_H0=h0 is not None,
             SAVE_STATES=states is not None,
-            OUTPUT=not cfg.parallel_out,
+            OUTPUT=not state_pass,
             **{**consts, "BLOCK_N": bn},
             **launch,
         )
-        if cfg.parallel_out and n_chunks > 0:
+        if cfg.parallel_out and output and n_chunks > 0:
             _ssd_chunk_out_kernel[(n_chunks, b * H, triton.cdiv(P, bp))](
                 x,
                 dt,
@@ -262,10 +269,15 @@ class SsmScanFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D, h0):
-        ctx.bwd_cfg = _bwd_tiles(x, B.shape[-1])  # before any launch
-        y, final, states, bl = _fwd(x, dt, A, B, C, D, h0, save_states=True)
+        N = B.shape[-1]
+        ctx.bwd_cfg = _bwd_tiles(x, N)  # resolved before any launch
+        ctx.train_cfg = train = _scan_tiles("fwd_train", x, N)
+        if train.recompute:  # an inference forward; the backward recomputes the states
+            y, final, _, _ = _fwd(x, dt, A, B, C, D, h0, _scan_tiles("fwd", x, N), save_states=False)
+            states = None
+        else:
+            y, final, states, _ = _fwd(x, dt, A, B, C, D, h0, train, save_states=True)
         ctx.save_for_backward(x, dt, A, B, C, D, h0, states)
-        ctx.bl = bl
         return y, final
 
     @staticmethod
@@ -273,7 +285,9 @@ class SsmScanFn(torch.autograd.Function):
         x, dt, A, B, C, D, h0, states = ctx.saved_tensors
         if dy is None:
             dy = torch.zeros_like(x)
-        grads = _bwd(dy, dht, x, dt, A, B, C, D, h0, states, ctx.bl, ctx.bwd_cfg)
+        if states is None:  # ScanTiles.recompute: one state pass at the training forward's tiles
+            _, _, states, _ = _fwd(x, dt, A, B, C, D, h0, ctx.train_cfg, save_states=True, output=False)
+        grads = _bwd(dy, dht, x, dt, A, B, C, D, h0, states, ctx.train_cfg.block_l, ctx.bwd_cfg)
         return tuple(g if n else None for g, n in zip(grads, ctx.needs_input_grad))
 
 
@@ -295,7 +309,7 @@ def ssm_scan(
     args = [t.contiguous() if t is not None else None for t in (x, dt, A, B, C, D, initial_state)]
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
         return SsmScanFn.apply(*args)
-    y, final, _, _ = _fwd(*args, save_states=False)
+    y, final, _, _ = _fwd(*args, _scan_tiles("fwd", args[0], B.shape[-1]), save_states=False)
     return y, final
 
 
