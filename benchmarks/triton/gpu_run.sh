@@ -12,7 +12,8 @@
 #
 # Order (BENCH_SECTIONS; each section has its own budget in seconds after ':' and is stopped when
 # it runs out, keeping what it measured; the JSON is rewritten after every section):
-#   1. ssm (2k/8k/32k, fla peer; fla's slow autotuned backward last), then attention at 8k (the
+#   1. ssm (2k/8k/32k: defaults, fla's forward, the [parallel] and [recompute] options, the
+#      reference; fla's slow autotuned backward last), then attention at 8k (the
 #      size the targets are read at; its kernels changed since the last GPU run: Δ kernel,
 #      exp2, interior option, unpipelined eidetic loop), then what no GPU run has measured yet:
 #      decode, norm_conv, eidetic, attention at 32k (the two-call peer never ran there);
@@ -99,7 +100,7 @@ PY
 grep -E "^(python|device|triton|fla|xdist) " "$OUT/setup.log" | sed 's/^/   | /'
 
 # ----- 2. benchmark (alone on the machine, so its timings are not disturbed) -----
-BENCH_SECTIONS=${BENCH_SECTIONS:-ssm:50,attention@8192:35,decode:20,norm_conv:10,eidetic:20,attention@32768:40,tune:80,attention@2048:15}
+BENCH_SECTIONS=${BENCH_SECTIONS:-ssm:65,attention@8192:35,decode:20,norm_conv:10,eidetic:20,attention@32768:40,tune:65,attention@2048:15}
 step benchmark "${BENCH_LIMIT:-250}" bench.log python3 -m benchmarks.triton --budget "${BENCH_BUDGET:-240}" \
   --sections "$BENCH_SECTIONS" --out "$OUT/bench.json"
 grep -E "^ceilings|^\[|ratio|share of|paste|^    \(|WRONG|illegal|error|stopped|^done" "$OUT/bench.log" \
