@@ -193,6 +193,32 @@ def test_ssm_scan_recompute_states(name, train_opts, device):
             assert torch.equal(again[n], saved[n]), f"{name}: d{n} differs between recomputed and saved states"
 
 
+def test_ssm_scan_recompute_states_context(device):
+    """``recompute_states()``: the user's memory knob — inside it training calls keep no states
+    whatever the table says, ``recompute_states(False)`` keeps them even under a ``recompute``
+    entry; the gradients match the reference either way; a non-bool is refused by name."""
+    args = scan_args(device, torch.float32, **SCAN["ragged_T37_P24_N20_G2"])
+    leaves = [a.detach().requires_grad_(True) if a is not None else None for a in args]
+
+    def states_kept():
+        return [s for s in _saved_shapes(ssm_scan.ssm_scan, leaves) if len(s) == 5]
+
+    assert states_kept()
+    with ssm_scan.recompute_states():
+        assert not states_kept()
+        compare_fwd_bwd(
+            "recompute_states", ssm_scan.ssm_scan, ssm_ref.ssm_scan, args, {}, torch.float32, names=SCAN_NAMES
+        )
+    train = ssm_scan.TILES.get("fwd_train", (0, 0), args[0].device)
+    with ssm_scan.TILES.override(fwd_train=replace(train, recompute=True)):
+        assert not states_kept()
+        with ssm_scan.recompute_states(False):
+            assert states_kept()
+    with pytest.raises(ValueError, match=r"recompute_states enabled: expected a bool"):
+        with ssm_scan.recompute_states(1):
+            pass
+
+
 def test_ssm_scan_tiles_reject_options_on_the_wrong_kernel(device):
     """A forward entry with ``parallel_grads`` or a backward entry with ``parallel_out`` is an
     error naming the entry, not an ignored field."""

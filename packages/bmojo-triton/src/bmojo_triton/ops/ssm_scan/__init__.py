@@ -7,6 +7,8 @@ with ``differentiable=False`` (its gradients recompute core's reference).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass, replace
 
 import torch
@@ -113,6 +115,25 @@ def _scan_tiles(kernel: str, x: torch.Tensor, N: int) -> ScanTiles:
     if cfg.block_n is not None and not getattr(cfg, option):
         fail(f"ssm_scan tiles {kernel}.block_n", f"None without {option} (only its state pass splits N)", cfg.block_n)
     return cfg
+
+
+_RECOMPUTE: contextvars.ContextVar[bool | None] = contextvars.ContextVar("ssm_scan_recompute", default=None)
+
+
+@contextlib.contextmanager
+def recompute_states(enabled: bool = True):
+    """Inside the block, training calls of ``ssm_scan`` keep no chunk states from forward to
+    backward (``enabled=False``: they keep them) whatever ``fwd_train.recompute`` says: the
+    backward recomputes them with one state pass. The memory knob for a training step — wrap the
+    step's forward, where the choice is made (the backward follows it, on any thread); tiles stay
+    the table's."""
+    if not isinstance(enabled, bool):
+        fail("recompute_states enabled", "a bool", repr(enabled))
+    token = _RECOMPUTE.set(enabled)
+    try:
+        yield
+    finally:
+        _RECOMPUTE.reset(token)
 
 
 def chunk_parallel_tiles(x: torch.Tensor, N: int, block_n: int | None = None) -> dict[str, ScanTiles]:
@@ -264,15 +285,19 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, cfg: ScanTiles):
 
 
 class SsmScanFn(torch.autograd.Function):
-    """Saves the inputs and the chunk-entry states; the backward is ``bwd.py``'s kernels, with the
-    config resolved here (``_bwd_tiles``)."""
+    """Saves the inputs and the chunk-entry states (none with ``fwd_train.recompute``: the backward
+    recomputes them); the backward is ``bwd.py``'s kernels, with the config resolved here
+    (``_bwd_tiles``)."""
 
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D, h0):
         N = B.shape[-1]
         ctx.bwd_cfg = _bwd_tiles(x, N)  # resolved before any launch
         ctx.train_cfg = train = _scan_tiles("fwd_train", x, N)
-        if train.recompute:  # an inference forward; the backward recomputes the states
+        recompute = _RECOMPUTE.get()  # recompute_states() in force, else the table's choice
+        if recompute is None:
+            recompute = train.recompute
+        if recompute:  # an inference forward; the backward recomputes the states
             y, final, _, _ = _fwd(x, dt, A, B, C, D, h0, _scan_tiles("fwd", x, N), save_states=False)
             states = None
         else:
