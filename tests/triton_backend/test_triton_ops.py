@@ -160,60 +160,82 @@ def _saved_shapes(fn, args):
 
 
 @pytest.mark.parametrize(
-    "name, train_opts",
+    "name, train_opts, fwd_chunk",
     [
-        ("ragged_T37_P24_N20_G2", {}),
-        ("T150_spans_gpu_chunks", {}),
-        ("T1", {}),
-        ("ragged_T37_P24_N20_G2", dict(parallel_out=True, block_n=16, block_p=16)),
+        ("ragged_T37_P24_N20_G2", {}, None),
+        ("T150_spans_gpu_chunks", {}, None),
+        ("T1", {}, None),
+        ("ragged_T37_P24_N20_G2", dict(parallel_out=True, block_n=16, block_p=16), None),
+        ("T150_spans_gpu_chunks", {}, 32),
     ],
 )
-def test_ssm_scan_recompute_states(name, train_opts, device):
-    """``ScanTiles.recompute`` (``fwd_train``): the forward keeps no chunk states — autograd saves
-    no (b, H, chunks, P, N) tensor — and the backward recomputes them with one state pass at the
-    training tiles (also the N-split state pass): gradients against the reference, and equal to
-    those from saved states (bit-equal on the interpreter: the same state update)."""
+def test_ssm_scan_recompute_states(name, train_opts, fwd_chunk, device):
+    """``ScanTiles.recompute`` (``fwd_train``; on by default): the forward keeps no chunk states —
+    autograd saves no (b, H, chunks, P, N) tensor — and the backward recomputes them with one
+    state pass at the training tiles (also the N-split state pass): gradients against the
+    reference, and equal to those from kept states (bit-equal on the interpreter: the same state
+    update). ``fwd_chunk``: the inference forward (which a recomputing training call runs) on
+    another chunk than the training one — y then differs in rounding only, and the backward must
+    still use the training chunk."""
     args = scan_args(device, torch.float32, **SCAN[name])
     train = replace(ssm_scan.TILES.get("fwd_train", (0, 0), args[0].device), **train_opts)
-    rec = replace(train, recompute=True)
+    fwd = ssm_scan.TILES.get("fwd", (0, 0), args[0].device)
+    if fwd_chunk is not None:
+        fwd = replace(fwd, block_l=fwd_chunk)
+    keep, rec = replace(train, recompute=False), replace(train, recompute=True)
     leaves = [a.detach().requires_grad_(True) if a is not None else None for a in args]
-    with ssm_scan.TILES.override(fwd_train=train):
-        assert [s for s in _saved_shapes(ssm_scan.ssm_scan, leaves) if len(s) == 5], "no states saved by default?"
-        saved = _scan_grads(args)
-    with ssm_scan.TILES.override(fwd_train=rec):
+    with ssm_scan.TILES.override(fwd_train=keep, fwd=fwd):
+        assert [s for s in _saved_shapes(ssm_scan.ssm_scan, leaves) if len(s) == 5], "recompute=False kept nothing?"
+        kept = _scan_grads(args)
+    with ssm_scan.TILES.override(fwd_train=rec, fwd=fwd):
         assert not [s for s in _saved_shapes(ssm_scan.ssm_scan, leaves) if len(s) == 5]
         compare_fwd_bwd(
             f"recompute {name}", ssm_scan.ssm_scan, ssm_ref.ssm_scan, args, {}, torch.float32, names=SCAN_NAMES
         )
         again = _scan_grads(args)
-    for n in saved:
-        if device.type == "cuda":
-            assert_close(f"{name}: d{n} recomputed vs saved states", again[n], saved[n], torch.float32, grad=True)
+    for n in kept:
+        if device.type == "cuda" or fwd_chunk is not None:
+            assert_close(f"{name}: d{n} recomputed vs kept states", again[n], kept[n], torch.float32, grad=True)
         else:
-            assert torch.equal(again[n], saved[n]), f"{name}: d{n} differs between recomputed and saved states"
+            assert torch.equal(again[n], kept[n]), f"{name}: d{n} differs between recomputed and kept states"
 
 
 def test_ssm_scan_recompute_states_context(device):
-    """``recompute_states()``: the user's memory knob — inside it training calls keep no states
-    whatever the table says, ``recompute_states(False)`` keeps them even under a ``recompute``
-    entry; the gradients match the reference either way; a non-bool is refused by name."""
+    """``recompute_states()``: the user's memory knob, process-wide while its block runs —
+    ``recompute_states(False)`` keeps the states even under a recomputing entry, ``True``
+    recomputes under a keeping one; a thread started inside sees it, and a non-reentrant
+    ``torch.utils.checkpoint`` (which re-runs the forward in the backward and checks it saved the
+    same tensors) works inside it; a non-bool is refused by name."""
+    import threading
+
+    from torch.utils.checkpoint import checkpoint
+
     args = scan_args(device, torch.float32, **SCAN["ragged_T37_P24_N20_G2"])
     leaves = [a.detach().requires_grad_(True) if a is not None else None for a in args]
 
     def states_kept():
-        return [s for s in _saved_shapes(ssm_scan.ssm_scan, leaves) if len(s) == 5]
+        return bool([s for s in _saved_shapes(ssm_scan.ssm_scan, leaves) if len(s) == 5])
 
-    assert states_kept()
-    with ssm_scan.recompute_states():
-        assert not states_kept()
-        compare_fwd_bwd(
-            "recompute_states", ssm_scan.ssm_scan, ssm_ref.ssm_scan, args, {}, torch.float32, names=SCAN_NAMES
-        )
     train = ssm_scan.TILES.get("fwd_train", (0, 0), args[0].device)
     with ssm_scan.TILES.override(fwd_train=replace(train, recompute=True)):
         assert not states_kept()
         with ssm_scan.recompute_states(False):
             assert states_kept()
+            seen = []
+            thread = threading.Thread(target=lambda: seen.append(states_kept()))
+            thread.start()
+            thread.join()
+            assert seen == [True]
+            y, final = checkpoint(ssm_scan.ssm_scan, *leaves, use_reentrant=False)
+            (y.sum() + final.sum()).backward()
+        assert not states_kept()
+    with ssm_scan.TILES.override(fwd_train=replace(train, recompute=False)):
+        assert states_kept()
+        with ssm_scan.recompute_states():
+            assert not states_kept()
+            compare_fwd_bwd(
+                "recompute_states", ssm_scan.ssm_scan, ssm_ref.ssm_scan, args, {}, torch.float32, names=SCAN_NAMES
+            )
     with pytest.raises(ValueError, match=r"recompute_states enabled: expected a bool"):
         with ssm_scan.recompute_states(1):
             pass

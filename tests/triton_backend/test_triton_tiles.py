@@ -129,12 +129,14 @@ def test_lookup_prefers_the_most_specific_entry():
 def test_the_defaults_are_the_untuned_first_choices():
     """The tables' defaults: the attention tiles chosen before they became data (64×64; 32 key
     rows at head size 128); the scan's inference chunk 32 × 16 P rows (the static report's
-    spill-free shape), training chunks 32 with 8 backward warps."""
+    spill-free shape), training chunks 32 with 8 backward warps and the states recomputed in the
+    backward (as fla's and Mamba-2's scans do) on the GPU and the interpreter alike."""
     for kernel in att.TILES.kernels:
         assert att.TILES.lookup(kernel, (64, 2)) == att.AttnTiles(64, 64, 4, 3)
         assert att.TILES.lookup(kernel, (128, 4)) == att.AttnTiles(64, 32, 4, 3)
     assert scan.TILES.lookup("fwd", (64, 128)) == scan.ScanTiles(32, 16, 4, 3)
-    assert scan.TILES.lookup("fwd_train", (64, 128)) == scan.ScanTiles(32, None, 4, 3)
+    assert scan.TILES.lookup("fwd_train", (64, 128)) == scan.ScanTiles(32, None, 4, 3, recompute=True)
+    assert scan.TILES.interpreter["fwd_train"].recompute
     assert scan.TILES.lookup("bwd", (64, 128)) == scan.ScanTiles(None, None, 8, 3)
 
 

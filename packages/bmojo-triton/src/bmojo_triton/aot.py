@@ -151,17 +151,17 @@ def _scan_options(x: torch.Tensor, N: int):
     cfg = {k: ssm_scan._scan_tiles(k, x, N) for k in ssm_scan.TILES.kernels}
     return ssm_scan.TILES.override(
         fwd=replace(cfg["fwd"], parallel_out=True, block_n=16),
-        fwd_train=replace(cfg["fwd_train"], parallel_out=True),
+        fwd_train=replace(cfg["fwd_train"], parallel_out=True, recompute=False),
         bwd=replace(cfg["bwd"], block_p=16),
     )
 
 
 def _scan_parallel_grads(
-    x: torch.Tensor, N: int, block_n: int | None = None, recompute: bool = False, parallel_grads: bool = True
+    x: torch.Tensor, N: int, block_n: int | None = None, recompute: bool = True, parallel_grads: bool = True
 ):
     """The scan's opt-in chunk-parallel backward (``ScanTiles.parallel_grads``) at the ``bwd``
-    config in force; ``block_n``: its state-gradient pass split over N; ``recompute``: the states
-    recomputed by the backward (``fwd_train.recompute``) instead of kept by the forward."""
+    config in force; ``block_n``: its state-gradient pass split over N; ``recompute``
+    (``fwd_train.recompute``, the table's default True): False keeps the states from the forward."""
     from bmojo_triton.ops import ssm_scan
 
     cfg = replace(ssm_scan._scan_tiles("bwd", x, N), parallel_grads=parallel_grads, block_n=block_n)
@@ -220,7 +220,7 @@ def run_all(
                 if case.op == "ssm_scan":
                     variants += [
                         _scan_options(args[0], args[3].shape[-1]),
-                        _scan_parallel_grads(args[0], args[3].shape[-1], 16, recompute=True),
+                        _scan_parallel_grads(args[0], args[3].shape[-1], 16, recompute=False),
                     ]
                 for variant in variants:
                     with variant:
@@ -297,7 +297,7 @@ def bench_cases(dtype: torch.dtype) -> list:
     def ssm(train, variant=None):
         """variant: None (the table's), "parallel_grads" (that option alone), "parallel" (every
         chunk-parallel option, the N split at 32 columns as the benchmark's "[parallel]" rows),
-        "recompute" (the states recomputed by the backward, ``fwd_train.recompute``)."""
+        "keep states" (``fwd_train.recompute=False``: the states kept by the forward, not recomputed)."""
 
         def run():
             x = rnd(1, s["T"], s["H"], s["P"], grad=train)
@@ -310,8 +310,8 @@ def bench_cases(dtype: torch.dtype) -> list:
                 over = _scan_parallel_grads(x, s["N"])
             elif variant == "parallel":
                 over = ssm_tiles.override(**ssm_tiles_parallel(x, s["N"], 32))
-            elif variant == "recompute":
-                over = _scan_parallel_grads(x, s["N"], recompute=True, parallel_grads=False)
+            elif variant == "keep states":
+                over = _scan_parallel_grads(x, s["N"], recompute=False, parallel_grads=False)
             with over:
                 if train:
                     _backward(ssm_scan(x, dt, A, B, C, D))
@@ -345,7 +345,7 @@ def bench_cases(dtype: torch.dtype) -> list:
     cases += [
         ("ssm_scan inference [parallel]", ssm(False, "parallel")),
         ("ssm_scan train [parallel]", ssm(True, "parallel")),
-        ("ssm_scan train [recompute]", ssm(True, "recompute")),
+        ("ssm_scan train [keep states]", ssm(True, "keep states")),
     ]
     cases += [("rmsnorm, gated_rmsnorm", norms), ("causal_conv1d", conv), ("innovation_scores", eid)]
     return cases

@@ -8,7 +8,6 @@ with ``differentiable=False`` (its gradients recompute core's reference).
 from __future__ import annotations
 
 import contextlib
-import contextvars
 from dataclasses import dataclass, replace
 
 import torch
@@ -78,7 +77,10 @@ class ScanTiles:
 #: sm_80). Training: 32-token chunks, all of P per backward program, 8 backward warps, the
 #: sequential backward — these spill on both (backward 1136 B/thread sm_90, 1976 sm_80); 16-token
 #: chunks with 32-row P tiles and 8 warps do not, with either backward walk (``parallel_grads``),
-#: but double the saved states, so the choice waits for GPU timings. Tune with ``python -m benchmarks.triton
+#: but double the saved states, so the choice waits for GPU timings. ``recompute`` is on (GPU and
+#: interpreter): the training forward keeps no states and the backward recomputes them, as
+#: flash-linear-attention's and Mamba-2's chunked scans do — kept, they are 8× a bf16 x at L = 32
+#: (the ``ssm`` benchmark's ``[recompute=False]`` row times the other choice). Tune with ``python -m benchmarks.triton
 #: --sections tune`` and paste the entries it prints here. The interpreter uses 16-token chunks
 #: and 16 P rows.
 TILES = TileTable(
@@ -86,12 +88,12 @@ TILES = TileTable(
     ("block_p", "block_n"),
     gpu={
         "fwd": {(0, 0): ScanTiles(block_l=32, block_p=16)},
-        "fwd_train": {(0, 0): ScanTiles(block_l=32, block_p=None)},
+        "fwd_train": {(0, 0): ScanTiles(block_l=32, block_p=None, recompute=True)},
         "bwd": {(0, 0): ScanTiles(block_l=None, block_p=None, num_warps=8)},
     },
     interpreter={
         "fwd": ScanTiles(block_l=16, block_p=16),
-        "fwd_train": ScanTiles(block_l=16, block_p=None),
+        "fwd_train": ScanTiles(block_l=16, block_p=None, recompute=True),
         "bwd": ScanTiles(block_l=None, block_p=None),
     },
     config_type=ScanTiles,
@@ -117,23 +119,26 @@ def _scan_tiles(kernel: str, x: torch.Tensor, N: int) -> ScanTiles:
     return cfg
 
 
-_RECOMPUTE: contextvars.ContextVar[bool | None] = contextvars.ContextVar("ssm_scan_recompute", default=None)
+#: ``recompute_states``' process-wide setting (None: each ``fwd_train`` entry's ``recompute``).
+_RECOMPUTE: list[bool | None] = [None]
 
 
 @contextlib.contextmanager
 def recompute_states(enabled: bool = True):
-    """Inside the block, training calls of ``ssm_scan`` keep no chunk states from forward to
-    backward (``enabled=False``: they keep them) whatever ``fwd_train.recompute`` says: the
-    backward recomputes them with one state pass. The memory knob for a training step — wrap the
-    step's forward, where the choice is made (the backward follows it, on any thread); tiles stay
-    the table's."""
+    """While the block runs, training calls of ``ssm_scan`` keep no chunk states from forward to
+    backward (``enabled=False``: they keep them) whatever ``fwd_train.recompute`` says; the tiles
+    stay the table's. A process-wide setting, not a context variable, so that autograd's CUDA
+    device thread and a ``torch.utils.checkpoint`` re-run of the forward see the same choice as
+    the forward did: wrap the whole training step (forward and backward) in it. Under core's
+    custom-op path (``torch.compile``) the forward saves only the inputs anyway and its backward
+    re-runs the forward, following this setting as it is then."""
     if not isinstance(enabled, bool):
         fail("recompute_states enabled", "a bool", repr(enabled))
-    token = _RECOMPUTE.set(enabled)
+    previous, _RECOMPUTE[0] = _RECOMPUTE[0], enabled
     try:
         yield
     finally:
-        _RECOMPUTE.reset(token)
+        _RECOMPUTE[0] = previous
 
 
 def chunk_parallel_tiles(x: torch.Tensor, N: int, block_n: int | None = None) -> dict[str, ScanTiles]:
@@ -294,7 +299,7 @@ class SsmScanFn(torch.autograd.Function):
         N = B.shape[-1]
         ctx.bwd_cfg = _bwd_tiles(x, N)  # resolved before any launch
         ctx.train_cfg = train = _scan_tiles("fwd_train", x, N)
-        recompute = _RECOMPUTE.get()  # recompute_states() in force, else the table's choice
+        recompute = _RECOMPUTE[0]  # recompute_states() in force, else the table's choice
         if recompute is None:
             recompute = train.recompute
         if recompute:  # an inference forward; the backward recomputes the states
