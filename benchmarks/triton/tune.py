@@ -465,7 +465,7 @@ def _attn_groups(s, gpu, dev, dtype, cap):
     return groups
 
 
-def d_fwd_shape(cfg) -> dict:
+def _chunk_and_p_tile(cfg) -> dict:
     """A scan config's (chunk, P tile)."""
     return dict(block_l=cfg.block_l, block_p=cfg.block_p)
 
@@ -498,7 +498,7 @@ def _scan_groups(s, gpu, dev, dtype, cap):
         dict(block_l=bl_, block_p=bp_, block_n=None) for bl_, bp_ in itertools.product(s["blocks"], s["p_blocks"])
     ]
     # the state pass split over N: with parallel_out only, at the default chunk and P tile
-    fwd_tiles += [dict(d_fwd_shape(d_fwd), block_n=bn_, parallel_out=True) for bn_ in s["n_blocks"]]
+    fwd_tiles += [dict(_chunk_and_p_tile(d_fwd), block_n=bn_, parallel_out=True) for bn_ in s["n_blocks"]]
     g_fwd = Group(
         "ssm_scan.fwd",
         case,
@@ -564,7 +564,10 @@ def _scan_groups(s, gpu, dev, dtype, cap):
             for bp_ in (None, *s["bwd_p_blocks"])
         ]
         # every chunk-parallel option with the state passes split over N, at the default tiles
-        + [dict(d_fwd_shape(d_pair), block_n=bn_, parallel_out=True, parallel_grads=True) for bn_ in s["n_blocks"]]
+        + [
+            dict(_chunk_and_p_tile(d_pair), block_n=bn_, parallel_out=True, parallel_grads=True)
+            for bn_ in s["n_blocks"]
+        ]
         if gpu
         else [dict(block_l=32, block_p=16, block_n=None)],
         launches if gpu else [],

@@ -156,11 +156,12 @@ def _scan_options(x: torch.Tensor, N: int):
     )
 
 
-def _scan_parallel_grads(
+def _scan_backward_options(
     x: torch.Tensor, N: int, block_n: int | None = None, recompute: bool = True, parallel_grads: bool = True
 ):
-    """The scan's opt-in chunk-parallel backward (``ScanTiles.parallel_grads``) at the ``bwd``
-    config in force; ``block_n``: its state-gradient pass split over N; ``recompute``
+    """The scan's backward options at the ``bwd`` / ``fwd_train`` configs in force: the
+    chunk-parallel walk (``parallel_grads``), its state-gradient pass split over ``block_n``
+    columns, and ``recompute``
     (``fwd_train.recompute``, the table's default True): False keeps the states from the forward."""
     from bmojo_triton.ops import ssm_scan
 
@@ -182,7 +183,7 @@ def run_all(
     """Launch every op (forward and backward where the backend has one) on tiny CPU inputs; the
     attention backward in both dQ variants (the default "split" and the opt-in "atomic"), the
     attention without the interior split, and the scan with its opt-in options (``_scan_options``,
-    ``_scan_parallel_grads``).
+    ``_scan_backward_options``).
     ``only``: the cases whose "op name" label contains one of these strings (default: all).
     Returns the compiled :class:`Variant` list."""
     from bmojo.testing.conformance.cases import CASES
@@ -220,7 +221,7 @@ def run_all(
                 if case.op == "ssm_scan":
                     variants += [
                         _scan_options(args[0], args[3].shape[-1]),
-                        _scan_parallel_grads(args[0], args[3].shape[-1], 16, recompute=False),
+                        _scan_backward_options(args[0], args[3].shape[-1], 16, recompute=False),
                     ]
                 for variant in variants:
                     with variant:
@@ -307,11 +308,11 @@ def bench_cases(dtype: torch.dtype) -> list:
             D = rnd(s["H"], grad=train)
             over = contextlib.nullcontext()
             if variant == "parallel_grads":
-                over = _scan_parallel_grads(x, s["N"])
+                over = _scan_backward_options(x, s["N"])
             elif variant == "parallel":
                 over = ssm_tiles.override(**ssm_tiles_parallel(x, s["N"], 32))
             elif variant == "keep states":
-                over = _scan_parallel_grads(x, s["N"], recompute=False, parallel_grads=False)
+                over = _scan_backward_options(x, s["N"], recompute=False, parallel_grads=False)
             with over:
                 if train:
                     _backward(ssm_scan(x, dt, A, B, C, D))

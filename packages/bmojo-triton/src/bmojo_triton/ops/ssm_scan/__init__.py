@@ -154,9 +154,9 @@ def chunk_parallel_tiles(x: torch.Tensor, N: int, block_n: int | None = None) ->
     )
 
 
-def _n_block(cfg: ScanTiles, N: int) -> int:
-    """The N tile of a state-only pass: all of N (padded to a power of two) unless ``block_n``."""
-    return pow2(N) if cfg.block_n is None else min(pow2(N), cfg.block_n)
+def _tile(n: int, block: int | None) -> int:
+    """A tile edge over n: all of it (padded to a power of two) when ``block`` is None."""
+    return pow2(n) if block is None else min(pow2(n), block)
 
 
 def _scan_precision(dtype: torch.dtype, gpu: bool) -> str:
@@ -167,9 +167,10 @@ def _scan_precision(dtype: torch.dtype, gpu: bool) -> str:
 
 
 def _fwd(x, dt, A, B, C, D, h0, cfg: ScanTiles, *, save_states: bool, output: bool = True):
-    """Launch the forward at ``cfg``; with ``save_states`` also return the state entering every
-    chunk and the chunk length used (the backward must use the same). ``output=False`` (with
-    ``save_states``): only the state pass, for a backward that recomputes the states (y is None)."""
+    """Launch the forward at ``cfg``: (y, final state, states); with ``save_states`` the states are
+    the state entering every ``cfg.block_l`` chunk (the backward must use that chunk), else None.
+    ``output=False`` (with ``save_states``): only the state pass, for a backward that recomputes
+    the states (y is None)."""
     b, T, H, P = x.shape
     G, N = B.shape[-2:]
     if cfg.parallel_out and output:  # grid (chunks, batch × heads, P tiles)
@@ -178,7 +179,7 @@ def _fwd(x, dt, A, B, C, D, h0, cfg: ScanTiles, *, save_states: bool, output: bo
     final = torch.empty(b, H, P, N, dtype=x.dtype, device=x.device)
     gpu = gpu_path(x.device)
     bl = cfg.block_l
-    bp = pow2(P) if cfg.block_p is None else min(pow2(P), cfg.block_p)
+    bp = _tile(P, cfg.block_p)
     cd = TORCH.compute_dtype(x.dtype)
     states = None
     n_chunks = triton.cdiv(T, bl)
@@ -190,7 +191,7 @@ def _fwd(x, dt, A, B, C, D, h0, cfg: ScanTiles, *, save_states: bool, output: bo
     # strides and sizes, in the order both kernels take them
     sizes = (*x.stride()[:3], *dt.stride()[:2], *B.stride()[:3], T, H, P, N, H // G)
     with on_device(x):
-        bn = _n_block(cfg, N)  # < N only with parallel_out (no y in this pass)
+        bn = _tile(N, cfg.block_n)  # < N only with parallel_out (no y in this pass)
         _ssd_fwd_kernel[(b * H, triton.cdiv(P, bp), triton.cdiv(N, bn))](
             x,
             dt,
@@ -225,7 +226,7 @@ def _fwd(x, dt, A, B, C, D, h0, cfg: ScanTiles, *, save_states: bool, output: bo
                 **consts,
                 **launch,
             )
-    return y, final, (states if save_states else None), bl
+    return y, final, (states if save_states else None)
 
 
 def _bwd_tiles(x: torch.Tensor, N: int) -> ScanTiles:
@@ -246,7 +247,7 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, cfg: ScanTiles):
     cd = TORCH.compute_dtype(x.dtype)
     dy = dy.contiguous()
     dht = dht.contiguous() if dht is not None else None
-    bp = pow2(P) if cfg.block_p is None else min(pow2(P), cfg.block_p)
+    bp = _tile(P, cfg.block_p)
     n_p = triton.cdiv(P, bp)  # head-dim tiles: partial sums of every gradient that sums over P
     n_chunks = triton.cdiv(T, bl)
     # dA, dD partials: one per P tile, and per chunk too when the chunks run in parallel
@@ -271,7 +272,7 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, cfg: ScanTiles):
             )  # fmt: skip
         else:
             dstates = torch.empty_like(states)  # the gradient of the state leaving every chunk
-            bn = _n_block(cfg, N)
+            bn = _tile(N, cfg.block_n)
             _ssd_bwd_state_kernel[(b * H, n_p, triton.cdiv(N, bn))](
                 dt, A, C, dy, dht if dht is not None else dy, dstates, dh0, *sizes,
                 HAS_DHT=dht is not None, **{**consts, "BLOCK_N": bn}, **launch,
@@ -303,10 +304,10 @@ class SsmScanFn(torch.autograd.Function):
         if recompute is None:
             recompute = train.recompute
         if recompute:  # an inference forward; the backward recomputes the states
-            y, final, _, _ = _fwd(x, dt, A, B, C, D, h0, _scan_tiles("fwd", x, N), save_states=False)
+            y, final, _ = _fwd(x, dt, A, B, C, D, h0, _scan_tiles("fwd", x, N), save_states=False)
             states = None
         else:
-            y, final, states, _ = _fwd(x, dt, A, B, C, D, h0, train, save_states=True)
+            y, final, states = _fwd(x, dt, A, B, C, D, h0, train, save_states=True)
         ctx.save_for_backward(x, dt, A, B, C, D, h0, states)
         return y, final
 
@@ -316,7 +317,7 @@ class SsmScanFn(torch.autograd.Function):
         if dy is None:
             dy = torch.zeros_like(x)
         if states is None:  # ScanTiles.recompute: one state pass at the training forward's tiles
-            _, _, states, _ = _fwd(x, dt, A, B, C, D, h0, ctx.train_cfg, save_states=True, output=False)
+            _, _, states = _fwd(x, dt, A, B, C, D, h0, ctx.train_cfg, save_states=True, output=False)
         grads = _bwd(dy, dht, x, dt, A, B, C, D, h0, states, ctx.train_cfg.block_l, ctx.bwd_cfg)
         return tuple(g if n else None for g, n in zip(grads, ctx.needs_input_grad))
 
@@ -339,7 +340,7 @@ def ssm_scan(
     args = [t.contiguous() if t is not None else None for t in (x, dt, A, B, C, D, initial_state)]
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
         return SsmScanFn.apply(*args)
-    y, final, _, _ = _fwd(*args, _scan_tiles("fwd", args[0], B.shape[-1]), save_states=False)
+    y, final, _ = _fwd(*args, _scan_tiles("fwd", args[0], B.shape[-1]), save_states=False)
     return y, final
 
 
