@@ -1,12 +1,14 @@
 """nox sessions. ``nox`` with no arguments runs every session that works on a CPU-only machine.
 
 Each session builds its own virtualenv and installs only what it needs, with torch pinned by
-``constraints/ci.txt`` (see docs/development.md for what each session requires).
+``constraints/ci.txt`` (see docs/development.md for what each session requires). A session that
+passed deletes its virtualenv unless nox reuses them (``-r``): see :func:`release`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import nox
 
@@ -40,6 +42,23 @@ TRITON_CPU = f"{TRITON}[interpreter]"
 TRITON_ENV = {"TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
 #: The interpreter's numpy deprecation warning, once per loop bound (thousands per run).
 QUIET = ("-W", "ignore:Conversion of an array with ndim:DeprecationWarning")
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def release(session: nox.Session) -> None:
+    """Delete the session's virtualenv once its tests have passed, unless nox reuses them.
+
+    Each one holds about 1.2 GB (torch; triton adds 0.6 GB), about 11 GB for the default run, which
+    once outgrew a CI disk. Without ``-r`` nox recreates every virtualenv on the next run anyway, so
+    deleting loses nothing; with ``-r`` (or BMOJO_NOX_KEEP_VENVS=1) they stay. A failed session
+    never gets here and keeps its virtualenv for inspection.
+    """
+    venv = session.virtualenv
+    if getattr(venv, "reuse_existing", True) or os.environ.get("BMOJO_NOX_KEEP_VENVS") == "1":
+        return
+    session.chdir(ROOT)  # the conformance session runs from a folder inside its virtualenv
+    session.log(f"removing {venv.location} (nox -r or BMOJO_NOX_KEEP_VENVS=1 keeps it)")
+    shutil.rmtree(venv.location)
 
 
 @nox.session(python=False)
@@ -56,6 +75,7 @@ def tests(session: nox.Session) -> None:
     installed here so the smoke test runs in CI instead of skipping)."""
     session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "transformers")
     session.run("pytest", "tests", "-q", *session.posargs, env={"PYTHONHASHSEED": "0"})
+    release(session)
 
 
 @nox.session
@@ -64,6 +84,7 @@ def hf(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "-e", CORE, "-e", HF, "pytest")
     env = {"PYTHONHASHSEED": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     session.run("pytest", "tests/hf", "-q", *session.posargs, env=env)
+    release(session)
 
 
 @nox.session
@@ -73,6 +94,7 @@ def mlx(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "-e", MLX)
     env = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
     session.run("pytest", "tests/mlx_backend", "-q", *session.posargs, env=env)
+    release(session)
 
 
 @nox.session
@@ -81,6 +103,7 @@ def neuron(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "-e", CORE, "-e", NEURON, "pytest")
     env = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", **NEURON_EMULATE}
     session.run("pytest", "tests/neuron", "-q", *session.posargs, env=env)
+    release(session)
 
 
 @nox.session
@@ -90,6 +113,7 @@ def triton(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "-e", TRITON_CPU)
     env = {"PYTHONHASHSEED": "0", **TRITON_ENV}
     session.run("python", "-m", "pytest", "tests/triton_backend", "-q", *QUIET, *session.posargs, env=env)
+    release(session)
 
 
 @nox.session
@@ -140,3 +164,4 @@ def conformance(session: nox.Session, backend: str) -> None:
         *session.posargs,
         env={"BMOJO_BACKEND": backend, "PYTHONHASHSEED": "0", **env},
     )
+    release(session)
