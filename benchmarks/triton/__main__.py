@@ -15,6 +15,10 @@ measured in the same run: a device-to-device copy and a large bf16 matmul) and r
 * ``norm_conv`` — rmsnorm, gated rmsnorm and causal_conv1d vs the reference ops (bandwidth).
 * ``decode`` — one decode step of a 2-layer BMojoLM at several context lengths (triton backend vs
   reference). Target: flat in context length.
+* ``eidetic`` — the eidetic ops' share of one B'MOJO mixer's time (benchmarks/triton/eidetic.py).
+* ``tune`` (opt-in) — a pruned grid of launch configs per kernel, ranked, with the lines to paste
+  into ``TILES`` (benchmarks/triton/tune.py); ``tuned`` (opt-in, after ``tune``) — the config each
+  table slot adopts and the targets re-timed with them in force (rows tagged ``[tuned]``).
 
 ``--quick``: one small size per section (a few tens of seconds on a GPU); ``--tiny``: toy sizes that
 also run on a CPU under ``TRITON_INTERPRET=1`` (the smoke test in tests/triton_backend uses it).
@@ -99,7 +103,7 @@ def _attention_case(s, T, gpu, dev, dtype, dname, backend_fn, ref_fn, flex, comp
         ek, ev = rnd(b, S, M, H, Dh), rnd(b, S, M, H, Dh)
         epos = torch.randint(0, max(1, T - w), (b, S, M), generator=g).to(dev)
         kw = dict(window=w, fading_window=f, eidetic_chunk=chunk)
-        case = f"T={T} {dname}"
+        case = f"T={T} {dname}{s.get('tag', '')}"
         # FLOPs of the visible scores (2 matmuls of 2·Dh per visible pair); bytes of q, k, v, kf, vf, o
         el = torch.finfo(dtype).bits // 8
         pairs3 = b * H * T * (w + f + M)
@@ -337,7 +341,7 @@ def _ssm_case(s, T, gpu, dev, dtype, backend_fn, ref_fn, fla):
     B = (torch.randn(b, T, G, N, generator=g) * 0.5).to(dev, dtype).requires_grad_(True)
     C = (torch.randn(b, T, G, N, generator=g) * 0.5).to(dev, dtype).requires_grad_(True)
     D = torch.randn(H, generator=g).to(dev, dtype).requires_grad_(True)
-    case = f"T={T} {dname}"
+    case = f"T={T} {dname}{s.get('tag', '')}"
     L = 64
     flops = b * H * T * (2 * L * N + 2 * L * P + 4 * N * P)
     nbytes = el * (2 * b * T * H * P + 2 * b * T * G * N + b * T * H)
@@ -378,6 +382,8 @@ def _ssm_case(s, T, gpu, dev, dtype, backend_fn, ref_fn, fla):
         # fla's inputs require grad, so its forward is a training forward too
         t_p = timed("fla chunk_simple_gla", "fwd", lambda: peer, **rate)
         ratio(f"ssm {case}: triton / fla (fwd)", t_o, t_p, target=1.2)
+    if s.get("lean"):  # the tuned re-timing: ours and the peer only
+        return _fla_later(timed, case, peer, [qg, kg, vg, gg], t_ob, None) if peer else None
     # the opt-in chunk-parallel layout (ScanTiles.parallel_out / parallel_grads / block_n)
     t_po = timed("triton ssm_scan [parallel]", "fwd", lambda: _parallel(ours, x, N), **rate)
     t_pi = timed("triton ssm_scan [parallel] (no_grad)", "fwd", lambda: _parallel(ours_inference, x, N), **rate)
@@ -405,13 +411,73 @@ def _ssm_case(s, T, gpu, dev, dtype, backend_fn, ref_fn, fla):
     ratio(f"ssm {case}: triton fwd, second / first timing (stable = 1)", t_o2, t_o)
     if peer is None:
         return None
+    return _fla_later(timed, case, peer, [qg, kg, vg, gg], t_ob, t_op)
+
+
+def _fla_later(timed, case, peer, peer_params, t_ob, t_op):
+    """The closure timing fla's forward+backward and its ratios (run after every size)."""
 
     def later():
-        t_pb = timed("fla chunk_simple_gla", "fwd+bwd", lambda: fwd_bwd(peer, [qg, kg, vg, gg]))
+        t_pb = timed("fla chunk_simple_gla", "fwd+bwd", lambda: fwd_bwd(peer, peer_params))
         ratio(f"ssm {case}: triton / fla (fwd+bwd)", t_ob, t_pb, target=1.2)
-        ratio(f"ssm {case}: triton [parallel] / fla (fwd+bwd)", t_op, t_pb, target=1.2)
+        if t_op is not None:
+            ratio(f"ssm {case}: triton [parallel] / fla (fwd+bwd)", t_op, t_pb, target=1.2)
 
     return later
+
+
+# ----- tuned -----
+def tuned(s, sz, gpu, dev, dtype, attn_fns, scan_fns):
+    """The configs this run's ``tune`` section found (``tune.choose``: per table slot the best
+    geometric-mean speed-up over its groups, adopted from ``tune.ADOPT_SPEEDUP`` on), the lines to
+    paste, then attention (with its peers, without the reference op) and the scan (ours and fla) at
+    ``s["T"]`` re-timed with the adopted configs in force, their rows and ratios tagged
+    " [tuned]": the targets as the configs a commit would paste give them, from one GPU run."""
+    from bmojo_triton.ops import bmojo_attention as att
+    from bmojo_triton.ops import ssm_scan as scan
+
+    from benchmarks.triton import tune as tn
+
+    if not tn.LAST:
+        msg = "no tune results in this run (put tune before tuned in --sections): nothing re-timed"
+        print(f"  tuned: {msg}", flush=True)
+        ROWS.append(dict(section="tuned", case="-", note=msg))
+        return
+    choices = tn.choose()
+    over: dict = {"bmojo_attention": {}, "ssm_scan": {}}
+    for c in choices:
+        if c.config is None:
+            verdict, best = "default kept", "no other config timed in every group of the slot"
+        else:
+            verdict = "adopted" if c.adopted else f"default kept (< {tn.ADOPT_SPEEDUP:.2f}x)"
+            cases = "; ".join(case for _, case in c.groups)
+            best = f"best {c.speedup:.3f}x vs default over {cases}: {tn._fmt(c.config)}"
+        print(f"  tuned {c.op}.{c.slot:9s} {verdict}; {best}", flush=True)
+        ROWS.append(
+            dict(
+                section="tuned",
+                case=f"{c.op}.{c.slot}",
+                impl="choice",
+                mode="adopted" if c.adopted else "default kept",
+                config=None if c.config is None else tn._fmt(c.config),
+                speedup=c.speedup,
+                snippet=c.lines,
+            )
+        )
+        over[c.op].update(c.entries)
+    if not any(over.values()):
+        print("  tuned: every slot keeps its default config: nothing to re-time", flush=True)
+        return
+    print("  paste (tuned: the rows below ran with these):", flush=True)
+    for c in choices:
+        for line in c.lines.splitlines():
+            print(f"    {line}", flush=True)
+    tag = " [tuned]"
+    with att.TILES.override(**over["bmojo_attention"]), scan.TILES.override(**over["ssm_scan"]):
+        if over["bmojo_attention"]:
+            attention(dict(sz["attention"], T=s["T"], ref_max_T=0, tag=tag), gpu, dev, dtype, *attn_fns)
+        if over["ssm_scan"]:
+            ssm(dict(sz["ssm"], T=s["T"], lean=True, tag=tag), gpu, dev, dtype, *scan_fns)
 
 
 # ----- norms and conv -----
@@ -523,6 +589,7 @@ SIZES = {
             cap=14,
             budget=90.0,
         ),
+        tuned=dict(T=[8192]),
     ),
     "quick": dict(
         attention=dict(b=4, H=16, Dh=64, w=512, f=512, M=64, T=[2048], ref_max_T=2048, flex=True),
@@ -547,6 +614,7 @@ SIZES = {
             cap=4,
             budget=30.0,
         ),
+        tuned=dict(T=[2048]),
     ),
     "tiny": dict(
         attention=dict(b=1, H=2, Dh=16, w=8, f=8, M=4, T=[40], ref_max_T=64, flex=False),
@@ -574,11 +642,14 @@ SIZES = {
             cap=2,
             budget=None,
         ),
+        tuned=dict(T=[40]),
     ),
 }
-SECTIONS = ("attention", "ssm", "decode", "norm_conv", "eidetic", "tune")
+SECTIONS = ("attention", "ssm", "decode", "norm_conv", "eidetic", "tune", "tuned")
 #: sections whose sizes ``name@T1+T2`` may override (their "T" list)
-SIZED = ("attention", "ssm", "eidetic")
+SIZED = ("attention", "ssm", "eidetic", "tuned")
+#: not in the default ``--sections``: ``tune`` takes minutes, ``tuned`` needs it first
+OPT_IN = ("tune", "tuned")
 
 
 def parse_sections(text: str) -> list[tuple[str, list[int] | None, float | None]]:
@@ -622,7 +693,7 @@ def main(argv=None) -> int:
     size.add_argument("--tiny", action="store_true", help="toy sizes; runs on CPU under TRITON_INTERPRET=1")
     ap.add_argument(
         "--sections",
-        default=",".join(s for s in SECTIONS if s != "tune"),
+        default=",".join(s for s in SECTIONS if s not in OPT_IN),
         help=f"comma-separated, in order, from {','.join(SECTIONS)}; each may be name[@T1+T2][:seconds]"
         " (sizes of that run, its time budget)",
     )
@@ -720,6 +791,9 @@ def main(argv=None) -> int:
                     # the groups share 90 % of the section's budget: the rest prints the tables
                     tb = 0.9 * budget if budget else spec["budget"]
                     tune(spec, gpu, dev, dtypes[0] if gpu else torch.float32, tb, static=a.tune_static)
+                elif sec == "tuned":
+                    dt = dtypes[0] if gpu else torch.float32
+                    tuned(spec, sz, gpu, dev, dt, (bmojo_attention, ref_attention), (ssm_scan, ref_scan))
         except SectionTimeout as err:
             print(f"  section {label} stopped: {err}", flush=True)
             ROWS.append(dict(section=sec, case=label, note=f"stopped: {err}"))

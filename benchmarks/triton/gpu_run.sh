@@ -17,7 +17,10 @@
 #      size the targets are read at; its kernels changed since the last GPU run: Δ kernel,
 #      exp2, interior option, unpipelined eidetic loop), then what no GPU run has measured yet:
 #      decode, norm_conv, eidetic, attention at 32k (the two-call peer never ran there);
-#   2. tune: the launch-config grid (benchmarks/triton/tune.py);
+#   2. tune: the launch-config grid (benchmarks/triton/tune.py); then tuned: per table slot the
+#      config tune found best (adopted when it beats the default by >= 3 %, geometric mean over the
+#      slot's groups), the lines to paste, and attention and the scan at 8k re-timed with them in
+#      force, peers included (rows tagged [tuned]) — the targets as a commit of those lines gives them;
 #   3. attention at 2k (gets what is left of the budget).
 # Then the tests, all at once, each limited to the time left before TOTAL_LIMIT (at least
 # TEST_MIN): the benchmark never waits for them. A failing step does not stop the later ones.
@@ -100,11 +103,11 @@ PY
 grep -E "^(python|device|triton|fla|xdist) " "$OUT/setup.log" | sed 's/^/   | /'
 
 # ----- 2. benchmark (alone on the machine, so its timings are not disturbed) -----
-BENCH_SECTIONS=${BENCH_SECTIONS:-ssm:65,attention@8192:35,decode:20,norm_conv:10,eidetic:20,attention@32768:40,tune:65,attention@2048:15}
+BENCH_SECTIONS=${BENCH_SECTIONS:-ssm:65,attention@8192:35,decode:20,norm_conv:10,eidetic:20,attention@32768:40,tune:65,tuned:30,attention@2048:15}
 step benchmark "${BENCH_LIMIT:-250}" bench.log python3 -m benchmarks.triton --budget "${BENCH_BUDGET:-240}" \
   --sections "$BENCH_SECTIONS" --out "$OUT/bench.json"
-grep -E "^ceilings|^\[|ratio|share of|paste|^    \(|WRONG|illegal|error|stopped|^done" "$OUT/bench.log" \
-  | cut -c1-200 | head -90 | sed 's/^/   | /'
+grep -E "^ceilings|^\[|ratio|share of|paste|^    \(|^  tuned |WRONG|illegal|error|stopped|^done" "$OUT/bench.log" \
+  | cut -c1-200 | head -110 | sed 's/^/   | /'
 
 # ----- 3. tests: conformance on CUDA, kernel tests, model-level test, concurrently -----
 # Each test's first launch JIT-compiles its kernel variants (CPU-bound, cold cache on a fresh

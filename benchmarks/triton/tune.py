@@ -21,6 +21,14 @@ timed forward and forward+backward. Bool launch options (attention's ``interior`
 and again at the best config of the tile pass, and the best two (shape, option) pairs get the
 warps × stages sweep.
 
+Adoption (:func:`choose`, read by the ``tuned`` section of the same run): per table slot (the
+attention's ``fwd``, ``bwd_dq`` and ``bwd_dkdv``; the scan's ``fwd`` and ``train``) the config
+with the best geometric mean of (default time / its time) over the slot's groups that could time
+it — all of them for a tile config, the two "atomic" groups for an atomic one — is adopted when
+that mean is at least ``ADOPT_SPEEDUP``; a config timed in only some of its groups is not
+eligible. The ``tuned`` section re-times the targets with the adopted configs in force, so one
+GPU run yields both the lines to paste and the figures those lines give.
+
 Resources: on a GPU each checked config's row also carries, for the kernels it tunes, the
 registers and spills of the kernel Triton compiled for it (``n_regs``; ``n_spills``: local memory
 in 4-byte words, from the driver). ``static="flag"`` (``--tune-static flag``) compiles each
@@ -35,8 +43,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 from bmojo.testing.conformance.tolerances import TOLERANCES
@@ -62,6 +71,12 @@ ATTN_GROUPS = (
     ("bwd_dq", "w+f", None),
 )
 
+
+#: A slot's best config is adopted only when it beats the default by at least this factor (the
+#: geometric mean of default time / its time over the slot's groups); below it, noise could decide
+ADOPT_SPEEDUP = 1.03
+#: The groups of the last :func:`tune` call in this process (the ``tuned`` section reads them)
+LAST: list = []
 
 #: ``static`` values of :func:`tune`: None (off), "flag" (time, flag spills), "skip" (do not time spills)
 STATIC_MODES = (None, "flag", "skip")
@@ -239,7 +254,9 @@ class Group:
     """One kernel × variant: runs candidates until its deadline, ranks, prints the snippet.
 
     ``extra``: fields every candidate but the default takes (``dq="atomic"``: the default, the
-    group's baseline and reference, is the other variant)."""
+    group's baseline and reference, is the other variant). ``op``/``slot``: the table and the
+    slot its configs compete for (groups of one slot are ranked together by :func:`choose`);
+    ``entries(cfg)``: the table entries a config stands for (kernel name -> config)."""
 
     def __init__(
         self,
@@ -259,8 +276,13 @@ class Group:
         static=None,
         arch=None,
         flags=(),
+        op=None,
+        slot=None,
+        entries=None,
     ):
         self.name, self.case, self.table_line = name, case, table_line
+        self.op, self.slot = op, slot
+        self.entries = entries or (lambda cfg: {slot: cfg})
         #: the Triton kernels the candidates configure; ``static``/``arch``: the static pre-check
         self.kernels, self.static, self.arch = tuple(kernels), static, arch
         self.default, self.tiles, self.launches = default, tiles, launches
@@ -459,6 +481,8 @@ def _attn_groups(s, gpu, dev, dtype, cap):
             extra=dict(dq=dq) if dq else None,
             flags=("interior",),
             kernels=names[kernel],
+            op="bmojo_attention",
+            slot=kernel,
         )
         grp.n_fwd_outputs = 2  # o, lse; the rest are gradients
         groups.append(grp)
@@ -513,6 +537,8 @@ def _scan_groups(s, gpu, dev, dtype, cap):
         cap,
         kernels=_kernel_names(scan._ssd_fwd_kernel, scan._ssd_chunk_out_kernel),
         flags=("parallel_out",),
+        op="ssm_scan",
+        slot="fwd",
     )
     g_fwd.n_fwd_outputs = 2
     # train: the chunk (fwd_train.block_l, shared by the backward) × the backward's launch; the
@@ -584,6 +610,9 @@ def _scan_groups(s, gpu, dev, dtype, cap):
             scan._ssd_bwd_chunk_kernel,
         ),
         flags=("parallel_out", "parallel_grads"),
+        op="ssm_scan",
+        slot="train",
+        entries=lambda cfg: {"fwd_train": fwd_of(cfg), "bwd": bwd_of(cfg)},
     )
     g_train.n_fwd_outputs = 2
     return [g_fwd, g_train]
@@ -604,6 +633,7 @@ def tune(s, gpu, dev, dtype, budget: float | None, static: str | None = None) ->
     groups = _attn_groups(s["attention"], gpu, dev, dtype, s["cap"]) + _scan_groups(s["ssm"], gpu, dev, dtype, s["cap"])
     for grp in groups:
         grp.static, grp.arch = static, arch
+    LAST[:] = groups
     t_end = time.perf_counter() + (budget or float("inf"))
     for i, grp in enumerate(groups):
         left = t_end - time.perf_counter()
@@ -613,3 +643,64 @@ def tune(s, gpu, dev, dtype, budget: float | None, static: str | None = None) ->
     print("  tune results (paste the chosen lines into the op's TILES table, then rerun conformance):", flush=True)
     for grp in groups:
         grp.report()
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One table slot's outcome: the best eligible config, its speed-up over the default and
+    whether it is adopted (``config`` None: no config but the default was timed where needed)."""
+
+    op: str
+    slot: str
+    config: object
+    speedup: float | None
+    adopted: bool
+    #: the groups (impl, case) whose timings gave ``speedup``
+    groups: tuple
+    #: table entries (kernel -> config) when adopted, else {}
+    entries: dict
+    #: the lines to paste into the table when adopted, else ""
+    lines: str
+
+
+def choose(groups=None, min_speedup: float | None = None) -> list[Choice]:
+    """Per (op, slot) of ``groups`` (default: the last :func:`tune` run's), the config with the
+    best geometric mean of default time / its time over every group of the slot that could time it
+    (the groups whose ``extra`` settings it shares: an "atomic" config the atomic groups, a tile
+    config the others); a config missing a timing in one of them is not eligible, nor is the
+    default (its speed-up is 1 by definition). Adopted when the mean is >= ``min_speedup``
+    (default ``ADOPT_SPEEDUP``)."""
+    groups = LAST if groups is None else groups
+    min_speedup = ADOPT_SPEEDUP if min_speedup is None else min_speedup
+    slots: dict = {}
+    for g in groups:
+        slots.setdefault((g.op, g.slot), []).append(g)
+    out = []
+    for (op, slot), gs in slots.items():
+        fields = sorted({k for g in gs for k in g.extra})
+
+        def setting(g, fields=fields):
+            return tuple(g.extra.get(k, getattr(g.default, k)) for k in fields)
+
+        times = [dict(g.results) for g in gs]
+        best = None
+        for cfg in {c for g in gs for c, _ in g.results}:
+            if any(cfg == g.default for g in gs):
+                continue
+            mine = tuple(getattr(cfg, k) for k in fields)
+            homes = [(g, t) for g, t in zip(gs, times) if setting(g) == mine]
+            ratios = [t[g.default] / t[cfg] for g, t in homes if cfg in t and g.default in t]
+            if not homes or len(ratios) < len(homes):
+                continue
+            mean = math.exp(sum(map(math.log, ratios)) / len(ratios))
+            if best is None or mean > best[1]:
+                best = (cfg, mean, tuple((g.name, g.case) for g, _ in homes), homes[0][0])
+        if best is None:
+            out.append(Choice(op, slot, None, None, False, (), {}, ""))
+            continue
+        cfg, mean, used, grp = best
+        ok = mean >= min_speedup
+        out.append(
+            Choice(op, slot, cfg, mean, ok, used, grp.entries(cfg) if ok else {}, grp.table_line(cfg) if ok else "")
+        )
+    return out

@@ -11,16 +11,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_benchmark_tiny_runs(tmp_path, device):
+def test_benchmark_tiny_runs(tmp_path, device, monkeypatch):
     if device.type == "cuda":
         pytest.skip("the GPU run executes the full benchmark itself (benchmarks/triton/gpu_run.sh)")
     sys.path.insert(0, str(ROOT))
     try:
+        from benchmarks.triton import tune as tn
         from benchmarks.triton.__main__ import main
     finally:
         sys.path.remove(str(ROOT))
     out = tmp_path / "bench.json"
-    assert main(["--tiny", "--sections", "attention,ssm,norm_conv,decode,eidetic,tune:120", "--out", str(out)]) == 0
+    # tuned: adopt every slot's best other config whatever its speed (interpreter timings are
+    # noise), so the re-timing with the adopted configs in force runs here too
+    monkeypatch.setattr(tn, "ADOPT_SPEEDUP", 0.0)
+    sections = "attention,ssm,norm_conv,decode,eidetic,tune:120,tuned"
+    assert main(["--tiny", "--sections", sections, "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     timed = [r for r in rows if r.get("mode") in ("fwd", "fwd+bwd", "step")]
     ours = [r for r in timed if str(r.get("impl", "")).startswith("triton")]
@@ -28,7 +33,7 @@ def test_benchmark_tiny_runs(tmp_path, device):
     # the benchmark checks that what it times agrees with the reference (bf16 tolerance)
     diffs = [r for r in rows if r.get("mode") == "max_abs_diff"]
     assert diffs and all(r["value"] is not None and r["value"] <= 1e-2 + 2e-2 * r["scale"] for r in diffs)
-    assert {r["section"] for r in rows} >= {"attention", "ssm", "norm_conv", "decode", "eidetic", "tune"}
+    assert {r["section"] for r in rows} >= {"attention", "ssm", "norm_conv", "decode", "eidetic", "tune", "tuned"}
     assert not [r for r in rows if "stopped" in str(r.get("note", ""))]
     # eidetic: both ops were called by the layer and timed; their share of the layer is reported
     shares = [r for r in rows if r["section"] == "eidetic" and str(r.get("mode", "")).startswith("share")]
@@ -47,3 +52,17 @@ def test_benchmark_tiny_runs(tmp_path, device):
         assert "TILES gpu[" in b["snippet"]
         if b["impl"] != "ssm_scan.train":  # train: the chunk and the backward's launch, two lines
             assert b["config"] in b["snippet"]
+    # tuned: one choice per table slot, each adopted (threshold 0), then our kernels re-timed with
+    # them in force (attention: no reference op; ssm: no [parallel]/[recompute] rows)
+    choices = [r for r in rows if r["section"] == "tuned"]
+    assert sorted(r["case"] for r in choices) == sorted(
+        f"{op}.{slot}"
+        for op, slots in (("bmojo_attention", ("fwd", "bwd_dq", "bwd_dkdv")), ("ssm_scan", ("fwd", "train")))
+        for slot in slots
+    )
+    assert all(r["mode"] == "adopted" and "TILES gpu[" in r["snippet"] for r in choices), choices
+    again = [r for r in rows if r.get("mode") in ("fwd", "fwd+bwd") and str(r["case"]).endswith("[tuned]")]
+    assert {r["section"] for r in again} == {"attention", "ssm"}
+    assert all(r["impl"].startswith("triton") and r["seconds"] is not None for r in again), again
+    assert len([r for r in again if r["section"] == "attention"]) == 6
+    assert {r["impl"] for r in again if r["section"] == "ssm"} == {"triton ssm_scan", "triton ssm_scan (no_grad)"}
