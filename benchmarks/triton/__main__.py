@@ -573,7 +573,7 @@ SIZES = {
         decode=dict(D=1024, H=16, w=512, M=64, ctx=[1024, 4096, 16384], prefill_chunk=4096),
         eidetic=dict(b=4, H=16, Dh=64, w=512, M=64, P=64, N=128, T=[2048, 8192]),
         tune=dict(
-            attention=dict(b=4, H=16, Dh=64, w=512, f=512, T=8192, **_TUNE_GRID),
+            attention=dict(b=4, H=16, Dh=64, w=512, f=512, T=8192, seeds=True, **_TUNE_GRID),
             ssm=dict(
                 b=4,
                 H=16,
@@ -598,7 +598,7 @@ SIZES = {
         decode=dict(D=512, H=8, w=256, M=32, ctx=[512, 2048], prefill_chunk=2048),
         eidetic=dict(b=4, H=16, Dh=64, w=512, M=64, P=64, N=128, T=[2048]),
         tune=dict(
-            attention=dict(b=4, H=16, Dh=64, w=512, f=512, T=2048, **_TUNE_GRID),
+            attention=dict(b=4, H=16, Dh=64, w=512, f=512, T=2048, seeds=True, **_TUNE_GRID),
             ssm=dict(
                 b=4,
                 H=16,

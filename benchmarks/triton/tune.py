@@ -72,6 +72,28 @@ ATTN_GROUPS = (
 )
 
 
+#: Configs an attention group times right after the default and its flipped flags, before the
+#: tile pass (whose order is by distance from the default, so at a budget of seconds per group it
+#: would try 32-row tiles first). Picked from compile-time figures alone — `python -m
+#: bmojo_triton.aot --report --arch 90 --tiles bmojo_attention.<kernel>=<spec>` at the benchmark
+#: shape, bf16, head size 64, 2026-11-28 — as the spill-free configs with more warps per SM than
+#: the default or larger tiles; none has been timed. (regs window / w + f; warps per SM)
+ATTN_SEEDS = {
+    # default 64x64 w4: 140 / 200 regs, 12 / 8 warps per SM
+    "fwd": (
+        dict(block_m=64, block_n=64, num_warps=8, num_stages=3),  # 112 / 111 regs, 16 / 16
+        dict(block_m=128, block_n=64, num_warps=8, num_stages=3),  # 128 / 180 regs, 16 / 8
+        dict(block_m=128, block_n=32, num_warps=4, num_stages=3),  # 168 / 193 regs, 12 / 8
+    ),
+    # default 64x64 w4: 188 / 188 regs, 8 / 8 warps per SM
+    "bwd_dq": (
+        dict(block_m=64, block_n=64, num_warps=8, num_stages=3),  # 128 / 128 regs, 16 / 16
+        dict(block_m=64, block_n=32, num_warps=4, num_stages=3),  # 104 / 136 regs, 16 / 12
+    ),
+    # default 64x64 w4: 255 regs, 8 warps per SM; no spill-free config found with more warps per SM
+    "bwd_dkdv": (dict(block_m=64, block_n=64, num_warps=8, num_stages=2),),  # 231 regs, 8
+}
+
 #: A slot's best config is adopted only when it beats the default by at least this factor (the
 #: geometric mean of default time / its time over the slot's groups); below it, noise could decide
 ADOPT_SPEEDUP = 1.03
@@ -279,10 +301,13 @@ class Group:
         op=None,
         slot=None,
         entries=None,
+        seeds=(),
     ):
         self.name, self.case, self.table_line = name, case, table_line
         self.op, self.slot = op, slot
         self.entries = entries or (lambda cfg: {slot: cfg})
+        #: launch configs (field -> value) tried right after the default and its flipped flags
+        self.seeds = tuple(seeds)
         #: the Triton kernels the candidates configure; ``static``/``arch``: the static pre-check
         self.kernels, self.static, self.arch = tuple(kernels), static, arch
         self.default, self.tiles, self.launches = default, tiles, launches
@@ -308,12 +333,14 @@ class Group:
         print(f"  tune {self.name:30s} {self.case:22s} {_fmt(cfg):75s} {t:>12s}  {note}", flush=True)
 
     def candidates(self):
-        """default; each bool flag flipped at the default tiles; each tile shape at the default
+        """default; each bool flag flipped at the default tiles; the seeds; each tile shape at the default
         launch (8 warps where 4 would spill), nearest to the default's shape first; each flag
         flipped at the best config so far; then the 2 best (shape, flags) × every launch."""
         yield self.default
         for f in self.flags:
             yield replace(self.default, **self.extra, **{f: not getattr(self.default, f)})
+        for seed in self.seeds:
+            yield replace(self.default, **seed, **self.extra)
 
         def bits(v):
             return 0 if v is None else v.bit_length()  # None: "all of it" (the scan's block_p)
@@ -483,6 +510,7 @@ def _attn_groups(s, gpu, dev, dtype, cap):
             kernels=names[kernel],
             op="bmojo_attention",
             slot=kernel,
+            seeds=ATTN_SEEDS.get(kernel, ()) if s.get("seeds") else (),
         )
         grp.n_fwd_outputs = 2  # o, lse; the rest are gradients
         groups.append(grp)

@@ -5,6 +5,7 @@ own groups, the threshold; and the ``tuned`` section's refusal to guess without 
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 from dataclasses import dataclass
@@ -152,3 +153,29 @@ def test_tuned_retimes_with_the_adopted_configs_in_force(monkeypatch, capsys):
         ("ssm_scan.fwd", "default kept"),
     ]
     del bench.ROWS[n:]
+
+
+@dataclass(frozen=True)
+class Tile:
+    block_m: int = 64
+    block_n: int = 64
+    num_warps: int = 4
+    num_stages: int = 3
+    interior: bool = True
+
+
+def test_seeds_are_tried_right_after_the_default_and_its_flags():
+    seed = dict(block_m=128, block_n=64, num_warps=8, num_stages=3)
+    tiles = [dict(block_m=m, block_n=n) for m in (32, 64, 128) for n in (32, 64, 128)]
+    g = tn.Group("g", "c", str, Tile(), tiles, [(4, 3)], lambda c: None, None, False, False, 99, flags=("interior",))
+    g.seeds = (seed,)
+    first = list(itertools.islice(g.candidates(), 4))
+    assert first[:3] == [Tile(), Tile(interior=False), Tile(**seed)]
+    assert first[3] in {Tile(**t) for t in tiles}  # then the tile pass
+    # the benchmark's seeds are legal launch configs of their kernels
+    from bmojo_triton.ops.bmojo_attention import TILES, AttnTiles
+
+    for kernel, seeds in tn.ATTN_SEEDS.items():
+        assert kernel in TILES.kernels and seeds
+        for sd in seeds:
+            AttnTiles(**sd)
