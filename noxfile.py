@@ -50,11 +50,17 @@ def release(session: nox.Session) -> None:
 
     Each one holds about 1.2 GB (torch; triton adds 0.6 GB), about 11 GB for the default run, which
     once outgrew a CI disk. Without ``-r`` nox recreates every virtualenv on the next run anyway, so
-    deleting loses nothing; with ``-r`` (or BMOJO_NOX_KEEP_VENVS=1) they stay. A failed session
-    never gets here and keeps its virtualenv for inspection.
+    deleting loses nothing; with ``-r`` (or BMOJO_NOX_KEEP_VENVS=1) they stay, and so do those
+    ``--install-only`` builds. A failed session never gets here and keeps its virtualenv for
+    inspection.
     """
     venv = session.virtualenv
     if getattr(venv, "reuse_existing", True) or os.environ.get("BMOJO_NOX_KEEP_VENVS") == "1":
+        return
+    # --install-only: the virtualenv was built to be used by a later run (nox has no public flag)
+    if getattr(getattr(session, "_runner", None), "global_config", None) is None or getattr(
+        session._runner.global_config, "install_only", False
+    ):
         return
     session.chdir(ROOT)  # the conformance session runs from a folder inside its virtualenv
     session.log(f"removing {venv.location} (nox -r or BMOJO_NOX_KEEP_VENVS=1 keeps it)")
