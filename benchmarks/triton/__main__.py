@@ -449,7 +449,7 @@ def tuned(s, sz, gpu, dev, dtype, attn_fns, scan_fns):
         if c.config is None:
             verdict, best = "default kept", "no other config timed in every group of the slot"
         else:
-            verdict = "adopted" if c.adopted else f"default kept (< {tn.ADOPT_SPEEDUP:.2f}x)"
+            verdict = "adopted" if c.adopted else c.note or f"default kept (< {tn.ADOPT_SPEEDUP:.2f}x)"
             cases = "; ".join(case for _, case in c.groups)
             best = f"best {c.speedup:.3f}x vs default over {cases}: {tn._fmt(c.config)}"
         print(f"  tuned {c.op}.{c.slot:9s} {verdict}; {best}", flush=True)

@@ -16,7 +16,8 @@ only; w + f) and ``bwd_dkdv`` (w + f: the raw and the fading keys' launches), ti
 whose baseline and reference is the default "split" backward, so its ranking says whether
 "atomic" pays and at which tiles; ``ssm_scan`` ``fwd`` (inference: no states saved) and ``train``
 (``fwd_train``'s chunk, which the backward shares, × the backward's P tile, warps and stages),
-timed forward and forward+backward. Bool launch options (attention's ``interior``, the scan's
+timed forward and forward+backward. Bool launch options (attention's ``interior``, and
+``transposed`` in the ``bwd_dkdv`` groups, the scan's
 ``parallel_out`` and, in ``train``, ``parallel_grads``) are tried flipped at the default tiles
 and again at the best config of the tile pass, and the best two (shape, option) pairs get the
 warps × stages sweep.
@@ -90,8 +91,14 @@ ATTN_SEEDS = {
         dict(block_m=64, block_n=64, num_warps=8, num_stages=3),  # 128 / 128 regs, 16 / 16
         dict(block_m=64, block_n=32, num_warps=4, num_stages=3),  # 104 / 136 regs, 16 / 12
     ),
-    # default 64x64 w4: 255 regs, 8 warps per SM; no spill-free config found with more warps per SM
-    "bwd_dkdv": (dict(block_m=64, block_n=64, num_warps=8, num_stages=2),),  # 231 regs, 8
+    # default 64x64 w4: 252 regs (w + f), 8 warps per SM; transposed, it spills 16 B
+    "bwd_dkdv": (
+        dict(block_m=64, block_n=32, num_warps=4, num_stages=3),  # 144 regs, 12
+        # FlexAttention's sm_90 dK/dV layout (64 query rows per step, 128 key rows, 8 warps; torch
+        # 2.13's template_heuristics): spills 272 B untransposed, none transposed (255 regs, 8)
+        dict(block_m=64, block_n=128, num_warps=8, num_stages=3, transposed=True),
+        dict(block_m=32, block_n=128, num_warps=8, num_stages=3, transposed=True),  # 191 regs, 8
+    ),
 }
 
 #: A slot's best config is adopted only when it beats the default by at least this factor (the
@@ -506,7 +513,8 @@ def _attn_groups(s, gpu, dev, dtype, cap):
             gpu,
             cap,
             extra=dict(dq=dq) if dq else None,
-            flags=("interior",),
+            # the dK/dV kernel's orientation too (AttnTiles.transposed)
+            flags=("interior", "transposed") if kernel == "bwd_dkdv" else ("interior",),
             kernels=names[kernel],
             op="bmojo_attention",
             slot=kernel,
@@ -689,6 +697,8 @@ class Choice:
     entries: dict
     #: the lines to paste into the table when adopted, else ""
     lines: str
+    #: why a slot adopts nothing although its best beat the threshold ("" otherwise)
+    note: str = ""
 
 
 def choose(groups=None, min_speedup: float | None = None) -> list[Choice]:
@@ -712,7 +722,8 @@ def choose(groups=None, min_speedup: float | None = None) -> list[Choice]:
 
         times = [dict(g.results) for g in gs]
         best = None
-        for cfg in {c for g in gs for c, _ in g.results}:
+        # in the order first timed (a tie goes to the earlier config, whatever the hash order)
+        for cfg in dict.fromkeys(c for g in gs for c, _ in g.results):
             if any(cfg == g.default for g in gs):
                 continue
             mine = tuple(getattr(cfg, k) for k in fields)
@@ -731,4 +742,11 @@ def choose(groups=None, min_speedup: float | None = None) -> list[Choice]:
         out.append(
             Choice(op, slot, cfg, mean, ok, used, grp.entries(cfg) if ok else {}, grp.table_line(cfg) if ok else "")
         )
+    # an adopted "atomic" bwd_dkdv runs no dQ kernel: bwd_dq's config would be unused
+    dkdv = next((c for c in out if (c.op, c.slot) == ("bmojo_attention", "bwd_dkdv")), None)
+    if dkdv is not None and dkdv.adopted and getattr(dkdv.config, "dq", None) == "atomic":
+        for i, c in enumerate(out):
+            if (c.op, c.slot) == ("bmojo_attention", "bwd_dq") and c.adopted:
+                note = "unused: bwd_dkdv adopts the atomic dQ (no dQ kernel runs)"
+                out[i] = replace(c, adopted=False, entries={}, lines="", note=note)
     return out

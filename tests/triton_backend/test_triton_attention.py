@@ -14,7 +14,7 @@ import torch
 from bmojo.ops.bmojo_attention.reference import bmojo_attention as reference
 from bmojo.ops.bmojo_attention.reference import eidetic_snapshot_count
 from bmojo_triton.ops._triton_utils import pow2
-from bmojo_triton.ops.bmojo_attention import TILES
+from bmojo_triton.ops.bmojo_attention import TILES, _tiles
 from bmojo_triton.ops.bmojo_attention import bmojo_attention as fused
 from triton_helpers import assert_close, compare_fwd_bwd, leaves
 
@@ -262,3 +262,77 @@ def test_backward_from_one_output(used, device):
     for n, t_o, t_r in zip(NAMES, a_o, a_r):
         if isinstance(t_o, torch.Tensor) and t_o.is_floating_point():
             assert_close(f"only {used}: d{n}", t_o.grad, t_r.grad, torch.float32, grad=True)
+
+
+# ----- the dK/dV kernels transposed (AttnTiles.transposed: key rows × query rows per step) -----
+
+
+@contextlib.contextmanager
+def transposed(q, dq="split", interior=True):
+    """Both dK/dV kernels compute Sᵀ = K·Qᵀ (their own configs), with the dQ variant ``dq``."""
+    key = (min(pow2(q.shape[-1]), 128), q.element_size())
+    band = replace(TILES.get("bwd_dkdv", key, q.device), transposed=True, dq=dq, interior=interior)
+    eid = replace(TILES.get("bwd_dkdv_eidetic", key, q.device), transposed=True)
+    with TILES.override(bwd_dkdv=band, bwd_dkdv_eidetic=eid):
+        yield
+
+
+#: three sources with GQA and empty slots, δ = 0, a band narrower than a tile, bands with interior
+#: tiles at the interpreter's 16×16, decode, keys before position 0, head size 128
+TRANSPOSED_CASES = (
+    "ragged_three_sources_gqa2",
+    "delta0",
+    "delta1_w_small",
+    "long_T150_spans_gpu_tiles",
+    "decode_T1",
+    "continuation_negative_positions",
+    "head128",
+)
+
+
+@pytest.mark.parametrize("dq", ["split", "atomic"])
+@pytest.mark.parametrize("name", TRANSPOSED_CASES)
+def test_transposed_dkdv_matches_reference(name, dq, device):
+    args, kw = make(device, torch.float32, **CASES[name])
+    with transposed(args[0], dq):
+        compare_fwd_bwd(f"transposed {dq} {name}", fused, reference, args, kw, torch.float32, names=NAMES)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_transposed_dkdv_other_dtypes(dtype, device):
+    args, kw = make(device, dtype, **CASES["ragged_three_sources_gqa2"])
+    with transposed(args[0]):
+        compare_fwd_bwd(f"transposed {dtype}", fused, reference, args, kw, dtype, names=NAMES)
+
+
+def test_transposed_equals_untransposed_to_float32_rounding(device):
+    """The same products per tile (the matmuls transposed), so the gradients agree to float32
+    rounding; one masked loop too (interior=False). The option reaches the kernels (their launch
+    says TRANSPOSED), and under the interpreter, whose numpy matmuls round the transposed products
+    differently, no dK/dV gradient is bit-equal (on a GPU the float32 dots may well be)."""
+    args, kw = make(device, torch.float32, T=40, w=21, f=18, M=6, chunk=11, delta=5, seed=3)
+    wanted = NAMES[:7]
+    plain = _grads(fused, args, kw, wanted)
+    for interior in (True, False):
+        with transposed(args[0], interior=interior):
+            got = _grads(fused, args, kw, wanted)
+        for what, a, s in zip(("o", "lse", *(f"d{n}" for n in wanted)), got, plain):
+            scale = s.abs().max().item()
+            err = (a - s).abs().max().item()
+            assert err <= 1e-6 * max(scale, 1.0), f"{what}: transposed vs not differ by {err:.3g} (max {scale:.3g})"
+        # o, lse and dq come from kernels the option does not touch
+        assert all(torch.equal(a, s) for a, s in zip(got[:3], plain[:3]))
+        if device.type == "cpu":
+            assert not any(torch.equal(a, s) for a, s in zip(got[3:], plain[3:]))
+    with transposed(args[0]):
+        assert all(_tiles(k, args[0])[0]["TRANSPOSED"] for k in ("bwd_dkdv", "bwd_dkdv_eidetic"))
+    assert not any(_tiles(k, args[0])[0]["TRANSPOSED"] for k in ("bwd_dkdv", "bwd_dkdv_eidetic"))
+
+
+def test_transposed_is_refused_outside_the_dkdv_kernels(device):
+    """Named, at the launch of the kernel whose config says so (bwd_dq's launches in the backward)."""
+    for kernel in ("fwd", "bwd_dq"):
+        q = torch.zeros(1, 4, 2, 16, device=device, requires_grad=True)
+        cfg = replace(TILES.get(kernel, (16, 4), q.device), transposed=True)
+        with TILES.override(**{kernel: cfg}), pytest.raises(ValueError, match=f"tiles {kernel}.transposed"):
+            fused(q, q, q, window=2)[0].sum().backward()

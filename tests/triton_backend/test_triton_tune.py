@@ -179,3 +179,28 @@ def test_seeds_are_tried_right_after_the_default_and_its_flags():
         assert kernel in TILES.kernels and seeds
         for sd in seeds:
             AttnTiles(**sd)
+
+
+def test_an_adopted_atomic_backward_leaves_the_dq_kernel_unadopted():
+    at = Cfg(block=32, dq="atomic")
+    dq_cfg = Cfg(block=128)
+    groups = [
+        group("bwd_dkdv", [(DEFAULT, 1.0), (at, 0.5)], extra=dict(dq="atomic"), op="bmojo_attention"),
+        group("bwd_dq", [(DEFAULT, 1.0), (dq_cfg, 0.5)], op="bmojo_attention"),
+    ]
+    by = {c.slot: c for c in tn.choose(groups)}
+    assert by["bwd_dkdv"].adopted and by["bwd_dkdv"].config == at
+    assert not by["bwd_dq"].adopted and by["bwd_dq"].entries == {} and by["bwd_dq"].lines == ""
+    assert "atomic" in by["bwd_dq"].note and by["bwd_dq"].config == dq_cfg
+    # a split bwd_dkdv leaves bwd_dq's adoption alone
+    groups[0].results[1] = (at, 2.0)
+    by = {c.slot: c for c in tn.choose(groups)}
+    assert not by["bwd_dkdv"].adopted and by["bwd_dq"].adopted and by["bwd_dq"].note == ""
+
+
+def test_a_tie_goes_to_the_config_timed_first():
+    a, b = Cfg(block=32), Cfg(block=128)
+    for order in ([a, b], [b, a]):
+        g = group("fwd", [(DEFAULT, 1.0)] + [(c, 0.5) for c in order])
+        (c,) = tn.choose([g])
+        assert c.config == order[0]

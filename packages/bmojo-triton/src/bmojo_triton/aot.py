@@ -134,6 +134,17 @@ def _atomic_dq(q: torch.Tensor):
     return att.TILES.override(bwd_dkdv=replace(att._config("bwd_dkdv", q), dq="atomic"))
 
 
+def _transposed(q: torch.Tensor, dq: str):
+    """The dK/dV kernels' opt-in key × query orientation (``AttnTiles.transposed``) at the configs
+    in force, with the dQ variant ``dq``."""
+    from bmojo_triton.ops import bmojo_attention as att
+
+    return att.TILES.override(
+        bwd_dkdv=replace(att._config("bwd_dkdv", q), transposed=True, dq=dq),
+        bwd_dkdv_eidetic=replace(att._config("bwd_dkdv_eidetic", q), transposed=True),
+    )
+
+
 def _one_loop(q: torch.Tensor):
     """The attention kernels' opt-in band walk without the interior split (``AttnTiles.interior``)."""
     from bmojo_triton.ops import bmojo_attention as att
@@ -182,8 +193,8 @@ def run_all(
 ) -> list:
     """Launch every op (forward and backward where the backend has one) on tiny CPU inputs; the
     attention backward in both dQ variants (the default "split" and the opt-in "atomic"), the
-    attention without the interior split, and the scan with its opt-in options (``_scan_options``,
-    ``_scan_backward_options``).
+    attention without the interior split, its dK/dV kernels transposed (both dQ variants), and
+    the scan with its opt-in options (``_scan_options``, ``_scan_backward_options``).
     ``only``: the cases whose "op name" label contains one of these strings (default: all).
     Returns the compiled :class:`Variant` list."""
     from bmojo.testing.conformance.cases import CASES
@@ -217,7 +228,12 @@ def run_all(
                 ]
                 variants = [contextlib.nullcontext()]
                 if case.op == "bmojo_attention":
-                    variants += [_atomic_dq(args[0]), _one_loop(args[0])]
+                    variants += [
+                        _atomic_dq(args[0]),
+                        _one_loop(args[0]),
+                        _transposed(args[0], "split"),
+                        _transposed(args[0], "atomic"),
+                    ]
                 if case.op == "ssm_scan":
                     variants += [
                         _scan_options(args[0], args[3].shape[-1]),

@@ -50,6 +50,8 @@ from bmojo_triton.ops.bmojo_attention.fwd import _attn_fwd_kernel
 #: float64 inputs) buffer with atomic adds and no dQ kernel runs (5 matmuls, float add order not
 #: fixed on a GPU). Opt-in until a GPU run shows it pays.
 DQ_VARIANTS = ("split", "atomic")
+#: The kernels with the ``AttnTiles.transposed`` option (their TRANSPOSED constexpr)
+DKDV_KERNELS = ("bwd_dkdv", "bwd_dkdv_eidetic")
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,11 @@ class AttnTiles:
     may say other than "split" (the eidetic dK/dV kernel follows it). ``interior``: walk each band
     as masked edge tiles plus unmasked interior tiles (True), or every tile masked in one loop
     (False: less code, fewer registers — which is faster is the GPU's call; the eidetic dK/dV
-    kernel always masks)."""
+    kernel always masks). ``transposed`` (the dK/dV kernels only, each by its own config): compute
+    each step key rows × query rows, Sᵀ = K·Qᵀ with Q loaded transposed, as the Triton tutorial's
+    and FlexAttention's backward do, so no register tile is transposed; False: query × key rows,
+    Pᵀ and dSᵀ transposed in registers. Static figures differ by tile shape either way (see
+    docs/backends/triton.md); the GPU decides."""
 
     block_m: int = 64
     block_n: int = 64
@@ -68,6 +74,7 @@ class AttnTiles:
     num_stages: int = 3
     dq: str = "split"
     interior: bool = True
+    transposed: bool = False
 
     def __post_init__(self):
         check_launch("AttnTiles", dict(block_m=self.block_m, block_n=self.block_n), self.num_warps, self.num_stages)
@@ -75,6 +82,8 @@ class AttnTiles:
             fail("AttnTiles.dq", f"one of {DQ_VARIANTS}", repr(self.dq))
         if not isinstance(self.interior, bool):
             fail("AttnTiles.interior", "a bool", repr(self.interior))
+        if not isinstance(self.transposed, bool):
+            fail("AttnTiles.transposed", "a bool", repr(self.transposed))
 
     def launch(self) -> dict:
         """Launch kwargs of the fwd, dQ and band dK/dV kernels."""
@@ -114,6 +123,8 @@ def _config(kernel: str, q: torch.Tensor) -> AttnTiles:
     cfg = TILES.get(kernel, (min(pow2(q.shape[-1]), 128), q.element_size()), q.device)
     if kernel != "bwd_dkdv" and cfg.dq != "split":
         fail(f"bmojo_attention tiles {kernel}.dq", "'split' (only bwd_dkdv chooses the dQ variant)", repr(cfg.dq))
+    if kernel not in DKDV_KERNELS and cfg.transposed:
+        fail(f"bmojo_attention tiles {kernel}.transposed", f"False (only {DKDV_KERNELS} have the option)", "True")
     return cfg
 
 
@@ -121,17 +132,19 @@ def _tiles(kernel: str, q: torch.Tensor) -> tuple[dict, int]:
     """Launch kwargs (BLOCK_M, BLOCK_N, num_warps, num_stages, and SPLIT_INTERIOR except for the
     eidetic dK/dV kernel) of ``kernel`` for q, and BLOCK_D (the head dimension padded to a power
     of two >= 16; loads are masked)."""
-    return dict(_launch(_config(kernel, q), q.shape[1] <= MIN_DOT, kernel == "bwd_dkdv_eidetic")), pow2(q.shape[-1])
+    return dict(_launch(_config(kernel, q), q.shape[1] <= MIN_DOT, kernel)), pow2(q.shape[-1])
 
 
 @functools.lru_cache(maxsize=256)
-def _launch(cfg: AttnTiles, decode: bool, eidetic: bool) -> dict:
-    """cfg's launch kwargs (cached: configs are frozen); ``decode`` (T <= 16): 16 query rows;
-    ``eidetic``: the eidetic dK/dV kernel, which has no interior split."""
+def _launch(cfg: AttnTiles, decode: bool, kernel: str) -> dict:
+    """cfg's launch kwargs for ``kernel`` (cached: configs are frozen); ``decode`` (T <= 16): 16
+    query rows; the dK/dV kernels also get TRANSPOSED; the eidetic one has no interior split."""
     if decode:
         cfg = replace(cfg, block_m=MIN_DOT)
     launch = cfg.launch()
-    if eidetic:
+    if kernel in DKDV_KERNELS:
+        launch["TRANSPOSED"] = cfg.transposed
+    if kernel == "bwd_dkdv_eidetic":
         del launch["SPLIT_INTERIOR"]
     return launch
 

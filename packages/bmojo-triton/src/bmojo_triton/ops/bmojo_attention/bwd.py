@@ -373,35 +373,63 @@ def _dkdv_qtile(
     EIDETIC: tl.constexpr,
     ATOMIC_DQ: tl.constexpr,
     MASKED: tl.constexpr,
+    TRANSPOSED: tl.constexpr,
 ):
     """One query tile [m0, m0 + BLOCK_M) (rows >= q_hi invalid) of ``_dkdv_tile``. MASKED False:
     the caller guarantees every query row and key row is valid and every query sees every key
-    row (a band tile's interior), so the visibility mask is skipped (same result)."""
+    row (a band tile's interior), so the visibility mask is skipped (same result).
+
+    TRANSPOSED: computed key rows × query rows, as the Triton tutorial's and FlexAttention's
+    backward do: Sᵀ = K·Qᵀ with Q loaded transposed, so Pᵀ and dSᵀ come out of their matmuls in
+    the layout dV += Pᵀ·dO and dK += dSᵀ·Q take as the left operand and no register tile is
+    transposed (only the atomic dQ, dS·K, transposes dSᵀ). Otherwise query rows × key rows, with
+    P and dS transposed in registers for dV and dK. Same products, same float32 accumulation."""
     offs_m = m0 + tl.arange(0, BLOCK_M)
     q_ok = offs_m < q_hi
     qd_mask = q_ok[:, None] & d_ok[None, :]
-    q = tl.load(Q + offs_m[:, None] * sq_t + offs_d[None, :] * sq_d, mask=qd_mask, other=0.0)
     do = tl.load(DO + offs_m[:, None] * sdo_t + offs_d[None, :] * sdo_d, mask=qd_mask, other=0.0)
     lse = tl.load(LSE + offs_m * sl_t, mask=q_ok, other=0.0).to(dk.dtype) * log2e  # base 2
     dlt = tl.load(DLT + offs_m * sl_t, mask=q_ok, other=0.0).to(dk.dtype)
     i_pos = q_start + offs_m
-    s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale2  # (BLOCK_M, BLOCK_N), base 2
-    if MASKED:
-        if EIDETIC:
-            vis = (j_pos >= 0)[None, :] & (j_pos[None, :] <= (i_pos - width)[:, None])
+    if TRANSPOSED:
+        qt = tl.load(Q + offs_m[None, :] * sq_t + offs_d[:, None] * sq_d, mask=d_ok[:, None] & q_ok[None, :], other=0.0)
+        st = mm(k, qt, DOT_PREC, UPCAST) * scale2  # (BLOCK_N, BLOCK_M), base 2
+        if MASKED:
+            if EIDETIC:
+                vis = (j_pos >= 0)[:, None] & (j_pos[:, None] <= (i_pos - width)[None, :])
+            else:
+                rel = i_pos[None, :] - j_pos[:, None] - offset
+                vis = (rel >= 0) & (rel < width) & (j_pos >= 0)[:, None]
+            vis = vis & j_ok[:, None] & q_ok[None, :]
+            pt = tl.where(vis, tl.exp2(st - lse[None, :]), 0.0)
         else:
-            rel = i_pos[:, None] - j_pos[None, :] - offset
-            vis = (rel >= 0) & (rel < width) & (j_pos >= 0)[None, :]
-        vis = vis & q_ok[:, None] & j_ok[None, :]
-        p = tl.where(vis, tl.exp2(s - lse[:, None]), 0.0)
+            pt = tl.exp2(st - lse[None, :])
+        dv += mm(pt.to(do.dtype), do, DOT_PREC, UPCAST).to(dv.dtype)
+        dpt = mm(v, tl.trans(do), DOT_PREC, UPCAST).to(dk.dtype)
+        dst = (pt * (dpt - dlt[None, :])).to(qt.dtype)
+        dk += mm(dst, tl.trans(qt), DOT_PREC, UPCAST).to(dk.dtype)
+        if ATOMIC_DQ:
+            dq = mm(tl.trans(dst), k, DOT_PREC, UPCAST).to(dk.dtype) * scale
     else:
-        p = tl.exp2(s - lse[:, None])
-    dv += mm(tl.trans(p.to(do.dtype)), do, DOT_PREC, UPCAST).to(dv.dtype)
-    dp = mm(do, tl.trans(v), DOT_PREC, UPCAST).to(dk.dtype)
-    ds = (p * (dp - dlt[:, None])).to(q.dtype)
-    dk += mm(tl.trans(ds), q, DOT_PREC, UPCAST).to(dk.dtype)
+        q = tl.load(Q + offs_m[:, None] * sq_t + offs_d[None, :] * sq_d, mask=qd_mask, other=0.0)
+        s = mm(q, tl.trans(k), DOT_PREC, UPCAST) * scale2  # (BLOCK_M, BLOCK_N), base 2
+        if MASKED:
+            if EIDETIC:
+                vis = (j_pos >= 0)[None, :] & (j_pos[None, :] <= (i_pos - width)[:, None])
+            else:
+                rel = i_pos[:, None] - j_pos[None, :] - offset
+                vis = (rel >= 0) & (rel < width) & (j_pos >= 0)[None, :]
+            vis = vis & q_ok[:, None] & j_ok[None, :]
+            p = tl.where(vis, tl.exp2(s - lse[:, None]), 0.0)
+        else:
+            p = tl.exp2(s - lse[:, None])
+        dv += mm(tl.trans(p.to(do.dtype)), do, DOT_PREC, UPCAST).to(dv.dtype)
+        dp = mm(do, tl.trans(v), DOT_PREC, UPCAST).to(dk.dtype)
+        ds = (p * (dp - dlt[:, None])).to(q.dtype)
+        dk += mm(tl.trans(ds), q, DOT_PREC, UPCAST).to(dk.dtype)
+        if ATOMIC_DQ:
+            dq = mm(ds, k, DOT_PREC, UPCAST).to(dk.dtype) * scale
     if ATOMIC_DQ:
-        dq = mm(ds, k, DOT_PREC, UPCAST).to(dk.dtype) * scale
         dq_ptr = DQ + offs_m[:, None] * sdq_t + offs_d[None, :] * sdq_d
         # relaxed: only atomicity is needed; the launch's end orders the adds before the cast
         tl.atomic_add(dq_ptr, dq, mask=qd_mask, sem="relaxed")
@@ -445,6 +473,7 @@ def _dkdv_tile(
     UPCAST: tl.constexpr,
     EIDETIC: tl.constexpr,
     ATOMIC_DQ: tl.constexpr,
+    TRANSPOSED: tl.constexpr,
 ):
     """Accumulate one query head's contribution to a key tile, over query rows [q_lo, q_hi).
 
@@ -459,19 +488,19 @@ def _dkdv_tile(
         dk, dv = _dkdv_qtile(
             dk, dv, k, v, j_pos, j_ok, m0, q_hi, Q, DO, LSE, DLT, sq_t, sq_d, sdo_t, sdo_d, sl_t, q_start,
             offset, width, scale, scale2, log2e, offs_d, d_ok, DQ, sdq_t, sdq_d,
-            BLOCK_M, DOT_PREC, UPCAST, EIDETIC, ATOMIC_DQ, True,
+            BLOCK_M, DOT_PREC, UPCAST, EIDETIC, ATOMIC_DQ, True, TRANSPOSED,
         )  # fmt: skip
     for m0 in range(in_lo, in_hi, BLOCK_M):
         dk, dv = _dkdv_qtile(
             dk, dv, k, v, j_pos, j_ok, m0, q_hi, Q, DO, LSE, DLT, sq_t, sq_d, sdo_t, sdo_d, sl_t, q_start,
             offset, width, scale, scale2, log2e, offs_d, d_ok, DQ, sdq_t, sdq_d,
-            BLOCK_M, DOT_PREC, UPCAST, EIDETIC, ATOMIC_DQ, False,
+            BLOCK_M, DOT_PREC, UPCAST, EIDETIC, ATOMIC_DQ, False, TRANSPOSED,
         )  # fmt: skip
     for m0 in range(in_hi, q_hi, BLOCK_M):
         dk, dv = _dkdv_qtile(
             dk, dv, k, v, j_pos, j_ok, m0, q_hi, Q, DO, LSE, DLT, sq_t, sq_d, sdo_t, sdo_d, sl_t, q_start,
             offset, width, scale, scale2, log2e, offs_d, d_ok, DQ, sdq_t, sdq_d,
-            BLOCK_M, DOT_PREC, UPCAST, EIDETIC, ATOMIC_DQ, True,
+            BLOCK_M, DOT_PREC, UPCAST, EIDETIC, ATOMIC_DQ, True, TRANSPOSED,
         )  # fmt: skip
     return dk, dv
 
@@ -545,6 +574,7 @@ def _attn_bwd_dkdv_band_kernel(
     UPCAST: tl.constexpr,
     ATOMIC_DQ: tl.constexpr,
     SPLIT_INTERIOR: tl.constexpr,
+    TRANSPOSED: tl.constexpr,
 ):
     """dK, dV of one banded source; DK/DV have K/V's strides. ATOMIC_DQ: also dQ into DQ (the
     accumulator's dtype, strides sdq_*) by atomic adds."""
@@ -615,6 +645,7 @@ def _attn_bwd_dkdv_band_kernel(
             UPCAST,
             False,
             ATOMIC_DQ,
+            TRANSPOSED,
         )
     dk = dk * scale
     tl.store(
@@ -685,6 +716,7 @@ def _attn_bwd_dkdv_eidetic_kernel(
     DOT_PREC: tl.constexpr,
     UPCAST: tl.constexpr,
     ATOMIC_DQ: tl.constexpr,
+    TRANSPOSED: tl.constexpr,
 ):
     """dEK, dEV of one snapshot's slot tile; DEK/DEV have EK/EV's strides. ATOMIC_DQ: also dQ
     into DQ (the accumulator's dtype, strides sdq_*) by atomic adds."""
@@ -755,6 +787,7 @@ def _attn_bwd_dkdv_eidetic_kernel(
             UPCAST,
             True,
             ATOMIC_DQ,
+            TRANSPOSED,
         )
     dk = dk * scale
     tl.store(
