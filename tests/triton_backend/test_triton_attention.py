@@ -162,13 +162,6 @@ def test_atomic_dq_matches_reference_float32(name, device):
         compare_fwd_bwd(f"atomic {name}", fused, reference, args, kw, torch.float32, names=NAMES)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
-def test_atomic_dq_matches_reference_other_dtypes(dtype, device):
-    args, kw = make(device, dtype, **ATOMIC_CASES["ragged_three_sources_gqa2"])
-    with atomic_dq(args[0]):
-        compare_fwd_bwd(f"atomic {dtype}", fused, reference, args, kw, dtype, names=NAMES)
-
-
 def _grads(fn, args, kw, wanted):
     """o, lse and the gradients of the inputs named in ``wanted`` (the others need none)."""
     a = leaves(args)
@@ -298,11 +291,13 @@ def test_transposed_dkdv_matches_reference(name, dq, device):
         compare_fwd_bwd(f"transposed {dq} {name}", fused, reference, args, kw, torch.float32, names=NAMES)
 
 
+@pytest.mark.parametrize("variant", ["atomic", "transposed"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
-def test_transposed_dkdv_other_dtypes(dtype, device):
+def test_backward_variants_other_dtypes(dtype, variant, device):
+    """The opt-in backward variants (atomic dQ; transposed dK/dV) in bfloat16 and float64."""
     args, kw = make(device, dtype, **CASES["ragged_three_sources_gqa2"])
-    with transposed(args[0]):
-        compare_fwd_bwd(f"transposed {dtype}", fused, reference, args, kw, dtype, names=NAMES)
+    with atomic_dq(args[0]) if variant == "atomic" else transposed(args[0]):
+        compare_fwd_bwd(f"{variant} {dtype}", fused, reference, args, kw, dtype, names=NAMES)
 
 
 def test_transposed_equals_untransposed_to_float32_rounding(device):
