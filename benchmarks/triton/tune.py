@@ -84,11 +84,15 @@ ATTN_SEEDS = {
     "fwd": (
         dict(block_m=64, block_n=64, num_warps=8, num_stages=3),  # 112 / 111 regs, 16 / 16
         dict(block_m=128, block_n=64, num_warps=8, num_stages=3),  # 128 / 180 regs, 16 / 8
-        dict(block_m=128, block_n=32, num_warps=4, num_stages=3),  # 168 / 193 regs, 12 / 8
+        # 128 key rows per step (half the online-softmax rescales), as FlexAttention's sm_90
+        # forward (128 x 128 on 4 warps, which spills 216 B here)
+        dict(block_m=64, block_n=128, num_warps=4, num_stages=3),  # 255 / 255 regs, 8 / 8
     ),
     # default 64x64 w4: 188 / 188 regs, 8 / 8 warps per SM
     "bwd_dq": (
         dict(block_m=64, block_n=64, num_warps=8, num_stages=3),  # 128 / 128 regs, 16 / 16
+        # FlexAttention's sm_90 dQ layout (64 query rows, 128 key rows per step, 8 warps)
+        dict(block_m=64, block_n=128, num_warps=8, num_stages=3),  # 255 / 255 regs, 8 / 8
         dict(block_m=64, block_n=32, num_warps=4, num_stages=3),  # 104 / 136 regs, 16 / 12
     ),
     # default 64x64 w4: 252 regs (w + f), 8 warps per SM; transposed, it spills 16 B
