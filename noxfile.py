@@ -57,10 +57,10 @@ def release(session: nox.Session) -> None:
     venv = session.virtualenv
     if getattr(venv, "reuse_existing", True) or os.environ.get("BMOJO_NOX_KEEP_VENVS") == "1":
         return
-    # --install-only: the virtualenv was built to be used by a later run (nox has no public flag)
-    if getattr(getattr(session, "_runner", None), "global_config", None) is None or getattr(
-        session._runner.global_config, "install_only", False
-    ):
+    # --install-only: the virtualenv was built to be used by a later run (nox has no public flag;
+    # when its runner's config cannot be read, keep the virtualenv)
+    config = getattr(getattr(session, "_runner", None), "global_config", None)
+    if config is None or getattr(config, "install_only", False):
         return
     session.chdir(ROOT)  # the conformance session runs from a folder inside its virtualenv
     session.log(f"removing {venv.location} (nox -r or BMOJO_NOX_KEEP_VENVS=1 keeps it)")
