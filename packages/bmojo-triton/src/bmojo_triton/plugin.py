@@ -57,6 +57,20 @@ def _op(target: str, differentiable: bool = True) -> OpImpl:
     return OpImpl(f"{_OPS}.{target}", devices=DEVICES, differentiable=differentiable)
 
 
+def _trained(target: str, outputs: bool = False) -> OpImpl:
+    """An ``autograd.Function`` over Triton kernels (eager autograd records it: ``eager_autograd``)
+    and the same backward kernels as the custom op's explicit backward, so torch.compile does not
+    run the forward again in the backward (``<op>_backward`` beside ``<op>``; ``outputs``: it takes
+    the forward's outputs, which autograd then keeps)."""
+    return OpImpl(
+        f"{_OPS}.{target}",
+        devices=DEVICES,
+        backward=f"{_OPS}.{target}_backward",
+        backward_outputs=outputs,
+        eager_autograd=True,
+    )
+
+
 @hookimpl
 def bmojo_backends():
     return [
@@ -68,15 +82,13 @@ def bmojo_backends():
                 # (differentiable=False) where no Triton backward exists yet (see the docs).
                 "ssm_step": _op("ssm_scan:ssm_step", differentiable=False),
                 "causal_conv1d_step": _op("causal_conv1d:causal_conv1d_step", differentiable=False),
-                # autograd.Function wrappers with Triton backward kernels: eager autograd records
-                # them directly; under torch.compile core's custom-op backward re-runs the wrapper
-                # under autograd, so the Triton backward serves both.
-                "ssm_scan": _op("ssm_scan:ssm_scan"),
-                "causal_conv1d": _op("causal_conv1d:causal_conv1d"),
-                "bmojo_attention": _op("bmojo_attention:bmojo_attention"),
+                # Triton backward kernels, reached from eager autograd and from core's custom op
+                "ssm_scan": _trained("ssm_scan:ssm_scan"),
+                "causal_conv1d": _trained("causal_conv1d:causal_conv1d"),
+                "bmojo_attention": _trained("bmojo_attention:bmojo_attention", outputs=True),
                 "innovation_scores": _op("eidetic:innovation_scores", differentiable=False),
-                "rmsnorm": _op("rmsnorm:rmsnorm"),
-                "gated_rmsnorm": _op("rmsnorm:gated_rmsnorm"),
+                "rmsnorm": _trained("rmsnorm:rmsnorm"),
+                "gated_rmsnorm": _trained("rmsnorm:gated_rmsnorm"),
             },
             priority=PRIORITY,
             probe=_probe,

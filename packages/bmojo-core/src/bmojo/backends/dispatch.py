@@ -10,7 +10,8 @@ Backward: ``bmojo::<op>_backward`` (itself a custom op, so compiled training tra
 node) recomputes the forward of the selected implementation under autograd and differentiates it
 (``OpImpl.differentiable``; otherwise the reference is recomputed), unless the backend supplies an
 explicit ``OpImpl.backward``. The recompute costs one extra forward per op in the backward pass and
-keeps only the op's inputs alive between forward and backward.
+keeps only the op's inputs alive between forward and backward; an explicit backward pays no
+recompute, and with ``OpImpl.backward_outputs`` autograd keeps the forward's outputs for it too.
 
 The functions exported here take the same arguments as ``bmojo.ops.<op>.reference``; the layer and
 memories call these. ``bmojo.ops`` itself keeps exporting the plain reference functions. Plain
@@ -342,16 +343,27 @@ def _recompute_grads(fn, d: OpDef, grads, needs, pos, kw):
     return [next(it) if (needs[j] and pos[i] is not None) else None for j, i in enumerate(d.tensor_params)]
 
 
+def _forward_outputs(d: OpDef, backend: str, impl, outs, pos, kw) -> list:
+    """The forward's outputs for a backward that takes them: those autograd kept, or, where none
+    were kept (a compiled graph traced with a backend that did not ask for them), ``fn`` again."""
+    if len(outs):
+        return list(outs)
+    with torch.no_grad():
+        out = _run(d, backend, _load(impl.fn), pos, kw)
+    return [out] if isinstance(out, torch.Tensor) else list(out)
+
+
 def _make_backward_kernel(d: OpDef):
-    def kernel(grads, needs, *args, **kwargs):
+    def kernel(grads, needs, outs, *args, **kwargs):
         bound = d.signature.bind(*args, **kwargs)
         bound.apply_defaults()
         pos, kw = d.split(bound)
         backend, impl = get_registry().resolve(d.name, _device_type(pos))
         explicit = impl.backward
         if explicit is not None:
+            extra = [_forward_outputs(d, backend, impl, outs, pos, kw)] if impl.backward_outputs else []
             try:
-                res = list(_load(explicit)(list(grads), list(needs), *pos, **kw))
+                res = list(_load(explicit)(list(grads), list(needs), *extra, *pos, **kw))
             except Exception as err:
                 raise BackendOpError(
                     f"bmojo backend {backend!r} failed in the backward of {d.name}: {type(err).__name__}: {err}"
@@ -380,13 +392,13 @@ def _make_backward_kernel(d: OpDef):
                 out.append(torch.zeros_like(t) if g is None else g.to(t.dtype).contiguous())
             else:
                 out.append(pos[0].new_empty(0))
-        return _finish(out, [*grads, *pos])
+        return _finish(out, [*grads, *outs, *pos])
 
     return kernel
 
 
 def _make_backward_fake(d: OpDef):
-    def fake(grads, needs, *args, **kwargs):
+    def fake(grads, needs, outs, *args, **kwargs):
         bound = d.signature.bind(*args, **kwargs)
         pos = [bound.arguments.get(n) for n in list(d.signature.parameters)[: d.n_positional]]
         ref = pos[0]
@@ -405,17 +417,20 @@ def _register_autograd(d: OpDef):
     # The dispatcher passes keyword-only arguments separately and wants gradients for the
     # positional ones only (all our tensors are positional).
     def setup_context(ctx, inputs, output, keyword_only_inputs=None):
-        ctx.save_for_backward(*[inputs[i] for i in d.tensor_params])
         ctx.others = {i: inputs[i] for i in range(len(inputs)) if i not in tensor_set}
         ctx.kwonly = dict(keyword_only_inputs or {})
-        outs = (output,) if isinstance(output, torch.Tensor) else output
+        outs = (output,) if isinstance(output, torch.Tensor) else tuple(output)
         ctx.out_meta = [(o.shape, o.dtype, o.device) for o in outs]
         # The backward runs on the backend that ran this forward, not on whatever is selected
         # when backward() is called (the selection may have changed in between).
         try:
-            ctx.backend = get_registry().resolve(d.name, _device_type(inputs))[0]
+            ctx.backend, impl = get_registry().resolve(d.name, _device_type(inputs))
         except Exception:  # tracing with an unavailable selection: the forward raises at run time
-            ctx.backend = None
+            ctx.backend, impl = None, None
+        # An explicit backward that takes the outputs gets them kept; no one else pays for that.
+        kept = outs if impl is not None and impl.backward is not None and impl.backward_outputs else ()
+        ctx.n_inputs = len(d.tensor_params)
+        ctx.save_for_backward(*[inputs[i] for i in d.tensor_params], *kept)
 
     def backward(ctx, *grads):
         n = d.n_positional
@@ -426,8 +441,10 @@ def _register_autograd(d: OpDef):
         if not any(needs):
             return (None,) * n
         values = [None] * n
-        for i, t in zip(d.tensor_params, ctx.saved_tensors):
+        saved = ctx.saved_tensors
+        for i, t in zip(d.tensor_params, saved):
             values[i] = t
+        kept = list(saved[ctx.n_inputs :])
         for i, v in ctx.others.items():
             values[i] = v
         grads = [
@@ -436,7 +453,7 @@ def _register_autograd(d: OpDef):
         ]
         kw = {name: ctx.kwonly[name] for name in names[n:] if name in ctx.kwonly}
         with pinned_backend(ctx.backend):
-            res = d.backward_op(grads, needs, *values, **kw)
+            res = d.backward_op(grads, needs, kept, *values, **kw)
         out = [None] * n
         for j, i in enumerate(d.tensor_params):
             if needs[j] and values[i] is not None:
@@ -457,7 +474,8 @@ def _define(name: str, fake: Callable, differentiable: bool) -> OpDef:
     d.op = torch.library.custom_op(f"bmojo::{name}", _make_kernel(d), mutates_args=(), schema=schema)
     torch.library.register_fake(f"bmojo::{name}", fake)
     if differentiable:
-        bschema = "(Tensor[] grads, bool[] needs, " + schema[1:].split(") ->")[0] + ") -> Tensor[]"
+        # outs: the forward's outputs where the backend's explicit backward takes them, else []
+        bschema = "(Tensor[] grads, bool[] needs, Tensor[] outs, " + schema[1:].split(") ->")[0] + ") -> Tensor[]"
         d.backward_op = torch.library.custom_op(
             f"bmojo::{name}_backward", _make_backward_kernel(d), mutates_args=(), schema=bschema
         )
@@ -543,8 +561,9 @@ def _call(name: str, args: tuple, kwargs: dict):
 
     "Directly" means eager mode, plain tensors, no torch function/dispatch mode active, and either
     no input needing a gradient or an implementation torch can differentiate itself with no
-    explicit backward. In that last case eager autograd records the kernel's own graph, which
-    gives the same gradients as the custom op's backward without recomputing the forward.
+    explicit backward (or with ``OpImpl.eager_autograd``). In that last case eager autograd records
+    the kernel's own graph, which gives the same gradients as the custom op's backward without
+    recomputing the forward.
     Inside ``torch.autocast`` the inputs are first cast by :data:`AUTOCAST_POLICY`.
     """
     args = _autocast_args(name, args)
@@ -563,7 +582,7 @@ def _call(name: str, args: tuple, kwargs: dict):
         else:
             if not torch._C._len_torch_function_stack() and not torch._C._len_torch_dispatch_stack():
                 backend, impl = _registry().resolve(name, device or "cpu")
-                if not needs_grad or (impl.differentiable and impl.backward is None):
+                if not needs_grad or (impl.differentiable and (impl.backward is None or impl.eager_autograd)):
                     return _run(_DEFS[name], backend, _load(impl.fn), args, kwargs)
     return getattr(torch.ops.bmojo, name)(*args, **kwargs)
 

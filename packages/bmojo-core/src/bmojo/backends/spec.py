@@ -106,9 +106,19 @@ class OpImpl:
         differentiable: True when torch autograd can differentiate ``fn`` itself; the backward then
             recomputes ``fn`` under autograd. False: the backward recomputes the reference instead.
         backward: optional explicit backward ``(grads, needs, *args, **kwargs) -> list`` returning
-            one gradient (or None) per tensor argument, in signature order.
+            one gradient (or None) per tensor argument, in signature order. It replaces the
+            custom op's recompute of the forward (torch.compile, export, opcheck, and eager
+            training unless ``eager_autograd``).
         framework: the array type ``fn`` takes and returns (``"torch"``, ``"mlx"``); None means
             the backend's :attr:`Backend.framework`. Torch dispatch only ever picks torch ops.
+        backward_outputs: the explicit backward also takes the forward's outputs, which autograd
+            then keeps: ``backward(grads, needs, outputs, *args, **kwargs)`` (an attention backward
+            needs its output and log-sum-exp). Where they were not kept (a compiled graph traced
+            with another backend selected) core recomputes them with ``fn`` first.
+        eager_autograd: ``fn`` records its own autograd graph (a ``torch.autograd.Function`` over
+            your kernels), so eager training calls ``fn`` directly, without the custom op, and
+            autograd uses that graph; the explicit backward serves the custom op. Needs
+            ``backward`` and ``differentiable=True``.
     """
 
     fn: Callable | str
@@ -116,6 +126,8 @@ class OpImpl:
     differentiable: bool = True
     backward: Callable | str | None = None
     framework: str | None = None
+    backward_outputs: bool = False
+    eager_autograd: bool = False
 
     def __post_init__(self):
         _check_target("fn", self.fn, optional=False)
@@ -131,6 +143,17 @@ class OpImpl:
         object.__setattr__(self, "devices", devices)
         if not isinstance(self.differentiable, bool):
             raise ValueError(f"OpImpl.differentiable: expected a bool, got {self.differentiable!r}")
+        for flag in ("backward_outputs", "eager_autograd"):
+            value = getattr(self, flag)
+            if not isinstance(value, bool):
+                raise ValueError(f"OpImpl.{flag}: expected a bool, got {value!r}")
+            if value and self.backward is None:
+                raise ValueError(f"OpImpl.{flag}=True needs an explicit backward: OpImpl.backward is None")
+        if self.eager_autograd and not self.differentiable:
+            raise ValueError(
+                "OpImpl.eager_autograd=True means torch differentiates fn itself: "
+                "expected differentiable=True, got False"
+            )
         if self.framework is not None and not (isinstance(self.framework, str) and _NAME.match(self.framework)):
             raise ValueError(f"OpImpl.framework: expected None or a lower-case name, got {self.framework!r}")
 

@@ -10,7 +10,8 @@ and ignored (results never depended on it; the kernels pick their own tiles). Fi
   the lse (two
   variants: "split", a dQ kernel beside the dK/dV kernels, the default; "atomic", dQ added by the
   dK/dV kernels with atomics, opt-in — see ``AttnTiles.dq``);
-* this file — argument checks (core's), the launchers and the ``autograd.Function``.
+* this file — argument checks (core's), the launchers, the ``autograd.Function`` (eager autograd)
+  and ``bmojo_attention_backward``, the explicit backward of core's custom op (torch.compile).
 """
 
 from __future__ import annotations
@@ -398,6 +399,24 @@ class BMojoAttentionFn(torch.autograd.Function):
         return (*(g if n else None for g, n in zip(grads, needs[:7])), None, None)
 
 
+def _prepare(
+    q, k, v, kf, vf, ek, ev, epos, *, q_start, window, fading_window, eidetic_chunk, scale, block_size,
+    fading_offset, grads,
+):  # fmt: skip
+    """Checks the arguments (``grads``: for a call that needs gradients) and returns the tensors,
+    contiguous, and the resolved non-tensor arguments; the forward and the explicit backward share it."""
+    check_bmojo_attention_args(TORCH, q, k, v, kf, vf, ek, ev, epos, q_start, window, fading_window, eidetic_chunk)
+    check_int("block_size", block_size, minimum=1)
+    # the kernels' grids: (query or key tiles, batch × heads); the eidetic dK/dV kernel's (slot
+    # tiles, snapshots, batch × heads) only runs in a backward
+    check_grid_axis("q", "batch × heads", q.shape[0] * q.shape[2])
+    meta = _Meta(q, kf, ek, q_start, window, fading_window, eidetic_chunk, scale, fading_offset)
+    if meta.use_eidetic and grads:
+        check_grid_axis("ek", "eidetic snapshots (in a call that needs gradients)", ek.shape[1])
+    tensors = [t.contiguous() if t is not None else None for t in (q, k, v, kf, vf, ek, ev, epos)]
+    return tensors, meta
+
+
 def bmojo_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -418,19 +437,21 @@ def bmojo_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract as ``bmojo.ops.bmojo_attention.reference.bmojo_attention``; one fused Triton
     pass (forward and backward). ``block_size`` is checked and otherwise unused."""
-    check_bmojo_attention_args(TORCH, q, k, v, kf, vf, ek, ev, epos, q_start, window, fading_window, eidetic_chunk)
-    check_int("block_size", block_size, minimum=1)
-    # the kernels' grids: (query or key tiles, batch × heads); the eidetic dK/dV kernel's (slot
-    # tiles, snapshots, batch × heads) only runs in a backward
-    check_grid_axis("q", "batch × heads", q.shape[0] * q.shape[2])
-    meta = _Meta(q, kf, ek, q_start, window, fading_window, eidetic_chunk, scale, fading_offset)
     grads = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, kf, vf, ek, ev))
-    if meta.use_eidetic and grads:
-        check_grid_axis("ek", "eidetic snapshots (in a call that needs gradients)", ek.shape[1])
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    kf = kf.contiguous() if kf is not None else None
-    vf = vf.contiguous() if vf is not None else None
-    ek = ek.contiguous() if ek is not None else None
-    ev = ev.contiguous() if ev is not None else None
-    epos = epos.contiguous() if epos is not None else None
-    return BMojoAttentionFn.apply(q, k, v, kf, vf, ek, ev, epos, meta)
+    kw = dict(q_start=q_start, window=window, fading_window=fading_window, eidetic_chunk=eidetic_chunk)
+    kw.update(scale=scale, block_size=block_size, fading_offset=fading_offset, grads=grads)
+    tensors, meta = _prepare(q, k, v, kf, vf, ek, ev, epos, **kw)
+    return BMojoAttentionFn.apply(*tensors, meta)
+
+
+def bmojo_attention_backward(grads: list, needs: list, outputs: list, *tensors, **kwargs) -> list:
+    """The explicit backward core's custom op calls (``OpImpl.backward``, with the forward's
+    outputs o and lse kept by autograd: ``backward_outputs``): the same kernels as
+    ``BMojoAttentionFn.backward``, without running the forward again. Core passes every argument
+    of the op (the eight tensors positionally, the rest by keyword); one gradient per tensor
+    argument comes back (None for ``epos``)."""
+    tensors, meta = _prepare(*tensors, **kwargs, grads=True)
+    o, lse = outputs
+    do, dlse = grads
+    res = _bwd(do, dlse, *tensors, o, lse, meta, list(needs[:7]))
+    return [*(g if n else None for g, n in zip(res, needs[:7])), None]

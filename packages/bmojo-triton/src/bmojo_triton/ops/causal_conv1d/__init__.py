@@ -136,6 +136,12 @@ class CausalConvFn(torch.autograd.Function):
         return (*(g if n else None for g, n in zip(grads, ctx.needs_input_grad[:4])), None)
 
 
+def _prepare(x, weight, bias, initial_state, activation) -> list:
+    check_causal_conv1d_args(TORCH, x, weight, bias, initial_state, activation, step=False)
+    check_grid_axis("x", "batch", x.shape[0])  # grids (time tiles, channel tiles, batch)
+    return [t.contiguous() if t is not None else None for t in (x, weight, bias, initial_state)]
+
+
 def causal_conv1d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -145,12 +151,16 @@ def causal_conv1d(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract as ``bmojo.ops.causal_conv1d.reference.causal_conv1d``; differentiable (the
     backward is Triton)."""
-    check_causal_conv1d_args(TORCH, x, weight, bias, initial_state, activation, step=False)
-    check_grid_axis("x", "batch", x.shape[0])  # grids (time tiles, channel tiles, batch)
-    args = [t.contiguous() if t is not None else None for t in (x, weight, bias, initial_state)]
+    args = _prepare(x, weight, bias, initial_state, activation)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
         return CausalConvFn.apply(*args, activation)
     return _fwd(*args, activation)
+
+
+def causal_conv1d_backward(grads, needs, x, weight, bias=None, initial_state=None, activation="silu") -> list:
+    """The explicit backward core's custom op calls (``OpImpl.backward``; torch.compile): the same
+    kernels as ``CausalConvFn.backward``, without running the forward again."""
+    return list(_bwd(*grads, *_prepare(x, weight, bias, initial_state, activation), activation))
 
 
 def _step(x, state, weight, bias, activation, out_state):

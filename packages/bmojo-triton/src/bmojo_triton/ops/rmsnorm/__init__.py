@@ -1,7 +1,9 @@
 """``rmsnorm`` and ``gated_rmsnorm`` (fused gate, per-group statistics), forward and backward.
 
 Same contract as ``bmojo.ops.rmsnorm.reference``; the checks are core's. ``fwd.py``/``bwd.py``
-hold the kernels; the ``autograd.Function`` here saves the inputs and runs the backward kernel.
+hold the kernels; the ``autograd.Function`` here saves the inputs and runs the backward kernel
+(eager autograd), and ``rmsnorm_backward``/``gated_rmsnorm_backward`` run the same kernel as the
+explicit backward of core's custom op (torch.compile).
 """
 
 from __future__ import annotations
@@ -40,6 +42,33 @@ def _launch_fwd(x, z, weight, eps, group):
     return y
 
 
+def _norm_bwd(dy, x, z, weight, eps, group):
+    dy = dy.contiguous()
+    dx = torch.empty_like(x)
+    dz = torch.empty_like(x) if z is not None else None
+    dw_rows = torch.empty(x.shape, dtype=TORCH.compute_dtype(x.dtype), device=x.device)
+    rows = x.numel() // group
+    if rows:
+        with on_device(x):
+            _norm_bwd_kernel[(rows,)](
+                x,
+                z if z is not None else x,
+                weight,
+                dy,
+                dx,
+                dz if dz is not None else dx,
+                dw_rows,
+                group,
+                x.shape[-1] // group,
+                _eps_tensor(eps, x),
+                HAS_Z=z is not None,
+                BLOCK=pow2(group, 1),
+                ACC=acc_dtype(x.dtype),
+            )
+    dw = dw_rows.reshape(-1, x.shape[-1]).sum(0).to(weight.dtype)
+    return dx, dz, dw
+
+
 class _NormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, z, weight, eps, group):
@@ -50,31 +79,7 @@ class _NormFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x, z, weight = ctx.saved_tensors
-        group = ctx.group
-        dy = dy.contiguous()
-        dx = torch.empty_like(x)
-        dz = torch.empty_like(x) if z is not None else None
-        dw_rows = torch.empty(x.shape, dtype=TORCH.compute_dtype(x.dtype), device=x.device)
-        rows = x.numel() // group
-        if rows:
-            with on_device(x):
-                _norm_bwd_kernel[(rows,)](
-                    x,
-                    z if z is not None else x,
-                    weight,
-                    dy,
-                    dx,
-                    dz if dz is not None else dx,
-                    dw_rows,
-                    group,
-                    x.shape[-1] // group,
-                    _eps_tensor(ctx.eps, x),
-                    HAS_Z=z is not None,
-                    BLOCK=pow2(group, 1),
-                    ACC=acc_dtype(x.dtype),
-                )
-        dw = dw_rows.reshape(-1, x.shape[-1]).sum(0).to(weight.dtype)
-        return dx, dz, dw, None, None
+        return (*_norm_bwd(dy, x, z, weight, ctx.eps, ctx.group), None, None)
 
 
 def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -89,3 +94,16 @@ def gated_rmsnorm(
     """Same contract as ``bmojo.ops.rmsnorm.reference.gated_rmsnorm``."""
     group = check_gated_rmsnorm_args(TORCH, x, z, weight, group_size, eps=eps)
     return _NormFn.apply(x.contiguous(), z.contiguous(), weight.contiguous(), eps, group)
+
+
+# The explicit backwards core's custom op calls (``OpImpl.backward``; torch.compile): the kernel of
+# ``_NormFn.backward``, without running the forward again. One gradient per tensor argument.
+def rmsnorm_backward(grads, needs, x, weight, eps=1e-6) -> list:
+    check_rmsnorm_args(TORCH, x, weight, eps)
+    dx, _, dw = _norm_bwd(grads[0], x.contiguous(), None, weight.contiguous(), eps, max(x.shape[-1], 1))
+    return [dx, dw]
+
+
+def gated_rmsnorm_backward(grads, needs, x, z, weight, eps=1e-6, group_size=None) -> list:
+    group = check_gated_rmsnorm_args(TORCH, x, z, weight, group_size, eps=eps)
+    return list(_norm_bwd(grads[0], x.contiguous(), z.contiguous(), weight.contiguous(), eps, group))

@@ -130,8 +130,8 @@ def recompute_states(enabled: bool = True):
     stay the table's. A process-wide setting, not a context variable, so that autograd's CUDA
     device thread and a ``torch.utils.checkpoint`` re-run of the forward see the same choice as
     the forward did: wrap the whole training step (forward and backward) in it. Under core's
-    custom-op path (``torch.compile``) the forward saves only the inputs anyway and its backward
-    re-runs the forward, following this setting as it is then."""
+    custom-op path (``torch.compile``) the forward saves only the inputs anyway and its explicit
+    backward (``ssm_scan_backward``) always recomputes the states: this setting does not apply."""
     if not isinstance(enabled, bool):
         fail("recompute_states enabled", "a bool", repr(enabled))
     previous, _RECOMPUTE[0] = _RECOMPUTE[0], enabled
@@ -290,6 +290,16 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, cfg: ScanTiles):
     return dx, ddt, dA, dB, dC, dD, (dh0 if h0 is not None else None)
 
 
+def _grads(dy, dht, x, dt, A, B, C, D, h0, states, train_cfg: ScanTiles, bwd_cfg: ScanTiles):
+    """The backward given the chunk-entry states (None: recomputed here, one state pass at the
+    training forward's tiles)."""
+    if dy is None:
+        dy = torch.zeros_like(x)
+    if states is None:
+        _, _, states = _fwd(x, dt, A, B, C, D, h0, train_cfg, save_states=True, output=False)
+    return _bwd(dy, dht, x, dt, A, B, C, D, h0, states, train_cfg.block_l, bwd_cfg)
+
+
 class SsmScanFn(torch.autograd.Function):
     """Saves the inputs and the chunk-entry states (none with ``fwd_train.recompute``: the backward
     recomputes them); the backward is ``bwd.py``'s kernels, with the config resolved here
@@ -314,12 +324,14 @@ class SsmScanFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, dht):
         x, dt, A, B, C, D, h0, states = ctx.saved_tensors
-        if dy is None:
-            dy = torch.zeros_like(x)
-        if states is None:  # ScanTiles.recompute: one state pass at the training forward's tiles
-            _, _, states = _fwd(x, dt, A, B, C, D, h0, ctx.train_cfg, save_states=True, output=False)
-        grads = _bwd(dy, dht, x, dt, A, B, C, D, h0, states, ctx.train_cfg.block_l, ctx.bwd_cfg)
+        grads = _grads(dy, dht, x, dt, A, B, C, D, h0, states, ctx.train_cfg, ctx.bwd_cfg)
         return tuple(g if n else None for g, n in zip(grads, ctx.needs_input_grad))
+
+
+def _prepare(x, dt, A, B, C, D, initial_state, chunk_size) -> list:
+    check_ssm_scan_args(TORCH, x, dt, A, B, C, D, initial_state, step=False)
+    check_int("chunk_size", chunk_size, minimum=1)
+    return [t.contiguous() if t is not None else None for t in (x, dt, A, B, C, D, initial_state)]
 
 
 def ssm_scan(
@@ -335,13 +347,21 @@ def ssm_scan(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract as ``bmojo.ops.ssm_scan.reference.ssm_scan`` (``chunk_size`` is checked; the
     kernel uses its own chunk tile). Differentiable: the backward is a Triton kernel."""
-    check_ssm_scan_args(TORCH, x, dt, A, B, C, D, initial_state, step=False)
-    check_int("chunk_size", chunk_size, minimum=1)
-    args = [t.contiguous() if t is not None else None for t in (x, dt, A, B, C, D, initial_state)]
+    args = _prepare(x, dt, A, B, C, D, initial_state, chunk_size)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
         return SsmScanFn.apply(*args)
     y, final, _ = _fwd(*args, _scan_tiles("fwd", args[0], B.shape[-1]), save_states=False)
     return y, final
+
+
+def ssm_scan_backward(grads, needs, x, dt, A, B, C, D=None, initial_state=None, *, chunk_size=64) -> list:
+    """The explicit backward core's custom op calls (``OpImpl.backward``; torch.compile): the
+    states come from one state pass (as with ``recompute``), not from running the forward again.
+    One gradient per tensor argument."""
+    args = _prepare(x, dt, A, B, C, D, initial_state, chunk_size)
+    N = B.shape[-1]
+    bwd_cfg, train_cfg = _bwd_tiles(args[0], N), _scan_tiles("fwd_train", args[0], N)
+    return list(_grads(*grads, *args, None, train_cfg, bwd_cfg))
 
 
 def _step(state, x, dt, A, B, C, D, out_state):
