@@ -131,11 +131,25 @@ def _clone(cache):
     return copy.deepcopy(cache)
 
 
-def test_assisted_generation_is_refused_with_a_clear_error():
+@pytest.mark.parametrize("how", ["assistant_model", "prompt_lookup_num_tokens", "generation_config"])
+def test_assisted_generation_is_refused_with_a_clear_error(how):
+    """Refused by the model itself, naming the argument: transformers 5.25 no longer checks
+    ``_is_stateful`` and fails later with an unrelated error."""
+    from transformers import GenerationConfig
+
     model = tiny_model("swa")
     ids = torch.randint(1, VOCAB, (1, 5))
-    with pytest.raises(ValueError, match="stateful"):
-        model.generate(ids, assistant_model=tiny_model("swa"), max_new_tokens=3, pad_token_id=PAD)
+    kw = dict(max_new_tokens=3, pad_token_id=PAD)
+    if how == "assistant_model":
+        kw["assistant_model"], where = tiny_model("swa"), r"generate\(assistant_model=\.\.\.\)"
+    elif how == "prompt_lookup_num_tokens":
+        kw["prompt_lookup_num_tokens"], where = 3, r"generate\(prompt_lookup_num_tokens=\.\.\.\)"
+    else:
+        kw["generation_config"] = GenerationConfig(assistant_early_exit=1, max_new_tokens=3, pad_token_id=PAD)
+        del kw["max_new_tokens"], kw["pad_token_id"]
+        where = r"generation_config\.assistant_early_exit"
+    with pytest.raises(ValueError, match=where + ".*stateful.*cannot be rolled back"):
+        model.generate(ids, **kw)
 
 
 def test_generation_continues_from_a_returned_cache():

@@ -233,6 +233,10 @@ class BMojoModel(BMojoPreTrainedModel):
         return out if return_dict else out.to_tuple()
 
 
+def _short(value) -> str:
+    return type(value).__name__ if isinstance(value, nn.Module) else repr(value)
+
+
 class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
     """B'MOJO causal LM. The head is core's: tied to the embedding unless the core config says
     ``tie_embeddings=False`` (then ``model.core.lm_head``)."""
@@ -246,6 +250,29 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
     def core(self) -> BMojoLM:
         """The underlying bmojo-core ``BMojoLM`` (shares every parameter with this model)."""
         return self.model.core
+
+    #: what turns on transformers' assisted (speculative) generation: an argument of ``generate``
+    #: or a field of its generation config
+    _ASSISTED = ("assistant_model", "prompt_lookup_num_tokens", "assistant_early_exit")
+
+    def generate(self, *args, **kwargs):
+        """transformers' ``generate``, refusing assisted generation first: it rolls the decode
+        state back to a shorter prefix after each draft, which B'MOJO's state (SSM state, fading
+        window, eidetic memory) cannot do. transformers itself checked ``_is_stateful`` up to
+        some 5.x release; 5.25 no longer does and fails with an unrelated "requires a cache"."""
+        config = kwargs.get("generation_config", args[1] if len(args) > 1 else None) or self.generation_config
+        for name in self._ASSISTED:
+            value = kwargs.get(name)
+            where = f"generate({name}=...)"
+            if value is None:
+                value, where = getattr(config, name, None), f"generation_config.{name}"
+            if value is not None:
+                raise ValueError(
+                    f"{where}: assisted generation is not supported by {type(self).__name__}: its decode "
+                    "state is stateful (SSM state, fading window, eidetic memory) and cannot be rolled back "
+                    f"to a shorter prefix after a draft is rejected; expected {name}=None, got {_short(value)}"
+                )
+        return super().generate(*args, **kwargs)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.core.embed
