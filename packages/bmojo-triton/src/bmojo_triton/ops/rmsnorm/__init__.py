@@ -22,16 +22,17 @@ def _eps_tensor(eps: float, x: torch.Tensor) -> torch.Tensor:
     return torch.full((1,), float(eps), dtype=TORCH.compute_dtype(x.dtype), device=x.device)
 
 
-def _launch_fwd(x, z, weight, eps, group):
-    y = torch.empty_like(x)
+def _launch(kernel, x, z, weight, tensors, eps, group):
+    """One program per normalisation group: ``kernel(x, z, weight, *tensors, sizes, eps, flags)``,
+    the argument order both kernels share."""
     rows = x.numel() // group
     if rows:
         with on_device(x):
-            _norm_fwd_kernel[(rows,)](
+            kernel[(rows,)](
                 x,
                 z if z is not None else x,
                 weight,
-                y,
+                *tensors,
                 group,
                 x.shape[-1] // group,
                 _eps_tensor(eps, x),
@@ -39,6 +40,11 @@ def _launch_fwd(x, z, weight, eps, group):
                 BLOCK=pow2(group, 1),
                 ACC=acc_dtype(x.dtype),
             )
+
+
+def _launch_fwd(x, z, weight, eps, group):
+    y = torch.empty_like(x)
+    _launch(_norm_fwd_kernel, x, z, weight, (y,), eps, group)
     return y
 
 
@@ -47,24 +53,7 @@ def _norm_bwd(dy, x, z, weight, eps, group):
     dx = torch.empty_like(x)
     dz = torch.empty_like(x) if z is not None else None
     dw_rows = torch.empty(x.shape, dtype=TORCH.compute_dtype(x.dtype), device=x.device)
-    rows = x.numel() // group
-    if rows:
-        with on_device(x):
-            _norm_bwd_kernel[(rows,)](
-                x,
-                z if z is not None else x,
-                weight,
-                dy,
-                dx,
-                dz if dz is not None else dx,
-                dw_rows,
-                group,
-                x.shape[-1] // group,
-                _eps_tensor(eps, x),
-                HAS_Z=z is not None,
-                BLOCK=pow2(group, 1),
-                ACC=acc_dtype(x.dtype),
-            )
+    _launch(_norm_bwd_kernel, x, z, weight, (dy, dx, dz if dz is not None else dx, dw_rows), eps, group)
     dw = dw_rows.reshape(-1, x.shape[-1]).sum(0).to(weight.dtype)
     return dx, dz, dw
 
