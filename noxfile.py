@@ -116,9 +116,12 @@ def neuron(session: nox.Session) -> None:
 def triton(session: nox.Session) -> None:
     """bmojo-triton's kernel tests (tests/triton_backend) on CPU under the Triton interpreter; on a GPU
     machine run ``pytest tests/triton_backend --bmojo-device=cuda`` instead (see docs/backends/triton.md)."""
-    session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "-e", TRITON_CPU)
+    session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "-e", TRITON_CPU, "pytest-xdist")
     env = {"PYTHONHASHSEED": "0", **TRITON_ENV}
-    session.run("python", "-m", "pytest", "tests/triton_backend", "-q", *QUIET, *session.posargs, env=env)
+    # One interpreter process per core (OMP_NUM_THREADS=1 each): the interpreter is single-threaded
+    # Python, so on CI's 2 cores this halves the session; `-- -n 0` runs it in one process.
+    xdist = ("-n", "auto")
+    session.run("python", "-m", "pytest", "tests/triton_backend", "-q", *xdist, *QUIET, *session.posargs, env=env)
     release(session)
 
 

@@ -146,6 +146,17 @@ def pytest_configure(config):
     )
 
 
+#: dtypes by precision (mantissa bits), most precise first
+_BY_PRECISION = ("float64", "float32", "float16", "bfloat16")
+
+
+def most_precise_dtype(config) -> str:
+    """The most precise of the run's ``--bmojo-dtypes``: where a check does not depend on the
+    dtype, it runs once, where its tolerance is tightest."""
+    dtypes = _run(config).dtypes
+    return next((d for d in _BY_PRECISION if d in dtypes), dtypes[0])
+
+
 def _run(config) -> _Run:
     return config.stash[_KEY]
 

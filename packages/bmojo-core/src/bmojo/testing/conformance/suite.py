@@ -33,6 +33,7 @@ from bmojo.testing.conformance.cases import (
     Case,
     noncontiguous,
 )
+from bmojo.testing.conformance.plugin import most_precise_dtype
 from bmojo.testing.conformance.tolerances import TOLERANCES
 
 #: Ops each layer preset runs (a block: RMSNorm, mixer, MLP); the test needs one of them provided.
@@ -219,8 +220,9 @@ class ConformanceSuite(_Guard):
 
     @pytest.mark.bmojo_conformance
     @pytest.mark.parametrize("case", _params(GRAD_CASES))
-    def test_backward(self, backend, case: Case, bmojo_dtype, bmojo_seed):
-        """Gradients of every floating input, for random upstream gradients on every output."""
+    def test_backward(self, backend, case: Case, bmojo_dtype, bmojo_seed, pytestconfig):
+        """Gradients of every floating input, for random upstream gradients on every output (for an
+        op with an explicit backward and ``eager_autograd``, through both doors)."""
         backend.require(case.op)
         dtype = getattr(torch, bmojo_dtype)
         tol = TOLERANCES[bmojo_dtype]
@@ -248,9 +250,12 @@ class ConformanceSuite(_Guard):
         actual = run(_dispatched(case.op), backend.use())
         assert_matches(actual, expected, tol.grad_atol, tol.grad_rtol, f"grad {case.op}")
         impl = backend.status.backend.ops[case.op]
-        if impl.backward is not None and impl.eager_autograd:
+        if impl.backward is not None and impl.eager_autograd and bmojo_dtype == most_precise_dtype(pytestconfig):
             # Two doors to this backend's gradients: eager autograd records fn's own graph (above);
-            # the custom op (torch.compile) calls the explicit backward instead — checked too.
+            # the custom op (torch.compile) calls the explicit backward instead — checked too, in
+            # the run's most precise dtype only (tightest tolerance): what differs between the
+            # doors is argument and output wiring, not arithmetic (every dtype's arithmetic is
+            # checked through the first door).
             gen.manual_seed(bmojo_seed + 1)
             actual = run(_dispatched(case.op), _custom_op(backend))
             assert_matches(actual, expected, tol.grad_atol, tol.grad_rtol, f"grad {case.op} (explicit backward)")
