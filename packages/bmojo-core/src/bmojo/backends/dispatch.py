@@ -429,7 +429,6 @@ def _register_autograd(d: OpDef):
             ctx.backend, impl = None, None
         # An explicit backward that takes the outputs gets them kept; no one else pays for that.
         kept = outs if impl is not None and impl.backward is not None and impl.backward_outputs else ()
-        ctx.n_inputs = len(d.tensor_params)
         ctx.save_for_backward(*[inputs[i] for i in d.tensor_params], *kept)
 
     def backward(ctx, *grads):
@@ -444,7 +443,7 @@ def _register_autograd(d: OpDef):
         saved = ctx.saved_tensors
         for i, t in zip(d.tensor_params, saved):
             values[i] = t
-        kept = list(saved[ctx.n_inputs :])
+        kept = list(saved[len(d.tensor_params) :])
         for i, v in ctx.others.items():
             values[i] = v
         grads = [

@@ -438,9 +438,10 @@ def bmojo_attention(
     """Same contract as ``bmojo.ops.bmojo_attention.reference.bmojo_attention``; one fused Triton
     pass (forward and backward). ``block_size`` is checked and otherwise unused."""
     grads = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, kf, vf, ek, ev))
-    kw = dict(q_start=q_start, window=window, fading_window=fading_window, eidetic_chunk=eidetic_chunk)
-    kw.update(scale=scale, block_size=block_size, fading_offset=fading_offset, grads=grads)
-    tensors, meta = _prepare(q, k, v, kf, vf, ek, ev, epos, **kw)
+    tensors, meta = _prepare(
+        q, k, v, kf, vf, ek, ev, epos, q_start=q_start, window=window, fading_window=fading_window,
+        eidetic_chunk=eidetic_chunk, scale=scale, block_size=block_size, fading_offset=fading_offset, grads=grads,
+    )  # fmt: skip
     return BMojoAttentionFn.apply(*tensors, meta)
 
 

@@ -290,6 +290,11 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, cfg: ScanTiles):
     return dx, ddt, dA, dB, dC, dD, (dh0 if h0 is not None else None)
 
 
+def _backward_configs(x: torch.Tensor, N: int) -> tuple[ScanTiles, ScanTiles]:
+    """(the training forward's config, the backward's), resolved together before any launch."""
+    return _scan_tiles("fwd_train", x, N), _bwd_tiles(x, N)
+
+
 def _grads(dy, dht, x, dt, A, B, C, D, h0, states, train_cfg: ScanTiles, bwd_cfg: ScanTiles):
     """The backward given the chunk-entry states (None: recomputed here, one state pass at the
     training forward's tiles)."""
@@ -308,8 +313,8 @@ class SsmScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D, h0):
         N = B.shape[-1]
-        ctx.bwd_cfg = _bwd_tiles(x, N)  # resolved before any launch
-        ctx.train_cfg = train = _scan_tiles("fwd_train", x, N)
+        train, ctx.bwd_cfg = _backward_configs(x, N)  # resolved before any launch
+        ctx.train_cfg = train
         recompute = _RECOMPUTE[0]  # recompute_states() in force, else the table's choice
         if recompute is None:
             recompute = train.recompute
@@ -359,9 +364,7 @@ def ssm_scan_backward(grads, needs, x, dt, A, B, C, D=None, initial_state=None, 
     states come from one state pass (as with ``recompute``), not from running the forward again.
     One gradient per tensor argument."""
     args = _prepare(x, dt, A, B, C, D, initial_state, chunk_size)
-    N = B.shape[-1]
-    bwd_cfg, train_cfg = _bwd_tiles(args[0], N), _scan_tiles("fwd_train", args[0], N)
-    return list(_grads(*grads, *args, None, train_cfg, bwd_cfg))
+    return list(_grads(*grads, *args, None, *_backward_configs(args[0], B.shape[-1])))
 
 
 def _step(state, x, dt, A, B, C, D, out_state):
