@@ -45,9 +45,17 @@ KIB = 1024
         (90, 16, 8, 0, 8, "warps"),
         # 255 regs x 16 warps = 131072 > 64K registers per CTA: does not launch
         (90, 255, 16, 0, 0, "launch fails"),
-        # more shared memory than one CTA may have (227 KiB on sm_90, 163 KiB on sm_80)
+        # sm_86/sm_89: 48 warps and 16 / 24 CTAs per SM, 100 KiB of shared memory per SM:
+        # 24 regs, 1 warp: the CTA cap binds (16, 24); 16 regs, 8 warps: 48 // 8 = 6 CTAs;
+        # 50 KiB + 1 KiB reserved = 52224 B: 102400 // 52224 = 1
+        (86, 24, 1, 0, 16, "ctas"),
+        (89, 24, 1, 0, 24, "ctas"),
+        (86, 16, 8, 0, 6, "warps"),
+        (89, 32, 4, 50 * KIB, 1, "smem"),
+        # more shared memory than one CTA may have (227 KiB on sm_90, 163 KiB on sm_80, 99 on sm_86)
         (90, 32, 4, 227 * KIB + 1, 0, "launch fails"),
         (80, 32, 4, 164 * KIB, 0, "launch fails"),
+        (86, 32, 4, 99 * KIB + 1, 0, "launch fails"),
     ],
 )
 def test_occupancy_hand_computed(arch, regs, warps, smem, ctas, limiter):
@@ -78,8 +86,8 @@ def test_occupancy_rejects_bad_input(kwargs, match):
 
 
 def test_unknown_arch_is_an_error():
-    with pytest.raises(ValueError, match=r"arch: expected one of \[80, 90\].*got 86"):
-        R.sm_limits(86)
+    with pytest.raises(ValueError, match=r"arch: expected one of \[80, 86, 89, 90\].*got 75"):
+        R.sm_limits(75)
 
 
 # ----- parsers -----
@@ -373,3 +381,50 @@ def test_tune_flips_each_flag_at_the_default_and_at_the_best_tile_shape():
     grp.run(float("inf"))
     del ROWS[start:]
     assert dqs[0] == "split" and len(dqs) > 2 and set(dqs[1:]) == {"atomic"}, dqs
+
+
+# ----- the fit ladder against a real compile: the scan's training backward on sm_86 -----
+FIT_SCRIPT = r"""
+import json, torch
+from bmojo_triton import aot
+from bmojo_triton.ops.ssm_scan import ssm_scan
+out = {}
+for arch in (86, 90):
+    log = []
+    with aot.compile_instead_of_launch(arch, log, inspect=True) as session:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 64, 2, 64, generator=g).bfloat16().requires_grad_()
+        dt = (torch.rand(1, 64, 2, generator=g) * 0.1 + 0.01).bfloat16().requires_grad_()
+        A = (-torch.rand(2, generator=g) - 0.5).bfloat16().requires_grad_()
+        B, C = (torch.randn(1, 64, 1, 128, generator=g).bfloat16().requires_grad_() for _ in range(2))
+        D = torch.randn(2, generator=g).bfloat16().requires_grad_()
+        aot._backward(ssm_scan(x, dt, A, B, C, D))
+    out[arch] = dict(
+        launched=[[v.kernel, v.constexprs["BLOCK_P"], v.num_stages, v.resources.smem] for v in log],
+        refused=session.refused,
+    )
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(R.cuobjdump() is None, reason="Triton's cuobjdump is not available (TRITON_CUOBJDUMP_PATH)")
+def test_sm86_compile_steps_the_scan_backward_down():
+    """Mamba-2's P = 64, N = 128 in bfloat16: the table's training backward (all of P, 3 stages)
+    needs more than the 99 KiB an sm_86/sm_89 CTA may have, so the compile for sm_86 refuses it as
+    the driver would and the launcher steps down to a variant that fits; on sm_90 (227 KiB) the
+    table's config launches as it is."""
+    env = dict(os.environ, TRITON_INTERPRET="0", OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", FIT_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    limit = {"86": R.sm_limits(86).smem_per_block, "90": R.sm_limits(90).smem_per_block}
+    for arch, got in out.items():
+        assert all(smem <= limit[arch] for _, _, _, smem in got["launched"]), got
+    bwd = {arch: [row for row in got["launched"] if row[0] == "_ssd_bwd_kernel"] for arch, got in out.items()}
+    assert [row[1:3] for row in bwd["90"]] == [[64, 3]] and out["90"]["refused"] == []
+    assert len(bwd["86"]) == 1 and bwd["86"][0][1:3] != [64, 3]  # a smaller rung
+    assert len(out["86"]["refused"]) >= 1
+    assert all("_ssd_bwd_kernel" in line and "the launcher stepped down" in line for line in out["86"]["refused"])
+    assert "P64 N128 w8 s3" in out["86"]["refused"][0]

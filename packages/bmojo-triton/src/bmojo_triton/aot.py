@@ -61,6 +61,7 @@ class _Session:
 
     def __init__(self, log: list, inspect: bool):
         self.log, self.inspect, self.case = log, inspect, ""
+        self.refused: list[str] = []  # what the target refused, a line each
 
 
 @contextlib.contextmanager
@@ -68,25 +69,33 @@ def compile_instead_of_launch(arch: int, log: list, *, inspect: bool = False):
     """Inside the block, ``kernel[grid](...)`` compiles for ``cuda:arch`` (specialised as a real
     launch would be) and appends a :class:`Variant` to ``log`` for each variant not compiled yet in
     this block; ``inspect``: with its static resources. Yields a session whose ``case`` attribute
-    labels the variants compiled from then on."""
+    labels the variants compiled from then on.
+
+    A variant needing more shared memory than one CTA may have on ``arch`` (where
+    ``resources.SM_LIMITS`` knows it) is refused as the driver would refuse it: Triton's
+    ``OutOfResources``, so the launchers' fit ladder (``TileTable.fitting``) steps down exactly as
+    on that GPU. Refused variants are not logged; ``session.refused`` describes them."""
     import triton
     from triton import knobs
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     from triton.compiler.compiler import make_backend
+    from triton.runtime.errors import OutOfResources
     from triton.runtime.jit import JITFunction, create_function_from_signature
 
-    from bmojo_triton.resources import inspect_compiled
+    from bmojo_triton.resources import SM_LIMITS, inspect_compiled
 
     if not hasattr(JITFunction, "_pack_args"):
         raise RuntimeError(
             f"bmojo_triton.aot follows the JIT internals of triton 3.6 (JITFunction._pack_args); "
             f"triton {triton.__version__} lacks them"
         )
+    limits = SM_LIMITS.get(arch)
+    smem_limit = limits.smem_per_block if limits is not None else float("inf")
     target = GPUTarget("cuda", arch, 32)
     backend = make_backend(target)
     session = _Session(log, inspect)
-    seen: set = set()
+    seen: dict = {}  # variant key -> its shared memory (bytes)
     binders: dict = {}
     original = JITFunction.__getitem__
 
@@ -99,18 +108,27 @@ def compile_instead_of_launch(arch: int, log: list, *, inspect: bool = False):
                 binders[self] = create_function_from_signature(self.signature, self.params, backend)
             bound, spec, options = binders[self](*args, **kwargs)
             key = (self.cache_key, str(spec), str(sorted(options.items())))
-            if key in seen:
-                return None
-            opts, signature, constexprs, attrs = self._pack_args(backend, kwargs, bound, spec, options)
-            t0 = time.perf_counter()
-            src = ASTSource(self, signature, constexprs, attrs)
-            compiled = triton.compile(src, target=target, options=opts.__dict__)
-            seen.add(key)
-            const = {p.name: bound[p.name] for p in self.params if p.is_constexpr}
-            var = Variant(self.__name__, const, opts.num_warps, opts.num_stages, time.perf_counter() - t0, session.case)
-            if session.inspect:
-                var.resources = inspect_compiled(compiled)
-            session.log.append(var)
+            if key not in seen:
+                opts, signature, constexprs, attrs = self._pack_args(backend, kwargs, bound, spec, options)
+                t0 = time.perf_counter()
+                src = ASTSource(self, signature, constexprs, attrs)
+                compiled = triton.compile(src, target=target, options=opts.__dict__)
+                seen[key] = compiled.metadata.shared
+                const = {p.name: bound[p.name] for p in self.params if p.is_constexpr}
+                var = Variant(
+                    self.__name__, const, opts.num_warps, opts.num_stages, time.perf_counter() - t0, session.case
+                )
+                if seen[key] > smem_limit:
+                    session.refused.append(
+                        f"{var.case}: {var.kernel} {var.blocks()} w{var.num_warps} s{var.num_stages} needs "
+                        f"{seen[key] / 1024:.1f} KiB (the launcher stepped down)"
+                    )
+                else:
+                    if session.inspect:
+                        var.resources = inspect_compiled(compiled)
+                    session.log.append(var)
+            if seen[key] > smem_limit:  # as the driver refuses it at launch (CompiledKernel._init_handles)
+                raise OutOfResources(seen[key], smem_limit, "shared memory")
             return None
 
         return launch
@@ -181,6 +199,20 @@ def _scan_backward_options(
     return ssm_scan.TILES.override(bwd=cfg, fwd_train=train)
 
 
+@contextlib.contextmanager
+def _opt_in_noted(session: _Session, label: str):
+    """Inside the block, an opt-in variant (a tile override) the target refuses is noted in
+    ``session.refused`` instead of ending the run (overrides are never stepped down)."""
+    from bmojo_triton.ops._triton_utils import TilesDoNotFit
+
+    try:
+        yield
+    except TilesDoNotFit as err:
+        if not err.overridden:
+            raise
+        session.refused.append(f"{label}: an opt-in variant, not run: {err}")
+
+
 def _backward(out) -> None:
     outs = [out] if isinstance(out, torch.Tensor) else list(out)
     diff = [o for o in outs if isinstance(o, torch.Tensor) and o.requires_grad]
@@ -189,14 +221,20 @@ def _backward(out) -> None:
 
 
 def run_all(
-    arch: int, dtypes=(torch.float32, torch.bfloat16, torch.float16, torch.float64), inspect=False, only=()
+    arch: int,
+    dtypes=(torch.float32, torch.bfloat16, torch.float16, torch.float64),
+    inspect=False,
+    only=(),
+    refused: list | None = None,
 ) -> list:
     """Launch every op (forward and backward where the backend has one) on tiny CPU inputs; the
     attention backward in both dQ variants (the default "split" and the opt-in "atomic"), the
     attention without the interior split, its dK/dV kernels transposed (both dQ variants), and
     the scan with its opt-in options (``_scan_options``, ``_scan_backward_options``).
     ``only``: the cases whose "op name" label contains one of these strings (default: all).
-    Returns the compiled :class:`Variant` list."""
+    Returns the compiled :class:`Variant` list (the launched ones); ``refused`` (a list) gets a
+    line per variant the target refused (the launcher stepped down from it) and per opt-in
+    variant that does not fit the target at all."""
     from bmojo.testing.conformance.cases import CASES
 
     from bmojo_triton.ops import bmojo_attention as att
@@ -240,8 +278,10 @@ def run_all(
                         _scan_backward_options(args[0], args[3].shape[-1], 16, recompute=False),
                     ]
                 for variant in variants:
-                    with variant:
+                    with variant, _opt_in_noted(session, label):
                         _backward(fn(*args, **kw))
+    if refused is not None:
+        refused.extend(session.refused)
     return log
 
 
@@ -417,10 +457,13 @@ def parse_tiles(text: str, dtype: torch.dtype):
     return table, kernel, replace(table.lookup(kernel, _table_key(op, dtype)), **changes)
 
 
-def report(arch: int, dtype: torch.dtype, overrides=(), shape: str = "bench", only=()) -> list:
+def report(
+    arch: int, dtype: torch.dtype, overrides=(), shape: str = "bench", only=(), refused: list | None = None
+) -> list:
     """Compile (and inspect) every variant at ``shape`` ("bench": the GPU benchmark's calls;
     "conformance": every conformance case), with ``overrides`` (:func:`parse_tiles` results) in
-    force; ``only``: the cases whose label contains one of these strings."""
+    force; ``only``: the cases whose label contains one of these strings; ``refused``: as
+    :func:`run_all`'s."""
     with contextlib.ExitStack() as stack:
         by_table: dict = {}
         for table, kernel, cfg in overrides:
@@ -428,14 +471,17 @@ def report(arch: int, dtype: torch.dtype, overrides=(), shape: str = "bench", on
         for table, cfgs in by_table.values():
             stack.enter_context(table.override(**cfgs))
         if shape == "conformance":
-            return run_all(arch, (dtype,), inspect=True, only=only)
+            return run_all(arch, (dtype,), inspect=True, only=only, refused=refused)
         log: list = []
         with compile_instead_of_launch(arch, log, inspect=True) as session:
             for label, run in bench_cases(dtype):
                 if only and not any(o in label for o in only):
                     continue
                 session.case = label
-                run()
+                with _opt_in_noted(session, label):
+                    run()
+        if refused is not None:
+            refused.extend(session.refused)
         return log
 
 
@@ -520,7 +566,9 @@ def main(argv=None) -> int:
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise SystemExit("unset TRITON_INTERPRET: the interpreter does not compile")
     ap = argparse.ArgumentParser(prog="python -m bmojo_triton.aot", description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", type=int, action="append", help="compute capability x10 (default: 80 and 90)")
+    ap.add_argument(
+        "--arch", type=int, action="append", help="compute capability x10, one of 80, 86, 89, 90 (default: 80 and 90)"
+    )
     ap.add_argument("--report", action="store_true", help="print each variant's static resources (one --arch)")
     ap.add_argument("--dtype", default="bfloat16", help="--report: the inputs' dtype (default bfloat16)")
     ap.add_argument("--shape", choices=("bench", "conformance"), default="bench", help="--report: which launches")
@@ -538,23 +586,30 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--json", type=Path, default=None, help="--report: also write the rows here")
     a = ap.parse_args(argv)
+    from bmojo_triton.resources import cuobjdump, sm_limits
+
+    for arch in a.arch or []:
+        try:
+            sm_limits(arch)
+        except ValueError as err:
+            ap.error(str(err))
     if not a.report:
         if a.tiles or a.json or a.case:
             ap.error("--tiles, --case and --json need --report")
         for arch in a.arch or [80, 90]:
             t0 = time.perf_counter()
-            log = run_all(arch)
-            print(f"sm_{arch}: compiled {len(log)} kernel variants in {time.perf_counter() - t0:.1f} s")
+            refused: list = []
+            log = run_all(arch, refused=refused)
+            print(
+                f"sm_{arch}: compiled {len(log)} kernel variants in {time.perf_counter() - t0:.1f} s"
+                f" ({len(refused)} refused for shared memory)"
+            )
+            for line in refused:
+                print(f"  refused on sm_{arch}: {line}")
         return 0
-    from bmojo_triton.resources import cuobjdump, sm_limits
-
     if a.arch and len(a.arch) > 1:
         ap.error(f"--report takes one --arch, got {a.arch}")
     arch = a.arch[0] if a.arch else 90
-    try:
-        sm_limits(arch)
-    except ValueError as err:
-        ap.error(str(err))
     dtype = getattr(torch, a.dtype, None)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         ap.error(f"--dtype: expected a floating dtype name (bfloat16, float16, float32, float64), got {a.dtype!r}")
@@ -565,13 +620,16 @@ def main(argv=None) -> int:
     if cuobjdump() is None:
         raise SystemExit("--report needs cuobjdump (shipped in triton's wheel, or TRITON_CUOBJDUMP_PATH)")
     t0 = time.perf_counter()
-    log = report(arch, dtype, overrides, a.shape, a.case)
+    refused: list = []
+    log = report(arch, dtype, overrides, a.shape, a.case, refused)
     if not log:
         raise SystemExit(f"--report: no case matched --case {a.case}")
     opts = "".join(f", --tiles {t}" for t in a.tiles) + "".join(f", --case {c!r}" for c in a.case)
     print(f"sm_{arch} {a.dtype}, {a.shape} shapes{opts}:")
     print(table(log, arch))
     print(f"{len(log)} variants compiled and inspected in {time.perf_counter() - t0:.1f} s (compile-time figures)")
+    for line in refused:
+        print(f"refused on sm_{arch}: {line}")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         meta = dict(arch=arch, dtype=a.dtype, shape=a.shape, tiles=a.tiles, cases=a.case)

@@ -59,9 +59,13 @@ class SmLimits:
 
 KIB = 1024
 #: The targets the report supports: A100-class sm_80 (164 KiB shared memory per SM, 163 KiB per
-#: block) and H100/H200 sm_90 (228 KiB, 227 KiB); both 64K registers, 64 warps, 32 CTAs per SM.
+#: block; 64 warps, 32 CTAs per SM), the GA10x (A10, A40, RTX 30) sm_86 and Ada (L4, L40S,
+#: RTX 40) sm_89 parts (100 KiB per SM, 99 KiB per block; 48 warps; 16 and 24 CTAs per SM), and
+#: H100/H200 sm_90 (228 KiB, 227 KiB; 64 warps, 32 CTAs); all 64K registers per SM and per CTA.
 SM_LIMITS = {
     80: SmLimits(80, smem_per_sm=164 * KIB, smem_per_block=163 * KIB),
+    86: SmLimits(86, smem_per_sm=100 * KIB, smem_per_block=99 * KIB, max_warps_per_sm=48, max_ctas_per_sm=16),
+    89: SmLimits(89, smem_per_sm=100 * KIB, smem_per_block=99 * KIB, max_warps_per_sm=48, max_ctas_per_sm=24),
     90: SmLimits(90, smem_per_sm=228 * KIB, smem_per_block=227 * KIB),
 }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import itertools
 
@@ -15,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 from bmojo.argcheck import fail
+from triton.runtime.errors import OutOfResources
 
 #: Smallest block edge ``tl.dot`` accepts; smaller dimensions are padded (masked loads).
 MIN_DOT = 16
@@ -101,9 +103,57 @@ def check_launch(owner: str, blocks: dict[str, int | None], num_warps: int, num_
         fail(f"{owner}.num_stages", "an int >= 1", num_stages)
 
 
+def smaller_config(cfg, blocks: tuple[str, ...]):
+    """The fit ladder's next rung below the launch config ``cfg`` (a frozen dataclass with
+    ``num_stages`` and the block fields ``blocks``, resolved: None is left alone): ``num_stages``
+    down to 2, then each block in ``blocks`` order halved down to 16, then ``num_stages`` 1; None
+    at the bottom. Every rung is strictly smaller, so a walk ends."""
+    if cfg.num_stages > 2:
+        return dataclasses.replace(cfg, num_stages=cfg.num_stages - 1)
+    for name in blocks:
+        v = getattr(cfg, name)
+        if v is not None and v > MIN_DOT:
+            return dataclasses.replace(cfg, **{name: v // 2})
+    if cfg.num_stages > 1:
+        return dataclasses.replace(cfg, num_stages=1)
+    return None
+
+
+class LaunchRefused(Exception):
+    """The GPU refused to launch one of a table's kernels: its compiled variant needs more shared
+    memory (or threads) than the GPU has — Triton's ``OutOfResources``, raised when the compiled
+    kernel is loaded, before it runs. Carries the table, its kernel name and the config (blocks
+    resolved) it launched with; that table's :meth:`TileTable.fitting` catches it."""
+
+    def __init__(self, table: TileTable, kernel: str, config, err: OutOfResources):
+        super().__init__(f"{table.op} {kernel} at {config}: {err}")
+        self.table, self.kernel, self.config, self.err = table, kernel, config, err
+
+
+@contextlib.contextmanager
+def refused_as(table: TileTable, kernel: str, config):
+    """Around one launch of ``table``'s ``kernel`` at ``config``: Triton's ``OutOfResources``
+    becomes :class:`LaunchRefused` naming them."""
+    try:
+        yield
+    except OutOfResources as err:
+        raise LaunchRefused(table, kernel, config, err) from err
+
+
+class TilesDoNotFit(ValueError):
+    """No launch config of a table's kernel fits this GPU (:meth:`TileTable.fitting`):
+    ``overridden`` — the config came from an active override, which is never changed; otherwise
+    the ladder's last rung was refused too."""
+
+    def __init__(self, name: str, expected: str, got: str, *, overridden: bool):
+        super().__init__(f"{name}: expected {expected}, got {got}")
+        self.overridden = overridden
+
+
 class TileTable:
     """An op's launch configs per kernel: one table for GPUs, one config per kernel for the
-    interpreter, and an override for tuning and tests.
+    interpreter, an override for tuning and tests, and the smaller configs :meth:`fitting` chose
+    where the GPU refused the table's.
 
     ``gpu[kernel]`` maps a key tuple (named by ``key_names``, e.g. head-dim block and dtype
     itemsize) to a config; 0 in a key position matches anything, and the most specific entry wins
@@ -121,6 +171,7 @@ class TileTable:
         if set(interpreter) != set(gpu):
             raise ValueError(f"{op} tiles: interpreter kernels {sorted(interpreter)} != gpu kernels {sorted(gpu)}")
         self._override: contextvars.ContextVar[dict] = contextvars.ContextVar(f"{op}_tiles", default=None)
+        self._fitted: contextvars.ContextVar[dict] = contextvars.ContextVar(f"{op}_fitted", default=None)
         #: lookup results: the tables are data fixed in the source (a launch pays for the search
         #: once per key, not per call — a decode step launches several kernels per layer)
         self._cache: dict = {}
@@ -131,13 +182,58 @@ class TileTable:
 
     def get(self, kernel: str, key: tuple, device: torch.device):
         """The config for ``kernel``: the override if one is active, else the interpreter's (CPU
-        tensors) or the GPU table's most specific entry for ``key``."""
+        tensors), else the smaller config :meth:`fitting` is trying, else the GPU table's most
+        specific entry for ``key``."""
         over = self._override.get() or {}
         if kernel in over:
             return over[kernel]
         if not gpu_path(device):
             return self.interpreter[kernel]
+        fitted = self._fitted.get() or {}
+        if kernel in fitted:
+            return fitted[kernel]
         return self.lookup(kernel, key)
+
+    def fitting(self, device: torch.device, run):
+        """``run()``, where each launch of this table's kernels sits in :func:`refused_as`; if the
+        GPU refuses one (:class:`LaunchRefused`: its variant needs more shared memory or threads
+        than this GPU has — the tables are chosen on an H100/H200, an RTX/L4-class GPU has 99 KiB
+        of shared memory per block, an A100 163 KiB, and what a kernel needs grows with the head
+        or state size and the dtype), ``run()`` runs again from the start with that kernel's
+        config one rung smaller (the config's ``smaller()``), until every launch fits. Launchers
+        must only write tensors they allocate, so a run cut short leaves nothing behind.
+
+        Each call walks from the table's entries again: which config a call gets depends on the
+        call and the GPU only, never on earlier calls. A refused rung costs one launch attempt
+        (the compiled variant is cached; no kernel runs). A kernel named in an active
+        :meth:`override` is never changed: its refusal is an error naming the config, as is a
+        refusal at the last rung."""
+        if not gpu_path(device):
+            return run()
+        chosen = dict(self._fitted.get() or {})
+        refusals: set = set()
+        while True:
+            token = self._fitted.set(chosen)
+            try:
+                return run()
+            except LaunchRefused as refused:
+                if refused.table is not self:
+                    raise  # another table's kernel: that table's fitting decides
+                err, cfg = refused.err, refused.config
+                if (refused.kernel, cfg) in refusals:  # the launcher did not take the smaller config
+                    raise RuntimeError(f"{self.op} {refused.kernel}: refused at {cfg} twice") from refused
+                refusals.add((refused.kernel, cfg))
+                what = f"a launch config that fits this GPU ({err.name}: {err.limit} available)"
+                if refused.kernel in (self._override.get() or {}):
+                    name = f"{self.op} tile override {refused.kernel}"
+                    raise TilesDoNotFit(name, what, f"{cfg}, which needs {err.required}", overridden=True) from refused
+                smaller = cfg.smaller()
+                if smaller is None:
+                    got = f"none: the smallest, {cfg}, needs {err.required} at these sizes and dtype"
+                    raise TilesDoNotFit(f"{self.op} tiles {refused.kernel}", what, got, overridden=False) from refused
+                chosen = {**chosen, refused.kernel: smaller}
+            finally:
+                self._fitted.reset(token)
 
     def lookup(self, kernel: str, key: tuple):
         """The GPU table's most specific entry for ``key`` (see the class docstring)."""

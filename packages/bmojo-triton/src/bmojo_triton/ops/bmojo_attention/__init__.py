@@ -35,6 +35,8 @@ from bmojo_triton.ops._triton_utils import (
     gpu_path,
     on_device,
     pow2,
+    refused_as,
+    smaller_config,
     upcast,
 )
 from bmojo_triton.ops.bmojo_attention.bwd import (
@@ -86,6 +88,12 @@ class AttnTiles:
         if not isinstance(self.transposed, bool):
             fail("AttnTiles.transposed", "a bool", repr(self.transposed))
 
+    def smaller(self) -> AttnTiles | None:
+        """The next rung down when the GPU refuses this config (``TileTable.fitting``):
+        ``num_stages`` down to 2, then ``block_n`` and then ``block_m`` halved down to 16, then
+        ``num_stages`` 1; None below that. Stages go first because they change no tile shape."""
+        return smaller_config(self, ("block_n", "block_m"))
+
     def launch(self) -> dict:
         """Launch kwargs of the fwd, dQ and band dK/dV kernels."""
         return dict(
@@ -129,11 +137,12 @@ def _config(kernel: str, q: torch.Tensor) -> AttnTiles:
     return cfg
 
 
-def _tiles(kernel: str, q: torch.Tensor) -> tuple[dict, int]:
+def _tiles(kernel: str, q: torch.Tensor) -> tuple[dict, int, AttnTiles]:
     """Launch kwargs (BLOCK_M, BLOCK_N, num_warps, num_stages, and SPLIT_INTERIOR except for the
-    eidetic dK/dV kernel) of ``kernel`` for q, and BLOCK_D (the head dimension padded to a power
-    of two >= 16; loads are masked)."""
-    return dict(_launch(_config(kernel, q), q.shape[1] <= MIN_DOT, kernel)), pow2(q.shape[-1])
+    eidetic dK/dV kernel) of ``kernel`` for q, BLOCK_D (the head dimension padded to a power of
+    two >= 16; loads are masked), and the config (for ``refused_as``)."""
+    cfg = _config(kernel, q)
+    return dict(_launch(cfg, q.shape[1] <= MIN_DOT, kernel)), pow2(q.shape[-1]), cfg
 
 
 @functools.lru_cache(maxsize=256)
@@ -213,9 +222,9 @@ def _fwd(q, k, v, kf, vf, ek, ev, epos, meta: _Meta):
     b, T, H, _ = q.shape
     o = torch.empty_like(q)
     lse = torch.empty(b, H, T, dtype=TORCH.compute_dtype(q.dtype), device=q.device)
-    launch, bd = _tiles("fwd", q)
+    launch, bd, cfg = _tiles("fwd", q)
     srcs, strides, sizes, flags = _walk_args(q, k, v, kf, vf, ek, ev, epos, lse, meta)
-    with on_device(q):
+    with on_device(q), refused_as(TILES, "fwd", cfg):
         _attn_fwd_kernel[(triton.cdiv(T, launch["BLOCK_M"]), b * H)](
             *srcs,
             o,
@@ -260,8 +269,8 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
             BLOCK_D=pow2(Dh),
             ACC=consts["ACC"],
         )
-    l_band, bd = _tiles("bwd_dkdv", q)
-    l_eid, _ = _tiles("bwd_dkdv_eidetic", q)
+    l_band, bd, c_band = _tiles("bwd_dkdv", q)
+    l_eid, _, c_eid = _tiles("bwd_dkdv_eidetic", q)
     # "atomic": the dK/dV kernels add dQ into dq_acc (accumulator dtype), no dQ kernel; without a
     # wanted dq nothing is added (and, as in "split", only the sources whose gradients are wanted
     # or which feed dQ are walked)
@@ -272,57 +281,59 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
     dq_args = (dq_acc, *dq_acc.stride()) if dq_acc is not None else (q, *q.stride())  # q: never read
     with on_device(q):
         if not atomic and needs[0]:  # "split": the dQ kernel only when dq is wanted
-            l_dq, _ = _tiles("bwd_dq", q)
+            l_dq, _, c_dq = _tiles("bwd_dq", q)
             dq = torch.empty_like(q)
             srcs, strides, sizes, flags = _walk_args(q, k, v, kf, vf, ek, ev, epos, lse, meta)
-            _attn_bwd_dq_kernel[(triton.cdiv(T, l_dq["BLOCK_M"]), b * H)](
-                *srcs,
-                do,
-                lse,
-                dlt,
-                dq,
-                *strides,
-                *do.stride(),
-                *lse.stride(),
-                *sizes,
-                **flags,
-                BLOCK_D=bd,
-                **l_dq,
-                **consts,
-            )
+            with refused_as(TILES, "bwd_dq", c_dq):
+                _attn_bwd_dq_kernel[(triton.cdiv(T, l_dq["BLOCK_M"]), b * H)](
+                    *srcs,
+                    do,
+                    lse,
+                    dlt,
+                    dq,
+                    *strides,
+                    *do.stride(),
+                    *lse.stride(),
+                    *sizes,
+                    **flags,
+                    BLOCK_D=bd,
+                    **l_dq,
+                    **consts,
+                )
 
         def band(kk, vv, offset, width):
             dk, dv = torch.empty_like(kk), torch.empty_like(vv)
-            _attn_bwd_dkdv_band_kernel[(triton.cdiv(kk.shape[1], l_band["BLOCK_N"]), b * Hkv)](
-                q,
-                do,
-                lse,
-                dlt,
-                kk,
-                vv,
-                dk,
-                dv,
-                dq_args[0],
-                *q.stride(),
-                *do.stride(),
-                *lse.stride(),
-                *kk.stride(),
-                *vv.stride(),
-                *dq_args[1:],
-                T,
-                kk.shape[1],
-                Hkv,
-                G,
-                Dh,
-                meta.q_start,
-                offset,
-                width,
-                meta.scale_t,
-                BLOCK_D=bd,
-                ATOMIC_DQ=dq_acc is not None,
-                **l_band,
-                **consts,
-            )
+            with refused_as(TILES, "bwd_dkdv", c_band):
+                _attn_bwd_dkdv_band_kernel[(triton.cdiv(kk.shape[1], l_band["BLOCK_N"]), b * Hkv)](
+                    q,
+                    do,
+                    lse,
+                    dlt,
+                    kk,
+                    vv,
+                    dk,
+                    dv,
+                    dq_args[0],
+                    *q.stride(),
+                    *do.stride(),
+                    *lse.stride(),
+                    *kk.stride(),
+                    *vv.stride(),
+                    *dq_args[1:],
+                    T,
+                    kk.shape[1],
+                    Hkv,
+                    G,
+                    Dh,
+                    meta.q_start,
+                    offset,
+                    width,
+                    meta.scale_t,
+                    BLOCK_D=bd,
+                    ATOMIC_DQ=dq_acc is not None,
+                    **l_band,
+                    **consts,
+                )
             return dk, dv
 
         dk = dv = dkf = dvf = dek = dev = None
@@ -337,38 +348,39 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
             if meta.use_eidetic:
                 dek, dev = torch.empty_like(ek), torch.empty_like(ev)
                 S = ek.shape[1]
-                _attn_bwd_dkdv_eidetic_kernel[(triton.cdiv(M, l_eid["BLOCK_N"]), S, b * Hkv)](
-                    q,
-                    do,
-                    lse,
-                    dlt,
-                    ek,
-                    ev,
-                    epos,
-                    dek,
-                    dev,
-                    dq_args[0],
-                    *q.stride(),
-                    *do.stride(),
-                    *lse.stride(),
-                    *ek.stride(),
-                    *ev.stride(),
-                    *epos.stride(),
-                    *dq_args[1:],
-                    T,
-                    M,
-                    Hkv,
-                    G,
-                    Dh,
-                    meta.q_start,
-                    meta.window,
-                    meta.chunk,
-                    meta.scale_t,
-                    BLOCK_D=bd,
-                    ATOMIC_DQ=dq_acc is not None,
-                    **l_eid,
-                    **consts,
-                )
+                with refused_as(TILES, "bwd_dkdv_eidetic", c_eid):
+                    _attn_bwd_dkdv_eidetic_kernel[(triton.cdiv(M, l_eid["BLOCK_N"]), S, b * Hkv)](
+                        q,
+                        do,
+                        lse,
+                        dlt,
+                        ek,
+                        ev,
+                        epos,
+                        dek,
+                        dev,
+                        dq_args[0],
+                        *q.stride(),
+                        *do.stride(),
+                        *lse.stride(),
+                        *ek.stride(),
+                        *ev.stride(),
+                        *epos.stride(),
+                        *dq_args[1:],
+                        T,
+                        M,
+                        Hkv,
+                        G,
+                        Dh,
+                        meta.q_start,
+                        meta.window,
+                        meta.chunk,
+                        meta.scale_t,
+                        BLOCK_D=bd,
+                        ATOMIC_DQ=dq_acc is not None,
+                        **l_eid,
+                        **consts,
+                    )
             else:  # M = 0 slots
                 dek, dev = torch.zeros_like(ek), torch.zeros_like(ev)
     if dq_acc is not None:
@@ -381,7 +393,7 @@ class BMojoAttentionFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, kf, vf, ek, ev, epos, meta):
-        o, lse = _fwd(q, k, v, kf, vf, ek, ev, epos, meta)
+        o, lse = TILES.fitting(q.device, lambda: _fwd(q, k, v, kf, vf, ek, ev, epos, meta))
         ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None, not zeros
         ctx.save_for_backward(q, k, v, kf, vf, ek, ev, epos, o, lse)
         ctx.meta = meta
@@ -395,7 +407,9 @@ class BMojoAttentionFn(torch.autograd.Function):
             do = torch.zeros_like(o)
         needs = ctx.needs_input_grad
         with TILES.applied(ctx.tiles):
-            grads = _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, ctx.meta, needs)
+            grads = TILES.fitting(
+                q.device, lambda: _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, ctx.meta, needs)
+            )
         return (*(g if n else None for g, n in zip(grads, needs[:7])), None, None)
 
 
@@ -454,5 +468,5 @@ def bmojo_attention_backward(grads: list, needs: list, outputs: list, *tensors, 
     tensors, meta = _prepare(*tensors, **kwargs, grads=True)
     o, lse = outputs
     do, dlse = grads
-    res = _bwd(do, dlse, *tensors, o, lse, meta, list(needs[:7]))
+    res = TILES.fitting(o.device, lambda: _bwd(do, dlse, *tensors, o, lse, meta, list(needs[:7])))
     return [*(g if n else None for g, n in zip(res, needs[:7])), None]

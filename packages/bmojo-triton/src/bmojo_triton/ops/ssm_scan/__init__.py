@@ -22,6 +22,8 @@ from bmojo_triton.ops._triton_utils import (
     gpu_path,
     on_device,
     pow2,
+    refused_as,
+    smaller_config,
 )
 from bmojo_triton.ops.ssm_scan.bwd import _ssd_bwd_chunk_kernel, _ssd_bwd_kernel, _ssd_bwd_state_kernel
 from bmojo_triton.ops.ssm_scan.fwd import _ssd_chunk_out_kernel, _ssd_fwd_kernel
@@ -58,6 +60,14 @@ class ScanTiles:
     parallel_grads: bool = False
     block_n: int | None = None
     recompute: bool = False
+
+    def smaller(self) -> ScanTiles | None:
+        """The next rung down when the GPU refuses this config (``TileTable.fitting``; the
+        launchers pass it with ``block_p`` resolved): ``num_stages`` down to 2, then ``block_p``,
+        ``block_l`` and ``block_n`` (where set) halved down to 16, then ``num_stages`` 1; None
+        below that. The backward's chunk is not its own (``block_l`` None), so its walk ends at
+        16 P rows and one stage."""
+        return smaller_config(self, ("block_p", "block_l", "block_n"))
 
     def __post_init__(self):
         blocks = dict(block_l=self.block_l, block_p=self.block_p, block_n=self.block_n)
@@ -166,8 +176,9 @@ def _scan_precision(dtype: torch.dtype, gpu: bool) -> str:
     return "tf32" if (gpu and dtype == torch.bfloat16) else "ieee"
 
 
-def _fwd(x, dt, A, B, C, D, h0, cfg: ScanTiles, *, save_states: bool, output: bool = True):
-    """Launch the forward at ``cfg``: (y, final state, states); with ``save_states`` the states are
+def _fwd(x, dt, A, B, C, D, h0, cfg: ScanTiles, kernel: str, *, save_states: bool, output: bool = True):
+    """Launch the forward at ``cfg``, the table's ``kernel`` entry ("fwd" or "fwd_train", named
+    when the GPU refuses it): (y, final state, states); with ``save_states`` the states are
     the state entering every ``cfg.block_l`` chunk (the backward must use that chunk), else None.
     ``output=False`` (with ``save_states``): only the state pass, for a backward that recomputes
     the states (y is None)."""
@@ -190,7 +201,7 @@ def _fwd(x, dt, A, B, C, D, h0, cfg: ScanTiles, *, save_states: bool, output: bo
     launch = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     # strides and sizes, in the order both kernels take them
     sizes = (*x.stride()[:3], *dt.stride()[:2], *B.stride()[:3], T, H, P, N, H // G)
-    with on_device(x):
+    with on_device(x), refused_as(TILES, kernel, replace(cfg, block_p=bp)):
         bn = _tile(N, cfg.block_n)  # < N only with parallel_out (no y in this pass)
         _ssd_fwd_kernel[(b * H, triton.cdiv(P, bp), triton.cdiv(N, bn))](
             x,
@@ -230,10 +241,8 @@ def _fwd(x, dt, A, B, C, D, h0, cfg: ScanTiles, *, save_states: bool, output: bo
 
 
 def _bwd_tiles(x: torch.Tensor, N: int) -> ScanTiles:
-    """The backward's config, resolved (and its grid checked) by the forward of a call that needs
-    gradients: a bad ``bwd`` entry is refused before any launch, and the backward runs with the
-    config in force at its forward (on CUDA autograd runs backward on its own device thread,
-    where a ``TILES.override`` of the caller is not set)."""
+    """The backward's config, its grid checked; the forward of a call that needs gradients
+    resolves it too, so a bad ``bwd`` entry is refused before any launch."""
     cfg = _scan_tiles("bwd", x, N)
     if cfg.parallel_grads:  # grid (chunks, batch × heads, P tiles)
         check_grid_axis("x", "batch × heads (with ScanTiles.parallel_grads)", x.shape[0] * x.shape[2])
@@ -264,7 +273,7 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, cfg: ScanTiles):
     launch = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     d_arg = D if D is not None else A
     grads = (dx, ddt_p, db_h, dc_h, da_b, dd_b)
-    with on_device(x):
+    with on_device(x), refused_as(TILES, "bwd", replace(cfg, block_p=bp)):
         if not cfg.parallel_grads:
             _ssd_bwd_kernel[(b * H, n_p)](
                 x, dt, A, B, C, d_arg, dy, dht if dht is not None else dy, states, *grads, dh0, *sizes,
@@ -291,45 +300,61 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, cfg: ScanTiles):
 
 
 def _backward_configs(x: torch.Tensor, N: int) -> tuple[ScanTiles, ScanTiles]:
-    """(the training forward's config, the backward's), resolved together before any launch."""
+    """(the training forward's config, the backward's), resolved together."""
     return _scan_tiles("fwd_train", x, N), _bwd_tiles(x, N)
 
 
-def _grads(dy, dht, x, dt, A, B, C, D, h0, states, train_cfg: ScanTiles, bwd_cfg: ScanTiles):
-    """The backward given the chunk-entry states (None: recomputed here, one state pass at the
-    training forward's tiles)."""
+def _inference(x, dt, A, B, C, D, h0):
+    """The forward of a call that keeps no states: (y, final state), at the ``fwd`` entry."""
+    y, final, _ = _fwd(x, dt, A, B, C, D, h0, _scan_tiles("fwd", x, B.shape[-1]), "fwd", save_states=False)
+    return y, final
+
+
+def _train_keeping_states(x, dt, A, B, C, D, h0):
+    """The training forward that keeps the chunk-entry states: (y, final, states, the chunk)."""
+    cfg = _scan_tiles("fwd_train", x, B.shape[-1])
+    return (*_fwd(x, dt, A, B, C, D, h0, cfg, "fwd_train", save_states=True), cfg.block_l)
+
+
+def _grads(dy, dht, x, dt, A, B, C, D, h0, states=None, chunk=None):
+    """The backward, at the configs in force. ``states``: the chunk-entry states the forward kept,
+    at its ``chunk``; None: recomputed here, one state pass at the ``fwd_train`` entry's tiles."""
     if dy is None:
         dy = torch.zeros_like(x)
+    train, bwd_cfg = _backward_configs(x, B.shape[-1])
     if states is None:
-        _, _, states = _fwd(x, dt, A, B, C, D, h0, train_cfg, save_states=True, output=False)
-    return _bwd(dy, dht, x, dt, A, B, C, D, h0, states, train_cfg.block_l, bwd_cfg)
+        _, _, states = _fwd(x, dt, A, B, C, D, h0, train, "fwd_train", save_states=True, output=False)
+        chunk = train.block_l
+    return _bwd(dy, dht, x, dt, A, B, C, D, h0, states, chunk, bwd_cfg)
 
 
 class SsmScanFn(torch.autograd.Function):
     """Saves the inputs and the chunk-entry states (none with ``fwd_train.recompute``: the backward
-    recomputes them); the backward is ``bwd.py``'s kernels, with the config resolved here
-    (``_bwd_tiles``)."""
+    recomputes them); the backward is ``bwd.py``'s kernels. The configs are resolved in the
+    forward too, so a bad entry is refused before any launch, and the backward runs under the
+    override in force at its forward (on CUDA autograd runs backward on its own device thread,
+    where the caller's ``TILES.override`` is not set)."""
 
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D, h0):
-        N = B.shape[-1]
-        train, ctx.bwd_cfg = _backward_configs(x, N)  # resolved before any launch
-        ctx.train_cfg = train
+        train, _ = _backward_configs(x, B.shape[-1])  # a bad entry is refused before any launch
+        ctx.tiles = TILES.active()
         recompute = _RECOMPUTE[0]  # recompute_states() in force, else the table's choice
         if recompute is None:
             recompute = train.recompute
         if recompute:  # an inference forward; the backward recomputes the states
-            y, final, _ = _fwd(x, dt, A, B, C, D, h0, _scan_tiles("fwd", x, N), save_states=False)
-            states = None
-        else:
-            y, final, states = _fwd(x, dt, A, B, C, D, h0, train, save_states=True)
+            y, final = TILES.fitting(x.device, lambda: _inference(x, dt, A, B, C, D, h0))
+            states = ctx.chunk = None
+        else:  # the chunk the GPU took (a smaller one if it refused the table's) is the backward's
+            y, final, states, ctx.chunk = TILES.fitting(x.device, lambda: _train_keeping_states(x, dt, A, B, C, D, h0))
         ctx.save_for_backward(x, dt, A, B, C, D, h0, states)
         return y, final
 
     @staticmethod
     def backward(ctx, dy, dht):
         x, dt, A, B, C, D, h0, states = ctx.saved_tensors
-        grads = _grads(dy, dht, x, dt, A, B, C, D, h0, states, ctx.train_cfg, ctx.bwd_cfg)
+        with TILES.applied(ctx.tiles):
+            grads = TILES.fitting(x.device, lambda: _grads(dy, dht, x, dt, A, B, C, D, h0, states, ctx.chunk))
         return tuple(g if n else None for g, n in zip(grads, ctx.needs_input_grad))
 
 
@@ -355,8 +380,7 @@ def ssm_scan(
     args = _prepare(x, dt, A, B, C, D, initial_state, chunk_size)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
         return SsmScanFn.apply(*args)
-    y, final, _ = _fwd(*args, _scan_tiles("fwd", args[0], B.shape[-1]), save_states=False)
-    return y, final
+    return TILES.fitting(args[0].device, lambda: _inference(*args))
 
 
 def ssm_scan_backward(grads, needs, x, dt, A, B, C, D=None, initial_state=None, *, chunk_size=64) -> list:
@@ -364,7 +388,7 @@ def ssm_scan_backward(grads, needs, x, dt, A, B, C, D=None, initial_state=None, 
     states come from one state pass (as with ``recompute``), not from running the forward again.
     One gradient per tensor argument."""
     args = _prepare(x, dt, A, B, C, D, initial_state, chunk_size)
-    return list(_grads(*grads, *args, None, *_backward_configs(args[0], B.shape[-1])))
+    return list(TILES.fitting(args[0].device, lambda: _grads(*grads, *args)))
 
 
 def _step(state, x, dt, A, B, C, D, out_state):
