@@ -155,7 +155,8 @@ def gpu_tables(monkeypatch, device):
 def test_attention_steps_down_where_the_gpu_refuses(gpu_tables, monkeypatch, device):
     """The forward refused above 32 key rows, the band dK/dV kernel above 16 and at more than one
     stage: both step down (stages first), the results still match the reference, and the dQ
-    kernel keeps the table's tiles."""
+    kernel keeps the table's tiles and runs once (each launch fits itself: a refusal re-runs
+    nothing that already ran)."""
     fwd = _Refusing(att._attn_fwd_kernel, "BLOCK_N", 32, stages=3)
     band = _Refusing(att._attn_bwd_dkdv_band_kernel, "BLOCK_N", 16)
     dq = _Refusing(att._attn_bwd_dq_kernel, "BLOCK_N", 64, stages=3)
@@ -169,10 +170,29 @@ def test_attention_steps_down_where_the_gpu_refuses(gpu_tables, monkeypatch, dev
     compare_fwd_bwd("attention", att.bmojo_attention, att_ref.bmojo_attention, (q, k, v, kf, vf), kw,
                     torch.float64, names=names)  # fmt: skip
     assert fwd.launches == [(64, 3), (64, 2), (32, 2)]
-    assert dq.launches == [(64, 3)] * 7  # once per run of the backward, never stepped down
-    # raw band: stages, block_n 32, 16, block_m 32, 16 (still two stages), one stage; then the
-    # fading band at the same config
-    assert band.launches == [(64, 3), (64, 2), (32, 2), (16, 2), (16, 2), (16, 2), (16, 1), (16, 1)]
+    assert dq.launches == [(64, 3)]
+    # stages, block_n 32, 16, block_m 32, 16 (still two stages), one stage: for the raw band,
+    # then again for the fading band (every launch walks from the table)
+    rungs = [(64, 3), (64, 2), (32, 2), (16, 2), (16, 2), (16, 2), (16, 1)]
+    assert band.launches == rungs * 2
+
+
+def test_attention_decode_steps_down_from_its_own_tile(gpu_tables, monkeypatch, device):
+    """T <= 16 launches 16 query rows whatever the table says: the ladder starts from that tile
+    (no rung halves a block_m that is not launched), and the override error names what ran."""
+    fwd = _Refusing(att._attn_fwd_kernel, "BLOCK_M", 16, stages=1)
+    monkeypatch.setattr(att, "_attn_fwd_kernel", fwd)
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(1, 5, 2, 16, generator=g, dtype=torch.float64) for _ in range(3))
+    with torch.no_grad():
+        o, lse = att.bmojo_attention(q, k, v, window=3)
+        o_ref, lse_ref = att_ref.bmojo_attention(q, k, v, window=3)
+    torch.testing.assert_close(o, o_ref)
+    torch.testing.assert_close(lse, lse_ref)
+    assert fwd.launches == [(16, 3), (16, 2), (16, 2), (16, 2), (16, 1)]  # stages, n 32, n 16, one stage
+    with att.TILES.override(fwd=att.AttnTiles(64, 64)), torch.no_grad():
+        with pytest.raises(U.TilesDoNotFit, match=r"tile override fwd: .*AttnTiles\(block_m=16, block_n=64"):
+            att.bmojo_attention(q, k, v, window=3)
 
 
 def test_scan_backward_steps_down_where_the_gpu_refuses(gpu_tables, monkeypatch, device):
@@ -193,3 +213,27 @@ def test_scan_backward_steps_down_where_the_gpu_refuses(gpu_tables, monkeypatch,
     assert bwd.launches == [(32, 3), (32, 2), (16, 2)]
     for r, o in zip(ref, [t for t in got if t is not None]):
         torch.testing.assert_close(o, r, rtol=1e-9, atol=1e-9)
+
+
+def test_scan_inference_and_kept_states_step_down(gpu_tables, monkeypatch, device):
+    """The inference forward refused at 3 stages steps to 2. A training call that keeps its states
+    (``recompute_states(False)``) whose forward is refused above 16-token chunks steps its chunk
+    down, and the backward walks the chunk the forward took (not the table's 32): gradients match
+    the reference."""
+    fwd = _Refusing(scan._ssd_fwd_kernel, "BLOCK_L", 32, stages=2)
+    monkeypatch.setattr(scan, "_ssd_fwd_kernel", fwd)
+    args = scan_args(device, torch.float64, **SCAN["ragged_T37_P24_N20_G2"])
+    with torch.no_grad():
+        y, final = scan.ssm_scan(*args)
+    y_ref, final_ref = ssm_ref.ssm_scan(*args)
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(final, final_ref)
+    assert fwd.launches == [(32, 3), (32, 2)]  # the fwd entry: 32-token chunks, 16 P rows
+    fwd.limit, fwd.launches = 16, []
+    bwd = _Refusing(scan._ssd_bwd_kernel, "BLOCK_L", 64, stages=3)
+    monkeypatch.setattr(scan, "_ssd_bwd_kernel", bwd)
+    with scan.recompute_states(False):
+        compare_fwd_bwd("kept", scan.ssm_scan, ssm_ref.ssm_scan, args, {}, torch.float64, names=SCAN_NAMES)
+    # fwd_train (32-token chunks, all 32 P rows): stages, P 16, chunk 16
+    assert fwd.launches == [(32, 3), (32, 2), (32, 2), (16, 2)]
+    assert [chunk for chunk, _ in bwd.launches] == [16]

@@ -120,8 +120,9 @@ def compile_instead_of_launch(arch: int, log: list, *, inspect: bool = False):
                 )
                 if seen[key] > smem_limit:
                     session.refused.append(
-                        f"{var.case}: {var.kernel} {var.blocks()} w{var.num_warps} s{var.num_stages} needs "
-                        f"{seen[key] / 1024:.1f} KiB (the launcher stepped down)"
+                        (f"{var.case}: " if var.case else "")
+                        + f"{var.kernel} {var.blocks()} w{var.num_warps} s{var.num_stages} needs "
+                        f"{seen[key] / 1024:.1f} KiB > {smem_limit / 1024:.0f}"
                     )
                 else:
                     if session.inspect:

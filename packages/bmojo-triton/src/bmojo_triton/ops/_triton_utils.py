@@ -140,6 +140,11 @@ def refused_as(table: TileTable, kernel: str, config):
         raise LaunchRefused(table, kernel, config, err) from err
 
 
+def _amount(n: int, resource: str) -> str:
+    """A resource amount from Triton's ``OutOfResources`` in readable units."""
+    return f"{n} bytes ({n / 1024:.1f} KiB)" if resource == "shared memory" else f"{n} {resource}"
+
+
 class TilesDoNotFit(ValueError):
     """No launch config of a table's kernel fits this GPU (:meth:`TileTable.fitting`):
     ``overridden`` — the config came from an active override, which is never changed; otherwise
@@ -203,11 +208,13 @@ class TileTable:
         config one rung smaller (the config's ``smaller()``), until every launch fits. Launchers
         must only write tensors they allocate, so a run cut short leaves nothing behind.
 
-        Each call walks from the table's entries again: which config a call gets depends on the
-        call and the GPU only, never on earlier calls. A refused rung costs one launch attempt
-        (the compiled variant is cached; no kernel runs). A kernel named in an active
-        :meth:`override` is never changed: its refusal is an error naming the config, as is a
-        refusal at the last rung."""
+        ``run`` should be one launcher (one kernel, or kernels sharing one config), so a refusal
+        re-runs nothing that already ran. Each call walks from the table's entries again: which
+        config a call gets depends on the call and the GPU only, never on earlier calls. A refused
+        rung costs one launch attempt (the compiled variant is cached; no kernel runs). A kernel
+        named in an active :meth:`override` is never changed: its refusal is an error
+        (:class:`TilesDoNotFit`) naming the config, as is a refusal at the last rung, or one for a
+        resource other than shared memory (threads), which the ladder does not lower."""
         if not gpu_path(device):
             return run()
         chosen = dict(self._fitted.get() or {})
@@ -223,13 +230,18 @@ class TileTable:
                 if (refused.kernel, cfg) in refusals:  # the launcher did not take the smaller config
                     raise RuntimeError(f"{self.op} {refused.kernel}: refused at {cfg} twice") from refused
                 refusals.add((refused.kernel, cfg))
-                what = f"a launch config that fits this GPU ({err.name}: {err.limit} available)"
+                what = f"a launch config that fits this GPU ({err.name}: {_amount(err.limit, err.name)} available)"
+                needs = f"needs {_amount(err.required, err.name)}"
                 if refused.kernel in (self._override.get() or {}):
                     name = f"{self.op} tile override {refused.kernel}"
-                    raise TilesDoNotFit(name, what, f"{cfg}, which needs {err.required}", overridden=True) from refused
-                smaller = cfg.smaller()
+                    raise TilesDoNotFit(name, what, f"{cfg}, which {needs}", overridden=True) from refused
+                smaller = cfg.smaller() if err.name == "shared memory" else None
                 if smaller is None:
-                    got = f"none: the smallest, {cfg}, needs {err.required} at these sizes and dtype"
+                    got = (
+                        f"none: the smallest, {cfg}, {needs} at these sizes and dtype"
+                        if err.name == "shared memory"
+                        else f"{cfg}, which {needs} (the ladder only lowers shared memory)"
+                    )
                     raise TilesDoNotFit(f"{self.op} tiles {refused.kernel}", what, got, overridden=False) from refused
                 chosen = {**chosen, refused.kernel: smaller}
             finally:

@@ -140,17 +140,17 @@ def _config(kernel: str, q: torch.Tensor) -> AttnTiles:
 def _tiles(kernel: str, q: torch.Tensor) -> tuple[dict, int, AttnTiles]:
     """Launch kwargs (BLOCK_M, BLOCK_N, num_warps, num_stages, and SPLIT_INTERIOR except for the
     eidetic dK/dV kernel) of ``kernel`` for q, BLOCK_D (the head dimension padded to a power of
-    two >= 16; loads are masked), and the config (for ``refused_as``)."""
+    two >= 16; loads are masked), and the config as launched (T <= 16, decode: 16 query rows)."""
     cfg = _config(kernel, q)
-    return dict(_launch(cfg, q.shape[1] <= MIN_DOT, kernel)), pow2(q.shape[-1]), cfg
+    if q.shape[1] <= MIN_DOT:  # decode: 16 query rows, whatever the config says
+        cfg = replace(cfg, block_m=MIN_DOT)
+    return dict(_launch(cfg, kernel)), pow2(q.shape[-1]), cfg
 
 
 @functools.lru_cache(maxsize=256)
-def _launch(cfg: AttnTiles, decode: bool, kernel: str) -> dict:
-    """cfg's launch kwargs for ``kernel`` (cached: configs are frozen); ``decode`` (T <= 16): 16
-    query rows; the dK/dV kernels also get TRANSPOSED; the eidetic one has no interior split."""
-    if decode:
-        cfg = replace(cfg, block_m=MIN_DOT)
+def _launch(cfg: AttnTiles, kernel: str) -> dict:
+    """cfg's launch kwargs for ``kernel`` (cached: configs are frozen); the dK/dV kernels also get
+    TRANSPOSED; the eidetic one has no interior split."""
     launch = cfg.launch()
     if kernel in DKDV_KERNELS:
         launch["TRANSPOSED"] = cfg.transposed
@@ -222,22 +222,17 @@ def _fwd(q, k, v, kf, vf, ek, ev, epos, meta: _Meta):
     b, T, H, _ = q.shape
     o = torch.empty_like(q)
     lse = torch.empty(b, H, T, dtype=TORCH.compute_dtype(q.dtype), device=q.device)
-    launch, bd, cfg = _tiles("fwd", q)
     srcs, strides, sizes, flags = _walk_args(q, k, v, kf, vf, ek, ev, epos, lse, meta)
-    with on_device(q), refused_as(TILES, "fwd", cfg):
-        _attn_fwd_kernel[(triton.cdiv(T, launch["BLOCK_M"]), b * H)](
-            *srcs,
-            o,
-            lse,
-            *strides,
-            *o.stride(),
-            *lse.stride(),
-            *sizes,
-            **flags,
-            BLOCK_D=bd,
-            **launch,
-            **_dot_consts(q),
-        )
+
+    def run():  # one launch, stepped down where the GPU refuses it (TILES.fitting)
+        launch, bd, cfg = _tiles("fwd", q)
+        with on_device(q), refused_as(TILES, "fwd", cfg):
+            _attn_fwd_kernel[(triton.cdiv(T, launch["BLOCK_M"]), b * H)](
+                *srcs, o, lse, *strides, *o.stride(), *lse.stride(), *sizes, **flags,
+                BLOCK_D=bd, **launch, **_dot_consts(q),
+            )  # fmt: skip
+
+    TILES.fitting(q.device, run)
     return o, lse
 
 
@@ -269,120 +264,71 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
             BLOCK_D=pow2(Dh),
             ACC=consts["ACC"],
         )
-    l_band, bd, c_band = _tiles("bwd_dkdv", q)
-    l_eid, _, c_eid = _tiles("bwd_dkdv_eidetic", q)
+    bd = pow2(Dh)
     # "atomic": the dK/dV kernels add dQ into dq_acc (accumulator dtype), no dQ kernel; without a
     # wanted dq nothing is added (and, as in "split", only the sources whose gradients are wanted
-    # or which feed dQ are walked)
+    # or which feed dQ are walked). A step down the fit ladder keeps ``dq``.
     atomic = _config("bwd_dkdv", q).dq == "atomic"
     dq = dq_acc = None
     if atomic and needs[0]:
         dq_acc = torch.zeros(q.shape, dtype=lse.dtype, device=q.device)
     dq_args = (dq_acc, *dq_acc.stride()) if dq_acc is not None else (q, *q.stride())  # q: never read
-    with on_device(q):
-        if not atomic and needs[0]:  # "split": the dQ kernel only when dq is wanted
-            l_dq, _, c_dq = _tiles("bwd_dq", q)
-            dq = torch.empty_like(q)
-            srcs, strides, sizes, flags = _walk_args(q, k, v, kf, vf, ek, ev, epos, lse, meta)
-            with refused_as(TILES, "bwd_dq", c_dq):
-                _attn_bwd_dq_kernel[(triton.cdiv(T, l_dq["BLOCK_M"]), b * H)](
-                    *srcs,
-                    do,
-                    lse,
-                    dlt,
-                    dq,
-                    *strides,
-                    *do.stride(),
-                    *lse.stride(),
-                    *sizes,
-                    **flags,
-                    BLOCK_D=bd,
-                    **l_dq,
-                    **consts,
-                )
+    # each launch fits itself (TILES.fitting): a refused one runs again at a smaller config, the
+    # kernels before it are not re-run (a refused launch adds nothing to dq_acc: no kernel ran)
 
-        def band(kk, vv, offset, width):
-            dk, dv = torch.empty_like(kk), torch.empty_like(vv)
-            with refused_as(TILES, "bwd_dkdv", c_band):
-                _attn_bwd_dkdv_band_kernel[(triton.cdiv(kk.shape[1], l_band["BLOCK_N"]), b * Hkv)](
-                    q,
-                    do,
-                    lse,
-                    dlt,
-                    kk,
-                    vv,
-                    dk,
-                    dv,
-                    dq_args[0],
-                    *q.stride(),
-                    *do.stride(),
-                    *lse.stride(),
-                    *kk.stride(),
-                    *vv.stride(),
-                    *dq_args[1:],
-                    T,
-                    kk.shape[1],
-                    Hkv,
-                    G,
-                    Dh,
-                    meta.q_start,
-                    offset,
-                    width,
-                    meta.scale_t,
-                    BLOCK_D=bd,
-                    ATOMIC_DQ=dq_acc is not None,
-                    **l_band,
-                    **consts,
-                )
-            return dk, dv
+    def dq_launch():
+        launch, _, cfg = _tiles("bwd_dq", q)
+        srcs, strides, sizes, flags = _walk_args(q, k, v, kf, vf, ek, ev, epos, lse, meta)
+        with on_device(q), refused_as(TILES, "bwd_dq", cfg):
+            _attn_bwd_dq_kernel[(triton.cdiv(T, launch["BLOCK_M"]), b * H)](
+                *srcs, do, lse, dlt, dq, *strides, *do.stride(), *lse.stride(), *sizes, **flags,
+                BLOCK_D=bd, **launch, **consts,
+            )  # fmt: skip
 
-        dk = dv = dkf = dvf = dek = dev = None
-        if needs[1] or needs[2] or dq_acc is not None:
-            dk, dv = band(k, v, 0, meta.window)
-        if kf is not None and (needs[3] or needs[4] or (dq_acc is not None and meta.use_fading)):
-            if meta.use_fading:
-                dkf, dvf = band(kf, vf, meta.delta, meta.fading_window)
-            else:  # f = 0: the fading keys are not used
-                dkf, dvf = torch.zeros_like(kf), torch.zeros_like(vf)
-        if ek is not None and (needs[5] or needs[6] or (dq_acc is not None and meta.use_eidetic)):
-            if meta.use_eidetic:
-                dek, dev = torch.empty_like(ek), torch.empty_like(ev)
-                S = ek.shape[1]
-                with refused_as(TILES, "bwd_dkdv_eidetic", c_eid):
-                    _attn_bwd_dkdv_eidetic_kernel[(triton.cdiv(M, l_eid["BLOCK_N"]), S, b * Hkv)](
-                        q,
-                        do,
-                        lse,
-                        dlt,
-                        ek,
-                        ev,
-                        epos,
-                        dek,
-                        dev,
-                        dq_args[0],
-                        *q.stride(),
-                        *do.stride(),
-                        *lse.stride(),
-                        *ek.stride(),
-                        *ev.stride(),
-                        *epos.stride(),
-                        *dq_args[1:],
-                        T,
-                        M,
-                        Hkv,
-                        G,
-                        Dh,
-                        meta.q_start,
-                        meta.window,
-                        meta.chunk,
-                        meta.scale_t,
-                        BLOCK_D=bd,
-                        ATOMIC_DQ=dq_acc is not None,
-                        **l_eid,
-                        **consts,
-                    )
-            else:  # M = 0 slots
-                dek, dev = torch.zeros_like(ek), torch.zeros_like(ev)
+    def band(kk, vv, offset, width):
+        dk, dv = torch.empty_like(kk), torch.empty_like(vv)
+
+        def launch_band():
+            launch, _, cfg = _tiles("bwd_dkdv", q)
+            with on_device(q), refused_as(TILES, "bwd_dkdv", cfg):
+                _attn_bwd_dkdv_band_kernel[(triton.cdiv(kk.shape[1], launch["BLOCK_N"]), b * Hkv)](
+                    q, do, lse, dlt, kk, vv, dk, dv, dq_args[0],
+                    *q.stride(), *do.stride(), *lse.stride(), *kk.stride(), *vv.stride(), *dq_args[1:],
+                    T, kk.shape[1], Hkv, G, Dh, meta.q_start, offset, width, meta.scale_t,
+                    BLOCK_D=bd, ATOMIC_DQ=dq_acc is not None, **launch, **consts,
+                )  # fmt: skip
+
+        TILES.fitting(q.device, launch_band)
+        return dk, dv
+
+    def eidetic_launch():
+        S = ek.shape[1]
+        launch, _, cfg = _tiles("bwd_dkdv_eidetic", q)
+        with on_device(q), refused_as(TILES, "bwd_dkdv_eidetic", cfg):
+            _attn_bwd_dkdv_eidetic_kernel[(triton.cdiv(M, launch["BLOCK_N"]), S, b * Hkv)](
+                q, do, lse, dlt, ek, ev, epos, dek, dev, dq_args[0],
+                *q.stride(), *do.stride(), *lse.stride(), *ek.stride(), *ev.stride(), *epos.stride(), *dq_args[1:],
+                T, M, Hkv, G, Dh, meta.q_start, meta.window, meta.chunk, meta.scale_t,
+                BLOCK_D=bd, ATOMIC_DQ=dq_acc is not None, **launch, **consts,
+            )  # fmt: skip
+
+    if not atomic and needs[0]:  # "split": the dQ kernel only when dq is wanted
+        dq = torch.empty_like(q)
+        TILES.fitting(q.device, dq_launch)
+    dk = dv = dkf = dvf = dek = dev = None
+    if needs[1] or needs[2] or dq_acc is not None:
+        dk, dv = band(k, v, 0, meta.window)
+    if kf is not None and (needs[3] or needs[4] or (dq_acc is not None and meta.use_fading)):
+        if meta.use_fading:
+            dkf, dvf = band(kf, vf, meta.delta, meta.fading_window)
+        else:  # f = 0: the fading keys are not used
+            dkf, dvf = torch.zeros_like(kf), torch.zeros_like(vf)
+    if ek is not None and (needs[5] or needs[6] or (dq_acc is not None and meta.use_eidetic)):
+        if meta.use_eidetic:
+            dek, dev = torch.empty_like(ek), torch.empty_like(ev)
+            TILES.fitting(q.device, eidetic_launch)
+        else:  # M = 0 slots
+            dek, dev = torch.zeros_like(ek), torch.zeros_like(ev)
     if dq_acc is not None:
         dq = dq_acc.to(q.dtype)  # the one cast
     return dq, dk, dv, dkf, dvf, dek, dev
@@ -393,7 +339,7 @@ class BMojoAttentionFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, kf, vf, ek, ev, epos, meta):
-        o, lse = TILES.fitting(q.device, lambda: _fwd(q, k, v, kf, vf, ek, ev, epos, meta))
+        o, lse = _fwd(q, k, v, kf, vf, ek, ev, epos, meta)
         ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None, not zeros
         ctx.save_for_backward(q, k, v, kf, vf, ek, ev, epos, o, lse)
         ctx.meta = meta
@@ -407,9 +353,7 @@ class BMojoAttentionFn(torch.autograd.Function):
             do = torch.zeros_like(o)
         needs = ctx.needs_input_grad
         with TILES.applied(ctx.tiles):
-            grads = TILES.fitting(
-                q.device, lambda: _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, ctx.meta, needs)
-            )
+            grads = _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, ctx.meta, needs)
         return (*(g if n else None for g, n in zip(grads, needs[:7])), None, None)
 
 
@@ -468,5 +412,5 @@ def bmojo_attention_backward(grads: list, needs: list, outputs: list, *tensors, 
     tensors, meta = _prepare(*tensors, **kwargs, grads=True)
     o, lse = outputs
     do, dlse = grads
-    res = TILES.fitting(o.device, lambda: _bwd(do, dlse, *tensors, o, lse, meta, list(needs[:7])))
+    res = _bwd(do, dlse, *tensors, o, lse, meta, list(needs[:7]))
     return [*(g if n else None for g, n in zip(res, needs[:7])), None]

@@ -201,8 +201,9 @@ def _fwd(x, dt, A, B, C, D, h0, cfg: ScanTiles, kernel: str, *, save_states: boo
     launch = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     # strides and sizes, in the order both kernels take them
     sizes = (*x.stride()[:3], *dt.stride()[:2], *B.stride()[:3], T, H, P, N, H // G)
-    with on_device(x), refused_as(TILES, kernel, replace(cfg, block_p=bp)):
-        bn = _tile(N, cfg.block_n)  # < N only with parallel_out (no y in this pass)
+    bn = _tile(N, cfg.block_n)  # < N only with parallel_out (no y in this pass)
+    launched = replace(cfg, block_p=bp, block_n=bn if cfg.block_n is not None else None)
+    with on_device(x), refused_as(TILES, kernel, launched):
         _ssd_fwd_kernel[(b * H, triton.cdiv(P, bp), triton.cdiv(N, bn))](
             x,
             dt,
@@ -273,7 +274,9 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, cfg: ScanTiles):
     launch = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     d_arg = D if D is not None else A
     grads = (dx, ddt_p, db_h, dc_h, da_b, dd_b)
-    with on_device(x), refused_as(TILES, "bwd", replace(cfg, block_p=bp)):
+    bn = _tile(N, cfg.block_n)
+    launched = replace(cfg, block_p=bp, block_n=bn if cfg.block_n is not None else None)
+    with on_device(x), refused_as(TILES, "bwd", launched):
         if not cfg.parallel_grads:
             _ssd_bwd_kernel[(b * H, n_p)](
                 x, dt, A, B, C, d_arg, dy, dht if dht is not None else dy, states, *grads, dh0, *sizes,
@@ -281,7 +284,6 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, cfg: ScanTiles):
             )  # fmt: skip
         else:
             dstates = torch.empty_like(states)  # the gradient of the state leaving every chunk
-            bn = _tile(N, cfg.block_n)
             _ssd_bwd_state_kernel[(b * H, n_p, triton.cdiv(N, bn))](
                 dt, A, C, dy, dht if dht is not None else dy, dstates, dh0, *sizes,
                 HAS_DHT=dht is not None, **{**consts, "BLOCK_N": bn}, **launch,
@@ -304,28 +306,36 @@ def _backward_configs(x: torch.Tensor, N: int) -> tuple[ScanTiles, ScanTiles]:
     return _scan_tiles("fwd_train", x, N), _bwd_tiles(x, N)
 
 
+def _fwd_fitted(x, dt, A, B, C, D, h0, kernel: str, **kw):
+    """``_fwd`` at the table's ``kernel`` entry, stepped down where the GPU refuses it
+    (``TILES.fitting``): (y, final, states, the config launched)."""
+
+    def run():
+        cfg = _scan_tiles(kernel, x, B.shape[-1])
+        return (*_fwd(x, dt, A, B, C, D, h0, cfg, kernel, **kw), cfg)
+
+    return TILES.fitting(x.device, run)
+
+
 def _inference(x, dt, A, B, C, D, h0):
     """The forward of a call that keeps no states: (y, final state), at the ``fwd`` entry."""
-    y, final, _ = _fwd(x, dt, A, B, C, D, h0, _scan_tiles("fwd", x, B.shape[-1]), "fwd", save_states=False)
+    y, final, _, _ = _fwd_fitted(x, dt, A, B, C, D, h0, "fwd", save_states=False)
     return y, final
-
-
-def _train_keeping_states(x, dt, A, B, C, D, h0):
-    """The training forward that keeps the chunk-entry states: (y, final, states, the chunk)."""
-    cfg = _scan_tiles("fwd_train", x, B.shape[-1])
-    return (*_fwd(x, dt, A, B, C, D, h0, cfg, "fwd_train", save_states=True), cfg.block_l)
 
 
 def _grads(dy, dht, x, dt, A, B, C, D, h0, states=None, chunk=None):
     """The backward, at the configs in force. ``states``: the chunk-entry states the forward kept,
-    at its ``chunk``; None: recomputed here, one state pass at the ``fwd_train`` entry's tiles."""
+    at its ``chunk``; None: recomputed here, one state pass at the ``fwd_train`` entry's tiles.
+    The state pass and the backward each fit the GPU on their own (``TILES.fitting``): a refused
+    backward does not run the state pass again."""
     if dy is None:
         dy = torch.zeros_like(x)
-    train, bwd_cfg = _backward_configs(x, B.shape[-1])
     if states is None:
-        _, _, states = _fwd(x, dt, A, B, C, D, h0, train, "fwd_train", save_states=True, output=False)
+        _, _, states, train = _fwd_fitted(x, dt, A, B, C, D, h0, "fwd_train", save_states=True, output=False)
         chunk = train.block_l
-    return _bwd(dy, dht, x, dt, A, B, C, D, h0, states, chunk, bwd_cfg)
+    return TILES.fitting(
+        x.device, lambda: _bwd(dy, dht, x, dt, A, B, C, D, h0, states, chunk, _bwd_tiles(x, B.shape[-1]))
+    )
 
 
 class SsmScanFn(torch.autograd.Function):
@@ -343,10 +353,11 @@ class SsmScanFn(torch.autograd.Function):
         if recompute is None:
             recompute = train.recompute
         if recompute:  # an inference forward; the backward recomputes the states
-            y, final = TILES.fitting(x.device, lambda: _inference(x, dt, A, B, C, D, h0))
+            y, final = _inference(x, dt, A, B, C, D, h0)
             states = ctx.chunk = None
         else:  # the chunk the GPU took (a smaller one if it refused the table's) is the backward's
-            y, final, states, ctx.chunk = TILES.fitting(x.device, lambda: _train_keeping_states(x, dt, A, B, C, D, h0))
+            y, final, states, train = _fwd_fitted(x, dt, A, B, C, D, h0, "fwd_train", save_states=True)
+            ctx.chunk = train.block_l
         ctx.save_for_backward(x, dt, A, B, C, D, h0, states)
         return y, final
 
@@ -354,7 +365,7 @@ class SsmScanFn(torch.autograd.Function):
     def backward(ctx, dy, dht):
         x, dt, A, B, C, D, h0, states = ctx.saved_tensors
         with TILES.applied(ctx.tiles):
-            grads = TILES.fitting(x.device, lambda: _grads(dy, dht, x, dt, A, B, C, D, h0, states, ctx.chunk))
+            grads = _grads(dy, dht, x, dt, A, B, C, D, h0, states, ctx.chunk)
         return tuple(g if n else None for g, n in zip(grads, ctx.needs_input_grad))
 
 
@@ -380,7 +391,7 @@ def ssm_scan(
     args = _prepare(x, dt, A, B, C, D, initial_state, chunk_size)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
         return SsmScanFn.apply(*args)
-    return TILES.fitting(args[0].device, lambda: _inference(*args))
+    return _inference(*args)
 
 
 def ssm_scan_backward(grads, needs, x, dt, A, B, C, D=None, initial_state=None, *, chunk_size=64) -> list:
@@ -388,7 +399,7 @@ def ssm_scan_backward(grads, needs, x, dt, A, B, C, D=None, initial_state=None, 
     states come from one state pass (as with ``recompute``), not from running the forward again.
     One gradient per tensor argument."""
     args = _prepare(x, dt, A, B, C, D, initial_state, chunk_size)
-    return list(TILES.fitting(args[0].device, lambda: _grads(*grads, *args)))
+    return list(_grads(*grads, *args))
 
 
 def _step(state, x, dt, A, B, C, D, out_state):
