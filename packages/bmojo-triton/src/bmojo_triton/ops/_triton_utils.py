@@ -217,35 +217,46 @@ class TileTable:
         resource other than shared memory (threads), which the ladder does not lower."""
         if not gpu_path(device):
             return run()
-        chosen = dict(self._fitted.get() or {})
         refusals: set = set()
-        while True:
-            token = self._fitted.set(chosen)
-            try:
-                return run()
-            except LaunchRefused as refused:
-                if refused.table is not self:
-                    raise  # another table's kernel: that table's fitting decides
-                err, cfg = refused.err, refused.config
-                if (refused.kernel, cfg) in refusals:  # the launcher did not take the smaller config
-                    raise RuntimeError(f"{self.op} {refused.kernel}: refused at {cfg} twice") from refused
-                refusals.add((refused.kernel, cfg))
-                what = f"a launch config that fits this GPU ({err.name}: {_amount(err.limit, err.name)} available)"
-                needs = f"needs {_amount(err.required, err.name)}"
-                if refused.kernel in (self._override.get() or {}):
-                    name = f"{self.op} tile override {refused.kernel}"
-                    raise TilesDoNotFit(name, what, f"{cfg}, which {needs}", overridden=True) from refused
-                smaller = cfg.smaller() if err.name == "shared memory" else None
-                if smaller is None:
-                    got = (
-                        f"none: the smallest, {cfg}, {needs} at these sizes and dtype"
-                        if err.name == "shared memory"
-                        else f"{cfg}, which {needs} (the ladder only lowers shared memory)"
-                    )
-                    raise TilesDoNotFit(f"{self.op} tiles {refused.kernel}", what, got, overridden=False) from refused
-                chosen = {**chosen, refused.kernel: smaller}
-            finally:
+        token = None  # the context variable is set only once a launch has been refused
+        try:
+            while True:
+                try:
+                    return run()
+                except LaunchRefused as refused:
+                    if refused.table is not self:
+                        raise  # another table's kernel: that table's fitting decides
+                    kernel, smaller = refused.kernel, self._step_down(refused, refusals)
+                fitted = {**(self._fitted.get() or {}), kernel: smaller}
+                if token is not None:
+                    self._fitted.reset(token)
+                token = self._fitted.set(fitted)
+        finally:
+            if token is not None:
                 self._fitted.reset(token)
+
+    def _step_down(self, refused: LaunchRefused, refusals: set):
+        """The next rung below the refused config, or the error :meth:`fitting` documents;
+        ``refusals`` (this walk's refused kernels and configs) catches a launcher that did not
+        take the smaller config."""
+        err, cfg = refused.err, refused.config
+        if (refused.kernel, cfg) in refusals:
+            raise RuntimeError(f"{self.op} {refused.kernel}: refused at {cfg} twice") from refused
+        refusals.add((refused.kernel, cfg))
+        what = f"a launch config that fits this GPU ({err.name}: {_amount(err.limit, err.name)} available)"
+        needs = f"needs {_amount(err.required, err.name)}"
+        if refused.kernel in (self._override.get() or {}):
+            name = f"{self.op} tile override {refused.kernel}"
+            raise TilesDoNotFit(name, what, f"{cfg}, which {needs}", overridden=True) from refused
+        smaller = cfg.smaller() if err.name == "shared memory" else None
+        if smaller is None:
+            got = (
+                f"none: the smallest, {cfg}, {needs} at these sizes and dtype"
+                if err.name == "shared memory"
+                else f"{cfg}, which {needs} (the ladder only lowers shared memory)"
+            )
+            raise TilesDoNotFit(f"{self.op} tiles {refused.kernel}", what, got, overridden=False) from refused
+        return smaller
 
     def lookup(self, kernel: str, key: tuple):
         """The GPU table's most specific entry for ``key`` (see the class docstring)."""

@@ -169,6 +169,12 @@ def _tile(n: int, block: int | None) -> int:
     return pow2(n) if block is None else min(pow2(n), block)
 
 
+def _launched(cfg: ScanTiles, bp: int, bn: int) -> ScanTiles:
+    """cfg with the P tile (and the N tile, where set) it launches with: the config the fit
+    ladder steps down from (``refused_as``)."""
+    return replace(cfg, block_p=bp, block_n=bn if cfg.block_n is not None else None)
+
+
 def _scan_precision(dtype: torch.dtype, gpu: bool) -> str:
     """The scan's matmuls take float32 operands for every input dtype: TF32 tensor cores for
     bfloat16 inputs (TF32's 10-bit mantissa is finer than bf16's 7), full IEEE float32 otherwise
@@ -202,8 +208,7 @@ def _fwd(x, dt, A, B, C, D, h0, cfg: ScanTiles, kernel: str, *, save_states: boo
     # strides and sizes, in the order both kernels take them
     sizes = (*x.stride()[:3], *dt.stride()[:2], *B.stride()[:3], T, H, P, N, H // G)
     bn = _tile(N, cfg.block_n)  # < N only with parallel_out (no y in this pass)
-    launched = replace(cfg, block_p=bp, block_n=bn if cfg.block_n is not None else None)
-    with on_device(x), refused_as(TILES, kernel, launched):
+    with on_device(x), refused_as(TILES, kernel, _launched(cfg, bp, bn)):
         _ssd_fwd_kernel[(b * H, triton.cdiv(P, bp), triton.cdiv(N, bn))](
             x,
             dt,
@@ -275,8 +280,7 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, cfg: ScanTiles):
     d_arg = D if D is not None else A
     grads = (dx, ddt_p, db_h, dc_h, da_b, dd_b)
     bn = _tile(N, cfg.block_n)
-    launched = replace(cfg, block_p=bp, block_n=bn if cfg.block_n is not None else None)
-    with on_device(x), refused_as(TILES, "bwd", launched):
+    with on_device(x), refused_as(TILES, "bwd", _launched(cfg, bp, bn)):
         if not cfg.parallel_grads:
             _ssd_bwd_kernel[(b * H, n_p)](
                 x, dt, A, B, C, d_arg, dy, dht if dht is not None else dy, states, *grads, dh0, *sizes,
@@ -299,11 +303,6 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, cfg: ScanTiles):
     dA = da_b.sum((0, 2)).to(A.dtype)
     dD = dd_b.sum((0, 2)).to(D.dtype) if D is not None else None
     return dx, ddt, dA, dB, dC, dD, (dh0 if h0 is not None else None)
-
-
-def _backward_configs(x: torch.Tensor, N: int) -> tuple[ScanTiles, ScanTiles]:
-    """(the training forward's config, the backward's), resolved together."""
-    return _scan_tiles("fwd_train", x, N), _bwd_tiles(x, N)
 
 
 def _fwd_fitted(x, dt, A, B, C, D, h0, kernel: str, **kw):
@@ -347,7 +346,8 @@ class SsmScanFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D, h0):
-        train, _ = _backward_configs(x, B.shape[-1])  # a bad entry is refused before any launch
+        train = _scan_tiles("fwd_train", x, B.shape[-1])
+        _bwd_tiles(x, B.shape[-1])  # a bad bwd entry is refused before any launch
         ctx.tiles = TILES.active()
         recompute = _RECOMPUTE[0]  # recompute_states() in force, else the table's choice
         if recompute is None:
