@@ -18,6 +18,44 @@ import triton.language as tl
 from bmojo.argcheck import fail
 from triton.runtime.errors import OutOfResources
 
+#: The largest element offset a kernel forms in 32-bit integers: program ids, ``tl.arange`` and
+#: Triton's integer arguments below 2³¹ are int32, and their products wrap past this silently (a
+#: wrong address, not an error). See ``needs_idx64``.
+INT32_MAX = 2**31 - 1
+
+
+def needs_idx64(*tensors: torch.Tensor | None) -> bool:
+    """Whether a launch over these tensors (every tensor it indexes: inputs, outputs, buffers)
+    must form its offsets in int64: True when an element of one lies more than ``INT32_MAX``
+    elements past its start (``sum((size - 1) · stride)``). The kernels take it as the
+    ``IDX64`` constexpr and widen their indices with ``index`` — PyTorch Inductor's choice
+    between 32- and 64-bit indexing, made per launch: the 32-bit kernel stays the common one."""
+    for t in tensors:
+        if t is not None and t.numel() > 0:
+            if sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride())) > INT32_MAX:
+                return True
+    return False
+
+
+def like(t: torch.Tensor) -> torch.Tensor:
+    """An uninitialised tensor with ``t``'s size *and strides*: for an output a kernel indexes with
+    its input's strides (a gradient, y of the scan). ``torch.empty_like`` keeps the strides of
+    dense tensors only; a view with gaps would get a compact tensor the kernel writes past. ``t``
+    must not overlap itself (no stride-0 dimension of size > 1): the ops pass contiguous tensors."""
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
+
+
+@triton.jit
+def index(x, IDX64: tl.constexpr):
+    """``x`` (a program id, a tile's first row, a loop's position) as int64 where ``IDX64``, so
+    every offset formed from it is; unchanged otherwise. ``tl.cast`` also takes the interpreter's
+    loop variables (Python ints)."""
+    if IDX64:
+        return tl.cast(x, tl.int64)
+    else:
+        return x
+
+
 #: Smallest block edge ``tl.dot`` accepts; smaller dimensions are padded (masked loads).
 MIN_DOT = 16
 

@@ -33,6 +33,8 @@ from bmojo_triton.ops._triton_utils import (
     check_launch,
     dot_precision,
     gpu_path,
+    like,
+    needs_idx64,
     on_device,
     pow2,
     refused_as,
@@ -229,7 +231,7 @@ def _fwd(q, k, v, kf, vf, ek, ev, epos, meta: _Meta):
         with on_device(q), refused_as(TILES, "fwd", cfg):
             _attn_fwd_kernel[(triton.cdiv(T, launch["BLOCK_M"]), b * H)](
                 *srcs, o, lse, *strides, *o.stride(), *lse.stride(), *sizes, **flags,
-                BLOCK_D=bd, **launch, **_dot_consts(q),
+                BLOCK_D=bd, **launch, **_dot_consts(q), IDX64=needs_idx64(*srcs, o, lse),
             )  # fmt: skip
 
     TILES.fitting(q.device, run)
@@ -244,7 +246,7 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
     do = do.contiguous()
     consts = _dot_consts(q)
     # Δ_i = dO_i·O_i − dlse_i (float32, or float64 for float64 inputs): a (b, H, T) vector
-    dlt = torch.empty_like(lse)
+    dlt = like(lse)  # read with lse's strides
     rows = DELTA_ROWS["gpu" if gpu_path(q.device) else "interpreter"]
     with on_device(q):
         _attn_bwd_delta_kernel[(triton.cdiv(T, rows), b * H)](
@@ -263,6 +265,7 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
             BLOCK_M=rows,
             BLOCK_D=pow2(Dh),
             ACC=consts["ACC"],
+            IDX64=needs_idx64(o, do, dlse, dlt),
         )
     bd = pow2(Dh)
     # "atomic": the dK/dV kernels add dQ into dq_acc (accumulator dtype), no dQ kernel; without a
@@ -282,11 +285,11 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
         with on_device(q), refused_as(TILES, "bwd_dq", cfg):
             _attn_bwd_dq_kernel[(triton.cdiv(T, launch["BLOCK_M"]), b * H)](
                 *srcs, do, lse, dlt, dq, *strides, *do.stride(), *lse.stride(), *sizes, **flags,
-                BLOCK_D=bd, **launch, **consts,
+                BLOCK_D=bd, **launch, **consts, IDX64=needs_idx64(*srcs, do, lse, dlt, dq),
             )  # fmt: skip
 
     def band(kk, vv, offset, width):
-        dk, dv = torch.empty_like(kk), torch.empty_like(vv)
+        dk, dv = like(kk), like(vv)
 
         def launch_band():
             launch, _, cfg = _tiles("bwd_dkdv", q)
@@ -296,6 +299,7 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
                     *q.stride(), *do.stride(), *lse.stride(), *kk.stride(), *vv.stride(), *dq_args[1:],
                     T, kk.shape[1], Hkv, G, Dh, meta.q_start, offset, width, meta.scale_t,
                     BLOCK_D=bd, ATOMIC_DQ=dq_acc is not None, **launch, **consts,
+                    IDX64=needs_idx64(q, do, lse, dlt, kk, vv, dk, dv, dq_acc),
                 )  # fmt: skip
 
         TILES.fitting(q.device, launch_band)
@@ -310,10 +314,11 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
                 *q.stride(), *do.stride(), *lse.stride(), *ek.stride(), *ev.stride(), *epos.stride(), *dq_args[1:],
                 T, M, Hkv, G, Dh, meta.q_start, meta.window, meta.chunk, meta.scale_t,
                 BLOCK_D=bd, ATOMIC_DQ=dq_acc is not None, **launch, **consts,
+                IDX64=needs_idx64(q, do, lse, dlt, ek, ev, epos, dek, dev, dq_acc),
             )  # fmt: skip
 
     if not atomic and needs[0]:  # "split": the dQ kernel only when dq is wanted
-        dq = torch.empty_like(q)
+        dq = like(q)
         TILES.fitting(q.device, dq_launch)
     dk = dv = dkf = dvf = dek = dev = None
     if needs[1] or needs[2] or dq_acc is not None:
@@ -325,7 +330,7 @@ def _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, meta: _Meta, needs):
             dkf, dvf = torch.zeros_like(kf), torch.zeros_like(vf)
     if ek is not None and (needs[5] or needs[6] or (dq_acc is not None and meta.use_eidetic)):
         if meta.use_eidetic:
-            dek, dev = torch.empty_like(ek), torch.empty_like(ev)
+            dek, dev = like(ek), like(ev)
             TILES.fitting(q.device, eidetic_launch)
         else:  # M = 0 slots
             dek, dev = torch.zeros_like(ek), torch.zeros_like(ev)

@@ -36,8 +36,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from bmojo_triton.ops._triton_utils import mm
-from bmojo_triton.ops.bmojo_attention.fwd import _band_interior, _band_tile_scores, _softmax_consts
+from bmojo_triton.ops._triton_utils import index, mm
+from bmojo_triton.ops.bmojo_attention.fwd import _band_interior, _band_tile_scores, _softmax_consts, _walk_strides
 
 
 @triton.jit
@@ -213,11 +213,16 @@ def _attn_bwd_dq_kernel(
     DOT_PREC: tl.constexpr,
     UPCAST: tl.constexpr,
     SPLIT_INTERIOR: tl.constexpr,
+    IDX64: tl.constexpr = False,
 ):
     """dQ; DQ has q's strides, DO has its own; LSE and DLT (float32/64) share strides sl_*."""
     scale, scale2, _ln2, log2e = _softmax_consts(Scale)
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_m = index(tl.program_id(0), IDX64)
+    pid_bh = index(tl.program_id(1), IDX64)
+    # the strides a loop's positions multiply, int64 with IDX64 (offsets past 2**31 - 1 elements)
+    sk_t, sv_t, skf_t, svf_t, sek_s, sek_m, sev_s, sev_m, sep_s, sep_m = _walk_strides(
+        sk_t, sv_t, skf_t, svf_t, sek_s, sek_m, sev_s, sev_m, sep_s, sep_m, IDX64
+    )
     b = pid_bh // H
     h = pid_bh % H
     hk = h // G
@@ -335,6 +340,13 @@ def _attn_bwd_dq_kernel(
         dq.to(DQ.dtype.element_ty),
         mask=qd_mask,
     )
+
+
+@triton.jit
+def _query_walk_strides(sq_t, sdo_t, sl_t, sdq_t, IDX64: tl.constexpr):
+    """The strides the dK/dV kernels' query walk (``_dkdv_tile``) multiplies by a loop's query
+    row, widened to int64 with ``IDX64`` (see ``fwd._walk_strides``)."""
+    return index(sq_t, IDX64), index(sdo_t, IDX64), index(sl_t, IDX64), index(sdq_t, IDX64)
 
 
 @triton.jit
@@ -575,12 +587,14 @@ def _attn_bwd_dkdv_band_kernel(
     ATOMIC_DQ: tl.constexpr,
     SPLIT_INTERIOR: tl.constexpr,
     TRANSPOSED: tl.constexpr,
+    IDX64: tl.constexpr = False,
 ):
     """dK, dV of one banded source; DK/DV have K/V's strides. ATOMIC_DQ: also dQ into DQ (the
     accumulator's dtype, strides sdq_*) by atomic adds."""
     scale, scale2, _ln2, log2e = _softmax_consts(Scale)
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_n = index(tl.program_id(0), IDX64)
+    pid_bh = index(tl.program_id(1), IDX64)
+    sq_t, sdo_t, sl_t, sdq_t = _query_walk_strides(sq_t, sdo_t, sl_t, sdq_t, IDX64)
     b = pid_bh // Hkv
     hk = pid_bh % Hkv
     rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -717,13 +731,15 @@ def _attn_bwd_dkdv_eidetic_kernel(
     UPCAST: tl.constexpr,
     ATOMIC_DQ: tl.constexpr,
     TRANSPOSED: tl.constexpr,
+    IDX64: tl.constexpr = False,
 ):
     """dEK, dEV of one snapshot's slot tile; DEK/DEV have EK/EV's strides. ATOMIC_DQ: also dQ
     into DQ (the accumulator's dtype, strides sdq_*) by atomic adds."""
     scale, scale2, _ln2, log2e = _softmax_consts(Scale)
-    pid_n = tl.program_id(0)
-    s_idx = tl.program_id(1)
-    pid_bh = tl.program_id(2)
+    pid_n = index(tl.program_id(0), IDX64)
+    s_idx = index(tl.program_id(1), IDX64)
+    pid_bh = index(tl.program_id(2), IDX64)
+    sq_t, sdo_t, sl_t, sdq_t = _query_walk_strides(sq_t, sdo_t, sl_t, sdq_t, IDX64)
     b = pid_bh // Hkv
     hk = pid_bh % Hkv
     slots = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -829,11 +845,12 @@ def _attn_bwd_delta_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_D: tl.constexpr,
     ACC: tl.constexpr,
+    IDX64: tl.constexpr = False,
 ):
     """Δ = Σ_d dO·O − dlse for BLOCK_M query rows of one (batch, head): O and dO read once in their
     own dtype, products summed in ACC; DLT (ACC, strides sd_*) is what the other kernels read."""
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_m = index(tl.program_id(0), IDX64)
+    pid_bh = index(tl.program_id(1), IDX64)
     b = pid_bh // H
     h = pid_bh % H
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)

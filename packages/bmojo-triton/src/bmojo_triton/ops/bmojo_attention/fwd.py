@@ -27,7 +27,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from bmojo_triton.ops._triton_utils import mm
+from bmojo_triton.ops._triton_utils import index, mm
 
 #: Finite "minus infinity" for the running max: a fully masked tile then gives exp(-inf - m) = 0
 #: without the NaN of (-inf) - (-inf).
@@ -44,6 +44,18 @@ def _softmax_consts(Scale):
     ln2 = tl.log(tl.full([], 2.0, scale.dtype))
     log2e = 1.0 / ln2
     return scale, scale * log2e, ln2, log2e
+
+
+@triton.jit
+def _walk_strides(sk_t, sv_t, skf_t, svf_t, sek_s, sek_m, sev_s, sev_m, sep_s, sep_m, IDX64: tl.constexpr):
+    """The strides the forward's and the dQ kernel's walks multiply by a loop's position (key
+    rows of both bands, snapshots, slots), widened to int64 with ``IDX64``: everything derived
+    from a program id already is (``index``), but a loop counter may stay int32 on a GPU and is
+    a Python int under the interpreter. Unchanged without ``IDX64``."""
+    return (
+        index(sk_t, IDX64), index(sv_t, IDX64), index(skf_t, IDX64), index(svf_t, IDX64), index(sek_s, IDX64),
+        index(sek_m, IDX64), index(sev_s, IDX64), index(sev_m, IDX64), index(sep_s, IDX64), index(sep_m, IDX64),
+    )  # fmt: skip
 
 
 @triton.jit
@@ -285,10 +297,15 @@ def _attn_fwd_kernel(
     DOT_PREC: tl.constexpr,
     UPCAST: tl.constexpr,
     SPLIT_INTERIOR: tl.constexpr,
+    IDX64: tl.constexpr = False,
 ):
     _scale, scale2, ln2, _log2e = _softmax_consts(Scale)
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_m = index(tl.program_id(0), IDX64)
+    pid_bh = index(tl.program_id(1), IDX64)
+    # the strides a loop's positions multiply, int64 with IDX64 (offsets past 2**31 - 1 elements)
+    sk_t, sv_t, skf_t, svf_t, sek_s, sek_m, sev_s, sev_m, sep_s, sep_m = _walk_strides(
+        sk_t, sv_t, skf_t, svf_t, sek_s, sek_m, sev_s, sev_m, sep_s, sep_m, IDX64
+    )
     b = pid_bh // H
     h = pid_bh % H
     hk = h // G  # the kv head this query head reads (GQA)

@@ -11,7 +11,7 @@ import torch
 import triton
 from bmojo.argcheck import TORCH, check_causal_conv1d_args, fail
 
-from bmojo_triton.ops._triton_utils import acc_dtype, check_grid_axis, gpu_path, on_device, pow2
+from bmojo_triton.ops._triton_utils import acc_dtype, check_grid_axis, gpu_path, like, needs_idx64, on_device, pow2
 from bmojo_triton.ops.causal_conv1d.bwd import _conv_bwd_dx_kernel, _conv_bwd_g_kernel
 from bmojo_triton.ops.causal_conv1d.fwd import _conv_fwd_kernel
 from bmojo_triton.ops.causal_conv1d.step import _conv_step_kernel
@@ -36,7 +36,7 @@ def _final_state(x, state, K):
 def _fwd(x, weight, bias, state, activation):
     b, T, ch = x.shape
     K = weight.shape[1]
-    y = torch.empty_like(x)
+    y = like(x)  # y has x's strides
     bt, bc = _tiles(x)
     if x.numel():
         with on_device(x):
@@ -58,6 +58,7 @@ def _fwd(x, weight, bias, state, activation):
                 BLOCK_T=bt,
                 BLOCK_C=bc,
                 ACC=acc_dtype(x.dtype),
+                IDX64=needs_idx64(x, state, y),
             )
     return y, _final_state(x, state, K)
 
@@ -67,13 +68,15 @@ def _bwd(dy, dfinal, x, weight, bias, state, activation):
     K = weight.shape[1]
     cd = TORCH.compute_dtype(x.dtype)
     bt, bc = _tiles(x)
-    dy = dy.contiguous()
-    g = torch.empty(x.shape, dtype=cd, device=x.device)
+    # dy, g and dx are read and written with x's strides
+    dy = dy if dy.stride() == x.stride() else like(x).copy_(dy)
+    g = torch.empty_strided(x.shape, x.stride(), dtype=cd, device=x.device)
     n_t = triton.cdiv(T, bt)
     dw_part = torch.empty(b * n_t, ch, K, dtype=cd, device=x.device)
-    dx = torch.empty_like(x)
+    dx = like(x)
     ds = torch.empty(b, K - 1, ch, dtype=x.dtype, device=x.device)
     has_df = dfinal is not None and K > 1
+    idx64 = needs_idx64(x, state, dy, g, dw_part, dx, ds, dfinal)
     with on_device(x):
         _conv_bwd_g_kernel[(n_t, triton.cdiv(ch, bc), b)](
             x,
@@ -95,6 +98,7 @@ def _bwd(dy, dfinal, x, weight, bias, state, activation):
             BLOCK_T=bt,
             BLOCK_C=bc,
             ACC=acc_dtype(cd),
+            IDX64=idx64,
         )
         _conv_bwd_dx_kernel[(triton.cdiv(T + K - 1, bt), triton.cdiv(ch, bc), b)](
             g,
@@ -111,6 +115,7 @@ def _bwd(dy, dfinal, x, weight, bias, state, activation):
             BLOCK_T=bt,
             BLOCK_C=bc,
             ACC=acc_dtype(cd),
+            IDX64=idx64,
         )
     dw = dw_part.sum(0).to(weight.dtype)
     dbias = g.sum((0, 1)).to(bias.dtype) if bias is not None else None
@@ -186,6 +191,7 @@ def _step(x, state, weight, bias, activation, out_state):
                 SILU=activation == "silu",
                 BLOCK_C=bc,
                 ACC=acc_dtype(TORCH.compute_dtype(x.dtype)),
+                IDX64=needs_idx64(x, state, y, out_state),
             )
     return y
 

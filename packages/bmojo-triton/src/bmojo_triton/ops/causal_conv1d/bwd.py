@@ -16,6 +16,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from bmojo_triton.ops._triton_utils import index
+
 
 @triton.jit
 def _conv_bwd_g_kernel(
@@ -39,11 +41,12 @@ def _conv_bwd_g_kernel(
     BLOCK_T: tl.constexpr,
     BLOCK_C: tl.constexpr,
     ACC: tl.constexpr,
+    IDX64: tl.constexpr = False,
 ):
     """G and DY have X's strides; DW_PART is (b · time tiles, CH, K) contiguous."""
-    pid_t = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    b = tl.program_id(2)
+    pid_t = index(tl.program_id(0), IDX64)
+    pid_c = index(tl.program_id(1), IDX64)
+    b = index(tl.program_id(2), IDX64)
     t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
     c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     t_ok = t < T
@@ -100,12 +103,13 @@ def _conv_bwd_dx_kernel(
     BLOCK_T: tl.constexpr,
     BLOCK_C: tl.constexpr,
     ACC: tl.constexpr,
+    IDX64: tl.constexpr = False,
 ):
     """Rows r of xx (T + K - 1 of them): r >= K-1 go to DX (X's strides), r < K-1 to DS
     ((b, K-1, CH) contiguous). DFINAL is (b, K-1, CH) contiguous."""
-    pid_r = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    b = tl.program_id(2)
+    pid_r = index(tl.program_id(0), IDX64)
+    pid_c = index(tl.program_id(1), IDX64)
+    b = index(tl.program_id(2), IDX64)
     r = pid_r * BLOCK_T + tl.arange(0, BLOCK_T)
     c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     r_ok = r < T + K - 1

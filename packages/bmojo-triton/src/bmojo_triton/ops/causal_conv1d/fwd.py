@@ -9,6 +9,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from bmojo_triton.ops._triton_utils import index
+
 
 @triton.jit
 def _conv_fwd_kernel(
@@ -30,10 +32,11 @@ def _conv_fwd_kernel(
     BLOCK_T: tl.constexpr,
     BLOCK_C: tl.constexpr,
     ACC: tl.constexpr,
+    IDX64: tl.constexpr = False,
 ):
-    pid_t = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    b = tl.program_id(2)
+    pid_t = index(tl.program_id(0), IDX64)
+    pid_c = index(tl.program_id(1), IDX64)
+    b = index(tl.program_id(2), IDX64)
     t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
     c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     t_ok = t < T

@@ -5,6 +5,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from bmojo_triton.ops._triton_utils import index
+
 
 @triton.jit
 def _conv_step_kernel(
@@ -20,8 +22,9 @@ def _conv_step_kernel(
     SILU: tl.constexpr,
     BLOCK_C: tl.constexpr,
     ACC: tl.constexpr,
+    IDX64: tl.constexpr = False,
 ):
-    b = tl.program_id(0)
+    b = index(tl.program_id(0), IDX64)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = c < CH
     x = tl.load(X + b * CH + c, mask=c_ok, other=0.0)

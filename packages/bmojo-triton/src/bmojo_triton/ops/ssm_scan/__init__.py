@@ -20,6 +20,8 @@ from bmojo_triton.ops._triton_utils import (
     check_grid_axis,
     check_launch,
     gpu_path,
+    like,
+    needs_idx64,
     on_device,
     pow2,
     refused_as,
@@ -192,7 +194,7 @@ def _fwd(x, dt, A, B, C, D, h0, cfg: ScanTiles, kernel: str, *, save_states: boo
     G, N = B.shape[-2:]
     if cfg.parallel_out and output:  # grid (chunks, batch × heads, P tiles)
         check_grid_axis("x", "batch × heads (with ScanTiles.parallel_out)", b * H)
-    y = torch.empty_like(x) if output else None
+    y = like(x) if output else None  # y has x's strides
     final = torch.empty(b, H, P, N, dtype=x.dtype, device=x.device)
     gpu = gpu_path(x.device)
     bl = cfg.block_l
@@ -204,7 +206,8 @@ def _fwd(x, dt, A, B, C, D, h0, cfg: ScanTiles, kernel: str, *, save_states: boo
     if save_states or state_pass:
         states = torch.empty(b, H, n_chunks, P, N, dtype=cd, device=x.device)
     consts = dict(BLOCK_L=bl, BLOCK_P=bp, BLOCK_N=pow2(N), ACC=acc_dtype(cd), DOT_PREC=_scan_precision(x.dtype, gpu))
-    launch = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    idx64 = needs_idx64(x, dt, B, C, h0, y, final, states)
+    launch = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages, IDX64=idx64)
     # strides and sizes, in the order both kernels take them
     sizes = (*x.stride()[:3], *dt.stride()[:2], *B.stride()[:3], T, H, P, N, H // G)
     bn = _tile(N, cfg.block_n)  # < N only with parallel_out (no y in this pass)
@@ -260,14 +263,14 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, cfg: ScanTiles):
     G, N = B.shape[-2:]
     gpu = gpu_path(x.device)
     cd = TORCH.compute_dtype(x.dtype)
-    dy = dy.contiguous()
+    dy = dy if dy.stride() == x.stride() else like(x).copy_(dy)  # the kernels read dy with x's strides
     dht = dht.contiguous() if dht is not None else None
     bp = _tile(P, cfg.block_p)
     n_p = triton.cdiv(P, bp)  # head-dim tiles: partial sums of every gradient that sums over P
     n_chunks = triton.cdiv(T, bl)
     # dA, dD partials: one per P tile, and per chunk too when the chunks run in parallel
     n_slots = n_p * (n_chunks if cfg.parallel_grads else 1)
-    dx = torch.empty_like(x)
+    dx = like(x)
     ddt_p = torch.empty(b, T, H, n_p, dtype=cd, device=x.device)
     db_h = torch.empty(b, T, H * n_p, N, dtype=cd, device=x.device)
     dc_h = torch.empty(b, T, H * n_p, N, dtype=cd, device=x.device)
@@ -276,7 +279,8 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, cfg: ScanTiles):
     dh0 = torch.empty(b, H, P, N, dtype=x.dtype, device=x.device)
     sizes = (*x.stride()[:3], *dt.stride()[:2], *B.stride()[:3], T, H, P, N, H // G)
     consts = dict(BLOCK_L=bl, BLOCK_P=bp, BLOCK_N=pow2(N), ACC=acc_dtype(cd), DOT_PREC=_scan_precision(x.dtype, gpu))
-    launch = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    idx64 = needs_idx64(x, dt, B, C, h0, dy, dht, states, dx, ddt_p, db_h, dc_h, da_b, dd_b, dh0)
+    launch = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages, IDX64=idx64)
     d_arg = D if D is not None else A
     grads = (dx, ddt_p, db_h, dc_h, da_b, dd_b)
     bn = _tile(N, cfg.block_n)
@@ -428,6 +432,7 @@ def _step(state, x, dt, A, B, C, D, out_state):
                 BLOCK_P=bp,
                 BLOCK_N=pow2(N, 1),
                 ACC=acc_dtype(TORCH.compute_dtype(x.dtype)),
+                IDX64=needs_idx64(state, x, dt, B, C, y, out_state),
             )
     return y
 

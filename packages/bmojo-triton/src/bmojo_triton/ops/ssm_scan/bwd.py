@@ -34,7 +34,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from bmojo_triton.ops._triton_utils import mm
+from bmojo_triton.ops._triton_utils import index, mm
 
 
 @triton.jit
@@ -178,12 +178,16 @@ def _ssd_bwd_kernel(
     BLOCK_N: tl.constexpr,
     ACC: tl.constexpr,
     DOT_PREC: tl.constexpr,
+    IDX64: tl.constexpr = False,
 ):
     """The sequential walk. DX has X's strides; with nP = the grid's second extent: DDT_P is
     (b, T, H, nP), DB_H and DC_H are (b, T, H·nP, N), DA_B and DD_B (b, H, nP), all contiguous
     partials in ACC; DH0 is (b, H, P, N)."""
-    pid_bh = tl.program_id(0)
-    pid_p = tl.program_id(1)
+    pid_bh = index(tl.program_id(0), IDX64)
+    pid_p = index(tl.program_id(1), IDX64)
+    if IDX64:  # offsets may pass 2**31 - 1 elements (needs_idx64): what derives from a program id
+        # is int64 (``index``); the chunk walk's positions may be int32, so the strides they multiply are widened
+        sx_t, sdt_t, sb_t = index(sx_t, IDX64), index(sdt_t, IDX64), index(sb_t, IDX64)
     n_p = tl.num_programs(1)
     b = pid_bh // H
     h = pid_bh % H
@@ -248,13 +252,17 @@ def _ssd_bwd_state_kernel(
     BLOCK_N: tl.constexpr,
     ACC: tl.constexpr,
     DOT_PREC: tl.constexpr,
+    IDX64: tl.constexpr = False,
 ):
     """The chunk-parallel backward's sequential part (grid: batch × heads, P tiles, N tiles): the
     state gradient walked in reverse; DSTATES (b, H, ⌈T/L⌉, P, N), in ACC, gets the gradient of the
     state leaving every chunk, DH0 the gradient of the initial state. Rows of P and columns of N
     are independent here."""
-    pid_bh = tl.program_id(0)
-    pid_p = tl.program_id(1)
+    pid_bh = index(tl.program_id(0), IDX64)
+    pid_p = index(tl.program_id(1), IDX64)
+    if IDX64:  # offsets may pass 2**31 - 1 elements (needs_idx64): what derives from a program id
+        # is int64 (``index``); the chunk walk's positions may be int32, so the strides they multiply are widened
+        sx_t, sdt_t, sb_t = index(sx_t, IDX64), index(sdt_t, IDX64), index(sb_t, IDX64)
     b = pid_bh // H
     h = pid_bh % H
     g = h // HEADS_PER_GROUP
@@ -326,14 +334,18 @@ def _ssd_bwd_chunk_kernel(
     BLOCK_N: tl.constexpr,
     ACC: tl.constexpr,
     DOT_PREC: tl.constexpr,
+    IDX64: tl.constexpr = False,
 ):
     """The chunk-parallel backward's parallel part (grid: chunks, batch × heads, P tiles): one
     chunk's gradients from the forward's saved entering state and ``_ssd_bwd_state_kernel``'s
     leaving-state gradient. Partials as ``_ssd_bwd_kernel``'s, except DA_B and DD_B, which are
     (b, H, ⌈T/L⌉·nP): one slot per (chunk, P tile)."""
-    c = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    pid_p = tl.program_id(2)
+    c = index(tl.program_id(0), IDX64)
+    pid_bh = index(tl.program_id(1), IDX64)
+    pid_p = index(tl.program_id(2), IDX64)
+    if IDX64:  # offsets may pass 2**31 - 1 elements (needs_idx64): what derives from a program id
+        # is int64 (``index``); the chunk walk's positions may be int32, so the strides they multiply are widened
+        sx_t, sdt_t, sb_t = index(sx_t, IDX64), index(sdt_t, IDX64), index(sb_t, IDX64)
     n_p = tl.num_programs(2)
     b = pid_bh // H
     h = pid_bh % H

@@ -30,7 +30,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from bmojo_triton.ops._triton_utils import mm
+from bmojo_triton.ops._triton_utils import index, mm
 
 
 @triton.jit
@@ -79,9 +79,13 @@ def _ssd_fwd_kernel(
     ACC: tl.constexpr,
     DOT_PREC: tl.constexpr,
     OUTPUT: tl.constexpr = True,
+    IDX64: tl.constexpr = False,
 ):
-    pid_bh = tl.program_id(0)
-    pid_p = tl.program_id(1)
+    pid_bh = index(tl.program_id(0), IDX64)
+    pid_p = index(tl.program_id(1), IDX64)
+    if IDX64:  # offsets may pass 2**31 - 1 elements (needs_idx64): what derives from a program id
+        # is int64 (``index``); the chunk walk's positions may be int32, so the strides they multiply are widened
+        sx_t, sdt_t, sb_t = index(sx_t, IDX64), index(sdt_t, IDX64), index(sb_t, IDX64)
     b = pid_bh // H
     h = pid_bh % H
     g = h // HEADS_PER_GROUP
@@ -166,12 +170,16 @@ def _ssd_chunk_out_kernel(
     BLOCK_N: tl.constexpr,
     ACC: tl.constexpr,
     DOT_PREC: tl.constexpr,
+    IDX64: tl.constexpr = False,
 ):
     """y of one chunk (grid: chunks, batch × heads, P tiles) from the state entering it, which
     ``_ssd_fwd_kernel`` stored with SAVE_STATES (same chunk length BLOCK_L)."""
-    c = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    pid_p = tl.program_id(2)
+    c = index(tl.program_id(0), IDX64)
+    pid_bh = index(tl.program_id(1), IDX64)
+    pid_p = index(tl.program_id(2), IDX64)
+    if IDX64:  # offsets may pass 2**31 - 1 elements (needs_idx64): what derives from a program id
+        # is int64 (``index``); the chunk walk's positions may be int32, so the strides they multiply are widened
+        sx_t, sdt_t, sb_t = index(sx_t, IDX64), index(sdt_t, IDX64), index(sb_t, IDX64)
     b = pid_bh // H
     h = pid_bh % H
     g = h // HEADS_PER_GROUP

@@ -10,6 +10,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from bmojo_triton.ops._triton_utils import index
+
 
 @triton.jit
 def _ssm_step_kernel(
@@ -31,9 +33,10 @@ def _ssm_step_kernel(
     BLOCK_P: tl.constexpr,
     BLOCK_N: tl.constexpr,
     ACC: tl.constexpr,
+    IDX64: tl.constexpr = False,
 ):
-    pid_bh = tl.program_id(0)
-    pid_p = tl.program_id(1)
+    pid_bh = index(tl.program_id(0), IDX64)
+    pid_p = index(tl.program_id(1), IDX64)
     b = pid_bh // H
     h = pid_bh % H
     g = h // HEADS_PER_GROUP
