@@ -129,7 +129,8 @@ if [ -z "${SKIP_TESTS:-}" ]; then
   KT=tests/triton_backend
   step conformance "$TEST_LIMIT" conformance.log "${CONF[@]}" $(XD 5) --bmojo-dtypes=float32,float64 &
   step conf_half "$TEST_LIMIT" conformance_half.log "${CONF[@]}" $(XD 3) --bmojo-dtypes=bfloat16,float16 &
-  step kernel_new "$TEST_LIMIT" kernel_tests.log "${PYT[@]}" $KT/test_triton_ops.py $KT/test_triton_tiles.py $(XD 3) --bmojo-device=cuda &
+  step kernel_new "$TEST_LIMIT" kernel_tests.log "${PYT[@]}" $KT/test_triton_ops.py $KT/test_triton_tiles.py \
+    $KT/test_triton_offsets.py $(XD 3) --bmojo-device=cuda &  # offsets: ~40 GB for one test, freed after it
   # (one log for these two: the reply brings back at most 8 files)
   step kernel_model "$TEST_LIMIT" kernel_model.log "${PYT[@]}" $KT/test_triton_model.py $KT/test_triton_attention.py \
     $KT/test_triton_plugin.py $(XD 5) --bmojo-device=cuda &

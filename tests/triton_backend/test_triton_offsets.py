@@ -285,3 +285,45 @@ def test_idx64_variants_compile_for_sm90():
     compiled = {k for k, _ in out["kernels"]}
     assert all(idx64 is True for _, idx64 in out["kernels"]), out["kernels"]
     assert compiled == {k for k, has in _kernels().items() if has}
+
+
+# ----- on a GPU: real tensors past 2³¹ elements through the public op -------------------------
+
+
+def test_attention_past_int32_on_a_gpu(device):
+    """q, k, v of 33 × 32768 × 16 × 128 bfloat16 (2.2·10⁹ elements each, 4.4 GB): the last batch
+    element's output, lse and gradients must equal those of the same element run alone (below
+    the limit, the 32-bit kernels) — bitwise, the arithmetic being the same. About 40 GB of device
+    memory; not on a CPU, where the interpreter would take days (the spread-view tests above
+    cover the same kernels there)."""
+    if torch.device(device).type != "cuda":
+        pytest.skip("needs a GPU with about 40 GB free: 2.2e9-element tensors (the CPU runs the spread-view tests)")
+    from bmojo_triton.ops.bmojo_attention import bmojo_attention
+
+    b, T, H, Dh = 33, 32768, 16, 128
+    assert b * T * H * Dh > INT32_MAX + 1
+    g = torch.Generator(device=device).manual_seed(8)
+
+    def rn():
+        return torch.randn(b, T, H, Dh, generator=g, device=device, dtype=torch.bfloat16)
+
+    q, k, v = rn(), rn(), rn()
+    assert needs_idx64(q)
+    kw = dict(window=64)
+    leaves = [t.requires_grad_() for t in (q, k, v)]
+    o, lse = bmojo_attention(*leaves, **kw)
+    do = torch.ones_like(o[-1:])  # the cotangent reaches the last batch element only
+    torch.autograd.backward([o[-1:]], [do])
+    full = [t.detach().clone() for t in (o[-1:], lse[-1:], *(x.grad[-1:] for x in leaves))]  # not views
+    del o, lse
+    for t in leaves:
+        t.grad = None
+    solo = [t[-1:].detach().clone().requires_grad_() for t in (q, k, v)]
+    assert not needs_idx64(*solo)
+    o1, lse1 = bmojo_attention(*solo, **kw)
+    torch.autograd.backward([o1], [do])
+    alone = (o1.detach(), lse1.detach(), *(t.grad for t in solo))
+    del q, k, v, leaves, o1, lse1, solo
+    torch.cuda.empty_cache()  # ~40 GB back to the GPU for the tests running beside this one
+    for name, a, b_ in zip(("o", "lse", "dq", "dk", "dv"), full, alone):
+        _assert_same(f"last batch element {name}", a, b_)
