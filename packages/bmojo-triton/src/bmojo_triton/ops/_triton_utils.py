@@ -31,9 +31,10 @@ def needs_idx64(*tensors: torch.Tensor | None) -> bool:
     ``IDX64`` constexpr and widen their indices with ``index`` — PyTorch Inductor's choice
     between 32- and 64-bit indexing, made per launch: the 32-bit kernel stays the common one."""
     for t in tensors:
-        if t is not None and t.numel() > 0:
-            if sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride())) > INT32_MAX:
-                return True
+        if t is None or (t.numel() <= INT32_MAX + 1 and t.is_contiguous()):  # the common case, fast
+            continue
+        if t.numel() > 0 and sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride())) > INT32_MAX:
+            return True
     return False
 
 
