@@ -352,6 +352,34 @@ def test_norms_forward_and_gradients(name, dtype, device):
         )
 
 
+#: zero-sized dimensions core's checks allow (T = 0 it refuses): no state columns (y = D·x), no head-dim rows
+ZERO_SCAN = {"N0": dict(N=0), "P0": dict(P=0), "N0_no_D": dict(N=0, D=False), "P0_N0": dict(P=0, N=0)}
+
+
+@pytest.mark.parametrize("name", list(ZERO_SCAN))
+def test_zero_sized_scan_and_step_match_reference(name, device):
+    shape = dict(b=2, T=5, H=2, P=4, G=1, N=3) | ZERO_SCAN[name]
+    args = scan_args(device, torch.float32, **shape)
+    compare_fwd_bwd(name, ssm_scan.ssm_scan, ssm_ref.ssm_scan, args, {}, torch.float32, names=SCAN_NAMES)
+    with ssm_scan.TILES.override(**ssm_scan.chunk_parallel_tiles(args[0], shape["N"])):
+        compare_fwd_bwd(
+            f"chunk-parallel {name}", ssm_scan.ssm_scan, ssm_ref.ssm_scan, args, {}, torch.float32, names=SCAN_NAMES
+        )
+    if shape["T"]:
+        x, dt, A, B, C, D, h0 = args
+        step = ssm_scan.ssm_step(h0, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], D)
+        step_r = ssm_ref.ssm_step(h0, x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], D)
+        assert_close(f"{name}: step y", step[0], step_r[0], torch.float32)
+        assert_close(f"{name}: step state", step[1], step_r[1], torch.float32)
+
+
+def test_zero_width_norms_match_reference(device):
+    x, w = torch.zeros(2, 3, 0, device=device), torch.zeros(0, device=device)
+    compare_fwd_bwd(
+        "rmsnorm width 0", rmsnorm.rmsnorm, norm_ref.rmsnorm, (x, w, 1e-6), {}, torch.float32, names=("x", "weight")
+    )
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_innovation_scores(dtype, device):
     g = torch.Generator().manual_seed(3)

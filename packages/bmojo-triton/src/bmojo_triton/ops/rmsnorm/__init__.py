@@ -54,7 +54,8 @@ def _norm_bwd(dy, x, z, weight, eps, group):
     dz = torch.empty_like(x) if z is not None else None
     dw_rows = torch.empty(x.shape, dtype=TORCH.compute_dtype(x.dtype), device=x.device)
     _launch(_norm_bwd_kernel, x, z, weight, (dy, dx, dz if dz is not None else dx, dw_rows), eps, group)
-    dw = dw_rows.reshape(-1, x.shape[-1]).sum(0).to(weight.dtype)
+    width = x.shape[-1]
+    dw = dw_rows.reshape(x.numel() // max(width, 1), width).sum(0).to(weight.dtype)  # width 0 too
     return dx, dz, dw
 
 

@@ -212,7 +212,8 @@ def _fwd(x, dt, A, B, C, D, h0, cfg: ScanTiles, kernel: str, *, save_states: boo
     sizes = (*x.stride()[:3], *dt.stride()[:2], *B.stride()[:3], T, H, P, N, H // G)
     bn = _tile(N, cfg.block_n)  # < N only with parallel_out (no y in this pass)
     with on_device(x), refused_as(TILES, kernel, _launched(cfg, bp, bn)):
-        _ssd_fwd_kernel[(b * H, triton.cdiv(P, bp), triton.cdiv(N, bn))](
+        # N = 0: one program per P tile still runs, y = D·x (an empty N axis would leave y unwritten)
+        _ssd_fwd_kernel[(b * H, triton.cdiv(P, bp), max(1, triton.cdiv(N, bn)))](
             x,
             dt,
             A,
@@ -292,7 +293,7 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, cfg: ScanTiles):
             )  # fmt: skip
         else:
             dstates = torch.empty_like(states)  # the gradient of the state leaving every chunk
-            _ssd_bwd_state_kernel[(b * H, n_p, triton.cdiv(N, bn))](
+            _ssd_bwd_state_kernel[(b * H, n_p, max(1, triton.cdiv(N, bn)))](
                 dt, A, C, dy, dht if dht is not None else dy, dstates, dh0, *sizes,
                 HAS_DHT=dht is not None, **{**consts, "BLOCK_N": bn}, **launch,
             )  # fmt: skip
@@ -303,7 +304,7 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, cfg: ScanTiles):
     # dB, dC: the heads of a group (and a head's P tiles) share B and C
     dB = db_h.view(b, T, G, (H // G) * n_p, N).sum(3).to(B.dtype)
     dC = dc_h.view(b, T, G, (H // G) * n_p, N).sum(3).to(C.dtype)
-    ddt = (ddt_p.sum(3) if n_p > 1 else ddt_p.squeeze(3)).to(dt.dtype)
+    ddt = (ddt_p.squeeze(3) if n_p == 1 else ddt_p.sum(3)).to(dt.dtype)  # n_p = 0 when P = 0
     dA = da_b.sum((0, 2)).to(A.dtype)
     dD = dd_b.sum((0, 2)).to(D.dtype) if D is not None else None
     return dx, ddt, dA, dB, dC, dD, (dh0 if h0 is not None else None)
