@@ -78,8 +78,9 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """bmojo-core's unit and property tests, plus the benchmark smoke test (transformers is its peer,
-    installed here so the smoke test runs in CI instead of skipping)."""
-    session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "transformers")
+    installed here so the smoke test runs in CI instead of skipping; pytest-xdist, so the test of
+    the conformance suite under ``-n`` runs instead of skipping — the tests themselves run serially)."""
+    session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "transformers", "pytest-xdist")
     session.run("pytest", "tests", "-q", *session.posargs, env={"PYTHONHASHSEED": "0"})
     release(session)
 

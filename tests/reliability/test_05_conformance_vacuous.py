@@ -148,3 +148,21 @@ def test_large_cases_catch_bugs_the_small_ones_miss_and_skip_large_is_a_reduced_
     assert reduced.returncode == 0, reduced.stdout[-3000:]
     assert "reduced set (--bmojo-skip-large)" in reduced.stdout
     assert "ops tested: ssm_scan, bmojo_attention, rmsnorm, gated_rmsnorm" in reduced.stdout
+
+
+def test_a_pytest_xdist_run_reports_and_fails_as_a_serial_run(site, tmp_path):
+    """Under ``-n`` the controller collects nothing: the per-op summary, "not provided" and the
+    INCOMPLETE / NOTHING TESTED verdicts come from the workers (``workeroutput``). Before, a
+    partial or vacuous run passed there, with no summary."""
+    pytest.importorskip("xdist", reason="pytest-xdist is not installed (nox's tests session installs it)")
+    full = _suite(site, tmp_path, "sneaky", "-n", "2", "--bmojo-dtypes=float64", "--bmojo-skip-large")
+    assert full.returncode == 0, full.stdout[-3000:]
+    assert "ops tested: ssm_scan, bmojo_attention, rmsnorm, gated_rmsnorm" in full.stdout
+    assert "ops not provided (not counted as passed): ssm_step, causal_conv1d" in full.stdout
+    assert "reduced set (--bmojo-skip-large)" in full.stdout
+    partial = _suite(site, tmp_path, "sneaky", "-n", "2", "--bmojo-dtypes=float64", "-k", "ssm_scan")
+    assert partial.returncode == 1, partial.stdout[-3000:]
+    assert "INCOMPLETE" in partial.stdout
+    vacuous = _suite(site, tmp_path, "sneaky", "-n", "2", "--bmojo-partial", "-k", "innovation_scores")
+    assert vacuous.returncode == 1, vacuous.stdout[-3000:]
+    assert "NOTHING TESTED" in vacuous.stdout

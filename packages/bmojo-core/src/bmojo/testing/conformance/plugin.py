@@ -136,6 +136,8 @@ def pytest_configure(config):
     if bad:
         raise pytest.UsageError(f"--bmojo-dtypes: expected names from {list(DTYPES)}, got {bad}")
     seed = config.getoption("--bmojo-seed")
+    if seed is None:  # a pytest-xdist worker runs with its controller's seed (the one the header shows)
+        seed = getattr(config, "workerinput", {}).get("bmojo_seed")
     config.stash[_KEY] = _Run(
         backend=config.getoption("--bmojo-backend") or os.environ.get("BMOJO_BACKEND", "").strip() or "reference",
         device=config.getoption("--bmojo-device"),
@@ -363,7 +365,55 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         )
 
 
+# ----- pytest-xdist: workers collect and run, the controller reports and decides ------------------
+# Under ``-n`` the controller collects nothing, so what the hooks above record on each worker
+# (which test checks which op, what was deselected, which ops really ran) travels back in
+# ``workeroutput``; without this the controller printed no summary and passed a partial or
+# vacuous run that fails without ``-n``.
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    node.workerinput["bmojo_seed"] = _run(node.config).seed
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    got = getattr(node, "workeroutput", {}).get("bmojo_conformance")
+    if not got:
+        return
+    run = _run(node.config)
+    run.active = run.active or got["active"]
+    run.op_of.update(got["op_of"])
+    run.tested.update(got["tested"])
+    run.removed = sorted(set(run.removed) | set(got["removed"]))
+    run.large_skipped.update(got["large_skipped"])
+    run.provided = run.provided or got["provided"]
+    run.deviations.update(got["deviations"])
+    run.deviation_hits.update(got["deviation_hits"])
+    run.overrides.update(got["overrides"])
+
+
+def _send_to_controller(config) -> None:
+    """On a pytest-xdist worker: what the controller's summary and exit status need."""
+    run = config.stash.get(_KEY, None)
+    if run is None or not hasattr(config, "workeroutput"):
+        return
+    config.workeroutput["bmojo_conformance"] = dict(
+        active=run.active,
+        op_of=run.op_of,
+        tested=sorted(run.tested),
+        removed=run.removed,
+        large_skipped=sorted(run.large_skipped),
+        provided=run.provided,
+        deviations=run.deviations,
+        deviation_hits=run.deviation_hits,
+        overrides=run.overrides,
+    )
+
+
 def pytest_sessionfinish(session, exitstatus):
+    _send_to_controller(session.config)
     run = session.config.stash.get(_KEY, None)
     if run is None or not run.active or exitstatus != 0:
         return
