@@ -38,12 +38,19 @@ def needs_idx64(*tensors: torch.Tensor | None) -> bool:
     return False
 
 
-def like(t: torch.Tensor) -> torch.Tensor:
-    """An uninitialised tensor with ``t``'s size *and strides*: for an output a kernel indexes with
-    its input's strides (a gradient, y of the scan). ``torch.empty_like`` keeps the strides of
-    dense tensors only; a view with gaps would get a compact tensor the kernel writes past. ``t``
-    must not overlap itself (no stride-0 dimension of size > 1): the ops pass contiguous tensors."""
-    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
+def like(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """An uninitialised tensor with ``t``'s size *and strides* (``dtype``: default t's): for an
+    output a kernel indexes with its input's strides (a gradient, y of the scan). ``torch.empty_like``
+    keeps the strides of dense tensors only; a view with gaps would get a compact tensor the kernel
+    writes past. ``t`` must not overlap itself (no stride-0 dimension of size > 1): the ops pass
+    contiguous tensors."""
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype if dtype is None else dtype, device=t.device)
+
+
+def in_layout(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``t`` with ``ref``'s strides, for a kernel that reads it with them (an upstream gradient
+    read with x's strides): ``t`` itself where they already match, else a copy."""
+    return t if t.stride() == ref.stride() else like(ref).copy_(t)
 
 
 @triton.jit

@@ -11,7 +11,16 @@ import torch
 import triton
 from bmojo.argcheck import TORCH, check_causal_conv1d_args, fail
 
-from bmojo_triton.ops._triton_utils import acc_dtype, check_grid_axis, gpu_path, like, needs_idx64, on_device, pow2
+from bmojo_triton.ops._triton_utils import (
+    acc_dtype,
+    check_grid_axis,
+    gpu_path,
+    in_layout,
+    like,
+    needs_idx64,
+    on_device,
+    pow2,
+)
 from bmojo_triton.ops.causal_conv1d.bwd import _conv_bwd_dx_kernel, _conv_bwd_g_kernel
 from bmojo_triton.ops.causal_conv1d.fwd import _conv_fwd_kernel
 from bmojo_triton.ops.causal_conv1d.step import _conv_step_kernel
@@ -69,8 +78,8 @@ def _bwd(dy, dfinal, x, weight, bias, state, activation):
     cd = TORCH.compute_dtype(x.dtype)
     bt, bc = _tiles(x)
     # dy, g and dx are read and written with x's strides
-    dy = dy if dy.stride() == x.stride() else like(x).copy_(dy)
-    g = torch.empty_strided(x.shape, x.stride(), dtype=cd, device=x.device)
+    dy = in_layout(dy, x)
+    g = like(x, cd)
     n_t = triton.cdiv(T, bt)
     dw_part = torch.empty(b * n_t, ch, K, dtype=cd, device=x.device)
     dx = like(x)

@@ -20,6 +20,7 @@ from bmojo_triton.ops._triton_utils import (
     check_grid_axis,
     check_launch,
     gpu_path,
+    in_layout,
     like,
     needs_idx64,
     on_device,
@@ -264,7 +265,7 @@ def _bwd(dy, dht, x, dt, A, B, C, D, h0, states, bl, cfg: ScanTiles):
     G, N = B.shape[-2:]
     gpu = gpu_path(x.device)
     cd = TORCH.compute_dtype(x.dtype)
-    dy = dy if dy.stride() == x.stride() else like(x).copy_(dy)  # the kernels read dy with x's strides
+    dy = in_layout(dy, x)  # the kernels read dy with x's strides
     dht = dht.contiguous() if dht is not None else None
     bp = _tile(P, cfg.block_p)
     n_p = triton.cdiv(P, bp)  # head-dim tiles: partial sums of every gradient that sums over P

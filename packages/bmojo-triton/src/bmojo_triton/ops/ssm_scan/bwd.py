@@ -35,6 +35,7 @@ import triton
 import triton.language as tl
 
 from bmojo_triton.ops._triton_utils import index, mm
+from bmojo_triton.ops.ssm_scan.fwd import _chunk_walk_strides
 
 
 @triton.jit
@@ -185,9 +186,7 @@ def _ssd_bwd_kernel(
     partials in ACC; DH0 is (b, H, P, N)."""
     pid_bh = index(tl.program_id(0), IDX64)
     pid_p = index(tl.program_id(1), IDX64)
-    if IDX64:  # offsets may pass 2**31 - 1 elements (needs_idx64): what derives from a program id
-        # is int64 (``index``); the chunk walk's positions may be int32, so the strides they multiply are widened
-        sx_t, sdt_t, sb_t = index(sx_t, IDX64), index(sdt_t, IDX64), index(sb_t, IDX64)
+    sx_t, sdt_t, sb_t = _chunk_walk_strides(sx_t, sdt_t, sb_t, IDX64)
     n_p = tl.num_programs(1)
     b = pid_bh // H
     h = pid_bh % H
@@ -260,9 +259,7 @@ def _ssd_bwd_state_kernel(
     are independent here."""
     pid_bh = index(tl.program_id(0), IDX64)
     pid_p = index(tl.program_id(1), IDX64)
-    if IDX64:  # offsets may pass 2**31 - 1 elements (needs_idx64): what derives from a program id
-        # is int64 (``index``); the chunk walk's positions may be int32, so the strides they multiply are widened
-        sx_t, sdt_t, sb_t = index(sx_t, IDX64), index(sdt_t, IDX64), index(sb_t, IDX64)
+    sx_t, sdt_t, sb_t = _chunk_walk_strides(sx_t, sdt_t, sb_t, IDX64)
     b = pid_bh // H
     h = pid_bh % H
     g = h // HEADS_PER_GROUP
@@ -343,9 +340,6 @@ def _ssd_bwd_chunk_kernel(
     c = index(tl.program_id(0), IDX64)
     pid_bh = index(tl.program_id(1), IDX64)
     pid_p = index(tl.program_id(2), IDX64)
-    if IDX64:  # offsets may pass 2**31 - 1 elements (needs_idx64): what derives from a program id
-        # is int64 (``index``); the chunk walk's positions may be int32, so the strides they multiply are widened
-        sx_t, sdt_t, sb_t = index(sx_t, IDX64), index(sdt_t, IDX64), index(sb_t, IDX64)
     n_p = tl.num_programs(2)
     b = pid_bh // H
     h = pid_bh % H

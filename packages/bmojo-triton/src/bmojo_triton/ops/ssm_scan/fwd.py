@@ -34,6 +34,14 @@ from bmojo_triton.ops._triton_utils import index, mm
 
 
 @triton.jit
+def _chunk_walk_strides(sx_t, sdt_t, sb_t, IDX64: tl.constexpr):
+    """The time strides a chunk walk's positions multiply, widened to int64 with ``IDX64``: the
+    walk's counter may stay int32 on a GPU (a Python int under the interpreter), while what derives
+    from a program id already is int64 (``index``). Unchanged without ``IDX64``."""
+    return index(sx_t, IDX64), index(sdt_t, IDX64), index(sb_t, IDX64)
+
+
+@triton.jit
 def _chunk_y(x, xdt, cm, bm, cum, state, d, causal, HAS_D: tl.constexpr, ACC: tl.constexpr, DOT_PREC: tl.constexpr):
     """y of one chunk: the intra-chunk term, the entering state's term and D·x."""
     cb = mm(cm, tl.trans(bm), DOT_PREC, False)
@@ -83,9 +91,7 @@ def _ssd_fwd_kernel(
 ):
     pid_bh = index(tl.program_id(0), IDX64)
     pid_p = index(tl.program_id(1), IDX64)
-    if IDX64:  # offsets may pass 2**31 - 1 elements (needs_idx64): what derives from a program id
-        # is int64 (``index``); the chunk walk's positions may be int32, so the strides they multiply are widened
-        sx_t, sdt_t, sb_t = index(sx_t, IDX64), index(sdt_t, IDX64), index(sb_t, IDX64)
+    sx_t, sdt_t, sb_t = _chunk_walk_strides(sx_t, sdt_t, sb_t, IDX64)
     b = pid_bh // H
     h = pid_bh % H
     g = h // HEADS_PER_GROUP
@@ -177,9 +183,6 @@ def _ssd_chunk_out_kernel(
     c = index(tl.program_id(0), IDX64)
     pid_bh = index(tl.program_id(1), IDX64)
     pid_p = index(tl.program_id(2), IDX64)
-    if IDX64:  # offsets may pass 2**31 - 1 elements (needs_idx64): what derives from a program id
-        # is int64 (``index``); the chunk walk's positions may be int32, so the strides they multiply are widened
-        sx_t, sdt_t, sb_t = index(sx_t, IDX64), index(sdt_t, IDX64), index(sb_t, IDX64)
     b = pid_bh // H
     h = pid_bh % H
     g = h // HEADS_PER_GROUP
