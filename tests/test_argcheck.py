@@ -104,6 +104,12 @@ BAD_CALLS = {
     "gated rmsnorm: group not dividing": lambda kind, mk: argcheck.check_gated_rmsnorm_args(
         kind, mk(2, 8), mk(2, 8), mk(8), 3, eps=1e-6
     ),
+    "gated rmsnorm: empty last axis": lambda kind, mk: argcheck.check_gated_rmsnorm_args(
+        kind, mk(2, 0), mk(2, 0), mk(0), None, eps=1e-6
+    ),
+    "attention: head size 0": lambda kind, mk: argcheck.check_bmojo_attention_args(
+        kind, mk(1, 4, 2, 0), mk(1, 4, 2, 0), mk(1, 4, 2, 0), None, None, None, None, None, 0, 4, 0, None
+    ),
     "gated rmsnorm: eps not positive": lambda kind, mk: argcheck.check_gated_rmsnorm_args(
         kind, mk(2, 8), mk(2, 8), mk(8), None, eps=0.0
     ),
@@ -126,6 +132,8 @@ EXPECTED = {  # the start of each message: which argument, and what was wrong
     "scan: empty sequence": "x: expected at least one token (T >= 1), got shape (1, 0, 2, 4)",
     "rmsnorm: weight not 1-d": "weight: expected a 1-d",
     "gated rmsnorm: group not dividing": "group_size: expected a divisor of the last axis (8), got 3",
+    "gated rmsnorm: empty last axis": "x: expected a last axis >= 1 (gated_rmsnorm normalises groups of it)",
+    "attention: head size 0": "q: expected a head size >= 1, got shape (1, 4, 2, 0)",
     "gated rmsnorm: eps not positive": "eps: expected a positive float, got 0.0",
     "eidetic: float positions": "mem_pos: expected an integer",
     "innovation: k_pred shape": "k_pred: expected shape (1, 3, 2, 4)",

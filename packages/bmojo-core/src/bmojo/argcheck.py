@@ -152,6 +152,8 @@ def check_bmojo_attention_args(
     b, T, H, Dh = q.shape
     if T == 0:
         fail("q", "at least one query (T >= 1)", f"shape {tuple(q.shape)}")
+    if Dh == 0:  # the default scale is 1/sqrt(Dh)
+        fail("q", "a head size >= 1", f"shape {tuple(q.shape)}")
     check_array(kind, "k", k, ndim=4)
     Tk, Hkv = k.shape[1], k.shape[2]
     check_array(kind, "k", k, shape=(b, None, None, Dh))
@@ -273,6 +275,8 @@ def check_gated_rmsnorm_args(kind: ArrayKind, x, z, weight, group_size, *, eps) 
     check_same(kind, "z", z, "x", x)
     width = x.shape[-1]
     check_array(kind, "weight", weight, shape=(width,))
+    if width == 0:  # groups of zero width do not exist (rmsnorm takes an empty last axis)
+        fail("x", "a last axis >= 1 (gated_rmsnorm normalises groups of it)", f"shape {tuple(x.shape)}")
     group = width if group_size is None else group_size
     if isinstance(group, bool) or not isinstance(group, int) or group < 1 or width % group:
         fail("group_size", f"a divisor of the last axis ({width})", group_size)

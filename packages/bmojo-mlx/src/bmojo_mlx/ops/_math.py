@@ -31,6 +31,10 @@ def silu(x: mx.array) -> mx.array:
 
 def logsumexp(x: mx.array, axis: int = -1) -> mx.array:
     """log Σ exp over ``axis`` (kept as a size-1 axis); rows must hold a finite entry."""
+    if x.size == 0:  # mx.logsumexp refuses an empty array even when ``axis`` itself is not empty
+        shape = list(x.shape)
+        shape[axis] = 1
+        return mx.zeros(shape, dtype=x.dtype)
     if x.dtype != mx.float64:
         return mx.logsumexp(x, axis=axis, keepdims=True)
     m = mx.stop_gradient(mx.max(x, axis=axis, keepdims=True))

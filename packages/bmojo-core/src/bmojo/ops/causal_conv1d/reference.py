@@ -32,7 +32,10 @@ def causal_conv1d(
     if initial_state is None:
         initial_state = x.new_zeros(b, K - 1, ch)
     xx = torch.cat([initial_state, x], dim=1)  # (b, T+K-1, ch)
-    y = F.conv1d(xx.transpose(1, 2), weight[:, None, :], bias, groups=ch).transpose(1, 2)
+    if ch == 0:  # F.conv1d refuses groups=0; no channels, nothing to convolve
+        y = x.new_empty(x.shape)
+    else:
+        y = F.conv1d(xx.transpose(1, 2), weight[:, None, :], bias, groups=ch).transpose(1, 2)
     return _activate(y, activation), xx[:, xx.shape[1] - (K - 1) :]
 
 

@@ -4,7 +4,8 @@ Every case is built from a seeded generator, so inputs are fresh per run (the se
 ``--bmojo-seed`` fixes it) yet reproducible from the seed the header prints. The grid covers the
 edges a kernel gets wrong: T = 1, T not a multiple of the chunk/block, B = 1, GQA ratios, no
 fading keys (f = 0), no eidetic memory (M = 0), full attention (w >= T), kernel width 1, ties in
-eidetic scores, a selection starting mid-chunk.
+eidetic scores, a selection starting mid-chunk, and the empty sizes the argument checks accept
+(batch 0, a zero-width state, head dim, channel or norm axis).
 
 A few ``large`` cases (marker ``bmojo_large``) add what tiny shapes miss: T beyond the block or
 chunk size, batch > 2, a far ``q_start`` and non-contiguous inputs (every tensor argument a strided
@@ -295,6 +296,25 @@ CASES: tuple[Case, ...] = (
     _c("gated_rmsnorm", "base", _gated, shape=(2, 7, 32)),
     _c("gated_rmsnorm", "grouped", _gated, shape=(2, 5, 32), group=8),
     _c("gated_rmsnorm", "B1_T1", _gated, shape=(1, 1, 16)),
+    # Empty and degenerate sizes the argument checks accept: no batch rows, and a zero-width axis
+    # (state size N, head dim P, channels, rmsnorm width; gated_rmsnorm refuses width 0). Outputs
+    # come back with the reference's shapes and dtypes (for N = 0, the skip term D·x alone), with
+    # no launch on an empty grid.
+    _c("ssm_scan", "B0", _ssm_scan, b=0, T=5, H=2, P=4, G=1, N=4, chunk=4),
+    _c("ssm_scan", "N0_skip_only", _ssm_scan, b=2, T=9, H=2, P=4, G=1, N=0, chunk=4),
+    _c("ssm_scan", "P0", _ssm_scan, b=2, T=5, H=2, P=0, G=1, N=4, chunk=4),
+    _c("ssm_step", "B0", _ssm_step, b=0, H=2, P=4, G=1, N=4),
+    _c("ssm_step", "N0_skip_only", _ssm_step, b=2, H=2, P=4, G=1, N=0),
+    _c("causal_conv1d", "B0", _conv, b=0, T=5, ch=8, K=4),
+    _c("causal_conv1d", "ch0", _conv, b=2, T=5, ch=0, K=4),
+    _c("causal_conv1d_step", "B0", _conv_step, b=0, ch=8, K=4),
+    _c("causal_conv1d_step", "ch0", _conv_step, b=2, ch=0, K=4),
+    _c("bmojo_attention", "B0_three_sources", _attention, b=0, T=9, H=2, Hkv=1, Dh=8, w=3, f=3, M=2, chunk=3),
+    _c("innovation_scores", "B0", _scores, b=0, T=5, Hkv=2, Dh=8),
+    _c("eidetic_select", "B0", _select, b=0, start=2, T=8, chunk=4, per_chunk=1, M=2),
+    _c("rmsnorm", "rows0", _rmsnorm, shape=(0, 3, 16)),
+    _c("rmsnorm", "width0", _rmsnorm, shape=(2, 3, 0)),
+    _c("gated_rmsnorm", "rows0", _gated, shape=(0, 3, 16)),
     # Non-contiguous inputs at batch 3 for the step ops (cheap: always run).
     _strided("ssm_step", "B3_strided", _ssm_step, b=3, H=4, P=8, G=2, N=8),
     _strided("causal_conv1d_step", "B3_strided", _conv_step, b=3, ch=12, K=4),

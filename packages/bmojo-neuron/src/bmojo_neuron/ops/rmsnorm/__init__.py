@@ -18,7 +18,9 @@ def _run(x, z, weight, eps, group, gated):
     if Dm > MAX_WIDTH:
         fail("x", f"a last axis of at most {MAX_WIDTH} on Neuron (one row tile in SBUF)", Dm)
     cd = kernel_dtype("x", x)
-    R = x.numel() // max(Dm, 1)
+    if Dm == 0:  # an empty last axis (rmsnorm allows it): nothing to normalise, no launch
+        return x.new_zeros(x.shape)
+    R = x.numel() // Dm
     Rp = round_up(max(R, 1))
     X = pad_axis(x.to(cd).reshape(R, Dm), 0, 0, Rp - R)
     Z = pad_axis(z.to(cd).reshape(R, Dm), 0, 0, Rp - R) if gated else X[:1]

@@ -58,6 +58,12 @@ def _run(x, dt, A, B, C, D, initial_state, dt_bias, dt_softplus):
 
     b, T, H, P = x.shape
     N = B.shape[-1]
+    if b * H * P == 0 or N == 0:
+        # Nothing to scan (no channels, or no state: y = D·x alone); NKI has no empty tiles, so the
+        # host answers without a launch, in the kernel's compute dtype as the kernel would.
+        cd = kernel_dtype("x", x)
+        y = x.to(cd) * D.to(cd)[:, None] if D is not None else x.new_zeros(x.shape, dtype=cd)
+        return y.to(x.dtype), x.new_zeros(b, H, P, N)
     arrays = scan_layout(x, dt, A, B, C, D, initial_state, dt_bias)
     Y, HT = launch(ssm_scan_kernel, *arrays, bool(dt_softplus))
     n_ch = b * H * P
