@@ -221,6 +221,10 @@ class _FusedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, attn_mask=None, scale=1.0):
+        # ATen's CPU flash kernel reads the head axis as if it were contiguous (torch 2.13: a
+        # stride-2 last axis gives a wrong o and lse); the T = 1 decode path passes views of the
+        # caller's tensors, so any other layout is copied first.
+        q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
         o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=attn_mask, scale=scale)
         ctx.save_for_backward(q, k, v, attn_mask, o, lse)
         ctx.scale = scale

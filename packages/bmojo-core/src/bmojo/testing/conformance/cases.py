@@ -315,9 +315,13 @@ CASES: tuple[Case, ...] = (
     _c("rmsnorm", "rows0", _rmsnorm, shape=(0, 3, 16)),
     _c("rmsnorm", "width0", _rmsnorm, shape=(2, 3, 0)),
     _c("gated_rmsnorm", "rows0", _gated, shape=(0, 3, 16)),
-    # Non-contiguous inputs at batch 3 for the step ops (cheap: always run).
+    # Non-contiguous inputs at batch 3 for the step ops and attention's T = 1 decode (cheap: always run).
     _strided("ssm_step", "B3_strided", _ssm_step, b=3, H=4, P=8, G=2, N=8),
     _strided("causal_conv1d_step", "B3_strided", _conv_step, b=3, ch=12, K=4),
+    _strided("bmojo_attention", "T1_decode_B3_strided", _attention, b=3, T=1, H=4, Hkv=2, Dh=8, w=8, f=8, M=2,
+             chunk=8, q_start=23, k_extra=7, f_extra=15),
+    _strided("bmojo_attention", "T1_decode_window_only_strided", _attention, b=2, T=1, H=2, Hkv=1, Dh=8, w=4,
+             q_start=9, k_extra=3),
     # Large (marker bmojo_large): T over 2 chunks/blocks, batch 3, far q_start, strided inputs.
     _large("ssm_scan", "large_T150_B3", _ssm_scan, b=3, T=150, H=4, P=8, G=2, N=8, chunk=64),
     _large("causal_conv1d", "large_T100_B3", _conv, b=3, T=100, ch=16, K=4),
