@@ -70,3 +70,14 @@ def test_split_sequence_matches_one_call():
     y3, st3 = causal_conv1d(x[:, 7:], w, bias, st2)
     assert_close(torch.cat([y1, y2, y3], 1), y_ref, 1e-13, "y")
     assert torch.equal(st3, st_ref)
+
+
+def test_no_channels_is_empty_and_differentiable():
+    """channels = 0 (legal: F.conv1d alone refuses groups=0): empty outputs that stay functions of
+    the inputs, so a backward through them runs, as it does at batch 0."""
+    x, w, bias, h0 = (randn(*s, requires_grad=True) for s in ((2, 5, 0), (0, 4), (0,), (2, 3, 0)))
+    y, st = causal_conv1d(x, w, bias, h0)
+    assert y.shape == (2, 5, 0) and st.shape == (2, 3, 0)
+    (gx,) = torch.autograd.grad(y.sum(), x)
+    gx2, gh = torch.autograd.grad(st.sum(), (x, h0))
+    assert gx.shape == gx2.shape == x.shape and gh.shape == h0.shape

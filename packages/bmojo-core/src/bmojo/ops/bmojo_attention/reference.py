@@ -205,6 +205,8 @@ def _fused_kernel(qp):
     float32/float64, and the ops present in this torch build."""
     if not USE_FUSED_CPU_KERNEL or qp.device.type != "cpu" or qp.dtype not in (torch.float32, torch.float64):
         return None
+    if qp.numel() == 0:  # no query rows (H = 0): the kernel divides by zero (SIGFPE, torch 2.13)
+        return None
     aten = torch.ops.aten
     if not hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
         return None

@@ -33,7 +33,7 @@ def causal_conv1d(
         initial_state = x.new_zeros(b, K - 1, ch)
     xx = torch.cat([initial_state, x], dim=1)  # (b, T+K-1, ch)
     if ch == 0:  # F.conv1d refuses groups=0; no channels, nothing to convolve
-        y = x.new_empty(x.shape)
+        y = x.clone()  # empty, and still a function of x for autograd
     else:
         y = F.conv1d(xx.transpose(1, 2), weight[:, None, :], bias, groups=ch).transpose(1, 2)
     return _activate(y, activation), xx[:, xx.shape[1] - (K - 1) :]

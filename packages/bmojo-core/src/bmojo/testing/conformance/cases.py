@@ -310,6 +310,8 @@ CASES: tuple[Case, ...] = (
     _c("causal_conv1d_step", "B0", _conv_step, b=0, ch=8, K=4),
     _c("causal_conv1d_step", "ch0", _conv_step, b=2, ch=0, K=4),
     _c("bmojo_attention", "B0_three_sources", _attention, b=0, T=9, H=2, Hkv=1, Dh=8, w=3, f=3, M=2, chunk=3),
+    _c("bmojo_attention", "H0", _attention, b=2, T=5, H=0, Hkv=1, Dh=8, w=3, f=3),
+    _c("bmojo_attention", "H0_T1_decode", _attention, b=2, T=1, H=0, Hkv=1, Dh=8, w=3, q_start=4, k_extra=2),
     _c("innovation_scores", "B0", _scores, b=0, T=5, Hkv=2, Dh=8),
     _c("eidetic_select", "B0", _select, b=0, start=2, T=8, chunk=4, per_chunk=1, M=2),
     _c("rmsnorm", "rows0", _rmsnorm, shape=(0, 3, 16)),
