@@ -1,7 +1,7 @@
 """Reference ops (spec §7): the semantics every backend must match.
 
 Each op lives in ``bmojo.ops.<op>/``: ``reference.py`` is the efficient pure-PyTorch version used
-by the layer; ``naive.py`` is a slow, obviously-correct oracle used only by tests.
+by the layer; ``naive.py`` is a slow, obviously-correct oracle used only by tests and benchmarks.
 """
 
 from bmojo.ops.bmojo_attention import bmojo_attention
