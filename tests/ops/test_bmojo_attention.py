@@ -230,3 +230,17 @@ def test_fading_offset_out_of_range(delta):
     q, k, v, kw = make_inputs(1, 4, 2, 1, 4, f=2)
     with pytest.raises((ValueError, TypeError), match=r"^fading_offset: expected"):
         bmojo_attention(q, k, v, **kw, window=4, fading_window=2, fading_offset=delta)
+
+
+@pytest.mark.parametrize("b, H", [(0, 2), (2, 0)])
+@pytest.mark.parametrize("T", [1, 9])
+def test_no_rows_give_empty_outputs(b, H, T):
+    """Batch 0 or no query heads (both legal): empty o and lse of the right shapes on both paths
+    (ATen's kernel divides by zero on zero query rows; the einsum path once failed to reshape an
+    empty lse), and a backward through them runs."""
+    q, k, v, kw = make_inputs(b, T, H, 1, 4, q_start=3, k_extra=2, f=3, f_extra=4, M=2, chunk=3)
+    q.requires_grad_(True)
+    o, lse = bmojo_attention(q, k, v, **kw, q_start=3, window=3, fading_window=3, eidetic_chunk=3, block_size=4)
+    assert o.shape == (b, T, H, 4) and lse.shape == (b, H, T) and lse.dtype == torch.float64
+    (g,) = torch.autograd.grad(o.sum() + lse.sum(), q)
+    assert g.shape == q.shape

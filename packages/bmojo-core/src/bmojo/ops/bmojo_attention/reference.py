@@ -195,8 +195,7 @@ def _attend(qp, sources):
         width = vv.shape[2]
         o = o + torch.einsum("bhgnqk,bnkhd->bnqhgd", p[..., col : col + width], vv)
         col += width
-    b, n, Bq = o.shape[:3]
-    return o, lse.reshape(b, -1, n, Bq)
+    return o, lse.flatten(1, 2)  # (b, H, n, Bq), also when b or H is 0
 
 
 def _fused_kernel(qp):
