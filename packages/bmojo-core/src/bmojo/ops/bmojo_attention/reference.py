@@ -204,7 +204,7 @@ def _fused_kernel(qp):
     float32/float64, and the ops present in this torch build."""
     if not USE_FUSED_CPU_KERNEL or qp.device.type != "cpu" or qp.dtype not in (torch.float32, torch.float64):
         return None
-    if qp.numel() == 0:  # no query rows (H = 0): the kernel divides by zero (SIGFPE, torch 2.13)
+    if qp.numel() == 0:  # no rows (batch or H = 0): at H = 0 the kernel divides by zero (SIGFPE, torch 2.13)
         return None
     aten = torch.ops.aten
     if not hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
