@@ -75,13 +75,20 @@ def lint(session: nox.Session) -> None:
     session.run("python", "-m", "ruff", "format", "--check", ".")
 
 
+#: pytest-xdist, one worker per core: the CPU sessions whose tests take minutes (``tests`` and the
+#: two triton sessions) spend them in single-threaded work, subprocesses and the Triton
+#: interpreter, so on CI's 2 cores two workers cut each by 40-50 %; ``nox -s <session> -- -n 0``
+#: runs one in a single process (pytest takes the last ``-n``).
+XDIST = ("-n", "auto")
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """bmojo-core's unit and property tests, plus the benchmark smoke test (transformers is its peer,
-    installed here so the smoke test runs in CI instead of skipping; pytest-xdist, so the test of
-    the conformance suite under ``-n`` runs instead of skipping — the tests themselves run serially)."""
+    installed here so the smoke test runs in CI instead of skipping), on pytest-xdist workers (which
+    also lets the test of the conformance suite under ``-n`` run instead of skipping)."""
     session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "transformers", "pytest-xdist")
-    session.run("pytest", "tests", "-q", *session.posargs, env={"PYTHONHASHSEED": "0"})
+    session.run("pytest", "tests", "-q", *XDIST, *session.posargs, env={"PYTHONHASHSEED": "0"})
     release(session)
 
 
@@ -121,8 +128,7 @@ def triton(session: nox.Session) -> None:
     env = {"PYTHONHASHSEED": "0", **TRITON_ENV}
     # One interpreter process per core (OMP_NUM_THREADS=1 each): the interpreter is single-threaded
     # Python, so on CI's 2 cores this halves the session; `-- -n 0` runs it in one process.
-    xdist = ("-n", "auto")
-    session.run("python", "-m", "pytest", "tests/triton_backend", "-q", *xdist, *QUIET, *session.posargs, env=env)
+    session.run("python", "-m", "pytest", "tests/triton_backend", "-q", *XDIST, *QUIET, *session.posargs, env=env)
     release(session)
 
 
@@ -157,13 +163,18 @@ def conformance(session: nox.Session, backend: str) -> None:
         session.skip(f"{path} is not in this repository yet")
     # triton on a CPU: the interpreter (explicit selection only); pass `-- --bmojo-device=cuda`
     # on a GPU machine, where the interpreter must stay off: TRITON_INTERPRET=0 nox -s ...
-    env, opts = {}, ()
+    env, opts, extra = {}, (), ()
     if backend == "triton":
         path, opts = TRITON_CPU, QUIET
         env = {k: os.environ.get(k, v) for k, v in TRITON_ENV.items()}
+        if env["TRITON_INTERPRET"] == "1":
+            # the interpreter run is the only conformance session long enough to gain from xdist
+            # (6.5 -> 4 minutes on 2 cores); the suite's workers share the controller's seed and
+            # report back, so its summary and verdicts are those of a serial run
+            opts, extra = (*XDIST, *QUIET), ("pytest-xdist",)
     elif backend == "neuron":
         env = NEURON_EMULATE
-    session.install(*CONSTRAINTS, f"{CORE}[test]", *([path] if path else []))
+    session.install(*CONSTRAINTS, f"{CORE}[test]", *([path] if path else []), *extra)
     session.chdir(session.create_tmp())  # outside the repo: tests come from the installed wheel
     session.run(
         "pytest",
