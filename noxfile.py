@@ -16,13 +16,10 @@ nox.options.sessions = [
     "lint",
     "tests",
     "hf",
-    "mlx",
-    "neuron",
     "conformance(backend='reference')",
     "conformance(backend='mlx')",
     "conformance(backend='neuron')",
     "conformance(backend='triton')",
-    "triton",
 ]
 nox.options.error_on_missing_interpreters = True
 
@@ -101,34 +98,78 @@ def hf(session: nox.Session) -> None:
     release(session)
 
 
+#: Each backend's own tests: what the conformance suite cannot see (its kernels' tile edges, its
+#: plugin's registry behaviour, its model, its benchmark script). The default run has them in that
+#: backend's conformance session, right after the suite and in the same virtualenv (one torch
+#: install instead of two, about a minute each on CI); the session named after the backend runs
+#: them alone, against editable installs.
+BACKEND_TESTS = {"mlx": "tests/mlx_backend", "neuron": "tests/neuron", "triton": "tests/triton_backend"}
+
+
+def backend_env(backend: str) -> dict[str, str]:
+    """The environment of a backend's test runs, the suite's and its own tests' alike."""
+    if backend == "triton":
+        # TRITON_INTERPRET=0 from the caller (a GPU machine) wins over the CPU default
+        return {k: os.environ.get(k, v) for k, v in TRITON_ENV.items()}
+    if backend == "neuron":
+        return {"OMP_NUM_THREADS": "1", **NEURON_EMULATE}
+    if backend == "mlx":
+        return {"OMP_NUM_THREADS": "1"}
+    return {}
+
+
+def pytest_opts(backend: str, env: dict[str, str]) -> tuple[str, ...]:
+    """Triton under the interpreter: xdist workers (single-threaded Python, minutes of it) and the
+    interpreter's numpy warning silenced; on a GPU the runs stay in one process."""
+    if backend != "triton":
+        return ()
+    return (*XDIST, *QUIET) if env["TRITON_INTERPRET"] == "1" else QUIET
+
+
+def backend_tests(session: nox.Session, backend: str) -> None:
+    """Run ``BACKEND_TESTS[backend]`` from the repository root. Arguments after ``--`` apply here
+    too; with some given, a run they leave empty (pytest's exit code 5) is not a failure."""
+    env = backend_env(backend)
+    session.chdir(ROOT)
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        BACKEND_TESTS[backend],
+        "-q",
+        *pytest_opts(backend, env),
+        *session.posargs,
+        env={"PYTHONHASHSEED": "0", **env},
+        success_codes=[0, 5] if session.posargs else [0],
+    )
+
+
 @nox.session
 def mlx(session: nox.Session) -> None:
-    """bmojo-mlx (ops on mx.array, the native MLX model) against bmojo-core and its torch reference.
-    Its dependency markers install ``mlx[cpu]`` on Linux (the pure-MLX path) and ``mlx`` on macOS."""
+    """bmojo-mlx's own tests alone (ops on mx.array, the native MLX model, against bmojo-core and its
+    torch reference); the default run has them in ``conformance(backend='mlx')``. Its dependency
+    markers install ``mlx[cpu]`` on Linux (the pure-MLX path) and ``mlx`` on macOS."""
     session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "-e", MLX)
-    env = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
-    session.run("pytest", "tests/mlx_backend", "-q", *session.posargs, env=env)
+    backend_tests(session, "mlx")
     release(session)
 
 
 @nox.session
 def neuron(session: nox.Session) -> None:
-    """bmojo-neuron (NKI kernels) against bmojo-core: the kernels run in its NKI emulator on CPU."""
-    session.install(*CONSTRAINTS, "-e", CORE, "-e", NEURON, "pytest")
-    env = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", **NEURON_EMULATE}
-    session.run("pytest", "tests/neuron", "-q", *session.posargs, env=env)
+    """bmojo-neuron's own tests alone (NKI kernels against bmojo-core, in its NKI emulator on CPU);
+    the default run has them in ``conformance(backend='neuron')``."""
+    session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "-e", NEURON)
+    backend_tests(session, "neuron")
     release(session)
 
 
 @nox.session
 def triton(session: nox.Session) -> None:
-    """bmojo-triton's kernel tests (tests/triton_backend) on CPU under the Triton interpreter; on a GPU
-    machine run ``pytest tests/triton_backend --bmojo-device=cuda`` instead (see docs/backends/triton.md)."""
+    """bmojo-triton's kernel tests alone (tests/triton_backend), on CPU under the Triton interpreter;
+    the default run has them in ``conformance(backend='triton')``. On a GPU machine run
+    ``pytest tests/triton_backend --bmojo-device=cuda`` (see docs/backends/triton.md)."""
     session.install(*CONSTRAINTS, "-e", f"{CORE}[test]", "-e", TRITON_CPU, "pytest-xdist")
-    env = {"PYTHONHASHSEED": "0", **TRITON_ENV}
-    # One interpreter process per core (OMP_NUM_THREADS=1 each): the interpreter is single-threaded
-    # Python, so on CI's 2 cores this halves the session; `-- -n 0` runs it in one process.
-    session.run("python", "-m", "pytest", "tests/triton_backend", "-q", *XDIST, *QUIET, *session.posargs, env=env)
+    backend_tests(session, "triton")
     release(session)
 
 
@@ -156,24 +197,21 @@ CONFORMANCE_BACKENDS = {
 @nox.session
 @nox.parametrize("backend", list(CONFORMANCE_BACKENDS))
 def conformance(session: nox.Session, backend: str) -> None:
-    """The backend conformance suite against one backend (only bmojo-core + that backend installed).
-    ``neuron`` runs its kernels in the NKI emulator unless BMOJO_NEURON_EMULATE=0."""
+    """The backend conformance suite against one backend, then that backend's own tests
+    (``BACKEND_TESTS``), with only bmojo-core + that backend installed (from their wheels).
+    Arguments after ``--`` go to both runs. ``neuron`` runs its kernels in the NKI emulator unless
+    BMOJO_NEURON_EMULATE=0."""
     path = CONFORMANCE_BACKENDS[backend]
     if path is not None and not os.path.exists(os.path.join(path, "pyproject.toml")):
         session.skip(f"{path} is not in this repository yet")
     # triton on a CPU: the interpreter (explicit selection only); pass `-- --bmojo-device=cuda`
     # on a GPU machine, where the interpreter must stay off: TRITON_INTERPRET=0 nox -s ...
-    env, opts, extra = {}, (), ()
+    # Under the interpreter both runs use xdist workers: the suite's share the controller's seed
+    # and report back, so its summary and verdicts are those of a serial run.
     if backend == "triton":
-        path, opts = TRITON_CPU, QUIET
-        env = {k: os.environ.get(k, v) for k, v in TRITON_ENV.items()}
-        if env["TRITON_INTERPRET"] == "1":
-            # the interpreter run is the only conformance session long enough to gain from xdist
-            # (6.5 -> 4 minutes on 2 cores); the suite's workers share the controller's seed and
-            # report back, so its summary and verdicts are those of a serial run
-            opts, extra = (*XDIST, *QUIET), ("pytest-xdist",)
-    elif backend == "neuron":
-        env = NEURON_EMULATE
+        path = TRITON_CPU
+    env = backend_env(backend)
+    extra = ("pytest-xdist",) if backend == "triton" else ()
     session.install(*CONSTRAINTS, f"{CORE}[test]", *([path] if path else []), *extra)
     session.chdir(session.create_tmp())  # outside the repo: tests come from the installed wheel
     session.run(
@@ -181,8 +219,10 @@ def conformance(session: nox.Session, backend: str) -> None:
         "--pyargs",
         "bmojo.testing.conformance",
         f"--bmojo-backend={backend}",
-        *opts,
+        *pytest_opts(backend, env),
         *session.posargs,
         env={"BMOJO_BACKEND": backend, "PYTHONHASHSEED": "0", **env},
     )
+    if backend in BACKEND_TESTS:  # then the backend's own tests, against the same installed wheels
+        backend_tests(session, backend)
     release(session)
