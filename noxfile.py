@@ -45,11 +45,11 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 def release(session: nox.Session) -> None:
     """Delete the session's virtualenv once its tests have passed, unless nox reuses them.
 
-    Each one holds about 1.2 GB (torch; triton adds 0.6 GB), about 11 GB for the default run, which
-    once outgrew a CI disk. Without ``-r`` nox recreates every virtualenv on the next run anyway, so
-    deleting loses nothing; with ``-r`` (or BMOJO_NOX_KEEP_VENVS=1) they stay, and so do those
-    ``--install-only`` builds. A failed session never gets here and keeps its virtualenv for
-    inspection.
+    Each one holds about 1.2 GB (torch; triton adds 0.6 GB), about 8 GB for the six of the default
+    run (11 GB when it built nine, which once outgrew a CI disk). Without ``-r`` nox recreates
+    every virtualenv on the next run anyway, so deleting loses nothing; with ``-r`` (or
+    BMOJO_NOX_KEEP_VENVS=1) they stay, and so do those ``--install-only`` builds. A failed session
+    never gets here and keeps its virtualenv for inspection.
     """
     venv = session.virtualenv
     if getattr(venv, "reuse_existing", True) or os.environ.get("BMOJO_NOX_KEEP_VENVS") == "1":
