@@ -1,4 +1,5 @@
-"""Tests of bmojo-mlx (ops on ``mx.array``, the native model); run them with ``nox -s mlx``.
+"""Tests of bmojo-mlx (ops on ``mx.array``, the native model); the default ``nox`` run has them in
+``conformance(backend='mlx')``, after the suite; ``nox -s mlx`` runs them alone.
 
 Without mlx or bmojo-mlx installed the whole directory is skipped and reported once with the
 reason, so the core ``tests`` session stays green without them. On Linux, ``mlx[cpu]`` runs the

@@ -1,4 +1,5 @@
-"""Tests of bmojo-neuron (NKI kernels through the CPU emulator); run them with ``nox -s neuron``.
+"""Tests of bmojo-neuron (NKI kernels through the CPU emulator); the default ``nox`` run has them in
+``conformance(backend='neuron')``, after the suite; ``nox -s neuron`` runs them alone.
 
 Without bmojo-neuron installed the directory is skipped and reported once with the reason, so the
 core ``tests`` session stays green. The kernels run in :mod:`bmojo_neuron.emulator`

@@ -1,5 +1,6 @@
-"""Kernel-level tests of bmojo-triton; run them with ``nox -s triton`` (CPU, Triton interpreter) or
-``pytest tests/triton_backend --bmojo-device=cuda`` on a GPU.
+"""Kernel-level tests of bmojo-triton; the default ``nox`` run has them in
+``conformance(backend='triton')``, after the suite; ``nox -s triton`` runs them alone (CPU, Triton
+interpreter), ``pytest tests/triton_backend --bmojo-device=cuda`` on a GPU.
 
 They check what the conformance suite cannot see: tile edges of these kernels (T, w, f, M not
 multiples of the tiles, δ = 0, empty eidetic slots, GQA, head sizes 32/64/128), registry
