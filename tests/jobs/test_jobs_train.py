@@ -114,6 +114,70 @@ def test_loading_validates_before_reading(tiny, corpus):
         ckpt.load_model(Path(s.out) / "nowhere")
 
 
+def test_load_model_refuses_weights_saved_under_another_config(tiny, corpus):
+    """Training checkpoints carry their config in the weights' metadata, as save_pretrained does:
+    an edited config.json that keeps every tensor's shape is refused by load_model and by resume."""
+    s = tiny(stop_at=3)
+    run_training(s, corpus=corpus)
+    step_dir = ckpt.resolve(s.out)
+    cfg = json.loads((step_dir / "config.json").read_text())
+    for layer in cfg["layers"]:
+        layer["window"] //= 2  # same tensors, another model
+    (step_dir / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ckpt.CheckpointError, match=r"saved for another config than config.json \(layers\[0\]\.window"):
+        ckpt.load_model(s.out)
+    with pytest.raises(ValueError, match=r"another model config|saved for another config"):
+        run_training(replace(s, resume=True, stop_at=None), corpus=corpus)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.update(step=2), r"trainer.json: step: expected 3 \(the directory's\), got 2"),
+        (lambda t: t.update(step=0), r"trainer.json: step: expected an int >= 1, got 0"),
+        (lambda t: t.pop("world_size"), r"trainer.json: world_size: expected an int >= 1, got None"),
+        (lambda t: t.update(settings=[]), r"trainer.json: settings: expected a dict, got \[\]"),
+        (lambda t: t.update(tokens=-1), r"trainer.json: tokens: expected an int >= 0, got -1"),
+        (lambda t: t.update(elapsed_s="1"), r"trainer.json: elapsed_s: expected a finite number"),
+    ],
+)
+def test_resume_validates_trainer_json(tiny, corpus, edit, message):
+    s = tiny(stop_at=3)
+    run_training(s, corpus=corpus)
+    path = ckpt.resolve(s.out) / "trainer.json"
+    info = json.loads(path.read_text())
+    edit(info)
+    path.write_text(json.dumps(info))
+    with pytest.raises(ckpt.CheckpointError, match=message):
+        run_training(replace(s, resume=True, stop_at=None), corpus=corpus)
+
+
+def test_resume_validates_optimizer_json_and_rng(tiny, corpus):
+    s = tiny(stop_at=3)
+    run_training(s, corpus=corpus)
+    step_dir = ckpt.resolve(s.out)
+    original = (step_dir / "optimizer.json").read_text()
+    resume = replace(s, resume=True, stop_at=None)
+    for mutate, message in [
+        (lambda g: g.clear(), r"param_groups: expected a list of \d+ dict"),
+        (lambda g: g["param_groups"][0].pop("betas"), r"param_groups\[0\]: expected the keys"),
+        (lambda g: g["param_groups"][0].update(weight_decay="0.1"), r"weight_decay: expected a finite number"),
+        (lambda g: g["param_groups"][0].update(betas=[0.9]), r"betas: expected a list of 2 finite numbers"),
+        (lambda g: g["param_groups"][0].update(lr=float("nan")), r"lr: expected a finite number"),
+    ]:
+        groups = json.loads(original)
+        mutate(groups)
+        (step_dir / "optimizer.json").write_text(json.dumps(groups))
+        with pytest.raises(ckpt.CheckpointError, match=message):
+            run_training(resume, corpus=corpus)
+    (step_dir / "optimizer.json").write_text(original)
+    rng = load_file(str(step_dir / "rng.safetensors"))
+    rng["torch_cpu/rank0"] = rng["torch_cpu/rank0"][:10]
+    save_file(rng, str(step_dir / "rng.safetensors"))
+    with pytest.raises(ckpt.CheckpointError, match=r"torch_cpu/rank0: expected shape"):
+        run_training(resume, corpus=corpus)
+
+
 @pytest.mark.parametrize(
     "argv, flag",
     [

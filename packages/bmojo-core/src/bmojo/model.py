@@ -269,14 +269,7 @@ class BMojoLM(nn.Module):
                 header = {n: (tuple(f.get_slice(n).get_shape()), f.get_slice(n).get_dtype()) for n in f.keys()}
         except Exception as err:  # safetensors raises its own error types for a corrupt header
             raise StateError(f"{weights}: expected a safetensors file, got {type(err).__name__}: {err}") from None
-        if "config" in meta:  # written since the config is stored with the weights
-            try:
-                saved = ModelConfig.from_json(meta["config"])
-            except ValueError as err:
-                raise StateError(f"{weights}: metadata config: {err}") from None
-            if saved != config:
-                diff = _config_diff(saved.to_dict(), config.to_dict())
-                raise StateError(f"{weights}: saved for another config than {cfg_path.name} ({diff})")
+        check_stored_config(weights, meta, config, cfg_path)
         with torch.device("meta"):  # the expected tensors, without allocating them
             expected = {k: (tuple(v.shape), v.dtype) for k, v in cls(config).state_dict().items()}
         missing, unexpected = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
@@ -300,6 +293,20 @@ class BMojoLM(nn.Module):
         if device is not None:
             model = model.to(device)
         return model
+
+
+def check_stored_config(weights: Path, meta: dict, config: ModelConfig, cfg_path: Path) -> None:
+    """Refuse weights whose safetensors metadata carries another config than ``cfg_path``'s
+    (``save_pretrained`` and training checkpoints store it; older files without it pass)."""
+    if "config" not in meta:
+        return
+    try:
+        saved = ModelConfig.from_json(meta["config"])
+    except ValueError as err:
+        raise StateError(f"{weights}: metadata config: {err}") from None
+    if saved != config:
+        diff = _config_diff(saved.to_dict(), config.to_dict())
+        raise StateError(f"{weights}: saved for another config than {cfg_path.name} ({diff})")
 
 
 def _config_diff(a: dict, b: dict, prefix: str = "") -> str:

@@ -26,6 +26,7 @@ tensor name, shape and dtype before any tensor is read.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -36,7 +37,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from bmojo.config import ModelConfig
-from bmojo.model import CONFIG_NAME, WEIGHTS_NAME, BMojoLM
+from bmojo.model import CONFIG_NAME, WEIGHTS_NAME, BMojoLM, check_stored_config
+from bmojo.state import StateError
 
 FORMAT = "bmojo-train-checkpoint"
 VERSION = 1
@@ -135,6 +137,14 @@ def read_trainer(step_dir: Path) -> dict | None:
     info = read_json(path, "trainer state")
     if not isinstance(info, dict) or info.get("format") != FORMAT or info.get("version") != VERSION:
         raise CheckpointError(f"{path}: expected format {FORMAT!r} version {VERSION}, got {info!r:.200}")
+    step = info.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise CheckpointError(f"{path}: step: expected an int >= 1, got {step!r}")
+    name = Path(step_dir).name
+    if name.startswith("step-") and name != step_dir_name(step):  # save() names the directory after the step
+        raise CheckpointError(
+            f"{path}: step: expected {int(name[5:]) if name[5:].isdigit() else name!r} (the directory's), got {step}"
+        )
     return info
 
 
@@ -190,6 +200,20 @@ def _check_header(path: Path, got: dict, want: dict[str, tuple[tuple[int, ...], 
             raise CheckpointError(f"{path}: {name}: expected dtype {dtype}, got {got[name][1]}")
 
 
+def _check_weights_config(step_dir: Path, config: ModelConfig) -> None:
+    """The config stored in the weights' metadata (when there is one) must be config.json's."""
+    weights = step_dir / WEIGHTS_NAME
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            meta = f.metadata() or {}
+    except SafetensorError as err:
+        raise CheckpointError(f"{weights}: expected a safetensors file, got an unreadable one ({err})") from err
+    try:
+        check_stored_config(weights, meta, config, step_dir / CONFIG_NAME)
+    except StateError as err:
+        raise CheckpointError(str(err)) from None
+
+
 def _read(path: Path, device="cpu") -> dict[str, torch.Tensor]:
     with safe_open(str(path), framework="pt", device=str(device)) as f:
         return {name: f.get_tensor(name) for name in f.keys()}
@@ -208,6 +232,7 @@ def load_model(path: str | Path, *, device="cpu", flag: str = "--checkpoint") ->
         template = BMojoLM(config)
     weights = step_dir / WEIGHTS_NAME
     _check_header(weights, _header(weights), _expected_model(template))
+    _check_weights_config(step_dir, config)
     model = BMojoLM(config)
     model.load_state_dict(_read(weights))
     return model.to(device).eval(), step_dir
@@ -280,7 +305,8 @@ def save(
         tmp.mkdir(parents=True)
         (tmp / CONFIG_NAME).write_text(base.config.to_json())
         weights = {k: v.detach().to("cpu").contiguous() for k, v in msd.items()}
-        save_file(weights, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "library": "bmojo"})
+        meta = {"format": "pt", "library": "bmojo", "config": base.config.to_json()}  # as save_pretrained
+        save_file(weights, str(tmp / WEIGHTS_NAME), metadata=meta)
         tensors, groups = _optimizer_tensors(osd)
         save_file(tensors, str(tmp / OPTIM_TENSORS), metadata={"format": "pt"})
         (tmp / OPTIM_JSON).write_text(json.dumps({"param_groups": groups}, indent=1))
@@ -316,6 +342,40 @@ def _barrier(world) -> None:
         dist.barrier()
 
 
+def _value_kind(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return "a bool or null"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} numbers"
+    return type(value).__name__
+
+
+def _check_param_groups(path: Path, optimizer: torch.optim.Optimizer) -> list[dict]:
+    """``optimizer.json``'s param groups, checked against the fresh optimizer's: the same number of
+    groups, the same keys, each value of the same kind (finite numbers where it holds numbers)."""
+    data = read_json(path, "optimizer param groups")
+    groups = data.get("param_groups") if isinstance(data, dict) else None
+    fresh = optimizer.state_dict()["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(fresh) or not all(isinstance(g, dict) for g in groups):
+        raise CheckpointError(f"{path}: param_groups: expected a list of {len(fresh)} dict(s), got {groups!s:.200}")
+    for i, (got, want) in enumerate(zip(groups, fresh)):
+        if set(got) != set(want):
+            raise CheckpointError(f"{path}: param_groups[{i}]: expected the keys {sorted(want)}, got {sorted(got)}")
+        params = got["params"]
+        if not isinstance(params, list) or not all(isinstance(n, str) for n in params):
+            raise CheckpointError(f"{path}: param_groups[{i}].params: expected a list of parameter names")
+        for key in sorted(set(want) - {"params"}):
+            kind, value = _value_kind(want[key]), got[key]
+            numbers = value if isinstance(value, list) else [value]
+            finite = all(not isinstance(x, bool) and isinstance(x, (int, float)) and math.isfinite(x) for x in numbers)
+            if _value_kind(value) != kind or ("number" in kind and not finite):
+                kind = kind.replace("number", "finite number")
+                raise CheckpointError(f"{path}: param_groups[{i}].{key}: expected {kind}, got {value!r:.80}")
+    return groups
+
+
 def load_for_resume(
     step_dir: Path,
     model: torch.nn.Module,
@@ -348,6 +408,7 @@ def load_for_resume(
     want_model = _expected_model(base)
     weights = step_dir / WEIGHTS_NAME
     _check_header(weights, _header(weights), want_model)
+    _check_weights_config(step_dir, saved)
     otensors = step_dir / OPTIM_TENSORS
     got_optim = _header(otensors)
     with_state = {key[len("state/") :].rsplit("/", 1)[0] for key in got_optim if key.startswith("state/")}
@@ -358,11 +419,17 @@ def load_for_resume(
             want_optim[f"state/{name}/exp_avg"] = (shape, dtype)
             want_optim[f"state/{name}/exp_avg_sq"] = (shape, dtype)
     _check_header(otensors, got_optim, want_optim)
-    groups = read_json(step_dir / OPTIM_JSON, "optimizer param groups").get("param_groups")
-    names = sorted(n for g in groups or [] for n in g.get("params", []))
+    groups = _check_param_groups(step_dir / OPTIM_JSON, optimizer)
+    names = sorted(n for g in groups for n in g["params"])
     if names != sorted(n for n, (_, dt) in want_model.items() if dt.is_floating_point):
         raise CheckpointError(f"{step_dir / OPTIM_JSON}: expected param_groups naming every parameter once")
     rng_header = _header(step_dir / RNG)
+    want_rng = (tuple(torch.get_rng_state().shape), torch.uint8)
+    for key, got in rng_header.items():
+        if key.startswith("torch_cpu/") and got != want_rng:
+            raise CheckpointError(f"{step_dir / RNG}: {key}: expected shape {want_rng[0]} {want_rng[1]}, got {got}")
+        if key.startswith("torch_cuda/") and (len(got[0]) != 1 or got[1] != torch.uint8):
+            raise CheckpointError(f"{step_dir / RNG}: {key}: expected a 1-d torch.uint8 tensor, got {got}")
     for name, gen in (generators or {}).items():
         want = (tuple(gen.get_state().shape), torch.uint8)
         if rng_header.get(f"generator/{name}") != want:

@@ -199,8 +199,32 @@ def lm_loss(
     return F.cross_entropy(logits.float().flatten(0, 1), y.flatten()) + aux.float(), aux.detach()
 
 
+def _check_trainer_fields(trainer: dict, step_dir: Path, steps: int) -> None:
+    """The fields of ``trainer.json`` a resumed run reads, checked before anything is restored
+    (``read_trainer`` has checked ``step``: an int >= 1, the directory's)."""
+    path = Path(step_dir) / ckpt.TRAINER
+
+    def count(value, low):
+        return not isinstance(value, bool) and isinstance(value, int) and value >= low
+
+    checks = [
+        ("step", trainer["step"] <= steps, f"<= --steps {steps}"),
+        ("tokens", count(trainer.get("tokens"), 0), "an int >= 0"),
+        ("world_size", count(trainer.get("world_size"), 1), "an int >= 1"),
+        ("settings", isinstance(trainer.get("settings"), dict), "a dict"),
+        ("data", isinstance(trainer.get("data"), dict), "a dict"),
+    ]
+    elapsed = trainer.get("elapsed_s")
+    ok = not isinstance(elapsed, bool) and isinstance(elapsed, (int, float)) and math.isfinite(elapsed) and elapsed >= 0
+    checks.append(("elapsed_s", ok, "a finite number of seconds >= 0"))
+    for name, ok, expected in checks:
+        if not ok:
+            raise ckpt.CheckpointError(f"{path}: {name}: expected {expected}, got {trainer.get(name)!r:.80}")
+
+
 def _check_resume(s: TrainSettings, trainer: dict, world, step_dir: Path) -> None:
-    saved = trainer.get("settings", {})
+    _check_trainer_fields(trainer, step_dir, s.steps)
+    saved = trainer["settings"]
     for name, flag in RESUME_MUST_MATCH.items():
         mine = getattr(s, name)
         if name == "seq_len":
@@ -301,12 +325,12 @@ def _train(s: TrainSettings, world, device, corpus) -> dict:
         if trainer is None:
             raise ValueError(f"--resume: expected a training checkpoint in {str(found)!r}")
         _check_resume(s, trainer, world, found)
-        if trainer.get("data", {}).get("fingerprint") != corpus.fingerprint:
+        if trainer["data"].get("fingerprint") != corpus.fingerprint:
             raise ValueError(f"--data: the corpus differs from the one the checkpoint in {str(found)!r} was trained on")
-        if trainer.get("data", {}).get("batch_scheme") != D.BATCH_SCHEME:
+        if trainer["data"].get("batch_scheme") != D.BATCH_SCHEME:
             raise ValueError(
                 f"--resume: the checkpoint in {str(found)!r} drew its batches with another scheme "
-                f"({trainer.get('data', {}).get('batch_scheme')!r}, this bmojo: {D.BATCH_SCHEME!r})"
+                f"({trainer['data'].get('batch_scheme')!r}, this bmojo: {D.BATCH_SCHEME!r})"
             )
         trainer = ckpt.load_for_resume(found, model, base, optimizer, world=world, device=device)
         start, tokens, elapsed = trainer["step"], trainer["tokens"], trainer["elapsed_s"]
