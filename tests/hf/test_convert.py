@@ -222,3 +222,11 @@ def test_mamba2_into_bmojo_rejects_ssm_fields():
         from_hf_mamba2(mamba2(), bmojo=dict(window=4, ssm_state_size=4))
     with pytest.raises(ValueError, match=r"^bmojo: expected a dict of LayerConfig fields with an int window"):
         from_hf_mamba2(mamba2(), bmojo=dict(fading_offset=0))
+
+
+def test_mistral_with_a_sliding_window_refuses_context():
+    source = mistral()
+    with pytest.raises(ValueError, match=r"context: expected None for a Mistral with sliding_window=5 .*got 3"):
+        from_hf_mistral(source, context=3)
+    with pytest.raises(ValueError, match="context"):
+        convert_hf_model(source, context=64)

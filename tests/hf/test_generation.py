@@ -196,3 +196,42 @@ def test_four_prompt_lengths_decode_in_one_core_step_per_token(monkeypatch, pres
         assert torch.equal(new[i], alone.sequences[0, len(r) :]), f"row {i}"
         for step, (lb, la) in enumerate(zip(batch.logits, alone.logits)):
             assert rel_err(lb[i], la[0]) < 1e-10, f"row {i} step {step}"
+
+
+def test_a_cache_from_another_model_is_refused_and_left_as_it_was():
+    model = tiny_model("bmojo", eidetic_capacity=2)  # window 4, 2 layers
+    ids = torch.randint(1, VOCAB, (1, 12))
+    others = [
+        (tiny_model("bmojo", eidetic_capacity=2, window=8), r"cache: state\.layers\[0\]\..*expected"),
+        (tiny_model("bmojo", eidetic_capacity=2, n_layers=3), r"cache: expected a BMojoCache of 2 layers .*got 3"),
+    ]
+    with torch.no_grad():
+        for other, match in others:
+            cache = other(ids[:, :11], use_cache=True).cache
+            state, seen = cache.state, cache.seen
+            with pytest.raises(ValueError, match=match):
+                model(ids[:, 11:], cache=cache)
+            assert cache.state is state and cache.seen == seen
+        with pytest.raises(ValueError, match=r"cache: expected a BMojoCache of 2 layers .*got 3"):
+            model(ids, cache=BMojoCache(1, 3))
+        own = model(ids[:, :11], use_cache=True).cache  # this model's own cache still continues
+        assert model(ids[:, 11:], cache=own).logits.shape == (1, 1, VOCAB)
+
+
+def test_continuing_a_cache_with_too_few_columns_says_what_the_cache_consumed():
+    model = tiny_model("swa")
+    ids = torch.randint(1, VOCAB, (1, 6))
+    out = greedy(model, ids, n=5)
+    seen = out.cache.get_seq_length()
+    assert seen == 10
+    with pytest.raises(
+        ValueError, match=r"input_ids: expected more than the 10 columns the cache has already consumed"
+    ):
+        model.generate(
+            out.sequences[:, :-4],
+            cache=out.cache,
+            max_new_tokens=3,
+            do_sample=False,
+            pad_token_id=PAD,
+            eos_token_id=None,
+        )

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 from bmojo import BMojoLM, ConfigError, ModelConfig
 from bmojo_hf import BMojoConfig, BMojoForCausalLM, BMojoModel
+from bmojo_hf.modeling import BMojoCausalLMOutput, BMojoModelOutput
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .hf_helpers import VOCAB, left_pad, rel_err, tiny_core_config, tiny_model
@@ -146,3 +150,37 @@ def test_loss_includes_the_weighted_innovation_loss():
     ce = F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
     assert torch.allclose(out.loss, ce + aux, rtol=1e-5, atol=0)
     assert tiny_model("bmojo", eidetic_capacity=2)(ids, labels=ids).aux_loss is None
+
+
+@pytest.mark.parametrize("bad", ["abc", [["vocab_size", 300]], 5, ("ab", "cd")], ids=repr)
+def test_config_bmojo_config_must_be_a_dict_or_model_config(tmp_path, bad):
+    with pytest.raises(ConfigError, match=r"bmojo_config: expected a dict .*, got " + type(bad).__name__):
+        BMojoConfig(bmojo_config=bad)
+    BMojoConfig.from_core(tiny_core_config("swa")).save_pretrained(tmp_path)  # and from a config.json
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"bmojo_config": bad}))
+    with pytest.raises(ConfigError, match=r"bmojo_config: expected a dict"):
+        AutoConfig.from_pretrained(tmp_path)
+
+
+def test_config_accepts_a_core_model_config():
+    core = tiny_core_config("swa")
+    cfg = BMojoConfig(bmojo_config=core)
+    assert cfg.core_config == core and cfg.bmojo_config == core.to_dict()
+
+
+def test_right_padding_gives_ordinary_logits_as_the_docs_say():
+    """Only leading pads are zeroed; trailing pads (no cache) get the pad tokens' own logits."""
+    model = tiny_model("swa")
+    ids = torch.randint(1, VOCAB, (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[0, 5:] = 0
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask, use_cache=False).logits
+        assert rel_err(out[0], model(ids[:1]).logits[0]) < 1e-6  # pads at the end are ordinary tokens
+    assert out[0, 5:].abs().amax() > 0
+    doc = " ".join((Path(__file__).resolve().parents[2] / "docs" / "hf.md").read_text().split())
+    assert "leading pad positions get zero hidden states and logits" in doc
+    assert "the trailing pad positions get ordinary logits" in doc
+    for cls in (BMojoCausalLMOutput, BMojoModelOutput):
+        assert "leading" in cls.__doc__, cls.__name__

@@ -3,9 +3,14 @@ tokenizers built offline."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 import torch
 from bmojo_hf import BMojoForCausalLM, BMojoModel, byte_level_tokenizer, train_byte_level_tokenizer
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, pipeline
 
 from .hf_helpers import VOCAB, tiny_model
@@ -76,3 +81,149 @@ def test_pipeline_with_a_bpe_tokenizer_trained_at_test_time():
     gen = pipeline("text-generation", model=model, tokenizer=tok, device="cpu")
     out = gen("fading tokens", max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
     assert out[0]["generated_text"].startswith("fading tokens")
+
+
+# ----- strict loading: leftover weights, dtypes -----
+
+
+def _edit_config(directory, edit) -> None:
+    path = directory / "config.json"
+    data = json.loads(path.read_text())
+    edit(data["bmojo_config"])
+    path.write_text(json.dumps(data))
+
+
+def _edit_weights(directory, edit) -> None:
+    path = directory / "model.safetensors"
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(path)
+    edit(tensors)
+    save_file(tensors, path, metadata=meta)
+
+
+Q = "model.core.blocks.0.mixer.q_proj.weight"
+
+
+@pytest.mark.parametrize(
+    "edit, leftover",
+    [
+        (lambda c: c.__setitem__("layers", c["layers"][:1]), "model.core.blocks.1."),
+        (lambda c: c.__setitem__("tie_embeddings", True), "model.core.lm_head.weight"),
+    ],
+    ids=["fewer_layers", "tied"],
+)
+def test_a_checkpoint_with_weights_its_config_does_not_use_is_refused(tmp_path, edit, leftover):
+    tiny_model("bmojo", eidetic_capacity=2, tie=False).save_pretrained(tmp_path)
+    _edit_config(tmp_path, edit)
+    with pytest.raises(ValueError, match=r"unexpected \[.*" + re.escape(leftover)):
+        BMojoForCausalLM.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"unexpected \[.*" + re.escape(leftover)):
+        AutoModelForCausalLM.from_pretrained(tmp_path, output_loading_info=True)
+
+
+def test_a_tensor_stored_in_another_dtype_is_refused_unless_a_dtype_is_passed(tmp_path, monkeypatch):
+    model = tiny_model("swa")
+    model.save_pretrained(tmp_path)
+    _edit_weights(tmp_path, lambda t: t.__setitem__(Q, t[Q].half()))
+    import transformers.modeling_utils as mu
+
+    real = mu.convert_and_load_state_dict_in_model
+    with monkeypatch.context() as m:  # refused from the header, before any weight is read
+        m.setattr(mu, "convert_and_load_state_dict_in_model", lambda *a, **k: pytest.fail("weights were loaded"))
+        with pytest.raises(ValueError, match=re.escape(Q) + r": expected torch\.float32.*got torch\.float16"):
+            BMojoForCausalLM.from_pretrained(tmp_path)
+    assert mu.convert_and_load_state_dict_in_model is real
+    for kw in (dict(dtype=torch.float32), dict(torch_dtype=torch.float32)):  # an explicit cast is the user's call
+        loaded = BMojoForCausalLM.from_pretrained(tmp_path, **kw)
+        q = loaded.core.blocks[0].mixer.q_proj.weight
+        assert q.dtype == torch.float32
+        assert torch.equal(q, model.core.blocks[0].mixer.q_proj.weight.half().float())
+
+
+def test_a_float64_checkpoint_under_a_float32_config_is_refused(tmp_path):
+    model = tiny_model("bmojo", eidetic_capacity=2)
+    model.save_pretrained(tmp_path)
+    _edit_weights(tmp_path, lambda t: t.update({k: v.double() for k, v in t.items()}))
+    with pytest.raises(ValueError, match=r"expected torch\.float32 .*got torch\.float64"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)
+    loaded = BMojoForCausalLM.from_pretrained(tmp_path, dtype=torch.float64)
+    for name, p in model.double().state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], p), name
+
+
+def test_integer_weights_are_refused_even_with_a_dtype(tmp_path):
+    tiny_model("swa").save_pretrained(tmp_path)
+    _edit_weights(tmp_path, lambda t: t.__setitem__(Q, (t[Q] * 1000).long()))
+    for kw in ({}, dict(dtype=torch.float32)):
+        with pytest.raises(ValueError, match=re.escape(Q) + r": expected torch\.float32.*got torch\.int64"):
+            BMojoForCausalLM.from_pretrained(tmp_path, **kw)
+
+
+def test_a_pickled_checkpoint_is_refused_not_unpickled(tmp_path, monkeypatch):
+    """pytorch_model.bin is a pickle: refused before transformers would unpickle it."""
+    model = tiny_model("swa")
+    model.save_pretrained(tmp_path)
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(weights, tmp_path / "pytorch_model.bin")
+    calls = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a) or {})
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin: expected a \.safetensors checkpoint"):
+        BMojoForCausalLM.from_pretrained(tmp_path)
+    assert calls == []
+
+
+# ----- resize_token_embeddings -----
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_resize_token_embeddings_keeps_old_tokens_and_round_trips(tmp_path, tie):
+    model = tiny_model("swa", tie=tie)
+    ids = torch.randint(0, VOCAB, (2, 9))
+    with torch.no_grad():
+        before = model(ids).logits
+    embed = model.resize_token_embeddings(VOCAB + 7)
+    assert embed is model.get_input_embeddings() and tuple(embed.weight.shape) == (VOCAB + 7, 32)
+    assert model.config.vocab_size == model.core.config.vocab_size == VOCAB + 7
+    assert model.config.core_config == model.core.config
+    if not tie:
+        assert tuple(model.core.lm_head.weight.shape) == (VOCAB + 7, 32)
+    with torch.no_grad():
+        after = model(ids).logits
+        assert after.shape == (2, 9, VOCAB + 7)
+        assert (after[..., :VOCAB] - before).abs().max() <= 1e-6 * before.abs().max()
+        model(torch.tensor([[VOCAB + 6]]))  # a new id is accepted
+    model.save_pretrained(tmp_path)
+    again = BMojoForCausalLM.from_pretrained(tmp_path)
+    assert again.config.core_config == model.config.core_config
+    with torch.no_grad():
+        assert torch.equal(again(ids).logits, after)
+
+    small = VOCAB - 10  # shrinking keeps the first ``small`` tokens
+    model.resize_token_embeddings(small)
+    low = ids % small
+    with torch.no_grad():
+        full = again(low).logits
+        assert (model(low).logits - full[..., :small]).abs().max() <= 1e-6 * full.abs().max()
+
+
+def test_resize_token_embeddings_refuses_a_bad_size_before_changing_anything():
+    model = tiny_model("swa", tie=False)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match=r"new_num_tokens: expected an int >= 1"):
+            model.resize_token_embeddings(bad)
+    assert model.config.vocab_size == model.core.config.vocab_size == VOCAB
+    for name, p in model.state_dict().items():
+        assert torch.equal(p, weights[name]), name
+
+
+# ----- tokenizer -----
+
+
+@pytest.mark.parametrize("size", [256, 257])
+def test_trained_tokenizer_needs_room_for_the_bytes_and_the_special_tokens(size):
+    with pytest.raises(ValueError, match=rf"vocab_size: expected an int >= 258 .*got {size}"):
+        train_byte_level_tokenizer([TEXT], vocab_size=size)
+    assert len(train_byte_level_tokenizer([TEXT], vocab_size=258)) == 258

@@ -31,6 +31,8 @@ class BMojoCache:
     def __init__(self, batch_size: int, num_layers: int):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(f"num_layers: expected an int >= 1, got {num_layers!r}")
         self.batch_size = batch_size
         self.num_layers = num_layers
         self.seen = 0

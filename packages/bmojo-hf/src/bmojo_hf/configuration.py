@@ -11,8 +11,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from bmojo import ModelConfig
+from bmojo import ConfigError, ModelConfig
 from transformers import PretrainedConfig
+
+
+def _core_config(value) -> ModelConfig:
+    """``bmojo_config`` as a validated core config: a dict (``ModelConfig.to_dict()``), a
+    ``ModelConfig`` or None (core's default); anything else is refused by name, never coerced."""
+    if value is None:
+        return ModelConfig()
+    if isinstance(value, ModelConfig):
+        return value
+    if not isinstance(value, dict):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ConfigError(
+            "bmojo_config: expected a dict (a bmojo ModelConfig.to_dict()), a ModelConfig or None, "
+            f"got {type(value).__name__} {shown}"
+        )
+    return ModelConfig.from_dict(dict(value))
 
 
 class BMojoConfig(PretrainedConfig):
@@ -20,8 +36,9 @@ class BMojoConfig(PretrainedConfig):
 
     Build one from a core config with ``BMojoConfig.from_core(ModelConfig(...))``, from a core
     preset with ``BMojoConfig.from_preset("bmojo", vocab_size=..., d_model=..., n_layers=...)``,
-    or directly with ``BMojoConfig(bmojo_config=model_config.to_dict())``. ``None`` means core's
-    default ``ModelConfig()``.
+    or directly with ``BMojoConfig(bmojo_config=model_config.to_dict())`` (a ``ModelConfig`` itself
+    is accepted too). ``None`` means core's default ``ModelConfig()``; any other type is refused
+    with a ``ConfigError`` naming ``bmojo_config``.
     """
 
     model_type = "bmojo"
@@ -36,8 +53,7 @@ class BMojoConfig(PretrainedConfig):
         # Derived attributes saved in an older config.json are recomputed, not trusted.
         for derived in ("vocab_size", "hidden_size", "num_hidden_layers", "tie_word_embeddings"):
             kwargs.pop(derived, None)
-        core = ModelConfig() if self.bmojo_config is None else ModelConfig.from_dict(dict(self.bmojo_config))
-        self.bmojo_config = core.to_dict()
+        self.bmojo_config = _core_config(self.bmojo_config).to_dict()
         super().__post_init__(**kwargs)
 
     # ----- derived views of the core config -----

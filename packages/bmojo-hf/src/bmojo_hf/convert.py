@@ -239,10 +239,16 @@ def _check_layer_types(cfg, expected: str) -> None:
 def from_hf_mistral(model, *, context: int | None = None, dtype: torch.dtype | None = None) -> BMojoForCausalLM:
     """A transformers ``MistralForCausalLM`` as a B'MOJO model of ``swa`` layers with
     ``window = sliding_window``. With ``sliding_window=None`` (full attention) the layers are the
-    ``transformer`` case with ``window = context`` (default ``max_position_embeddings``)."""
+    ``transformer`` case with ``window = context`` (default ``max_position_embeddings``);
+    ``context`` is refused when ``sliding_window`` is set (the window is then the source's)."""
     cfg = _check_source(model, "mistral", "MistralForCausalLM")
     if cfg.sliding_window is None:
         return from_hf_llama(model, context=context, dtype=dtype, _model_type="mistral")
+    if context is not None:
+        raise ValueError(
+            f"context: expected None for a Mistral with sliding_window={cfg.sliding_window} (its layers keep "
+            f"that window; context only sets the window of full attention), got {context!r}"
+        )
     _check_layer_types(cfg, "sliding_attention")
     layer = _attention_layer(cfg, int(cfg.sliding_window), "swa")
     return _attention_model(model, cfg, layer, dtype)

@@ -8,17 +8,20 @@ its modules — ``embed``, each ``Block``'s ``forward``/``step`` with a core ``D
 Padding. Left padding is exact: a row's leading pads are passed to core as a per-row count
 (``pad``), so they never enter its state, and its real tokens sit at positions 0, 1, ... as if the
 row were alone; the whole batch runs in one core call, rows at their own positions (see
-``bmojo_hf.cache``). Right padding is harmless only without a cache (the model is causal), and
-rejected with one.
+``bmojo_hf.cache``); their outputs are zeros. Right padding is harmless only without a cache (the
+model is causal, so real tokens never see the trailing pads, whose outputs are ordinary ones that
+the loss ignores through labels = -100), and rejected with one.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from bmojo import BMojoLM, DecodeState
+from safetensors import safe_open
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.utils import ModelOutput
@@ -29,7 +32,8 @@ from bmojo_hf.configuration import BMojoConfig
 
 @dataclass
 class BMojoModelOutput(ModelOutput):
-    """``last_hidden_state`` is after the final norm; pad positions hold zeros."""
+    """``last_hidden_state`` is after the final norm; leading (left) pad positions hold zeros,
+    trailing (right) pad positions, accepted without a cache, hold ordinary hidden states."""
 
     last_hidden_state: torch.FloatTensor | None = None
     cache: BMojoCache | None = None
@@ -38,7 +42,9 @@ class BMojoModelOutput(ModelOutput):
 
 @dataclass
 class BMojoCausalLMOutput(ModelOutput):
-    """``logits`` at pad positions are zeros (set their labels to -100)."""
+    """``logits`` at leading (left) pad positions are zeros; at trailing (right) pad positions,
+    accepted without a cache, they are the pad tokens' ordinary logits. Set the labels of every
+    pad position to -100."""
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
@@ -64,26 +70,203 @@ class BMojoPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        """transformers' loading, made strict: a checkpoint that lacks weights the config needs
-        (say, a config edited to one more layer) or whose shapes differ is refused instead of
-        being filled with random initial weights."""
+        """transformers' loading, made strict. The checkpoint must hold exactly the weights of its
+        config, with their shapes: missing weights (say, a config edited to one more layer) are
+        not filled with random initial ones, and leftover weights (a config edited to fewer layers
+        or to ``tie_embeddings=true``) are not dropped. Each tensor must also be stored in the
+        model's dtype (from ``config.json``): a hand-edited float16/float64 tensor is not cast
+        silently, unless ``dtype=``/``torch_dtype=`` is passed (an explicit cast); integer
+        tensors are never cast to floats. All of this is checked from the checkpoint's header,
+        before any weight is read."""
         want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        missing = sorted(info.get("missing_keys") or ())
-        mismatched = sorted(str(m) for m in (info.get("mismatched_keys") or ()))
-        if missing or mismatched:
-            where = args[0] if args else kwargs.get("pretrained_model_name_or_path")
-            raise ValueError(
-                f"{where}: expected a checkpoint with every weight of its config; missing {missing[:8]}"
-                f"{' ...' if len(missing) > 8 else ''}, mismatched shapes {mismatched[:8]}"
+        where = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        where = "state_dict" if where is None and kwargs.get("state_dict") is not None else where
+        cast = any(kwargs.get(k) not in (None, "auto") for k in ("dtype", "torch_dtype"))
+        check = {"where": where, "cast": cast, "ran": False}
+        token = _LOAD_CHECK.set(check)
+        try:
+            model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        finally:
+            _LOAD_CHECK.reset(token)
+        if not check["ran"]:
+            raise RuntimeError(
+                f"{where}: transformers loaded the weights without calling {cls.__name__}._load_pretrained_model, "
+                "so bmojo_hf could not check them (keys, shapes, dtypes); refusing an unchecked model"
             )
+        # The header check above already refuses these; transformers' own report is checked too.
+        missing = sorted(info.get("missing_keys") or ())
+        unexpected = sorted(info.get("unexpected_keys") or ())
+        mismatched = sorted(str(m) for m in (info.get("mismatched_keys") or ()))
+        if missing or unexpected or mismatched:
+            raise ValueError(_weights_message(where, missing, unexpected, mismatched))
         return (model, info) if want_info else model
+
+    @staticmethod
+    def _load_pretrained_model(model, state_dict, checkpoint_files, load_config, *args, **kwargs):
+        # transformers' loading step, after the model is built on the meta device and before any
+        # weight is read: check the checkpoint's header against it (see ``from_pretrained``).
+        check = _LOAD_CHECK.get()
+        if check is not None:
+            check["ran"] = True
+            _check_checkpoint(model, _checkpoint_header(state_dict, checkpoint_files), check["where"], check["cast"])
+        return PreTrainedModel._load_pretrained_model(model, state_dict, checkpoint_files, load_config, *args, **kwargs)
+
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        """Give the model ``new_num_tokens`` tokens (rounded up to a multiple of ``pad_to_multiple_of``):
+        the core config is rebuilt with the new ``vocab_size`` (core validates it), and the embedding
+        and, when untied, ``core.lm_head`` keep their first rows; added rows take the mean of the old
+        rows (``mean_resizing``, transformers' rule without its tiny noise) or core's normal(init_std)
+        initialisation. Old tokens keep their logits; ties are kept. Every argument is checked
+        before anything changes. Returns the new input embedding (``None`` for both sizes: the
+        current one, unchanged)."""
+        core = self.core
+        old = core.embed
+        if new_num_tokens is None and pad_to_multiple_of is None:
+            return old
+        n = old.num_embeddings if new_num_tokens is None else new_num_tokens
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"new_num_tokens: expected an int >= 1 or None, got {new_num_tokens!r}")
+        if pad_to_multiple_of is not None:
+            m = pad_to_multiple_of
+            if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+                raise ValueError(f"pad_to_multiple_of: expected an int >= 1 or None, got {m!r}")
+            n = -(-n // m) * m
+        if not isinstance(mean_resizing, bool):
+            raise ValueError(f"mean_resizing: expected a bool, got {mean_resizing!r}")
+        config = core.config.replace(vocab_size=n)  # validated by core
+        embed = nn.Embedding(n, config.d_model, device=old.weight.device, dtype=old.weight.dtype)
+        _resized_rows_(embed.weight, old.weight, mean_resizing, config.init_std)
+        head = None
+        if not config.tie_embeddings:
+            old_head = core.lm_head.weight
+            head = nn.Linear(config.d_model, n, bias=False, device=old_head.device, dtype=old_head.dtype)
+            _resized_rows_(head.weight, old_head, mean_resizing, config.init_std)
+        core.embed = embed
+        if head is not None:
+            core.lm_head = head
+        core.config = config
+        for owner in (self, getattr(self, "model", None)):
+            if isinstance(owner, PreTrainedModel):
+                owner.config.bmojo_config = config.to_dict()
+        return embed
 
     def _init_weights(self, module):
         # Core's own initialisation (normal(init_std), residual-scaled output projections); the
         # SSM's dt_bias/A_log/D are initialised by core's constructors.
         if isinstance(module, BMojoLM):
             module._init_weights()
+
+
+def _resized_rows_(new: torch.Tensor, old: torch.Tensor, mean: bool, std: float) -> None:
+    """Fill ``new`` (n, d) from ``old`` (V, d): the first min(n, V) rows copied, the rest the old
+    rows' mean (``mean``) or normal(0, ``std``)."""
+    keep = min(new.shape[0], old.shape[0])
+    with torch.no_grad():
+        new[:keep] = old[:keep]
+        if new.shape[0] > keep:
+            if mean:
+                new[keep:] = old.double().mean(0).to(new.dtype)
+            else:
+                new[keep:].normal_(0.0, std)
+    new.requires_grad_(old.requires_grad)
+
+
+#: set by ``from_pretrained`` for its ``_load_pretrained_model`` step: where, whether a dtype was passed
+_LOAD_CHECK: ContextVar[dict | None] = ContextVar("bmojo_hf_load_check", default=None)
+
+#: safetensors header dtype names
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def _checkpoint_header(state_dict: dict | None, checkpoint_files) -> dict[str, tuple[tuple, object]]:
+    """Name -> (shape, dtype) of every stored tensor, from safetensors headers (nothing is read
+    beyond them); a torch dtype, or the header's own name for a dtype torch lacks."""
+    if state_dict is not None:
+        return {k: (tuple(v.shape), v.dtype) for k, v in state_dict.items()}
+    header: dict[str, tuple[tuple, object]] = {}
+    for file in checkpoint_files or ():
+        if not str(file).endswith(".safetensors"):  # pickled formats (pytorch_model.bin, ...)
+            raise ValueError(
+                f"{file}: expected a .safetensors checkpoint (bmojo unpickles nothing), got another format; "
+                "convert it, or save with save_pretrained (safetensors by default)"
+            )
+        try:
+            with safe_open(file, framework="pt") as f:
+                for name in f.keys():
+                    piece = f.get_slice(name)
+                    dtype = piece.get_dtype()
+                    header[name] = (tuple(piece.get_shape()), _SAFETENSORS_DTYPES.get(dtype, dtype))
+        except Exception as err:  # safetensors raises its own error types for a corrupt header
+            raise ValueError(f"{file}: expected a safetensors file, got {type(err).__name__}: {err}") from None
+    return header
+
+
+def _weights_message(where, missing, unexpected, mismatched) -> str:
+    def few(names):
+        return f"{list(names[:8])}{' ...' if len(names) > 8 else ''}"
+
+    return (
+        f"{where}: expected a checkpoint with exactly the weights of its config; missing {few(missing)}, "
+        f"unexpected {few(unexpected)}, mismatched shapes {few(mismatched)}"
+    )
+
+
+def _check_checkpoint(model: nn.Module, header: dict, where, cast: bool) -> None:
+    """Refuse a checkpoint whose tensors are not exactly ``model``'s (names, shapes) or, unless
+    ``cast``, not stored in the model's dtypes. A name may carry or lack the base-model prefix, as
+    transformers maps it (a ``BMojoModel`` from a ``BMojoForCausalLM`` checkpoint and back)."""
+    expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+    prefix = f"{model.base_model_prefix}."
+    found, unexpected = {}, []
+    for key in header:
+        if key in expected:
+            found[key] = key
+        elif key.startswith(prefix) and key[len(prefix) :] in expected:
+            found[key[len(prefix) :]] = key
+        elif prefix + key in expected:
+            found[prefix + key] = key
+        else:
+            unexpected.append(key)
+    missing = sorted(set(expected) - set(found))
+    mismatched = sorted(
+        f"{key}: expected {list(expected[name][0])}, got {list(header[key][0])}"
+        for name, key in found.items()
+        if header[key][0] != expected[name][0]
+    )
+    if missing or unexpected or mismatched:
+        raise ValueError(_weights_message(where, missing, sorted(unexpected), mismatched))
+    wrong = []
+    for name, key in sorted(found.items()):
+        want, got = expected[name][1], header[key][1]
+        if got == want:
+            continue
+        float_to_float = want.is_floating_point and isinstance(got, torch.dtype) and got.is_floating_point
+        if cast and float_to_float:
+            continue  # a float-to-float cast the caller asked for with dtype=
+        hint = (
+            "pass dtype= to from_pretrained to cast the checkpoint on purpose"
+            if float_to_float
+            else "a tensor of another kind is never cast, whatever dtype= says"
+        )
+        wrong.append((f"{key}: expected {want} (the model's dtype), got {got}", hint))
+    if wrong:
+        more = f"; and {len(wrong) - 1} more tensors" if len(wrong) > 1 else ""
+        raise ValueError(f"{where}: {wrong[0][0]}{more} ({wrong[0][1]})")
 
 
 def _check_ids(input_ids, vocab_size: int) -> None:
@@ -176,6 +359,24 @@ class BMojoModel(BMojoPreTrainedModel):
             new_state = DecodeState(state.positions + advance, layers)
         return core.norm_f(h), new_state, hidden
 
+    def _check_cache(self, cache: BMojoCache, batch: int) -> None:
+        """Refuse a cache made by another model (layer count, or a state whose layers' keys, shapes
+        or dtypes differ from this model's, as core's ``prefill``/``step`` do) or batch size,
+        before anything is run or rewritten."""
+        layers = self.config.num_hidden_layers
+        if cache.num_layers != layers:
+            raise ValueError(
+                f"cache: expected a BMojoCache of {layers} layers (this model's num_hidden_layers), "
+                f"got {cache.num_layers}"
+            )
+        if cache.batch_size != batch:
+            raise ValueError(f"cache: expected batch size {batch} (same as input_ids), got {cache.batch_size}")
+        if cache.state is not None:
+            try:
+                self.core._check_state(cache.state, batch)
+            except ValueError as err:  # core's StateError / argument errors, which name ``state``
+                raise type(err)(f"cache: {err}") from None
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -211,8 +412,7 @@ class BMojoModel(BMojoPreTrainedModel):
         if use_cache:
             if cache is None:
                 cache = BMojoCache(B, self.config.num_hidden_layers)
-            if cache.batch_size != B:
-                raise ValueError(f"cache: expected batch size {B} (same as input_ids), got {cache.batch_size}")
+            self._check_cache(cache, B)
             state = cache.state if cache.state is not None else self.core.init_state(B)
             if pad is not None:
                 for r, (p, position) in enumerate(zip(first, state.positions.tolist())):
@@ -362,7 +562,13 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
             raise ValueError("inputs_embeds: not supported by B'MOJO models; pass input_ids")
         cache = cache if cache is not None else past_key_values
         if cache is not None:
-            input_ids = input_ids[:, cache.get_seq_length() :]
+            seen = cache.get_seq_length()
+            if seen and input_ids.shape[1] <= seen:
+                raise ValueError(
+                    f"input_ids: expected more than the {seen} columns the cache has already consumed (pass the "
+                    f"whole sequence so far, e.g. out.sequences, with the cache it returned), got {input_ids.shape[1]}"
+                )
+            input_ids = input_ids[:, seen:]
         inputs = {
             "input_ids": input_ids.contiguous(),
             "attention_mask": attention_mask,

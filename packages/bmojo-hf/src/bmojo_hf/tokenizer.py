@@ -48,9 +48,13 @@ def byte_level_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def train_byte_level_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """Byte-level BPE trained on ``texts`` (every byte stays encodable); special tokens come last."""
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 256:
-        raise ValueError(f"vocab_size: expected an int >= 256 (all bytes), got {vocab_size!r}")
+    """Byte-level BPE trained on ``texts`` (every byte stays encodable); special tokens come last.
+
+    ``vocab_size`` counts the 256 bytes, the learned merges and the two special tokens, so it must
+    be at least 258. It is an upper bound: when ``texts`` offer fewer merges the tokenizer is
+    smaller, so size a model with ``len(tokenizer)``."""
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 258:
+        raise ValueError(f"vocab_size: expected an int >= 258 (256 bytes + {EOS} + {PAD}), got {vocab_size!r}")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(
