@@ -127,10 +127,12 @@ def tests_env(backend: str) -> dict[str, str]:
 def pytest_opts(backend: str, env: dict[str, str]) -> tuple[str, ...]:
     """Triton under the interpreter: xdist workers (single-threaded Python, minutes of it) and the
     interpreter's numpy warning silenced; on a GPU the runs stay in one process. (Interpreting is
-    any TRITON_INTERPRET but "" and "0", as in tests/triton_backend/conftest.py.)"""
+    TRITON_INTERPRET in "1", "true", "on", "yes", "y", any case: Triton's rule, as
+    ``bmojo_triton.plugin.interpreting``, which this file cannot import.)"""
     if backend != "triton":
         return ()
-    return (*XDIST, *QUIET) if env.get("TRITON_INTERPRET", "0") not in ("", "0") else QUIET
+    interpreting = env.get("TRITON_INTERPRET", "").lower() in ("1", "true", "on", "yes", "y")
+    return (*XDIST, *QUIET) if interpreting else QUIET
 
 
 #: pytest options that narrow a selection: after one of them, a backend's own tests may match

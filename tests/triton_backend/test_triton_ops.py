@@ -11,6 +11,7 @@ from bmojo.ops.causal_conv1d import reference as conv_ref
 from bmojo.ops.eidetic import reference as eid_ref
 from bmojo.ops.rmsnorm import reference as norm_ref
 from bmojo.ops.ssm_scan import reference as ssm_ref
+from bmojo_triton.ops import bmojo_attention as attn
 from bmojo_triton.ops import causal_conv1d as conv
 from bmojo_triton.ops import eidetic, rmsnorm, ssm_scan
 from triton_helpers import assert_close, compare_fwd_bwd
@@ -408,6 +409,72 @@ def test_steps_in_place_match_the_ops(device):
     cache = s.clone()
     yc2 = conv.causal_conv1d_step_(xc, cache, w, None, "silu")
     assert torch.equal(yc, yc2) and torch.equal(sn, cache)
+
+
+def test_steps_in_place_refuse_what_torch_in_place_ops_refuse(device):
+    """The kernels write the cache through its pointer, outside autograd: an argument that needs a
+    gradient is refused (y would silently have none), the cache's version counter moves (a graph
+    that saved it fails loudly instead of reading new values), inference tensors stay in inference
+    mode."""
+    x, dt, A, B, C, D, h0 = scan_args(device, torch.float32, b=1, T=1, H=2, P=4, G=1, N=4)
+    args = (x[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], D)
+    g = torch.Generator().manual_seed(5)
+    xc, s, w = (rn(device, torch.float32, 1, 6, g=g), rn(device, torch.float32, 1, 3, 6, g=g),
+                rn(device, torch.float32, 6, 4, g=g))  # fmt: skip
+    steps = {
+        "ssm_step_": (lambda state, *a: ssm_scan.ssm_step_(state, *a), h0, args),
+        "causal_conv1d_step_": (lambda state, *a: conv.causal_conv1d_step_(a[0], state, *a[1:]), s, (xc, w)),
+    }
+    for name, (step, state, rest) in steps.items():
+        cache = state.clone()
+        version = cache._version
+        step(cache, *rest)
+        assert cache._version > version, name
+        for i, t in enumerate(rest):  # each tensor argument that asks for a gradient
+            leaf = list(rest)
+            leaf[i] = t.clone().requires_grad_()
+            with pytest.raises(ValueError, match=r"expected no gradient"):
+                step(state.clone(), *leaf)
+            with torch.no_grad():
+                step(state.clone(), *leaf)  # fine without grad mode
+        with pytest.raises(ValueError, match=r"state: expected a tensor that does not require grad"):
+            step(state.clone().requires_grad_(), *rest)
+        cache, weight = state.clone(), torch.ones_like(state, requires_grad=True)
+        loss = (weight * cache).sum()  # saves `cache` for weight's gradient
+        step(cache, *rest)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            loss.backward()
+        with torch.inference_mode():
+            frozen = state.clone()
+            step(frozen, *rest)  # inside inference mode: fine
+        with pytest.raises(ValueError, match=r"state: expected a tensor made outside torch.inference_mode"):
+            step(frozen, *rest)
+
+
+def test_double_backward_raises_instead_of_dropping_terms(device):
+    """The Triton backwards write gradients with kernels, which carry no graph: a second derivative
+    (create_graph=True, e.g. a gradient penalty) must raise, not silently miss the op's terms."""
+    g = torch.Generator().manual_seed(7)
+    x = rn(device, torch.float64, 2, 5, 8, g=g).requires_grad_()
+    w = rn(device, torch.float64, 8, g=g)
+    xc, wc = rn(device, torch.float64, 1, 9, 6, g=g).requires_grad_(), rn(device, torch.float64, 6, 4, g=g)
+    q, k, v = (rn(device, torch.float64, 1, 7, 2, 8, g=g) for _ in range(3))
+    q.requires_grad_()
+    scan = [
+        t.requires_grad_() if i == 0 else t for i, t in enumerate(scan_args(device, torch.float64, 1, 9, 2, 4, 1, 4))
+    ]
+    cases = {
+        "rmsnorm": (x, lambda: rmsnorm.rmsnorm(x, w)),
+        "gated_rmsnorm": (x, lambda: rmsnorm.gated_rmsnorm(x, x.detach().flip(-1), w)),
+        "causal_conv1d": (xc, lambda: conv.causal_conv1d(xc, wc)[0]),
+        "ssm_scan": (scan[0], lambda: ssm_scan.ssm_scan(*scan)[0]),
+        "bmojo_attention": (q, lambda: attn.bmojo_attention(q, k, v, window=3)[0]),
+    }
+    for name, (leaf, fn) in cases.items():
+        (grad,) = torch.autograd.grad((fn() ** 2).sum(), leaf, create_graph=True)
+        assert grad.requires_grad, name  # the graph goes on, into a node that raises when reached
+        with pytest.raises(RuntimeError, match="once_differentiable"):
+            (grad**2).sum().backward()
 
 
 def test_grid_axis_limits_are_refused_by_name(device):

@@ -45,3 +45,15 @@ def test_probe_reasons(monkeypatch):
     monkeypatch.setattr(plugin.importlib.util, "find_spec", lambda name: None)
     p = plugin._probe()
     assert not p.available and "triton is not installed" in p.reason
+
+
+def test_interpreter_switch_is_read_as_triton_reads_it(monkeypatch):
+    """The plugin decides "interpreter or GPU" without importing triton; it must agree with Triton
+    on every value, or it would report an interpreter Triton is not running (or the reverse)."""
+    import triton
+
+    for value in ("1", "true", "TRUE", "On", "yes", "y", "0", "", "2", "false", "off", "no", " 1", "1 ", "abc"):
+        monkeypatch.setenv("TRITON_INTERPRET", value)
+        assert plugin.interpreting() is triton.knobs.runtime.interpret, value
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert plugin.interpreting() is False is triton.knobs.runtime.interpret

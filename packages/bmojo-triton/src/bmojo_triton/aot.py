@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -564,7 +563,9 @@ def table(log: list, arch: int) -> str:
 
 
 def main(argv=None) -> int:
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    from bmojo_triton.plugin import interpreting
+
+    if interpreting():
         raise SystemExit("unset TRITON_INTERPRET: the interpreter does not compile")
     ap = argparse.ArgumentParser(prog="python -m bmojo_triton.aot", description=__doc__.splitlines()[0])
     ap.add_argument(

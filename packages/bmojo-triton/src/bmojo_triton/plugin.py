@@ -23,8 +23,19 @@ from bmojo.backends import Backend, OpImpl, Probe, hookimpl
 
 from bmojo_triton import __version__
 
+#: The values of ``TRITON_INTERPRET`` that Triton reads as "on" (its ``getenv_bool``: these, in any
+#: case; anything else, "2", "false", " 1" included, is off).
+_TRUE = ("1", "true", "on", "yes", "y")
+
+
+def interpreting(env=None) -> bool:
+    """Whether Triton runs its interpreter under ``env`` (default ``os.environ``), read as Triton
+    reads ``TRITON_INTERPRET`` — without importing triton."""
+    return (os.environ if env is None else env).get("TRITON_INTERPRET", "").lower() in _TRUE
+
+
 #: True when Triton's interpreter is on (kernels run on CPU tensors, in numpy).
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+INTERPRET = interpreting()
 #: The torch device type the kernels run on in this process.
 DEVICES = ("cpu",) if INTERPRET else ("cuda",)
 #: Implicit selection prefers higher priorities; the reference is 0. Under the interpreter the

@@ -24,6 +24,31 @@ from triton.runtime.errors import OutOfResources
 INT32_MAX = 2**31 - 1
 
 
+@contextlib.contextmanager
+def updated_in_place(state: torch.Tensor, **inputs: torch.Tensor | None):
+    """Around a kernel that writes ``state`` through its pointer (the in-place decode steps).
+
+    Refuses what torch's own in-place ops refuse, since the kernel bypasses autograd and the
+    version counter: a ``state`` (or, under grad mode, any of ``inputs``) that requires grad — the
+    result would silently carry no gradient — and an inference tensor outside inference mode.
+    Afterwards bumps ``state``'s version counter, so a graph that saved ``state`` for its backward
+    fails loudly instead of reading the overwritten values."""
+    if state.requires_grad:
+        fail("state", "a tensor that does not require grad (updated in place)", "requires_grad=True")
+    if torch.is_grad_enabled():
+        for name, t in inputs.items():
+            if t is not None and t.requires_grad:
+                fail(
+                    name,
+                    "no gradient (the in-place step records no autograd: use the op, or torch.no_grad())",
+                    "requires_grad=True",
+                )
+    if state.is_inference() and not torch.is_inference_mode_enabled():
+        fail("state", "a tensor made outside torch.inference_mode(), or this call inside it", "an inference tensor")
+    yield
+    torch.autograd.graph.increment_version(state)
+
+
 def needs_idx64(*tensors: torch.Tensor | None) -> bool:
     """Whether a launch over these tensors (every tensor it indexes: inputs, outputs, buffers)
     must form its offsets in int64: True when an element of one lies more than ``INT32_MAX``

@@ -24,6 +24,7 @@ import torch
 import triton
 from bmojo.argcheck import TORCH, check_bmojo_attention_args, check_int, fail
 from bmojo.arith import resolve_fading_offset
+from torch.autograd.function import once_differentiable
 
 from bmojo_triton.ops._triton_utils import (
     MIN_DOT,
@@ -352,6 +353,7 @@ class BMojoAttentionFn(torch.autograd.Function):
         return o, lse
 
     @staticmethod
+    @once_differentiable  # the kernels' gradients carry no graph: a double backward raises
     def backward(ctx, do, dlse):
         q, k, v, kf, vf, ek, ev, epos, o, lse = ctx.saved_tensors
         if do is None:

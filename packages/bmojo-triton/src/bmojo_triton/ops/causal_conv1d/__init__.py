@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import triton
 from bmojo.argcheck import TORCH, check_causal_conv1d_args, fail
+from torch.autograd.function import once_differentiable
 
 from bmojo_triton.ops._triton_utils import (
     acc_dtype,
@@ -20,6 +21,7 @@ from bmojo_triton.ops._triton_utils import (
     needs_idx64,
     on_device,
     pow2,
+    updated_in_place,
 )
 from bmojo_triton.ops.causal_conv1d.bwd import _conv_bwd_dx_kernel, _conv_bwd_g_kernel
 from bmojo_triton.ops.causal_conv1d.fwd import _conv_fwd_kernel
@@ -142,6 +144,7 @@ class CausalConvFn(torch.autograd.Function):
         return y, final
 
     @staticmethod
+    @once_differentiable  # the kernels' gradients carry no graph: a double backward raises
     def backward(ctx, dy, dfinal):
         x, weight, bias, state = ctx.saved_tensors
         if dy is None:
@@ -227,13 +230,10 @@ def causal_conv1d_step_(
     activation: str | None = "silu",
 ) -> torch.Tensor:
     """``causal_conv1d_step`` shifting ``state`` in place (each program reads a row before it
-    overwrites it); returns y. Not registered with the backend; ``state`` must be contiguous and
-    not require grad."""
+    overwrites it); returns y. Not registered with the backend; ``state`` must be contiguous, no
+    argument may require grad, and ``state``'s version counter is bumped."""
     check_causal_conv1d_args(TORCH, x, weight, bias, state, activation, step=True)
-    if not state.is_contiguous() or state.requires_grad:
-        fail(
-            "state",
-            "a contiguous tensor that does not require grad (updated in place)",
-            f"contiguous={state.is_contiguous()}, requires_grad={state.requires_grad}",
-        )
-    return _step(x.contiguous(), state, weight.contiguous(), bias, activation, state)
+    if not state.is_contiguous():
+        fail("state", "a contiguous tensor (updated in place)", f"strides {tuple(state.stride())}")
+    with updated_in_place(state, x=x, weight=weight, bias=bias):
+        return _step(x.contiguous(), state, weight.contiguous(), bias, activation, state)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from bmojo.argcheck import TORCH, check_gated_rmsnorm_args, check_rmsnorm_args
+from torch.autograd.function import once_differentiable
 
 from bmojo_triton.ops._triton_utils import acc_dtype, on_device, pow2
 from bmojo_triton.ops.rmsnorm.bwd import _norm_bwd_kernel
@@ -67,6 +68,7 @@ class _NormFn(torch.autograd.Function):
         return _launch_fwd(x, z, weight, eps, group)
 
     @staticmethod
+    @once_differentiable  # the kernels' gradients carry no graph: a double backward raises
     def backward(ctx, dy):
         x, z, weight = ctx.saved_tensors
         return (*_norm_bwd(dy, x, z, weight, ctx.eps, ctx.group), None, None)

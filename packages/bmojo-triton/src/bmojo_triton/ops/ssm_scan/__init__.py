@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import torch
 import triton
 from bmojo.argcheck import TORCH, check_int, check_ssm_scan_args, fail
+from torch.autograd.function import once_differentiable
 
 from bmojo_triton.ops._triton_utils import (
     TileTable,
@@ -27,6 +28,7 @@ from bmojo_triton.ops._triton_utils import (
     pow2,
     refused_as,
     smaller_config,
+    updated_in_place,
 )
 from bmojo_triton.ops.ssm_scan.bwd import _ssd_bwd_chunk_kernel, _ssd_bwd_kernel, _ssd_bwd_state_kernel
 from bmojo_triton.ops.ssm_scan.fwd import _ssd_chunk_out_kernel, _ssd_fwd_kernel
@@ -368,6 +370,7 @@ class SsmScanFn(torch.autograd.Function):
         return y, final
 
     @staticmethod
+    @once_differentiable  # the kernels' gradients carry no graph: a double backward raises
     def backward(ctx, dy, dht):
         x, dt, A, B, C, D, h0, states = ctx.saved_tensors
         with TILES.applied(ctx.tiles):
@@ -468,14 +471,16 @@ def ssm_step_(
     """``ssm_step`` updating ``state`` in place (a preallocated decode cache); returns y.
 
     Not registered with the backend (ops return new tensors); for callers that manage their own
-    cache. ``state`` must be contiguous, of x's dtype, and not require grad (no autograd here).
+    cache. ``state`` must be contiguous and of x's dtype; no argument may require grad (no autograd
+    here) and ``state``'s version counter is bumped, as torch's in-place ops do.
     """
     check_ssm_scan_args(TORCH, x, dt, A, B, C, D, state, step=True)
-    if not state.is_contiguous() or state.dtype != x.dtype or state.requires_grad:
+    if not state.is_contiguous() or state.dtype != x.dtype:
         fail(
             "state",
-            f"a contiguous {x.dtype} tensor that does not require grad (updated in place)",
-            f"contiguous={state.is_contiguous()}, dtype={state.dtype}, requires_grad={state.requires_grad}",
+            f"a contiguous {x.dtype} tensor (updated in place)",
+            f"contiguous={state.is_contiguous()}, dtype={state.dtype}",
         )
-    x, dt, B, C = (t.contiguous() for t in (x, dt, B, C))
-    return _step(state, x, dt, A, B, C, D, state)
+    with updated_in_place(state, x=x, dt=dt, A=A, B=B, C=C, D=D):
+        x, dt, B, C = (t.contiguous() for t in (x, dt, B, C))
+        return _step(state, x, dt, A, B, C, D, state)
