@@ -182,6 +182,23 @@ def test_bmojo_attention_wrong_snapshot_count():
         bmojo_attention(q, k, k, ek=ek, ev=ek, epos=epos, window=2, eidetic_chunk=4)
 
 
+def test_bmojo_attention_positions_on_another_device():
+    q, k = randn(1, 8, 4, 8), randn(1, 8, 2, 8)
+    ek, epos = randn(1, 2, 3, 2, 8), torch.zeros(1, 2, 3, dtype=torch.int64, device="meta")
+    with pytest.raises(ValueError, match=r"^epos: expected device cpu \(same as q\), got meta"):
+        bmojo_attention(q, k, k, ek=ek, ev=ek, epos=epos, window=2, eidetic_chunk=4)
+
+
+def test_innovation_scores_mixed_dtypes_and_devices():
+    from bmojo.ops.eidetic import innovation_scores
+
+    k = randn(1, 4, 2, 8)
+    with pytest.raises(ValueError, match=r"^k_pred: expected dtype torch.float64 \(same as k\), got torch.float32"):
+        innovation_scores(k, k.float())
+    with pytest.raises(ValueError, match=r"^k_pred: expected device cpu \(same as k\), got meta"):
+        innovation_scores(k, k.to("meta"))
+
+
 def test_causal_conv1d_wrong_weight():
     with pytest.raises(ValueError, match=r"^weight: expected shape \(5, .*got shape \(4, 3\)"):
         causal_conv1d(randn(1, 4, 5), randn(4, 3))

@@ -189,6 +189,8 @@ def check_bmojo_attention_args(
         check_array(kind, "epos", epos, shape=tuple(ek.shape[:3]), floating=False)
         check_same(kind, "ek", ek, "q", q)
         check_same(kind, "ev", ev, "q", q)
+        if kind.device is not None and kind.device(epos) != kind.device(q):  # integer: dtype is its own
+            fail("epos", f"device {kind.device(q)} (same as q)", kind.device(epos))
     return AttentionSizes(b, T, H, Dh, Hkv)
 
 
@@ -288,6 +290,7 @@ def check_innovation_scores_args(kind: ArrayKind, k, k_pred) -> None:
     """Arguments of ``innovation_scores``."""
     check_array(kind, "k", k, ndim=4)
     check_array(kind, "k_pred", k_pred, shape=tuple(k.shape))
+    check_same(kind, "k_pred", k_pred, "k", k)
 
 
 class SelectSizes(NamedTuple):
