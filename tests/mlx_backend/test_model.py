@@ -150,18 +150,28 @@ def test_checkpoint_errors(tmp_path):
         (tmp_path / "b").mkdir()
         (tmp_path / "b" / "config.json").write_text((tmp_path / "a" / "config.json").read_text())
         bmojo_mlx.load(tmp_path / "b")
-    # a config that does not describe the weights: named tensors and shapes
+    # a config that does not describe the weights: the stored config's fields, or (a file without
+    # one) named tensors and shapes
     other = CONFIGS["mixed"].replace(vocab_size=128)
     (tmp_path / "a" / "config.json").write_text(other.to_json())
+    with pytest.raises(CheckpointError, match=r"saved for another config .*vocab_size: 256 vs 128\)"):
+        bmojo_mlx.load(tmp_path / "a")
+    weights = tmp_path / "a" / "model.safetensors"
+    original = weights.read_bytes()
+    n = int.from_bytes(original[:8], "little")
+    header = json.loads(original[8 : 8 + n])
+    del header["__metadata__"]
+    text = json.dumps(header).encode()
+    weights.write_bytes(len(text).to_bytes(8, "little") + text + original[8 + n :])
     with pytest.raises(CheckpointError, match=r"embed.weight: expected shape \(128, 32\), got \(256, 32\)"):
         bmojo_mlx.load(tmp_path / "a")
+    weights.write_bytes(original)
     data = json.loads(CONFIGS["mixed"].to_json())
     data["layers"][0]["windw"] = 3
     (tmp_path / "a" / "config.json").write_text(json.dumps(data))
     with pytest.raises(ConfigError, match="windw"):
         bmojo_mlx.load(tmp_path / "a")
     (tmp_path / "a" / "config.json").write_text(CONFIGS["mixed"].to_json())
-    weights = tmp_path / "a" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-16])  # truncated
     with pytest.raises(CheckpointError, match="expected data_offsets spanning"):
         bmojo_mlx.load(tmp_path / "a")

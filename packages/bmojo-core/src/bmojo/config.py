@@ -393,3 +393,26 @@ class ModelConfig:
             own = {k: v for k, v in layer_overrides.items() if k not in PRESET_FIXED.get(kind, ())}
             layers.append(LayerConfig.preset(kind, d_model=d_model, **own))
         return cls(vocab_size=vocab_size, d_model=d_model, layers=tuple(layers))
+
+
+def config_diff(a: ModelConfig, b: ModelConfig) -> list[str]:
+    """Where two model configs differ, field by field, as ``"layers[0].window: 8 vs 4"`` (for
+    error messages; torch-free, so the MLX loader shares it)."""
+    return _dict_diff(a.to_dict(), b.to_dict())
+
+
+def _dict_diff(a: Any, b: Any, path: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            sub = f"{path}.{key}" if path else key
+            if key not in a or key not in b:
+                out.append(f"{sub}: {a.get(key, '(absent)')!r} vs {b.get(key, '(absent)')!r}")
+            else:
+                out += _dict_diff(a[key], b[key], sub)
+        return out
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return [f"{path}: {len(a)} entries vs {len(b)}"]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _dict_diff(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} vs {b!r}"]

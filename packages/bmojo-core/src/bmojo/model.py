@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bmojo._checks import check_int, fail
-from bmojo.config import LayerConfig, ModelConfig
+from bmojo.config import LayerConfig, ModelConfig, config_diff
 from bmojo.layer import BMojoMixer
 from bmojo.memory import State
 from bmojo.norm import RMSNorm
@@ -305,19 +305,5 @@ def check_stored_config(weights: Path, meta: dict, config: ModelConfig, cfg_path
     except ValueError as err:
         raise StateError(f"{weights}: metadata config: {err}") from None
     if saved != config:
-        diff = _config_diff(saved.to_dict(), config.to_dict())
+        diff = "; ".join(config_diff(saved, config)[:4])
         raise StateError(f"{weights}: saved for another config than {cfg_path.name} ({diff})")
-
-
-def _config_diff(a: dict, b: dict, prefix: str = "") -> str:
-    """The first few fields where two config dicts differ, as ``field: a vs b``."""
-    out = []
-    for key in sorted(set(a) | set(b)):
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
-            for i, (u, v) in enumerate(zip(x, y)):
-                if u != v:
-                    out.append(_config_diff(u, v, f"{prefix}{key}[{i}].") if isinstance(u, dict) else f"{key}[{i}]")
-        elif x != y:
-            out.append(f"{prefix}{key}: {x!r} vs {y!r}")
-    return "; ".join(out[:4])

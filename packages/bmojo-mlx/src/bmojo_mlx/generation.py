@@ -7,12 +7,20 @@
 
 ``BMojoLM`` checkpoints carry no tokenizer, so text is UTF-8 bytes: ids 0-255 are bytes (the
 model's vocabulary must have at least 256 entries); other ids print as ``<id>``. Pass token ids
-instead of text to use your own tokenizer.
+instead of text to use your own tokenizer: a list of ints (or numpy/MLX integers) in
+``[0, vocab_size)``; anything else (floats, bools) is refused, never truncated.
+
+Sampling: ``temperature`` 0 is greedy; otherwise a token is drawn from
+``softmax((logits - max) / temperature)``, so a tiny temperature tends to greedy instead of
+overflowing. ``temperature`` must be a finite real number >= 0 and ``seed`` an int in
+``[0, 2**64)``, as for core's ``BMojoLM.generate``.
 """
 
 from __future__ import annotations
 
 import codecs
+import math
+import numbers
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,18 +29,61 @@ import mlx.core as mx
 from bmojo.argcheck import check_int, fail
 
 from bmojo_mlx.model import BMojoMLX
+from bmojo_mlx.ops._checks import INT_DTYPES
 
 BYTE_VOCAB = 256
+SEED_LIMIT = 2**64  #: ``mx.random.seed`` takes an unsigned 64-bit int
+
+
+def check_temperature(temperature: object) -> float:
+    """A finite real number >= 0 (not a bool or a string); the message is core's ``BMojoLM.generate``'s."""
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, numbers.Real)
+        or not math.isfinite(temperature)
+        or not temperature >= 0
+    ):
+        fail("temperature", "a finite number >= 0 (0: greedy)", repr(temperature))
+    return float(temperature)
+
+
+def check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        fail("seed", "an int in [0, 2**64)", f"{seed!r} ({type(seed).__name__})")
+    return seed
+
+
+def check_token_ids(name: str, ids: object, vocab_size: int) -> list[int]:
+    """``ids`` as a list of Python ints, each an integer (not a bool) in ``[0, vocab_size)``."""
+    expected = f"token ids (ints in [0, {vocab_size}))"
+    if isinstance(ids, str) or not (isinstance(ids, Sequence) or hasattr(ids, "__array__")):
+        fail(name, expected, f"{ids!r:.80} ({type(ids).__name__})")
+    if getattr(ids, "ndim", 1) != 1:  # numpy or MLX arrays: one row of ids
+        fail(name, expected, f"an array of shape {tuple(ids.shape)}")
+    if isinstance(ids, mx.array):
+        if ids.dtype not in INT_DTYPES:
+            fail(name, expected, f"an mx.array of dtype {ids.dtype}")
+        ids = ids.tolist()
+    out = []
+    for i, v in enumerate(ids):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            shown = repr(v) if isinstance(v, (str, bytes)) else str(v)
+            fail(name, expected, f"{shown} ({type(v).__name__}) at index {i}")
+        if not 0 <= v < vocab_size:
+            fail(name, expected, f"{int(v)} at index {i}")
+        out.append(int(v))
+    return out
 
 
 def encode(model: BMojoMLX, prompt: str | Sequence[int]) -> list[int]:
-    """Prompt ids: UTF-8 bytes of a string (needs vocab_size >= 256), or the given ids."""
+    """Prompt ids: UTF-8 bytes of a string (needs vocab_size >= 256), or the given ids (ints in
+    ``[0, vocab_size)``, checked)."""
     if isinstance(prompt, str):
         if model.config.vocab_size < BYTE_VOCAB:
             fail("prompt", f"token ids (text needs a byte-level vocabulary of >= {BYTE_VOCAB})", "a string")
         ids = list(prompt.encode("utf-8"))
     else:
-        ids = [int(i) for i in prompt]
+        ids = check_token_ids("prompt", prompt, model.config.vocab_size)
     if not ids:
         fail("prompt", "at least one token", "an empty prompt")
     return ids
@@ -51,9 +102,18 @@ class GenerationResponse:
 
 
 def _sample(logits: mx.array, temperature: float) -> mx.array:
+    """Greedy for 0, else a draw from ``softmax((logits - max) / temperature)``. The maximum scores
+    exactly 0 and every other logit <= 0, so a tiny temperature gives -inf (probability 0) for the
+    others, never inf or nan (``logits * (1 / temperature)`` overflows once 1/T > float32's range);
+    the ``where`` keeps the maximum at 0 even when T rounds to 0 in float32. Half precision samples
+    in float32."""
     if temperature == 0:
         return mx.argmax(logits, axis=-1)
-    return mx.random.categorical(logits * (1.0 / temperature))
+    if logits.dtype in (mx.float16, mx.bfloat16):
+        logits = logits.astype(mx.float32)
+    top = mx.max(logits, axis=-1, keepdims=True)
+    scores = mx.where(logits == top, 0.0, (logits - top) / temperature)
+    return mx.random.categorical(scores)
 
 
 def generate_step(
@@ -62,10 +122,12 @@ def generate_step(
     """Yield ``(token id, seconds)`` for ``max_tokens`` new tokens; the first item's seconds are the
     prefill (with the first sample), later ones one decode step each."""
     check_int("max_tokens", max_tokens, minimum=1)
-    if not temperature >= 0:
-        fail("temperature", "a number >= 0", temperature)
+    temperature = check_temperature(temperature)
+    prompt_ids = check_token_ids("prompt_ids", prompt_ids, model.config.vocab_size)
+    if not prompt_ids:
+        fail("prompt_ids", "at least one token", "an empty prompt")
     t0 = time.perf_counter()
-    logits, state = model.prefill(mx.array([list(prompt_ids)], dtype=mx.int32))
+    logits, state = model.prefill(mx.array([prompt_ids], dtype=mx.int32))
     tok = _sample(logits[:, -1], temperature)
     mx.eval(tok)
     yield int(tok.item()), time.perf_counter() - t0
@@ -86,9 +148,13 @@ def stream_generate(
     seed: int | None = None,
 ) -> Iterator[GenerationResponse]:
     """Stream the continuation of ``prompt`` piece by piece (see the module docstring)."""
+    check_int("max_tokens", max_tokens, minimum=1)
+    check_temperature(temperature)
+    if seed is not None:
+        check_seed(seed)
+    ids = encode(model, prompt)
     if seed is not None:
         mx.random.seed(seed)
-    ids = encode(model, prompt)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     state_bytes = model.init_state(1).nbytes()
     prompt_tps = 0.0

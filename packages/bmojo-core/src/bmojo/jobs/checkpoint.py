@@ -36,7 +36,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from bmojo.config import ModelConfig
+from bmojo.config import ModelConfig, config_diff
 from bmojo.model import CONFIG_NAME, WEIGHTS_NAME, BMojoLM, check_stored_config
 from bmojo.state import StateError
 
@@ -154,18 +154,6 @@ def read_config(step_dir: Path) -> ModelConfig:
         return ModelConfig.from_dict(data)
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"{Path(step_dir) / CONFIG_NAME}: not a valid model config: {err}") from err
-
-
-def config_diff(a: ModelConfig, b: ModelConfig) -> list[str]:
-    """Field paths where two configs differ (for error messages)."""
-    da, db = a.to_dict(), b.to_dict()
-    out = [k for k in sorted(set(da) | set(db)) if k != "layers" and da.get(k) != db.get(k)]
-    la, lb = da["layers"], db["layers"]
-    if len(la) != len(lb):
-        out.append(f"n_layers ({len(la)} vs {len(lb)})")
-    for i, (x, y) in enumerate(zip(la, lb)):
-        out += [f"layers[{i}].{k}" for k in sorted(set(x) | set(y)) if x.get(k) != y.get(k)]
-    return out
 
 
 # ----------------------------------------------------------------------------- validated reading
@@ -403,7 +391,7 @@ def load_for_resume(
     if saved != base.config:
         raise CheckpointError(
             f"--config/--preset: the checkpoint in {str(step_dir)!r} was trained with another model config "
-            f"(differs in {', '.join(config_diff(saved, base.config)[:6])}); use the same config or another --out"
+            f"({'; '.join(config_diff(saved, base.config)[:6])}); use the same config or another --out"
         )
     want_model = _expected_model(base)
     weights = step_dir / WEIGHTS_NAME
