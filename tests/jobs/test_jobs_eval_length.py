@@ -58,14 +58,15 @@ def test_length_nll_matches_a_direct_computation(trained):
 def test_widening_changes_only_full_attention(trained):
     runs, corpus = trained
     transformer, _ = ckpt.load_model(runs["transformer"])
-    wide, n = widen_attention(transformer, context=64, length=256)
+    assert all(layer.window == 16 for layer in transformer.config.layers)  # the training context, --seq-len
+    wide, n = widen_attention(transformer, context=16, length=256)
     assert n == 2 and all(layer.window == 256 for layer in wide.config.layers)
-    x = corpus.val[:64].long()[None]
+    x = corpus.val[:16].long()[None]
     with torch.no_grad():  # within the stored window the widened model is the same function
         # (up to float32 summation order: the reference attention pads key blocks to the window)
         torch.testing.assert_close(wide(x), transformer(x), rtol=1e-5, atol=1e-5)
     bmojo, _ = ckpt.load_model(runs["bmojo"])
-    assert widen_attention(bmojo, context=64, length=256) == (bmojo, 0)
+    assert widen_attention(bmojo, context=16, length=256) == (bmojo, 0)
 
 
 def test_cli_writes_table_json_and_png(trained, tmp_path, capsys):
@@ -78,8 +79,8 @@ def test_cli_writes_table_json_and_png(trained, tmp_path, capsys):
     for r in results:
         assert r["context"] == 16 and [x["length"] for x in r["results"]] == [16, 32, 128]
         assert all(math.isfinite(x[k]) and x[k] > 1 for x in r["results"] for k in ("ppl", "tail_ppl"))
-    # The tiny Transformer's window is its preset context, 64: widened only for the 128-token windows.
-    assert [x["widened_layers"] for x in results[0]["results"]] == [0, 0, 2]
+    # The tiny Transformer's window is its training context, 16 (--seq-len): widened beyond it.
+    assert [x["widened_layers"] for x in results[0]["results"]] == [0, 2, 2]
     assert [x["widened_layers"] for x in results[1]["results"]] == [0, 0, 0]
     assert (out / "length.png").stat().st_size > 0 and "| T |" in (out / "length.md").read_text()
     assert "| B |" in capsys.readouterr().out

@@ -114,6 +114,17 @@ def test_loading_validates_before_reading(tiny, corpus):
         ckpt.load_model(Path(s.out) / "nowhere")
 
 
+def test_transformer_window_is_the_training_context(corpus):
+    """--arch transformer is full attention over the training sequence, whatever --seq-len is;
+    the bounded kinds keep the size's window."""
+    from bmojo.jobs.train import TrainSettings, model_config
+
+    for seq_len, arch, window in [(32, "transformer", 32), (None, "transformer", 64), (256, "transformer", 256),
+                                  (256, "swa", 16), (256, "bmojo", 16)]:  # fmt: skip
+        cfg = model_config(TrainSettings(preset="tiny", arch=arch, seq_len=seq_len), corpus)
+        assert [layer.window for layer in cfg.layers] == [window] * 2, (seq_len, arch)
+
+
 def test_load_model_refuses_weights_saved_under_another_config(tiny, corpus):
     """Training checkpoints carry their config in the weights' metadata, as save_pretrained does:
     an edited config.json that keeps every tensor's shape is refused by load_model and by resume."""

@@ -5,7 +5,8 @@ A size fixes width, depth, heads, the training context and the window of the bou
 count: B'MOJO (attention + SSM) is the largest at a given width, so every other architecture gets
 the SwiGLU width ``d_ff`` (a multiple of 8) that brings its total closest to B'MOJO's.
 
-* ``transformer``: full causal attention; its window is the training context (the whole sequence)
+* ``transformer``: full causal attention; its window is the training context (the whole sequence,
+  ``--seq-len`` when given)
   — ``bmojo eval-length`` widens it to the evaluated length (see docs/training.md);
 * ``swa``: sliding-window attention, ``w`` = context/4;
 * ``mamba2``: the SSM alone;
@@ -53,11 +54,13 @@ def parameter_count(cfg: ModelConfig) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _config(size: str, arch: str, d_ff: int | None, vocab_size: int, overrides: dict) -> ModelConfig:
+def _config(
+    size: str, arch: str, d_ff: int | None, vocab_size: int, overrides: dict, context: int | None = None
+) -> ModelConfig:
     s = dict(SIZES[size])
-    context = s.pop("context")
-    window = context if arch == "transformer" else context // 4
-    kw = dict(s, vocab_size=vocab_size, ssm_chunk_size=min(64, context), attn_block_size=min(64, context))
+    size_context = s.pop("context")
+    window = (context or size_context) if arch == "transformer" else size_context // 4
+    kw = dict(s, vocab_size=vocab_size, ssm_chunk_size=min(64, size_context), attn_block_size=min(64, size_context))
     if arch != "mamba2":
         kw["window"] = window
     if d_ff is not None:
@@ -65,9 +68,13 @@ def _config(size: str, arch: str, d_ff: int | None, vocab_size: int, overrides: 
     return ModelConfig.preset(arch, **kw, **overrides)
 
 
-def preset_config(size: str, arch: str, *, vocab_size: int = 256, overrides: dict | None = None) -> ModelConfig:
+def preset_config(
+    size: str, arch: str, *, vocab_size: int = 256, overrides: dict | None = None, context: int | None = None
+) -> ModelConfig:
     """The ``size`` model of kind ``arch``, parameter-matched to B'MOJO at the same size.
-    ``overrides`` (keys of ``LAYER_FLAGS``) are set on every layer; the match is to plain B'MOJO."""
+    ``overrides`` (keys of ``LAYER_FLAGS``) are set on every layer; the match is to plain B'MOJO.
+    ``context``: the training context (``--seq-len``; default the size's), the ``transformer``'s
+    window; the bounded models keep the size's window."""
     if size not in SIZES:
         raise ValueError(f"--preset: expected one of {sorted(SIZES)}, got {size!r}")
     if arch not in ARCHS:
@@ -79,15 +86,15 @@ def preset_config(size: str, arch: str, *, vocab_size: int = 256, overrides: dic
             raise ValueError(f"{LAYER_FLAGS[name]}: expected {fixed[name]!r} for --arch {arch}, got {value!r}")
     try:
         target = parameter_count(_config(size, "bmojo", None, vocab_size, {}))
-        base = _config(size, arch, None, vocab_size, overrides)
+        base = _config(size, arch, None, vocab_size, overrides, context)
         if arch == "bmojo":
             return base
         d_ff0 = base.layers[0].ffn_dim
         p0 = parameter_count(base)
         # parameters per unit of d_ff
-        slope = (parameter_count(_config(size, arch, d_ff0 + 8, vocab_size, overrides)) - p0) / 8
+        slope = (parameter_count(_config(size, arch, d_ff0 + 8, vocab_size, overrides, context)) - p0) / 8
         d_ff = max(8, d_ff0 + round((target - p0) / slope / 8) * 8)
-        return _config(size, arch, d_ff, vocab_size, overrides)
+        return _config(size, arch, d_ff, vocab_size, overrides, context)
     except ValueError as err:
         field = str(err).split(":", 1)[0]
         if field in LAYER_FLAGS:

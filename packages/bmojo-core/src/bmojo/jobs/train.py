@@ -140,7 +140,7 @@ def model_config(s: TrainSettings, corpus: D.Corpus) -> ModelConfig:
     if s.config is None:
         vocab = max(D.BYTE_VOCAB, corpus.vocab_size) if corpus.vocab_size <= D.BYTE_VOCAB else corpus.vocab_size
         overrides = {k: getattr(s, k) for k in LAYER_FLAGS}
-        return preset_config(s.preset, s.arch, vocab_size=vocab, overrides=overrides)
+        return preset_config(s.preset, s.arch, vocab_size=vocab, overrides=overrides, context=s.context())
     given = [flag for name, flag in LAYER_FLAGS.items() if getattr(s, name) is not None]
     if given:
         raise ValueError(f"{given[0]}: expected no layer flags with --config (set the field in the JSON), got one")
