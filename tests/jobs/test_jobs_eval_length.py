@@ -90,3 +90,10 @@ def test_cli_writes_table_json_and_png(trained, tmp_path, capsys):
     assert json.loads((out / "length.json").read_text()) == results
     assert main([*argv, "--windows", "100000", "--out", str(out)]) == 2
     assert "--windows" in capsys.readouterr().err
+    for flags, message in [
+        (["--threads", "-1"], "--threads: expected an int >= 1, got -1"),
+        (["--threads", "0"], "--threads: expected an int >= 1, got 0"),
+        (["--device", "nonsense"], "--device: expected an available torch device"),
+    ]:
+        assert main([*argv, *flags, "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err

@@ -69,3 +69,10 @@ def test_cli_streams_from_a_checkpoint(tiny, corpus, capsys):
     assert "--checkpoint: expected a run or checkpoint directory" in capsys.readouterr().err
     assert main(["generate", "--checkpoint", s.out, "--top-p", "1.5"]) == 2
     assert "--top-p" in capsys.readouterr().err
+    for flags, message in [
+        (["--device", "nonsense"], "--device: expected an available torch device, got 'nonsense'"),
+        (["--seed", str(2**64)], "--seed: expected an int in [0, 2**64)"),
+        (["--seed", "-1"], "--seed: expected an int in [0, 2**64)"),
+    ]:
+        assert main(["generate", "--checkpoint", s.out, *flags]) == 2
+        assert message in capsys.readouterr().err

@@ -198,12 +198,28 @@ def test_resume_validates_optimizer_json_and_rng(tiny, corpus):
         (["--stop-at", "0"], "--stop-at: expected a step"),
         (["--arch", "swa", "--ssm-bypass", "gated"], "--ssm-bypass: expected 'none' for --arch swa"),
         (["--fading-offset", "99"], "--fading-offset: expected 0 <= fading_offset <= window=16"),
+        (["--threads", "0"], "--threads: expected an int >= 1, got 0"),
+        (["--weight-decay", "nan"], "--weight-decay: expected a finite number, got nan"),
+        (["--lr", "inf"], "--lr: expected a finite number, got inf"),
+        (["--device", "nonsense"], "--device: expected a torch device, got 'nonsense'"),
     ],
 )
 def test_cli_errors_name_the_flag(argv, flag, text_dir, tmp_path, capsys):
     base = ["train", "--preset", "tiny", "--data", str(text_dir), "--seq-len", "32", "--out", str(tmp_path / "r")]
     assert main([*base, "--steps", "2", "--batch-size", "4", *argv]) == 2
     assert flag in capsys.readouterr().err
+
+
+def test_divergence_is_an_error_naming_the_flag_not_a_traceback(text_dir, tmp_path, capsys, monkeypatch):
+    import bmojo.jobs.train as train_mod
+
+    real = train_mod.lm_loss
+    monkeypatch.setattr(
+        train_mod, "lm_loss", lambda *a, **k: tuple(x * float("nan") if x is not None else x for x in real(*a, **k))
+    )
+    argv = ["train", "--preset", "tiny", "--data", str(text_dir), "--seq-len", "32", "--out", str(tmp_path / "r")]
+    assert main([*argv, "--steps", "2", "--batch-size", "4", "--threads", "1"]) == 2
+    assert "--lr: training diverged at step 1 (loss nan)" in capsys.readouterr().err
 
 
 def test_bf16_autocast_trains_close_to_float32(tiny, corpus, tmp_path):

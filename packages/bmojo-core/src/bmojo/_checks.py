@@ -16,7 +16,16 @@ import torch
 from bmojo import argcheck
 from bmojo.argcheck import TORCH, check_array, check_int, fail
 
-__all__ = ["FLOAT_DTYPES", "check_flag", "check_int", "check_same", "check_tensor", "compute_dtype", "fail"]
+__all__ = [
+    "FLOAT_DTYPES",
+    "check_device",
+    "check_flag",
+    "check_int",
+    "check_same",
+    "check_tensor",
+    "compute_dtype",
+    "fail",
+]
 
 FLOAT_DTYPES = TORCH.floating
 
@@ -56,3 +65,14 @@ def check_flag(name: str, value, *, minimum: int | None = None, positive_float: 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Reference ops accumulate half-precision inputs in float32; float32/64 stay as they are."""
     return TORCH.compute_dtype(dtype)
+
+
+def check_device(flag: str, name: str) -> torch.device:
+    """A torch device that exists here, or a ValueError naming ``flag``."""
+    try:
+        device = torch.device(name)
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{flag}: expected an available torch device, got {name!r} ({first})") from None
+    return device

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, BackendError) as err:  # our errors already name the argument
+    except (ValueError, FileNotFoundError, FloatingPointError, BackendError) as err:  # they name the argument
         print(f"bmojo {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: a message, not a traceback (finished work is kept on disk)

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from bmojo._checks import check_device, check_flag
 from bmojo.jobs import checkpoint as ckpt
 from bmojo.jobs.data import load_corpus
 from bmojo.jobs.plotting import line_plot
@@ -229,8 +230,10 @@ def run(args) -> int:
             raise ValueError(f"--{name.replace('_', '-')}: expected an int >= 1, got {getattr(args, name)}")
     if args.context is not None and args.context < 1:
         raise ValueError(f"--context: expected an int >= 1, got {args.context}")
-    if args.threads:
+    if args.threads is not None:
+        check_flag("--threads", args.threads, minimum=1)
         torch.set_num_threads(args.threads)
+    check_device("--device", args.device)
     factors = sorted(set(args.factors))
     out = Path(args.out)
     results = []

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import torch
 
-from bmojo._checks import check_int, fail
+from bmojo._checks import check_device, check_int, fail
 from bmojo.jobs.data import BYTE_VOCAB, EOS
 from bmojo.model import BMojoLM
 from bmojo.state import DecodeState
@@ -113,6 +113,9 @@ def run(args) -> int:
 
     check_sampling(args.temperature, args.top_k, args.top_p)
     check_int("--max-new-tokens", args.max_new_tokens, minimum=1)
+    if not 0 <= args.seed < 2**64:  # torch.Generator.manual_seed's range
+        raise ValueError(f"--seed: expected an int in [0, 2**64), got {args.seed}")
+    check_device("--device", args.device)
     model, _ = load_model(args.checkpoint, device=args.device)
     prompt = encode_prompt(args.prompt, model.config.vocab_size).to(args.device)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)

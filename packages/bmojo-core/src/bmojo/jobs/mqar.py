@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from bmojo._checks import check_flag
+from bmojo._checks import check_device, check_flag
 from bmojo.config import ModelConfig
 from bmojo.jobs import checkpoint as C
 from bmojo.jobs import optim
@@ -592,17 +592,6 @@ def settings_from_args(args) -> Settings:
         seed=args.seed,
         innovation_loss=args.innovation_loss,
     )
-
-
-def check_device(flag: str, name: str) -> torch.device:
-    """A torch device that exists here, or a ValueError naming ``flag``."""
-    try:
-        device = torch.device(name)
-        torch.empty(1, device=device)
-    except (RuntimeError, AssertionError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{flag}: expected an available torch device, got {name!r} ({first})") from None
-    return device
 
 
 def check_out_dir(flag: str, path: Path) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bmojo._checks import check_device
 from bmojo.config import ModelConfig
 from bmojo.jobs import checkpoint as ckpt
 from bmojo.jobs import data as D
@@ -125,10 +126,19 @@ def validate(s: TrainSettings) -> None:
         raise ValueError(f"--autocast: expected one of {AUTOCAST}, got {s.autocast!r}")
     if s.strategy not in STRATEGIES:
         raise ValueError(f"--strategy: expected one of {STRATEGIES}, got {s.strategy!r}")
+    if s.threads is not None:
+        positive_int("threads")
+    for name in ("lr", "clip", "weight_decay", "min_lr_ratio"):
+        if not math.isfinite(getattr(s, name)):
+            raise ValueError(f"{_flag(name)}: expected a finite number, got {getattr(s, name)}")
     if not s.clip > 0:
         raise ValueError(f"--clip: expected a positive max gradient norm, got {s.clip}")
     if s.weight_decay < 0:
         raise ValueError(f"--weight-decay: expected >= 0, got {s.weight_decay}")
+    try:  # parsed here; whether it exists is checked on this rank's device (run_training)
+        torch.device(s.device)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"--device: expected a torch device, got {s.device!r} ({err})") from None
     if s.stop_at is not None and not 1 <= s.stop_at <= s.steps:
         raise ValueError(f"--stop-at: expected a step in [1, --steps={s.steps}], got {s.stop_at}")
     if s.time_limit is not None and not s.time_limit > 0:
@@ -280,6 +290,7 @@ def run_training(s: TrainSettings, *, corpus: D.Corpus | None = None) -> dict:
         if s.threads is not None:
             torch.set_num_threads(s.threads)
         world, device = setup(s.device)
+        check_device("--device", str(device))
         try:
             return _train(s, world, device, corpus)
         finally:
