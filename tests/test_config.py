@@ -11,7 +11,8 @@ from bmojo.config import LAYER_PRESETS
 
 @pytest.mark.parametrize("name", LAYER_PRESETS)
 def test_json_round_trip_every_preset(name):
-    cfg = ModelConfig.preset(name, vocab_size=100, d_model=64, n_layers=3, window=16)
+    window = {} if name == "mamba2" else dict(window=16)  # mamba2 fixes window = 0 (and refuses another)
+    cfg = ModelConfig.preset(name, vocab_size=100, d_model=64, n_layers=3, **window)
     text = cfg.to_json()
     back = ModelConfig.from_json(text)
     assert back == cfg
@@ -214,6 +215,38 @@ def test_presets_fix_the_v2_fields_they_never_read():
     # shared overrides skip the layers that do not read them
     cfg = ModelConfig.preset(["bmojo", "mamba2"], d_model=32, window=8, fading_offset=0, ssm_bypass="gated")
     assert [(c.fading_offset, c.ssm_bypass) for c in cfg.layers] == [(0, "gated"), (None, "none")]
+
+
+def test_model_preset_refuses_an_override_no_layer_takes():
+    """Shared overrides skip the layers that fix them, but one that no layer takes is an error,
+    not silently dropped (a B'MOJO-F asked for eidetic slots gets none)."""
+    for names, kw, message in [
+        ("bmojo_f", dict(eidetic_capacity=16), r"^eidetic_capacity: expected 0 for 'bmojo_f' \(the preset fixes it"),
+        ("swa", dict(fading_window=8), r"^fading_window: expected 0 for 'swa'"),
+        ("swa", dict(innovation_loss_weight=1.0), r"^innovation_loss_weight: expected 0 for 'swa'"),
+        ("mamba2", dict(window=64), r"^window: expected 0 for 'mamba2'"),
+        (["swa", "mamba2"], dict(fading_window=8), r"^fading_window: expected 0 for 'swa' / 0 for 'mamba2'"),
+        ("swa", dict(context=512), r"^context: expected no context without a 'transformer' layer"),
+        ("swa", dict(fading_offset=3), r"^fading_offset: expected None for 'swa'"),
+        ("transformer", dict(fading_offset=3), r"^fading_offset: expected None for 'transformer'"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            ModelConfig.preset(names, d_model=32, **kw)
+    # a fixed field given its fixed value changes nothing and is fine; a list takes what any layer takes
+    assert ModelConfig.preset("swa", d_model=32, eidetic_capacity=0).layers[0].eidetic_capacity == 0
+    cfg = ModelConfig.preset(["transformer", "mamba2"], d_model=32, context=96)
+    assert [c.window for c in cfg.layers] == [96, 0]
+
+
+def test_layer_presets_with_attention_need_a_window():
+    for name, kw, message in [
+        ("swa", dict(window=0), r"^window: expected an int >= 1 for the 'swa' preset"),
+        ("bmojo_f", dict(window=0), r"^window: expected an int >= 1 for the 'bmojo_f' preset"),
+        ("transformer", dict(context=0), r"^context: expected an int >= 1 for the 'transformer' preset"),
+        ("bmojo", dict(context=64), r"^context: expected no context for the 'bmojo' preset"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            LayerConfig.preset(name, d_model=32, **kw)
 
 
 @pytest.mark.parametrize("base", ["bmojo_f", "bmojo"])

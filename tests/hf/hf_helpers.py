@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from bmojo import ModelConfig
+from bmojo.config import PRESET_FIXED
 from bmojo_hf import BMojoConfig, BMojoForCausalLM
 
 #: Tiny sizes so windows, eidetic chunks and SSM chunks are crossed many times in ~30 tokens.
@@ -13,8 +14,11 @@ PAD = 0
 
 
 def tiny_core_config(preset, *, vocab=VOCAB, n_layers=2, **overrides) -> ModelConfig:
-    kw = dict(TINY)
-    kw.update(overrides)
+    """The tiny sizes and ``overrides`` for any preset (or list): fields every named preset fixes
+    (say eidetic_capacity for swa, window for mamba2) are left out, as ModelConfig.preset refuses
+    an override no layer takes."""
+    kinds = [preset] if isinstance(preset, str) else list(preset)
+    kw = {k: v for k, v in {**TINY, **overrides}.items() if any(k not in PRESET_FIXED[kind] for kind in kinds)}
     d_model = kw.pop("d_model")
     cfg = ModelConfig.preset(preset, vocab_size=vocab, d_model=d_model, n_layers=n_layers, **kw)
     return cfg.replace(init_std=0.2)

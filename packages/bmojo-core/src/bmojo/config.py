@@ -25,8 +25,8 @@ SSM_BYPASSES = ("none", "gated")
 #: another special case (or set a field the preset's layer never reads).
 _NO_FADING = {"fading_window": 0, "eidetic_capacity": 0, "ssm_bypass": "none", "innovation_loss_weight": 0}
 PRESET_FIXED: dict[str, dict[str, Any]] = {
-    "transformer": dict(_NO_FADING),
-    "swa": dict(_NO_FADING),
+    "transformer": {"fading_offset": None, **_NO_FADING},
+    "swa": {"fading_offset": None, **_NO_FADING},
     "mamba2": {"window": 0, "fading_offset": None, **_NO_FADING},
     "bmojo_f": {"eidetic_capacity": 0},
     "bmojo": {},
@@ -289,8 +289,17 @@ class LayerConfig:
         for fixed, value in PRESET_FIXED[name].items():
             if fixed in overrides and overrides[fixed] != value:
                 raise _bad(fixed, f"{value!r} for the {name!r} preset (choose another preset)", overrides[fixed])
+        if "context" in overrides and name != "transformer":
+            raise _bad(
+                "context",
+                f"no context for the {name!r} preset (only 'transformer' reads it: its window)",
+                overrides["context"],
+            )
         context = overrides.pop("context", 2048)
         window = overrides.get("window", context if name == "transformer" else 64)
+        if name != "mamba2" and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            what = "context" if name == "transformer" and "window" not in overrides else "window"
+            raise _bad(what, f"an int >= 1 for the {name!r} preset (no attention is the 'mamba2' preset)", window)
         base: dict[str, Any] = {
             "transformer": dict(window=window, fading_window=0, eidetic_capacity=0),
             "swa": dict(window=window, fading_window=0, eidetic_capacity=0),
@@ -385,14 +394,40 @@ class ModelConfig:
         if not names:
             raise _bad("preset", "a preset name or a non-empty list of names", name)
         _int(argparse_ns(n_layers=n_layers), "n_layers", 1)
+        for kind in names:
+            if kind not in LAYER_PRESETS:
+                raise _bad("preset", f"one of {LAYER_PRESETS}", kind)
+        kinds = list(dict.fromkeys(names[:n_layers]))
+        for key, value in layer_overrides.items():  # an override no layer takes is an error, not dropped
+            if not any(_takes(kind, key, value) for kind in kinds):
+                if key == "context":
+                    raise _bad(
+                        "context", "no context without a 'transformer' layer (only it reads it: its window)", value
+                    )
+                fixed = " / ".join(f"{PRESET_FIXED[kind][key]!r} for {kind!r}" for kind in kinds)
+                raise _bad(
+                    key,
+                    f"{fixed} (the preset{'s fix' if len(kinds) > 1 else ' fixes'} it; choose another preset)",
+                    value,
+                )
         layers = []
         for i in range(n_layers):
             kind = names[i % len(names)]
             # Shared overrides (say window=32) apply where they mean something; a preset's fixed
             # fields are left out for it, so ["swa", "mamba2"] with window=32 just works.
-            own = {k: v for k, v in layer_overrides.items() if k not in PRESET_FIXED.get(kind, ())}
+            own = {k: v for k, v in layer_overrides.items() if _takes(kind, k, None)}
             layers.append(LayerConfig.preset(kind, d_model=d_model, **own))
         return cls(vocab_size=vocab_size, d_model=d_model, layers=tuple(layers))
+
+
+def _takes(kind: str, key: str, value: Any) -> bool:
+    """Whether the ``kind`` preset sets ``key`` from an override (``value``: also counts a fixed
+    field given its fixed value, which changes nothing; None: only fields the preset leaves free).
+    ``context`` is the transformer's alone."""
+    if key == "context":
+        return kind == "transformer"
+    fixed = PRESET_FIXED.get(kind, {})
+    return key not in fixed or (value is not None and fixed[key] == value)
 
 
 def config_diff(a: ModelConfig, b: ModelConfig) -> list[str]:
