@@ -157,6 +157,30 @@ def test_from_pretrained_dtype_mismatch_is_explicit(tmp_path):
         BMojoLM.from_pretrained(tmp_path)  # float64 checkpoint, float32 model, no dtype= given
 
 
+def test_from_pretrained_dtype_converts_floats_only_and_arguments_are_checked_first(tmp_path):
+    model = build("swa", torch.float32)
+    model.save_pretrained(tmp_path)
+    for kw, message in [
+        (dict(dtype="float16"), r"dtype: expected None or a floating torch.dtype"),
+        (dict(dtype=torch.int32), r"dtype: expected None or a floating torch.dtype"),
+        (dict(device="nonsense"), r"device: expected None or a torch device"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            BMojoLM.from_pretrained(tmp_path / "not-even-there", **kw)  # before any file is opened
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    name = "embed.weight"
+    weights[name] = (weights[name] * 100).long()
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        meta = f.metadata()
+    save_file(weights, str(tmp_path / "model.safetensors"), metadata=meta)
+    with pytest.raises(
+        StateError, match=rf"{name}: expected a floating dtype \(dtype= converts between those\), got I64"
+    ):
+        BMojoLM.from_pretrained(tmp_path, dtype=torch.float32)
+
+
 def test_load_state_into_other_config_fails(tmp_path):
     model = build("bmojo")
     _, state = model.prefill(torch.randint(0, model.config.vocab_size, (1, 9)))
@@ -253,3 +277,31 @@ def test_state_positions_are_checked():
         DecodeState(torch.tensor([1, -2]), layers)
     with pytest.raises(StateError, match=r"^positions: expected an int or a 1-d integer tensor"):
         DecodeState(torch.tensor([1.0, 2.0]), layers)
+
+
+def test_select_and_cat_refuse_what_they_would_cast_or_drop():
+    """select takes 1-d integer row indices in range (a float index was truncated, an index past
+    the batch raised a bare IndexError); cat takes states of one model (a 3-layer state was cut to
+    2 layers, float32 + float64 was promoted)."""
+    model = build("bmojo", torch.float64)
+    _, state = model.prefill(torch.randint(0, 32, (2, 5)))
+    assert torch.equal(state.select([1, 1, 0]).positions, state.positions[[1, 1, 0]])
+    for rows, message in [
+        (torch.tensor([1.9, 0.2]), r"rows: expected a 1-d sequence of integer row indices, got \(2,\) torch.float32"),
+        (torch.tensor([[0, 1]]), r"rows: expected a 1-d sequence of integer row indices, got \(1, 2\)"),
+        ([True, False], r"rows: expected a 1-d sequence of integer row indices, got \(2,\) torch.bool"),
+        ([5], r"rows: expected indices in \[0, 2\), got \[5\]"),
+        ([-1], r"rows: expected indices in \[0, 2\)"),
+    ]:
+        with pytest.raises(StateError, match=message):
+            state.select(rows)
+    eidetic = dict(eidetic_capacity=4, eidetic_per_chunk=2, eidetic_chunk=4)
+    other = small_model(["bmojo", "bmojo", "mamba2"], dtype=torch.float64, n_layers=3, **eidetic)
+    _, three = other.prefill(torch.randint(0, 32, (2, 5)))
+    with pytest.raises(StateError, match=r"states\[1\]: expected 2 layer states \(as states\[0\]\), got 3"):
+        type(state).cat([state, three])
+    single = type(state)(state.positions, [{k: v.float() for k, v in layer.items()} for layer in state.layers])
+    with pytest.raises(StateError, match=r"states\[1\]\.layers\[0\]\.[\w.]+: expected rows of .* torch.float64"):
+        type(state).cat([state, single])
+    both = type(state).cat([state, state])
+    assert both.batch_size == 4 and torch.equal(both.select([2, 3]).positions, state.positions)

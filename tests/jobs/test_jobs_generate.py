@@ -26,8 +26,25 @@ def test_greedy_and_filters():
     assert torch.equal(a, sample_next(logits, temperature=0.8, generator=torch.Generator().manual_seed(3)))
 
 
+def test_tiny_temperatures_are_greedy_not_nan():
+    """1/T overflows float32 below ~3e-39: the scores are shifted so the top one is 0 first."""
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.1, 0.2, 0.3, 0.4]]))
+    for t in (1e-30, 1e-40, 1e-300):
+        assert sample_next(logits, temperature=t, generator=torch.Generator().manual_seed(0)).tolist() == [0, 3]
+    model = BMojoLM(ModelConfig.preset("swa", vocab_size=16, d_model=16, n_layers=1, window=4, n_heads=2))
+    ids = torch.randint(0, 16, (2, 5), generator=torch.Generator().manual_seed(1))
+    greedy = model.generate(ids, 4)
+    assert torch.equal(model.generate(ids, 4, temperature=1e-40, generator=torch.Generator().manual_seed(0)), greedy)
+
+
 @pytest.mark.parametrize(
-    "kw, flag", [(dict(temperature=-1.0), "--temperature"), (dict(top_k=-1), "--top-k"), (dict(top_p=0.0), "--top-p")]
+    "kw, flag",
+    [
+        (dict(temperature=-1.0), "--temperature"),
+        (dict(temperature=float("inf")), "--temperature: expected a finite number"),
+        (dict(top_k=-1), "--top-k"),
+        (dict(top_p=0.0), "--top-p"),
+    ],
 )
 def test_sampling_errors_name_the_flag(kw, flag):
     with pytest.raises(ValueError, match=flag):

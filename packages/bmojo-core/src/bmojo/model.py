@@ -21,6 +21,8 @@ from bmojo.memory import State
 from bmojo.norm import RMSNorm
 from bmojo.state import _ST_DTYPES, DecodeState, StateError
 
+#: safetensors dtype codes of the floating dtypes ``from_pretrained(dtype=...)`` converts between
+_FLOAT_CODES = {code for dt, code in _ST_DTYPES.items() if dt.is_floating_point}
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
@@ -221,7 +223,11 @@ class BMojoLM(nn.Module):
         out = []
         for _ in range(max_new_tokens):
             if temperature > 0:
-                tok = torch.multinomial(torch.softmax(last / temperature, -1), 1, generator=generator)[:, 0]
+                # shifted so the top logit is exactly 0 (also when T rounds to 0 in the logits' dtype):
+                # a tiny temperature gives -inf to the others, never inf - inf or 0 / 0
+                top = last.amax(-1, keepdim=True)
+                scores = torch.where(last == top, 0.0, (last - top) / temperature)
+                tok = torch.multinomial(torch.softmax(scores, -1), 1, generator=generator)[:, 0]
             else:
                 tok = last.argmax(-1)
             out.append(tok)
@@ -254,6 +260,13 @@ class BMojoLM(nn.Module):
         and dtype in the weights file's header, are checked before the model is allocated."""
         from safetensors import safe_open
 
+        if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+            fail("dtype", "None or a floating torch.dtype (e.g. torch.float64)", repr(dtype))
+        if device is not None:
+            try:
+                torch.device(device)
+            except (RuntimeError, TypeError, ValueError) as err:
+                fail("device", "None or a torch device", f"{device!r} ({err})")
         directory = Path(directory)
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (directory / name).is_file():
@@ -281,8 +294,12 @@ class BMojoLM(nn.Module):
             want_shape, want_dtype = expected[name]
             if shape != want_shape:
                 raise StateError(f"{name}: expected shape {want_shape}, got {shape}")
-            if st_dtype != _ST_DTYPES.get(want_dtype) and dtype is None:
+            if st_dtype == _ST_DTYPES.get(want_dtype):
+                continue
+            if dtype is None:
                 raise StateError(f"{name}: expected dtype {want_dtype} (pass dtype= to convert), got {st_dtype}")
+            if want_dtype.is_floating_point and st_dtype not in _FLOAT_CODES:  # dtype= converts floats only
+                raise StateError(f"{name}: expected a floating dtype (dtype= converts between those), got {st_dtype}")
         model = cls(config)
         tensors = load_file(str(weights))
         if dtype is not None:

@@ -96,19 +96,43 @@ class DecodeState:
         return DecodeState(self.positions, [{k: v.detach() for k, v in layer.items()} for layer in self.layers])
 
     def select(self, rows: torch.Tensor) -> DecodeState:
-        """The state of rows ``rows`` (int64 indices, repeats allowed), e.g. for beam search."""
-        rows = torch.as_tensor(rows, dtype=torch.long).flatten()
+        """The state of rows ``rows`` (a 1-d sequence or tensor of integer indices in
+        ``[0, batch_size)``, repeats allowed), e.g. for beam search."""
+        given = rows
+        rows = torch.as_tensor(rows)
+        if rows.ndim != 1 or rows.dtype.is_floating_point or rows.dtype.is_complex or rows.dtype == torch.bool:
+            raise StateError(
+                f"rows: expected a 1-d sequence of integer row indices, got {tuple(rows.shape)} {rows.dtype}"
+            )
+        rows = rows.to(torch.long)
+        if rows.numel() and not (0 <= int(rows.min()) and int(rows.max()) < self.batch_size):
+            raise StateError(f"rows: expected indices in [0, {self.batch_size}), got {given!r:.80}")
         layers = [{k: v.index_select(0, rows.to(v.device)) for k, v in layer.items()} for layer in self.layers]
         return DecodeState(self.positions.index_select(0, rows.cpu()), layers)
 
     @staticmethod
     def cat(states: list[DecodeState]) -> DecodeState:
-        """Rows of several states (of one model) stacked into one batch."""
+        """Rows of several states (of one model) stacked into one batch: the same layers, tensors
+        and per-row shapes, dtypes and devices (nothing is cast or dropped)."""
         if not states:
             raise StateError("states: expected at least one state, got none")
-        layers = [
-            {k: torch.cat([s.layers[i][k] for s in states]) for k in lay} for i, lay in enumerate(states[0].layers)
-        ]
+        first = states[0]
+        for j, s in enumerate(states[1:], 1):
+            if len(s.layers) != len(first.layers):
+                raise StateError(
+                    f"states[{j}]: expected {len(first.layers)} layer states (as states[0]), got {len(s.layers)}"
+                )
+            for i, (a, b) in enumerate(zip(first.layers, s.layers)):
+                if set(a) != set(b):
+                    raise StateError(f"states[{j}].layers[{i}]: expected the keys {sorted(a)}, got {sorted(b)}")
+                for k, t in a.items():
+                    u = b[k]
+                    if u.shape[1:] != t.shape[1:] or u.dtype != t.dtype or u.device != t.device:
+                        raise StateError(
+                            f"states[{j}].layers[{i}].{k}: expected rows of {tuple(t.shape[1:])} {t.dtype} on "
+                            f"{t.device} (as states[0]), got {tuple(u.shape[1:])} {u.dtype} on {u.device}"
+                        )
+        layers = [{k: torch.cat([s.layers[i][k] for s in states]) for k in lay} for i, lay in enumerate(first.layers)]
         return DecodeState(torch.cat([s.positions for s in states]), layers)
 
     def save(self, path: str | Path, config_json: str) -> None:

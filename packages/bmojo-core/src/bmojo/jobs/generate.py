@@ -11,6 +11,7 @@ document separator (byte 0). Sampling: temperature (0 = greedy), top-k, top-p (n
 from __future__ import annotations
 
 import codecs
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -24,8 +25,9 @@ from bmojo.state import DecodeState
 
 
 def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
-        fail("--temperature", "a number >= 0 (0: greedy)", temperature)
+    finite = isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and math.isfinite(temperature)
+    if not finite or not temperature >= 0:
+        fail("--temperature", "a finite number >= 0 (0: greedy)", temperature)
     check_int("--top-k", top_k, minimum=0)
     if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
         fail("--top-p", "a number in (0, 1]", top_p)
@@ -44,7 +46,9 @@ def sample_next(
     check_sampling(temperature, top_k, top_p)
     if temperature == 0:
         return logits.argmax(-1)
-    scores = logits.float() / temperature
+    scores, top = logits.float(), logits.float().amax(-1, keepdim=True)
+    # the top logit exactly 0, the others <= 0: a tiny temperature gives them -inf, never nan
+    scores = torch.where(scores == top, 0.0, (scores - top) / temperature)
     if 0 < top_k < scores.shape[-1]:
         kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
