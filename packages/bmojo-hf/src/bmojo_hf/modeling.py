@@ -221,7 +221,7 @@ def _weights_message(where, missing, unexpected, mismatched) -> str:
         return f"{list(names[:8])}{' ...' if len(names) > 8 else ''}"
 
     return (
-        f"{where}: expected a checkpoint with exactly the weights of its config; missing {few(missing)}, "
+        f"{where}: expected a checkpoint with every weight of its config; missing {few(missing)}, "
         f"unexpected {few(unexpected)}, mismatched shapes {few(mismatched)}"
     )
 
