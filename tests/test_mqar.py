@@ -40,6 +40,19 @@ def test_mqar_batch_is_seeded_and_checked():
         check_mqar(20, 8, 64)
     with pytest.raises(ValueError, match="kv_pairs"):
         check_mqar(512, 40, 64)
+    for args, kw, message in [
+        ((-1, 32, 4, 32), {}, r"^batch: expected an int >= 1, got -1"),
+        ((2.0, 32, 4, 32), {}, r"^batch: expected an int >= 1, got 2.0"),
+        ((2, 32, 4, 32), dict(query_start=16.5), r"^query_start: expected an int >= 0, got 16.5"),
+        ((2, 32, 4, 32), dict(query_start=True), r"^query_start: expected an int >= 0, got True"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            mqar_batch(*args, **kw)
+    from bmojo.tasks import recall_batch
+
+    for args, message in [((2, 0, 32), r"^n_pairs: expected an int >= 1, got 0"), ((0, 3, 32), r"^batch: expected")]:
+        with pytest.raises(ValueError, match=message):
+            recall_batch(*args)
 
 
 def test_budgets_are_matched_and_explicit():
@@ -63,7 +76,7 @@ def test_unknown_backend_fails_clearly(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_quick_run_end_to_end(tmp_path, monkeypatch):
+def test_quick_run_end_to_end(tmp_path, monkeypatch, capsys):
     """The whole pipeline on a tiny instance; the Transformer must solve it. (Its runtime, under a
     minute on the 2-core VM, is documented from measurement, not asserted: a timed test fails on a
     busy machine for no fault of the code.)"""
@@ -87,6 +100,10 @@ def test_quick_run_end_to_end(tmp_path, monkeypatch):
     assert main(["mqar", "--quick", "--out", str(tmp_path)]) == 0
     again = json.loads((tmp_path / "results.json").read_text())
     assert [r["accuracy"] for r in again["results"]] == [r["accuracy"] for r in summary["results"]]
+    cached = sorted((tmp_path / "runs").glob("*.json"))[0]
+    cached.write_text(json.dumps({**json.loads(cached.read_text()), "accuracy": {}}))
+    assert main(["mqar", "--quick", "--out", str(tmp_path)]) == 2  # a cell missing: named, not a KeyError
+    assert f"{cached}: not a valid run record (no accuracy for [" in capsys.readouterr().err
 
 
 # ----- layer-v2 variants, the innovation loss, --full and the zoology protocol -----
@@ -139,7 +156,7 @@ def test_zoology_protocol_plans_every_model():
         assert len(runs) == 1 + 2 * (len(ALL_ARCHS) - 1), width
 
 
-def test_full_protocol_end_to_end(tmp_path):
+def test_full_protocol_end_to_end(tmp_path, capsys):
     """--full on a tiny instance: two seeds, a cap of 6 steps; cached runs are reused; the table,
     both PNGs and the eidetic diagnostic are written."""
     argv = ["mqar", "--full", "--arch", "transformer", "bmojo", "--seq-len", "32", "--kv-pairs", "4",
@@ -160,6 +177,22 @@ def test_full_protocol_end_to_end(tmp_path):
     mtimes = {p: p.stat().st_mtime for p in (out / "runs").iterdir()}
     assert main(argv) == 0  # resumes: nothing retrained
     assert {p: p.stat().st_mtime for p in (out / "runs").iterdir()} == mtimes
+    # an edited or truncated cached run is named, not a KeyError in the table
+    path = sorted((out / "runs").iterdir())[0]
+    text = path.read_text()
+    for edit, message in [
+        (lambda r: r.pop("accuracy"), "(no accuracy table)"),
+        (lambda r: r["accuracy"].clear(), "(no accuracy for ['T=32,kv=4'])"),
+        (lambda r: r.update(steps=None), "(steps: expected a number, got None)"),
+    ]:
+        record = json.loads(text)
+        edit(record)
+        path.write_text(json.dumps(record))
+        capsys.readouterr()
+        assert main(argv) == 2
+        assert f"{path}: not a valid run record {message}" in capsys.readouterr().err
+    path.write_text(text[:-20])
+    assert main(argv) == 2 and "not a valid run record (JSONDecodeError" in capsys.readouterr().err
 
 
 def test_full_flags_are_checked(tmp_path, capsys):

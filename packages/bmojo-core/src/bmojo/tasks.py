@@ -13,6 +13,8 @@ def recall_batch(batch: int, n_pairs: int, vocab: int, *, generator: torch.Gener
     vocabulary and values from the second; each query repeats a key and must be answered with its
     value. Returns input ids (batch, 4n-1), targets (same shape, -100 except at answer positions).
     """
+    for name, value, low in (("batch", batch, 1), ("n_pairs", n_pairs, 1), ("vocab", vocab, 2)):
+        _check_count(name, value, low)
     half = vocab // 2
     if n_pairs > half:
         raise ValueError(f"n_pairs: expected <= vocab // 2 = {half}, got {n_pairs}")
@@ -35,11 +37,17 @@ def mqar_query_start(seq_len: int, kv_pairs: int) -> int:
     return max(2 * kv_pairs, seq_len // 2)
 
 
+def _check_count(name: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+
+
 def check_mqar(seq_len: int, kv_pairs: int, vocab: int, query_start: int | None = None) -> int:
     """Validate an MQAR instance; returns its query start. Errors name the argument."""
     for name, value, low in (("seq_len", seq_len, 2), ("kv_pairs", kv_pairs, 1), ("vocab", vocab, 4)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+        _check_count(name, value, low)
+    if query_start is not None:
+        _check_count("query_start", query_start, 0)
     if kv_pairs > vocab // 2 - 1:
         raise ValueError(f"kv_pairs: expected <= vocab // 2 - 1 = {vocab // 2 - 1} distinct keys, got {kv_pairs}")
     qs = mqar_query_start(seq_len, kv_pairs) if query_start is None else query_start
@@ -76,6 +84,7 @@ def mqar_batch(
     Returns ``(inputs, labels)``, both (batch, seq_len) int64.
     """
     qs = check_mqar(seq_len, kv_pairs, vocab, query_start)
+    _check_count("batch", batch, 1)
     half = vocab // 2
     n = kv_pairs
     keys = torch.rand(batch, half - 1, generator=generator).argsort(dim=1)[:, :n] + 1

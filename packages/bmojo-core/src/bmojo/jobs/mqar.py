@@ -636,16 +636,33 @@ def _model_flags_ok(s: Settings) -> None:
         raise ValueError(f"--d-model/--window/--hybrid-state/--vocab give an invalid model: {err}") from None
 
 
-def read_run_record(path: Path) -> dict:
-    """A cached run's JSON, or a ValueError naming the file (a truncated or edited file)."""
+def read_run_record(path: Path, cells: list[str], counts: dict[str, bool] | None = None) -> dict:
+    """A cached run's JSON, or a ValueError naming the file (a truncated or edited file). Its
+    accuracy table must hold a number for each of ``cells``; each key of ``counts`` must hold a
+    number (or null where its value is True)."""
+
+    def bad(why: str):
+        return ValueError(f"{path}: not a valid run record ({why}); delete it to rerun")
+
     try:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a valid run record ({type(err).__name__}: {err}); delete it to rerun") from None
+        raise bad(f"{type(err).__name__}: {err}") from None
     acc = record.get("accuracy") if isinstance(record, dict) else None
-    if not isinstance(acc, dict) or not all(isinstance(v, (int, float)) for v in acc.values()):
-        raise ValueError(f"{path}: not a valid run record (no accuracy table); delete it to rerun")
+    if not isinstance(acc, dict) or not all(_is_number(v) for v in acc.values()):
+        raise bad("no accuracy table")
+    missing = [c for c in cells if c not in acc]
+    if missing:
+        raise bad(f"no accuracy for {missing}")
+    for key, nullable in (counts or {}).items():
+        value = record.get(key)
+        if not (_is_number(value) or (nullable and key in record and value is None)):
+            raise bad(f"{key}: expected a number{' or null' if nullable else ''}, got {value!r:.40}")
     return record
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def run(args) -> int:
@@ -708,7 +725,7 @@ def _run(args, device) -> int:
         record = {k: v for k, v in run_.items() if k != "config"}
         record["config"] = run_["config"].to_dict()
         if path.is_file():
-            record.update(read_run_record(path))
+            record.update(read_run_record(path, [cell_key(T, n) for T, n in s.grid]))
             tqdm.write(f"{LABELS[run_['arch']]} ({run_['budget']}): cached in {path}")
         else:
             desc = f"{LABELS[run_['arch']]} {run_['budget']}"

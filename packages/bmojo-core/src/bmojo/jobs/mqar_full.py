@@ -46,6 +46,7 @@ from bmojo.jobs.mqar import (
     evaluate,
     full_attention_bytes,
     plan,
+    read_run_record,
     select_backend,
     settings_from_args,
 )
@@ -484,7 +485,8 @@ def run_full(args) -> int:
             path = out / "runs" / f"{p['arch']}-{p['budget']}-s{seed}-{key}.json"
             record = {k: v for k, v in p.items() if k != "config"} | {"seed": seed, "config": p["config"].to_dict()}
             if path.is_file():
-                record.update(json.loads(path.read_text()))
+                cells = [cell_key(T, n) for T, n in s.grid]
+                record.update(read_run_record(path, cells, {"steps": False, "steps_to_0.9": True}))
             else:
                 desc = f"{LABELS[p['arch']]} {p['budget']} seed {seed}"
                 record.update(train_until(p["config"], s, device, desc, cap, every, args.target))
