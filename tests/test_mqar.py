@@ -195,6 +195,22 @@ def test_full_protocol_end_to_end(tmp_path, capsys):
     assert main(argv) == 2 and "not a valid run record (JSONDecodeError" in capsys.readouterr().err
 
 
+def test_flags_a_mode_does_not_read_are_refused(tmp_path, capsys):
+    for argv, message in [
+        (["--quick", "--lr", "0.5"], "--lr: expected no --lr here (--quick runs one fixed tiny instance"),
+        (["--quick", "--window", "8"], "--window: expected no --window here (--quick"),
+        (["--quick", "--budgets", "0.3"], "--budgets: expected no --budgets here (--quick"),
+        (["--target", "0.5"], "--target: expected no --target here (only --full/--scale read it)"),
+        (["--seeds", "4"], "--seeds: expected no --seeds here (only --full/--scale read it)"),
+        (["--max-steps", "10"], "--max-steps: expected no --max-steps here"),
+        (["--seq-len", "32", "--kv-pairs", "4", "40"], "--kv-pairs: expected values that each make a valid"),
+        (["--seq-len", "32", "3", "--kv-pairs", "4"], "--seq-len: expected values that each make a valid"),
+    ]:
+        assert main(["mqar", *argv, "--out", str(tmp_path)]) == 2
+        assert message in capsys.readouterr().err, argv
+    assert not any(tmp_path.iterdir())  # nothing trained or written
+
+
 def test_full_flags_are_checked(tmp_path, capsys):
     assert main(["mqar", "--full", "--target", "1.5", "--out", str(tmp_path)]) == 2
     assert "--target" in capsys.readouterr().err

@@ -499,7 +499,7 @@ def register(sub) -> None:
         "--budgets",
         type=float,
         nargs="+",
-        default=[0.25, 0.5],
+        default=BUDGETS,
         help="decode-state budgets as fractions of the full Transformer's KV cache (default 0.25 0.5)",
     )
     p.add_argument("--window", type=int, default=d.window, help=f"B'MOJO's attention window w (default {d.window})")
@@ -556,7 +556,7 @@ def register(sub) -> None:
         "--quick",
         action="store_true",
         help="a tiny instance (<1 min): T=32, 4 pairs, vocabulary 32, 250 steps, Transformer and B'MOJO "
-        "(overrides the size flags)",
+        "(the size, training and --budgets flags are refused with it)",
     )
     from bmojo.jobs import mqar_full
 
@@ -602,8 +602,38 @@ def check_out_dir(flag: str, path: Path) -> None:
         raise ValueError(f"{flag}: expected a directory we can create and write, got {str(path)!r} ({err})") from None
 
 
+#: what --quick replaces (it runs one fixed tiny instance): argparse dest -> Settings field
+QUICK_FIXED = {
+    "seq_len": "seq_lens",
+    "kv_pairs": "kv_pairs",
+    **{name: name for name in ("vocab", "d_model", "steps", "batch", "eval_sequences", "lr", "window")},
+    **{name: name for name in ("hybrid_state", "tie_embeddings", "init_std", "innovation_loss")},
+}
+BUDGETS = [0.25, 0.5]
+
+
+def _ignored_flags(args) -> None:
+    """A flag the chosen mode does not read is an error, not silently ignored."""
+    from bmojo.jobs.mqar_full import FULL_ONLY
+
+    d = Settings()
+    ignored = {}  # dest -> (default, why it is not read)
+    if args.quick:
+        why = "--quick runs one fixed tiny instance; drop --quick to set it"
+        ignored |= {dest: (getattr(d, field), why) for dest, field in QUICK_FIXED.items()}
+        ignored["budgets"] = (BUDGETS, why)
+    if not (args.full or args.scale != "default"):
+        ignored |= {dest: (default, "only --full/--scale read it") for dest, default in FULL_ONLY.items()}
+    for dest, (default, why) in ignored.items():
+        value = getattr(args, dest)
+        if value != (list(default) if isinstance(default, tuple) else default):
+            flag = "--" + dest.replace("_", "-")
+            raise ValueError(f"{flag}: expected no {flag} here ({why}), got {value!r}")
+
+
 def validate_args(args) -> None:
     """Every flag, up front: nothing trains before a bad value is reported, by its flag name."""
+    _ignored_flags(args)
     for name in ("--seq-len", "--kv-pairs"):
         check_flag(name, getattr(args, name[2:].replace("-", "_")), minimum=1)
     for name in ("--steps", "--d-model", "--vocab", "--batch", "--window", "--hybrid-state", "--eval-sequences"):
@@ -623,6 +653,15 @@ def validate_args(args) -> None:
         raise ValueError("--budgets: expected at least one value, got none")
     for b in args.budgets:
         check_flag("--budgets", b, positive_float=True)
+    if not args.quick and args.scale == "default":  # every value given must make some (T, pairs) cell
+        cells = Settings(seq_lens=tuple(args.seq_len), kv_pairs=tuple(args.kv_pairs), vocab=args.vocab).grid
+        for flag, values, i in (("--seq-len", args.seq_len, 0), ("--kv-pairs", args.kv_pairs, 1)):
+            unused = sorted({v for v in values if all(c[i] != v for c in cells)})
+            if unused:
+                raise ValueError(
+                    f"{flag}: expected values that each make a valid (--seq-len, --kv-pairs) setting with "
+                    f"--vocab {args.vocab}, got {unused} that make none (valid: {cells})"
+                )
 
 
 def _model_flags_ok(s: Settings) -> None:

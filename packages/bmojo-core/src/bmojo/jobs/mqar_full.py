@@ -71,6 +71,10 @@ ZOOLOGY_MAX_STEPS = 6000
 CLAIMS = (("bmojo", "bmojo_f"), ("bmojo_f", "mamba2"), ("bmojo", "mamba2"), ("bmojo", "swa"), ("bmojo_f", "swa"))
 
 
+#: the flags only --full/--scale read, with their defaults (bmojo mqar refuses them otherwise)
+FULL_ONLY = {"seeds": [0, 1, 2], "max_steps": None, "target": 0.99, "full_eval_every": None, "estimate": False}
+
+
 def register_flags(p) -> None:
     g = p.add_argument_group("--full: train until solved, over seeds (docs/experiments.md)")
     g.add_argument(
@@ -79,9 +83,14 @@ def register_flags(p) -> None:
         help="train every architecture and variant at each budget until the worst (T, pairs) setting reaches --target "
         "held-out accuracy or --max-steps, over --seeds (hours on 2 CPU cores; resumable per run)",
     )
-    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="--full: seeds (default 0 1 2)")
+    g.add_argument("--seeds", type=int, nargs="+", default=FULL_ONLY["seeds"], help="--full: seeds (default 0 1 2)")
     g.add_argument("--max-steps", type=int, default=None, help="--full: step cap (default 2000; zoology 6000)")
-    g.add_argument("--target", type=float, default=0.99, help="--full: stop at this held-out accuracy (default 0.99)")
+    g.add_argument(
+        "--target",
+        type=float,
+        default=FULL_ONLY["target"],
+        help="--full: stop at this held-out accuracy (default 0.99)",
+    )
     g.add_argument(
         "--full-eval-every", type=int, default=None, help="--full: held-out check interval (default 50; zoology 250)"
     )
