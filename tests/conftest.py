@@ -65,9 +65,9 @@ def small_model(
 ) -> BMojoLM:
     """A tiny model of the given preset(s), with weights large enough that every path matters."""
     kinds = [preset] if isinstance(preset, str) else list(preset)
-    # the small sizes for any preset: fields every named preset fixes (window for mamba2) are left
-    # out, as ModelConfig.preset refuses an override no layer takes
-    kw = {k: v for k, v in {**SMALL, **overrides}.items() if any(k not in PRESET_FIXED[kind] for kind in kinds)}
+    # the small sizes for any preset: sizes every named preset fixes (window for mamba2) are left
+    # out, as ModelConfig.preset refuses an override no layer takes; the caller's overrides are not
+    kw = {k: v for k, v in SMALL.items() if any(k not in PRESET_FIXED[kind] for kind in kinds)} | overrides
     d_model = kw.pop("d_model")
     cfg = ModelConfig.preset(preset, vocab_size=vocab, d_model=d_model, n_layers=n_layers, **kw)
     cfg = cfg.replace(init_std=init_std)

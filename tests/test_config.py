@@ -234,6 +234,8 @@ def test_model_preset_refuses_an_override_no_layer_takes():
             ModelConfig.preset(names, d_model=32, **kw)
     # a fixed field given its fixed value changes nothing and is fine; a list takes what any layer takes
     assert ModelConfig.preset("swa", d_model=32, eidetic_capacity=0).layers[0].eidetic_capacity == 0
+    for names in ("transformer", "swa", "mamba2", ["swa", "mamba2"]):  # None is fading_offset's fixed value
+        assert ModelConfig.preset(names, d_model=32, fading_offset=None).layers[0].fading_offset is None
     cfg = ModelConfig.preset(["transformer", "mamba2"], d_model=32, context=96)
     assert [c.window for c in cfg.layers] == [96, 0]
 

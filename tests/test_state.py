@@ -286,10 +286,13 @@ def test_select_and_cat_refuse_what_they_would_cast_or_drop():
     model = build("bmojo", torch.float64)
     _, state = model.prefill(torch.randint(0, 32, (2, 5)))
     assert torch.equal(state.select([1, 1, 0]).positions, state.positions[[1, 1, 0]])
+    assert state.select([]).positions.numel() == 0 and state.select(torch.tensor([], dtype=torch.long)).batch_size == 0
     for rows, message in [
         (torch.tensor([1.9, 0.2]), r"rows: expected a 1-d sequence of integer row indices, got \(2,\) torch.float32"),
         (torch.tensor([[0, 1]]), r"rows: expected a 1-d sequence of integer row indices, got \(1, 2\)"),
-        ([True, False], r"rows: expected a 1-d sequence of integer row indices, got \(2,\) torch.bool"),
+        ([True, False], r"rows: expected a 1-d sequence of integer row indices, got \[True, False\]"),
+        ([1.0], r"rows: expected a 1-d sequence of integer row indices, got \[1.0\]"),
+        (torch.tensor([True, False]), r"rows: expected a 1-d sequence of integer row indices, got \(2,\) torch.bool"),
         ([5], r"rows: expected indices in \[0, 2\), got \[5\]"),
         ([-1], r"rows: expected indices in \[0, 2\)"),
     ]:

@@ -14,11 +14,11 @@ PAD = 0
 
 
 def tiny_core_config(preset, *, vocab=VOCAB, n_layers=2, **overrides) -> ModelConfig:
-    """The tiny sizes and ``overrides`` for any preset (or list): fields every named preset fixes
-    (say eidetic_capacity for swa, window for mamba2) are left out, as ModelConfig.preset refuses
-    an override no layer takes."""
+    """The tiny sizes and ``overrides`` for any preset (or list): sizes every named preset fixes
+    (window for mamba2) are left out, as ModelConfig.preset refuses an override no layer takes;
+    the caller's ``overrides`` are passed as given."""
     kinds = [preset] if isinstance(preset, str) else list(preset)
-    kw = {k: v for k, v in {**TINY, **overrides}.items() if any(k not in PRESET_FIXED[kind] for kind in kinds)}
+    kw = {k: v for k, v in TINY.items() if any(k not in PRESET_FIXED[kind] for kind in kinds)} | overrides
     d_model = kw.pop("d_model")
     cfg = ModelConfig.preset(preset, vocab_size=vocab, d_model=d_model, n_layers=n_layers, **kw)
     return cfg.replace(init_std=0.2)

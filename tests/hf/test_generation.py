@@ -9,6 +9,13 @@ from bmojo_hf import BMojoCache
 from .hf_helpers import PAD, VOCAB, left_pad, rel_err, tiny_model
 
 PRESETS = ["bmojo", "bmojo_f", "swa", "mamba2", ["swa", "mamba2"]]
+
+
+def eidetic(preset) -> dict:
+    """Two eidetic slots where the preset has an eidetic memory (the others fix M = 0)."""
+    return {"eidetic_capacity": 2} if preset == "bmojo" else {}
+
+
 LENGTHS = (3, 9, 9, 14)  # two rows share a length (one batched group), windows crossed many times
 
 
@@ -32,7 +39,7 @@ def greedy(model, ids, mask=None, n=12, **kw):
 
 @pytest.mark.parametrize("preset", PRESETS, ids=str)
 def test_left_padded_batch_equals_each_row_alone(preset):
-    model = tiny_model(preset, eidetic_capacity=2)
+    model = tiny_model(preset, **eidetic(preset))
     rows = prompts()
     ids, mask = left_pad(rows)
     batch = greedy(model, ids, mask)
@@ -46,7 +53,7 @@ def test_left_padded_batch_equals_each_row_alone(preset):
 
 @pytest.mark.parametrize("preset", ["bmojo", "mamba2"])
 def test_cached_generation_logits_equal_an_uncached_full_forward(preset):
-    model = tiny_model(preset, eidetic_capacity=2)
+    model = tiny_model(preset, **eidetic(preset))
     ids, mask = left_pad(prompts())
     out = greedy(model, ids, mask, n=10)
     full_mask = torch.cat([mask, torch.ones(len(mask), 10, dtype=mask.dtype)], dim=1)

@@ -75,6 +75,8 @@ def test_resume_refuses_another_config_or_changed_settings(tiny, corpus):
         run_training(replace(s, arch="swa", resume=True), corpus=corpus)
     with pytest.raises(ValueError, match=r"--lr: expected 0.003"):
         run_training(replace(s, lr=1e-3, resume=True), corpus=corpus)
+    with pytest.raises(ValueError, match=r"--steps: expected 6 to resume"):  # fewer steps than the checkpoint's
+        run_training(replace(s, steps=2, warmup=1, stop_at=None, resume=True), corpus=corpus)
     with pytest.raises(ValueError, match=r"--out: .* already holds a checkpoint"):
         run_training(s, corpus=corpus)
     with pytest.raises(ValueError, match=r"--resume: expected a checkpoint"):
@@ -127,17 +129,24 @@ def test_transformer_window_is_the_training_context(corpus):
 
 def test_load_model_refuses_weights_saved_under_another_config(tiny, corpus):
     """Training checkpoints carry their config in the weights' metadata, as save_pretrained does:
-    an edited config.json that keeps every tensor's shape is refused by load_model and by resume."""
+    weights whose stored config is not config.json's (same tensor shapes) are refused by
+    load_model and by resume."""
     s = tiny(stop_at=3)
     run_training(s, corpus=corpus)
     step_dir = ckpt.resolve(s.out)
-    cfg = json.loads((step_dir / "config.json").read_text())
-    for layer in cfg["layers"]:
-        layer["window"] //= 2  # same tensors, another model
-    (step_dir / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ckpt.CheckpointError, match=r"saved for another config than config.json \(layers\[0\]\.window"):
+    weights = step_dir / "model.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt") as f:
+        meta = f.metadata()
+    other = json.loads(meta["config"])
+    for layer in other["layers"]:
+        layer["window"] //= 2  # same tensors, another model; config.json stays the run's
+    save_file(load_file(str(weights)), str(weights), metadata={**meta, "config": json.dumps(other)})
+    message = r"model.safetensors: saved for another config than config.json \(layers\[0\]\.window: 8 vs 16"
+    with pytest.raises(ckpt.CheckpointError, match=message):
         ckpt.load_model(s.out)
-    with pytest.raises(ValueError, match=r"another model config|saved for another config"):
+    with pytest.raises(ckpt.CheckpointError, match=message):
         run_training(replace(s, resume=True, stop_at=None), corpus=corpus)
 
 
@@ -163,6 +172,22 @@ def test_resume_validates_trainer_json(tiny, corpus, edit, message):
         run_training(replace(s, resume=True, stop_at=None), corpus=corpus)
 
 
+def test_trainer_json_step_is_checked_against_a_step_directory_name_only(tiny, corpus, tmp_path):
+    import shutil
+
+    s = tiny(stop_at=3)
+    run_training(s, corpus=corpus)
+    step_dir = ckpt.resolve(s.out)
+    for name, ok in [("step-3", True), ("step-final", True), ("my-copy", True), ("step-4", False)]:
+        copy = tmp_path / name
+        shutil.copytree(step_dir, copy)
+        if ok:
+            assert ckpt.read_trainer(copy)["step"] == 3, name
+        else:
+            with pytest.raises(ckpt.CheckpointError, match=r"step: expected 4 \(the directory's\), got 3"):
+                ckpt.read_trainer(copy)
+
+
 def test_resume_validates_optimizer_json_and_rng(tiny, corpus):
     s = tiny(stop_at=3)
     run_training(s, corpus=corpus)
@@ -181,7 +206,15 @@ def test_resume_validates_optimizer_json_and_rng(tiny, corpus):
         (step_dir / "optimizer.json").write_text(json.dumps(groups))
         with pytest.raises(ckpt.CheckpointError, match=message):
             run_training(resume, corpus=corpus)
-    (step_dir / "optimizer.json").write_text(original)
+    # keys beyond AdamW's five may come and go between torch versions: missing ones take the defaults
+    groups = json.loads(original)
+    for group in groups["param_groups"]:
+        for key in ("decoupled_weight_decay", "foreach"):
+            group.pop(key, None)
+    (step_dir / "optimizer.json").write_text(json.dumps(groups))
+    run_training(replace(resume, stop_at=4), corpus=corpus)
+    step_dir = ckpt.resolve(s.out)
+    assert step_dir.name == "step-00000004"
     rng = load_file(str(step_dir / "rng.safetensors"))
     rng["torch_cpu/rank0"] = rng["torch_cpu/rank0"][:10]
     save_file(rng, str(step_dir / "rng.safetensors"))

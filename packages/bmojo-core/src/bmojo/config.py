@@ -415,19 +415,38 @@ class ModelConfig:
             kind = names[i % len(names)]
             # Shared overrides (say window=32) apply where they mean something; a preset's fixed
             # fields are left out for it, so ["swa", "mamba2"] with window=32 just works.
-            own = {k: v for k, v in layer_overrides.items() if _takes(kind, k, None)}
+            own = {k: v for k, v in layer_overrides.items() if _takes(kind, k)}
             layers.append(LayerConfig.preset(kind, d_model=d_model, **own))
         return cls(vocab_size=vocab_size, d_model=d_model, layers=tuple(layers))
 
 
-def _takes(kind: str, key: str, value: Any) -> bool:
-    """Whether the ``kind`` preset sets ``key`` from an override (``value``: also counts a fixed
-    field given its fixed value, which changes nothing; None: only fields the preset leaves free).
-    ``context`` is the transformer's alone."""
+#: ``_takes``'s "only the fields a preset leaves free" (None is a real value: fading_offset's fixed one)
+_FREE_ONLY = object()
+
+
+def _takes(kind: str, key: str, value: Any = _FREE_ONLY) -> bool:
+    """Whether the ``kind`` preset takes ``key`` as an override: a field it leaves free, or (given
+    ``value``) a fixed field given its fixed value, which changes nothing. ``context`` is the
+    transformer's alone."""
     if key == "context":
         return kind == "transformer"
     fixed = PRESET_FIXED.get(kind, {})
-    return key not in fixed or (value is not None and fixed[key] == value)
+    return key not in fixed or (value is not _FREE_ONLY and fixed[key] == value)
+
+
+def check_stored_config(stored_json: str | None, config: ModelConfig, config_name: str = "config.json") -> None:
+    """The config a weights file stores in its metadata (``save_pretrained`` and training
+    checkpoints write it) must be ``config``, read from ``config_name``; None (files without one)
+    passes. A ConfigError names the fields that differ; callers prefix the file."""
+    if stored_json is None:
+        return
+    try:
+        stored = ModelConfig.from_json(stored_json)
+    except ValueError as err:  # JSONDecodeError and ConfigError
+        raise ConfigError(f"metadata config: expected a valid model config, got {err}") from None
+    if stored != config:
+        diff = "; ".join(config_diff(stored, config)[:4])
+        raise ConfigError(f"saved for another config than {config_name} ({diff})")
 
 
 def config_diff(a: ModelConfig, b: ModelConfig) -> list[str]:

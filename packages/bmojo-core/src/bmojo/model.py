@@ -15,7 +15,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bmojo._checks import check_int, fail
-from bmojo.config import LayerConfig, ModelConfig, config_diff
+from bmojo.config import ConfigError, LayerConfig, ModelConfig
+from bmojo.config import check_stored_config as _check_stored
 from bmojo.layer import BMojoMixer
 from bmojo.memory import State
 from bmojo.norm import RMSNorm
@@ -223,10 +224,7 @@ class BMojoLM(nn.Module):
         out = []
         for _ in range(max_new_tokens):
             if temperature > 0:
-                # shifted so the top logit is exactly 0 (also when T rounds to 0 in the logits' dtype):
-                # a tiny temperature gives -inf to the others, never inf - inf or 0 / 0
-                top = last.amax(-1, keepdim=True)
-                scores = torch.where(last == top, 0.0, (last - top) / temperature)
+                scores = tempered_scores(last, temperature)
                 tok = torch.multinomial(torch.softmax(scores, -1), 1, generator=generator)[:, 0]
             else:
                 tok = last.argmax(-1)
@@ -312,15 +310,17 @@ class BMojoLM(nn.Module):
         return model
 
 
+def tempered_scores(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``logits / temperature`` up to a per-row shift, for sampling: the top logit is exactly 0 and
+    the others ``(logit - top) / temperature`` <= 0, so a tiny temperature gives them -inf (greedy)
+    instead of overflowing into inf - inf or 0 / 0 = nan (1/T overflows float32 below ~3e-39)."""
+    top = logits.amax(-1, keepdim=True)
+    return torch.where(logits == top, 0.0, (logits - top) / temperature)
+
+
 def check_stored_config(weights: Path, meta: dict, config: ModelConfig, cfg_path: Path) -> None:
-    """Refuse weights whose safetensors metadata carries another config than ``cfg_path``'s
-    (``save_pretrained`` and training checkpoints store it; older files without it pass)."""
-    if "config" not in meta:
-        return
+    """``bmojo.config.check_stored_config`` for a weights file's metadata, as a StateError naming it."""
     try:
-        saved = ModelConfig.from_json(meta["config"])
-    except ValueError as err:
-        raise StateError(f"{weights}: metadata config: {err}") from None
-    if saved != config:
-        diff = "; ".join(config_diff(saved, config)[:4])
-        raise StateError(f"{weights}: saved for another config than {cfg_path.name} ({diff})")
+        _check_stored(meta.get("config"), config, cfg_path.name)
+    except ConfigError as err:
+        raise StateError(f"{weights}: {err}") from None

@@ -9,6 +9,7 @@ validated against the model on load, so a state saved for another config fails l
 from __future__ import annotations
 
 import json
+import numbers
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +100,11 @@ class DecodeState:
         """The state of rows ``rows`` (a 1-d sequence or tensor of integer indices in
         ``[0, batch_size)``, repeats allowed), e.g. for beam search."""
         given = rows
-        rows = torch.as_tensor(rows)
+        if not isinstance(rows, torch.Tensor):  # a sequence of ints ([] included), never floats or bools
+            items = list(rows)
+            if not all(isinstance(r, numbers.Integral) and not isinstance(r, bool) for r in items):
+                raise StateError(f"rows: expected a 1-d sequence of integer row indices, got {given!r:.80}")
+            rows = torch.tensor(items, dtype=torch.long)
         if rows.ndim != 1 or rows.dtype.is_floating_point or rows.dtype.is_complex or rows.dtype == torch.bool:
             raise StateError(
                 f"rows: expected a 1-d sequence of integer row indices, got {tuple(rows.shape)} {rows.dtype}"
@@ -215,18 +220,23 @@ class DecodeState:
 
 #: ``layers.<i>.<key>`` with a canonical non-negative index (no ``-1``, no ``01``).
 _TENSOR_NAME = re.compile(r"layers\.(0|[1-9][0-9]*)\.(.+)")
-_ST_DTYPES = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
+#: safetensors header dtype codes -> torch dtypes (the ones bmojo files may hold; shared by the
+#: checkpoint and transformers loaders, which read headers before any tensor)
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
 }
+_ST_DTYPES = {dtype: code for code, dtype in SAFETENSORS_DTYPES.items()}
 _INT_DTYPES = ("I64", "I32", "I16", "I8", "U8")
 
 

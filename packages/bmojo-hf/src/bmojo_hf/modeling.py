@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from bmojo import BMojoLM, DecodeState
+from bmojo.state import SAFETENSORS_DTYPES
 from safetensors import safe_open
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
@@ -176,22 +177,6 @@ def _resized_rows_(new: torch.Tensor, old: torch.Tensor, mean: bool, std: float)
 #: set by ``from_pretrained`` for its ``_load_pretrained_model`` step: where, whether a dtype was passed
 _LOAD_CHECK: ContextVar[dict | None] = ContextVar("bmojo_hf_load_check", default=None)
 
-#: safetensors header dtype names
-_SAFETENSORS_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-
 
 def _checkpoint_header(state_dict: dict | None, checkpoint_files) -> dict[str, tuple[tuple, object]]:
     """Name -> (shape, dtype) of every stored tensor, from safetensors headers (nothing is read
@@ -210,7 +195,7 @@ def _checkpoint_header(state_dict: dict | None, checkpoint_files) -> dict[str, t
                 for name in f.keys():
                     piece = f.get_slice(name)
                     dtype = piece.get_dtype()
-                    header[name] = (tuple(piece.get_shape()), _SAFETENSORS_DTYPES.get(dtype, dtype))
+                    header[name] = (tuple(piece.get_shape()), SAFETENSORS_DTYPES.get(dtype, dtype))
         except Exception as err:  # safetensors raises its own error types for a corrupt header
             raise ValueError(f"{file}: expected a safetensors file, got {type(err).__name__}: {err}") from None
     return header

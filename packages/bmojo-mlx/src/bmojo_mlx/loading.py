@@ -19,7 +19,8 @@ from pathlib import Path
 
 import mlx.core as mx
 from bmojo.argcheck import fail
-from bmojo.config import ModelConfig, config_diff
+from bmojo.config import ConfigError, ModelConfig
+from bmojo.config import check_stored_config as _check_stored
 from mlx.utils import tree_flatten
 
 from bmojo_mlx.model import BMojoMLX
@@ -113,20 +114,12 @@ def _is_int(value: object) -> bool:
 
 
 def check_stored_config(weights: Path, meta: dict[str, str], config: ModelConfig) -> None:
-    """Refuse weights whose metadata stores another config than ``config.json``'s (as core's
-    ``bmojo.model.check_stored_config``; files written without one pass)."""
-    if "config" not in meta:
-        return
+    """Refuse weights whose metadata stores another config than ``config.json``'s (core's
+    ``bmojo.config.check_stored_config``; files written without one pass)."""
     try:
-        stored = ModelConfig.from_json(meta["config"])
-    except ValueError as err:  # JSONDecodeError and ConfigError
-        raise CheckpointError(f"{weights}: metadata config: expected a valid model config, got {err}") from None
-    if stored != config:
-        diff = "; ".join(config_diff(stored, config)[:4])
-        raise CheckpointError(
-            f"{weights}: expected the config in {CONFIG_NAME}, got weights saved for another config than "
-            f"{CONFIG_NAME} (stored vs {CONFIG_NAME}: {diff})"
-        )
+        _check_stored(meta.get("config"), config, CONFIG_NAME)
+    except ConfigError as err:
+        raise CheckpointError(f"{weights}: {err}") from None
 
 
 def read_config(path: Path) -> ModelConfig:

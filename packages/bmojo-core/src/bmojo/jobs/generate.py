@@ -20,7 +20,7 @@ import torch
 
 from bmojo._checks import check_device, check_int, fail
 from bmojo.jobs.data import BYTE_VOCAB, EOS
-from bmojo.model import BMojoLM
+from bmojo.model import BMojoLM, tempered_scores
 from bmojo.state import DecodeState
 
 
@@ -46,9 +46,7 @@ def sample_next(
     check_sampling(temperature, top_k, top_p)
     if temperature == 0:
         return logits.argmax(-1)
-    scores, top = logits.float(), logits.float().amax(-1, keepdim=True)
-    # the top logit exactly 0, the others <= 0: a tiny temperature gives them -inf, never nan
-    scores = torch.where(scores == top, 0.0, (scores - top) / temperature)
+    scores = tempered_scores(logits.float(), temperature)
     if 0 < top_k < scores.shape[-1]:
         kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))

@@ -209,7 +209,7 @@ def lm_loss(
     return F.cross_entropy(logits.float().flatten(0, 1), y.flatten()) + aux.float(), aux.detach()
 
 
-def _check_trainer_fields(trainer: dict, step_dir: Path, steps: int) -> None:
+def _check_trainer_fields(trainer: dict, step_dir: Path) -> None:
     """The fields of ``trainer.json`` a resumed run reads, checked before anything is restored
     (``read_trainer`` has checked ``step``: an int >= 1, the directory's)."""
     path = Path(step_dir) / ckpt.TRAINER
@@ -218,7 +218,6 @@ def _check_trainer_fields(trainer: dict, step_dir: Path, steps: int) -> None:
         return not isinstance(value, bool) and isinstance(value, int) and value >= low
 
     checks = [
-        ("step", trainer["step"] <= steps, f"<= --steps {steps}"),
         ("tokens", count(trainer.get("tokens"), 0), "an int >= 0"),
         ("world_size", count(trainer.get("world_size"), 1), "an int >= 1"),
         ("settings", isinstance(trainer.get("settings"), dict), "a dict"),
@@ -233,7 +232,7 @@ def _check_trainer_fields(trainer: dict, step_dir: Path, steps: int) -> None:
 
 
 def _check_resume(s: TrainSettings, trainer: dict, world, step_dir: Path) -> None:
-    _check_trainer_fields(trainer, step_dir, s.steps)
+    _check_trainer_fields(trainer, step_dir)
     saved = trainer["settings"]
     for name, flag in RESUME_MUST_MATCH.items():
         mine = getattr(s, name)
@@ -246,6 +245,10 @@ def _check_resume(s: TrainSettings, trainer: dict, world, step_dir: Path) -> Non
                 f"{flag}: expected {saved.get(name)!r} to resume the checkpoint in {str(step_dir)!r} "
                 f"(it was trained with that), got {mine!r}"
             )
+    if trainer["step"] > s.steps:  # the settings agree (--steps included): the file was edited
+        raise ckpt.CheckpointError(
+            f"{step_dir / ckpt.TRAINER}: step: expected <= --steps {s.steps}, got {trainer['step']}"
+        )
     if trainer["world_size"] != world.size and not s.allow_world_size_change:
         raise ValueError(
             f"--nproc_per_node: the checkpoint in {str(step_dir)!r} was written by {trainer['world_size']} process(es) "
@@ -290,8 +293,8 @@ def run_training(s: TrainSettings, *, corpus: D.Corpus | None = None) -> dict:
         if s.threads is not None:
             torch.set_num_threads(s.threads)
         world, device = setup(s.device)
-        check_device("--device", str(device))
         try:
+            check_device("--device", str(device))
             return _train(s, world, device, corpus)
         finally:
             teardown()

@@ -45,8 +45,11 @@ def updated_in_place(state: torch.Tensor, **inputs: torch.Tensor | None):
                 )
     if state.is_inference() and not torch.is_inference_mode_enabled():
         fail("state", "a tensor made outside torch.inference_mode(), or this call inside it", "an inference tensor")
-    yield
-    torch.autograd.graph.increment_version(state)
+    try:
+        yield
+    finally:  # also when a launch fails part-way: the state may have been written
+        if not state.is_inference():  # inference tensors have no version counter
+            torch.autograd.graph.increment_version(state)
 
 
 def needs_idx64(*tensors: torch.Tensor | None) -> bool:
