@@ -103,3 +103,6 @@ def test_bad_input_is_refused_with_the_argument_name():
     x, dt, A, B, C, D, h0 = inputs(2, 8, 4, 8, 2, 8, torch.float32)
     with pytest.raises(ValueError, match=r"^dt: expected shape"):
         ssm_scan(x, dt[:, :-1], A, B, C, D, h0)
+    for chunk in (0, 2.5, True):  # unused by the kernel, but refused as the reference refuses it
+        with pytest.raises(ValueError, match=r"^chunk_size: expected an int"):
+            ssm_scan(x, dt, A, B, C, D, h0, chunk_size=chunk)

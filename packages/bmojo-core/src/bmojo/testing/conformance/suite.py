@@ -92,6 +92,7 @@ def assert_matches(actual, expected, tol_atol, tol_rtol, what):
     for i, (a, e) in enumerate(zip(actual, expected)):
         name = f"{what}[{i}]"
         if e is None:
+            assert a is None, f"{name}: a {type(a).__name__}, reference gives None"
             continue
         assert a is not None, f"{name}: missing (reference gives a tensor)"
         assert tuple(a.shape) == tuple(e.shape), f"{name}: shape {tuple(a.shape)}, reference {tuple(e.shape)}"
@@ -105,6 +106,10 @@ def assert_matches(actual, expected, tol_atol, tol_rtol, what):
             continue
         finite = torch.isfinite(e64)
         assert torch.equal(torch.isfinite(a64), finite), f"{name}: non-finite values (NaN: unwritten output?)"
+        # where the reference is not finite, the same non-finite value: NaN for NaN, inf of its sign
+        assert torch.equal(torch.isnan(a64), torch.isnan(e64)), f"{name}: NaN where the reference has ±inf, or back"
+        inf = torch.isinf(e64)
+        assert torch.equal(a64[inf], e64[inf]), f"{name}: an infinity of the other sign than the reference's"
         if not finite.any():
             continue
         a64, e64 = a64[finite], e64[finite]

@@ -12,7 +12,7 @@ inside the kernel (Mamba-2's dt path).
 from __future__ import annotations
 
 import torch
-from bmojo.argcheck import TORCH, check_ssm_scan_args
+from bmojo.argcheck import TORCH, check_int, check_ssm_scan_args
 
 from bmojo_neuron.ops._tiles import PMAX, kernel_dtype, launch, pad_axis, round_up
 
@@ -73,8 +73,10 @@ def _run(x, dt, A, B, C, D, initial_state, dt_bias, dt_softplus):
 
 
 def ssm_scan(x, dt, A, B, C, D=None, initial_state=None, *, chunk_size: int = 64):
-    """Same contract as ``bmojo.ops.ssm_scan.reference.ssm_scan`` (``chunk_size`` unused, see above)."""
+    """Same contract as ``bmojo.ops.ssm_scan.reference.ssm_scan`` (``chunk_size`` checked, otherwise
+    unused, see above)."""
     check_ssm_scan_args(TORCH, x, dt, A, B, C, D, initial_state, step=False)
+    check_int("chunk_size", chunk_size, minimum=1)
     return _run(x, dt, A, B, C, D, initial_state, None, False)
 
 
