@@ -14,6 +14,8 @@ what was given. Nothing here reshapes or casts.
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -27,6 +29,13 @@ ACTIVATIONS = (None, "silu")
 
 def fail(name: str, expected: str, actual: object) -> None:
     raise ValueError(f"{name}: expected {expected}, got {actual}")
+
+
+def check_temperature(name: str, value: object) -> float:
+    """A sampling temperature: a finite real number >= 0 (0: greedy), not a bool or a string."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not value >= 0:
+        fail(name, "a finite number >= 0 (0: greedy)", repr(value))
+    return float(value)
 
 
 def check_int(name: str, value: object, *, minimum: int | None = None) -> int:

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bmojo._checks import check_int, fail
+from bmojo.argcheck import check_temperature
 from bmojo.config import ConfigError, LayerConfig, ModelConfig
 from bmojo.config import check_stored_config as _check_stored
 from bmojo.layer import BMojoMixer
@@ -215,10 +216,7 @@ class BMojoLM(nn.Module):
     ) -> torch.Tensor:
         """Greedy (temperature 0) or sampled continuation; returns the new tokens (batch, n)."""
         check_int("max_new_tokens", max_new_tokens, minimum=1)
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
-            fail("temperature", "a number >= 0 (0: greedy)", temperature)
-        if math.isinf(temperature):
-            fail("temperature", "a finite number >= 0 (0: greedy)", temperature)
+        check_temperature("temperature", temperature)
         logits, state = self.prefill(input_ids)
         last = logits[:, -1]
         out = []

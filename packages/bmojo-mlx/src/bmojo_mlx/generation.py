@@ -19,7 +19,6 @@ overflowing. ``temperature`` must be a finite real number >= 0 and ``seed`` an i
 from __future__ import annotations
 
 import codecs
-import math
 import numbers
 import time
 from collections.abc import Iterator, Sequence
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 from bmojo.argcheck import check_int, fail
+from bmojo.argcheck import check_temperature as _check_temperature
 
 from bmojo_mlx.model import BMojoMLX
 from bmojo_mlx.ops._checks import INT_DTYPES
@@ -36,15 +36,8 @@ SEED_LIMIT = 2**64  #: ``mx.random.seed`` takes an unsigned 64-bit int
 
 
 def check_temperature(temperature: object) -> float:
-    """A finite real number >= 0 (not a bool or a string); the message is core's ``BMojoLM.generate``'s."""
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, numbers.Real)
-        or not math.isfinite(temperature)
-        or not temperature >= 0
-    ):
-        fail("temperature", "a finite number >= 0 (0: greedy)", repr(temperature))
-    return float(temperature)
+    """Core's check (``bmojo.argcheck.check_temperature``, torch-free), under the argument's name."""
+    return _check_temperature("temperature", temperature)
 
 
 def check_seed(seed: object) -> int:

@@ -11,7 +11,6 @@ document separator (byte 0). Sampling: temperature (0 = greedy), top-k, top-p (n
 from __future__ import annotations
 
 import codecs
-import math
 import sys
 import time
 from collections.abc import Iterator
@@ -19,15 +18,14 @@ from collections.abc import Iterator
 import torch
 
 from bmojo._checks import check_device, check_int, fail
+from bmojo.argcheck import check_temperature
 from bmojo.jobs.data import BYTE_VOCAB, EOS
 from bmojo.model import BMojoLM, tempered_scores
 from bmojo.state import DecodeState
 
 
 def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
-    finite = isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and math.isfinite(temperature)
-    if not finite or not temperature >= 0:
-        fail("--temperature", "a finite number >= 0 (0: greedy)", temperature)
+    check_temperature("--temperature", temperature)
     check_int("--top-k", top_k, minimum=0)
     if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
         fail("--top-p", "a number in (0, 1]", top_p)
