@@ -233,3 +233,39 @@ def test_suite_refuses_an_unavailable_backend(tmp_path):
         "backend 'triton' is not installed: pip install bmojo-triton" in text
         or "backend 'triton' is unavailable: no CUDA device" in text
     ), text[-2000:]
+
+
+LAX = """
+import torch
+import torch.nn.functional as F
+from bmojo.backends import Backend, hookimpl
+
+
+def rmsnorm(x, weight, eps=1e-6):
+    # no argument checks: eps <= 0 is accepted, a wrong weight size fails inside torch
+    cd = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return F.rms_norm(x.to(cd), (x.shape[-1],), weight.to(cd), eps).to(x.dtype)
+
+
+@hookimpl
+def bmojo_backends():
+    return [Backend(name="lax", version="0.0.1", ops={"rmsnorm": rmsnorm}, priority=1)]
+"""
+
+
+def test_a_backend_that_does_not_check_its_arguments_fails_the_suite(tmp_path):
+    """The shared bad-input cases (``BAD_CASES``) catch a kernel without argument checks: bad input
+    accepted silently, or refused by an error that names no argument."""
+    site = tmp_path / "site"
+    site.mkdir()
+    _install(site, "bmojo-lax", "0.0.1", {"lax": "bmojo_lax"}, {"bmojo_lax": LAX})
+    args = ["-m", "pytest", "--pyargs", "bmojo.testing.conformance", "--bmojo-backend=lax", "-q", "-rf"]
+    args += ["-p", "no:cacheprovider", "--bmojo-partial", "-k", "rejects_bad_input or test_forward"]
+    out = _run(site, *args, cwd=tmp_path)
+    text = out.stdout
+    assert out.returncode == 1, text[-3000:]
+    assert "rmsnorm-eps_0 (eager): accepted bad input (eps); the reference refuses it" in text, text[-3000:]
+    refused = r"rmsnorm-weight_size \(eager\): expected ValueError or TypeError naming 'weight'.*got BackendOpError: "
+    assert re.search(refused + r"bmojo backend 'lax' failed in rmsnorm: RuntimeError", text), text[-3000:]
+    # only those two: its forward on valid inputs is right
+    assert re.search(r"^rmsnorm\s+\d+\s+2\s", text, re.M), text[-3000:]

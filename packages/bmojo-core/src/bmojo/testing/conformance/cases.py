@@ -351,3 +351,109 @@ OPCHECK_CASES = tuple({c.op: c for c in reversed(CASES)}.values())[::-1] + tuple
 LAYER_PRESETS = ("bmojo", "bmojo_f", "mamba2", "swa")
 LAYER_SMALL = dict(d_model=32, window=4, n_heads=4, attn_block_size=4)
 LAYER_SSM = dict(ssm_head_dim=16, ssm_chunk_size=8, ssm_state_size=8)
+
+
+# ----- bad inputs: what every backend must refuse, naming the argument -----
+@dataclass(frozen=True)
+class BadCase:
+    """Valid inputs of case ``base`` with one thing spoiled; the call must raise ``ValueError`` or
+    ``TypeError`` whose message names ``arg``, and leave every input unchanged."""
+
+    op: str
+    name: str
+    base: str  #: id of the CASES entry whose inputs are spoiled
+    arg: str  #: the argument the error must name
+    spoil: Callable[[list, dict], None] = field(repr=False, compare=False)  #: edits args/kwargs in place
+
+    @property
+    def id(self) -> str:
+        return f"{self.op}-{self.name}"
+
+    def build(self, dtype: torch.dtype, device: str, seed: int) -> tuple[tuple, dict]:
+        args, kwargs = _BY_ID[self.base].build(dtype, device, seed)
+        args, kwargs = list(args), dict(kwargs)
+        self.spoil(args, kwargs)
+        return tuple(args), kwargs
+
+
+_BY_ID = {c.id: c for c in CASES}
+
+
+def _other_dtype(t: torch.Tensor) -> torch.Tensor:
+    """The same values in another floating dtype (float16, or float32 for float16 inputs)."""
+    return t.to(torch.float32 if t.dtype == torch.float16 else torch.float16)
+
+
+def _set(i, value):
+    """Replace argument ``i`` by ``value(args[i])``."""
+
+    def spoil(args, kwargs):
+        args[i] = value(args[i])
+
+    return spoil
+
+
+def _set_all(idx, value):
+    def spoil(args, kwargs):
+        for i in idx:
+            args[i] = value(args[i])
+
+    return spoil
+
+
+def _kw(**changes):
+    def spoil(args, kwargs):
+        kwargs.update(changes)
+
+    return spoil
+
+
+def _extra_group(t):
+    """One more group/head along axis -2 (a count that divides nothing it should)."""
+    return torch.cat([t, t[..., :1, :]], -2)
+
+
+_SCAN, _STEP, _CONV, _CSTEP = "ssm_scan-base", "ssm_step-base", "causal_conv1d-base", "causal_conv1d_step-base"
+_ATT, _SWA = "bmojo_attention-three_sources_gqa4", "bmojo_attention-swa_gqa2_ragged"
+
+# fmt: off
+BAD_CASES: tuple[BadCase, ...] = (
+    BadCase("ssm_scan", "dt_shorter", _SCAN, "dt", _set(1, lambda t: t[:, :-1])),
+    BadCase("ssm_scan", "groups_not_dividing_heads", _SCAN, "B", _set_all((3, 4), _extra_group)),
+    BadCase("ssm_scan", "A_other_dtype", _SCAN, "A", _set(2, _other_dtype)),
+    BadCase("ssm_scan", "initial_state_shape", _SCAN, "initial_state", _set(6, lambda t: t[..., :-1])),
+    BadCase("ssm_scan", "x_integer", _SCAN, "x", _set(0, lambda t: t.round().to(torch.int32))),
+    BadCase("ssm_scan", "chunk_size_0", _SCAN, "chunk_size", _kw(chunk_size=0)),
+    BadCase("ssm_scan", "x_empty_sequence", _SCAN, "x", _set_all((0, 1, 3, 4), lambda t: t[:, :0])),
+    BadCase("ssm_step", "state_shape", _STEP, "state", _set(0, lambda t: t[..., :-1])),
+    BadCase("ssm_step", "D_shape", _STEP, "D", _set(6, lambda t: t[:-1])),
+    BadCase("causal_conv1d", "weight_channels", _CONV, "weight", _set(1, lambda t: t[:-1])),
+    BadCase("causal_conv1d", "activation_unknown", _CONV, "activation", _set(4, lambda a: "relu")),
+    BadCase("causal_conv1d", "initial_state_width", _CONV, "state", _set(3, lambda t: t[:, :-1])),
+    BadCase("causal_conv1d_step", "state_width", _CSTEP, "state", _set(1, lambda t: t[:, :-1])),
+    BadCase("causal_conv1d_step", "bias_other_dtype", _CSTEP, "bias", _set(3, _other_dtype)),
+    BadCase("bmojo_attention", "window_0", _ATT, "window", _kw(window=0)),
+    BadCase("bmojo_attention", "fading_offset_gt_window", _ATT, "fading_offset", _kw(fading_offset=5)),
+    BadCase("bmojo_attention", "fading_offset_negative", _ATT, "fading_offset", _kw(fading_offset=-1)),
+    BadCase("bmojo_attention", "block_size_0", _ATT, "block_size", _kw(block_size=0)),
+    BadCase("bmojo_attention", "kv_heads_not_dividing", _SWA, "k", _set_all((1, 2), _extra_group)),
+    BadCase("bmojo_attention", "fewer_keys_than_queries", _SWA, "k", _set_all((1, 2), lambda t: t[:, 1:])),
+    BadCase("bmojo_attention", "head_size_mismatch", _SWA, "k", _set_all((1, 2), lambda t: t[..., :-1])),
+    BadCase("bmojo_attention", "k_other_dtype", _SWA, "k", _set(1, _other_dtype)),
+    BadCase("bmojo_attention", "vf_missing", _ATT, "vf", _set(4, lambda t: None)),
+    BadCase("bmojo_attention", "eidetic_partial", _ATT, "ek/ev/epos", _set(6, lambda t: None)),
+    BadCase("bmojo_attention", "snapshot_count", _ATT, "ek", _set_all((5, 6, 7), lambda t: t[:, :-1])),
+    BadCase("bmojo_attention", "epos_floating", _ATT, "epos", _set(7, lambda t: t.to(torch.float32))),
+    BadCase("bmojo_attention", "eidetic_chunk_missing", _ATT, "eidetic_chunk", _kw(eidetic_chunk=None)),
+    BadCase("innovation_scores", "k_pred_shape", "innovation_scores-base", "k_pred", _set(1, lambda t: t[:, :-1])),
+    BadCase("eidetic_select", "eviction_unknown", "eidetic_select-base_ties", "eviction", _kw(eviction="random")),
+    BadCase("eidetic_select", "per_chunk_over_chunk", "eidetic_select-base_ties", "per_chunk", _kw(per_chunk=5)),
+    BadCase("eidetic_select", "mem_pos_floating", "eidetic_select-base_ties", "mem_pos",
+            _set(1, lambda t: t.to(torch.float32))),
+    BadCase("eidetic_select", "pending_length", "eidetic_select-mid_chunk", "pending", _set(3, lambda t: t[:, :-1])),
+    BadCase("rmsnorm", "weight_size", "rmsnorm-base", "weight", _set(1, lambda t: t[:-1])),
+    BadCase("rmsnorm", "eps_0", "rmsnorm-base", "eps", _set(2, lambda e: 0.0)),
+    BadCase("gated_rmsnorm", "z_shape", "gated_rmsnorm-base", "z", _set(1, lambda t: t[..., :-1])),
+    BadCase("gated_rmsnorm", "group_not_dividing", "gated_rmsnorm-base", "group_size", _set(4, lambda g: 5)),
+)
+# fmt: on

@@ -273,8 +273,8 @@ def _glob(pattern: str, name: str) -> bool:
 
 def _op_of(item) -> str:
     spec = getattr(item, "callspec", None)
-    case = spec.params.get("case") if spec is not None else None
-    if case is not None and hasattr(case, "op"):
+    case = (spec.params.get("case") or spec.params.get("bad")) if spec is not None else None
+    if case is not None and hasattr(case, "op"):  # a Case, or a BadCase of test_rejects_bad_input
         return case.op
     kind = spec.params.get("kind") if spec is not None else None
     if kind is not None:  # test_step_chain: the step op is what it adds over test_forward

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from typing import ClassVar
 
 import pytest
 import torch
 
-from bmojo.backends import dispatch
+from bmojo.backends import BackendOpError, dispatch
 from bmojo.testing.conformance.cases import (
+    BAD_CASES,
     CASES,
     DIFFERENTIABLE,
     GRAD_CASES,
@@ -30,6 +32,7 @@ from bmojo.testing.conformance.cases import (
     LAYER_SMALL,
     LAYER_SSM,
     OPCHECK_CASES,
+    BadCase,
     Case,
     noncontiguous,
 )
@@ -169,6 +172,36 @@ def _array_call(backend, op, *args, **kwargs):
     served = arrays.served_by(op, backend.framework, backend.device)
     assert served == backend.name, f"{op} on {backend.framework} arrays was served by {served!r}, not {backend.name!r}"
     return arrays.call(op, backend.framework, *args, **kwargs)
+
+
+def _custom_op_call(op, args, kwargs):
+    with dispatch.custom_ops_always():
+        return _dispatched(op)(*args, **kwargs)
+
+
+def _snapshot(bridge, x):
+    """A copy of a tensor (or framework array, as torch) argument; anything else as it is."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().clone()
+    if bridge is not None and x is not None and not isinstance(x, (str, int, float)):
+        return bridge.to_torch(x)
+    return x
+
+
+def _refusal(err: BaseException) -> BaseException | None:
+    """The ValueError/TypeError behind ``err``: itself, or the backend's own exception that
+    dispatch re-raised as a BackendOpError naming the backend and the op."""
+    if isinstance(err, (ValueError, TypeError)):
+        return err
+    if isinstance(err, BackendOpError) and isinstance(err.__cause__, (ValueError, TypeError)):
+        return err.__cause__
+    return None
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+    return a == b
 
 
 def _torch_only(backend, what):
@@ -385,6 +418,54 @@ class ConformanceSuite(_Guard):
             result = torch.library.opcheck(op, args, kwargs)
         failed = {k: v for k, v in result.items() if v != "SUCCESS"}
         assert not failed, f"opcheck: {failed}"
+
+    @pytest.mark.bmojo_conformance
+    @pytest.mark.parametrize("bad", BAD_CASES, ids=_ids(BAD_CASES))
+    def test_rejects_bad_input(self, backend, bad: BadCase, bmojo_seed, pytestconfig):
+        """Inputs the contract refuses (a valid case with one thing spoiled: a shape, a dtype, an
+        integer out of range, a missing partner argument) raise ``ValueError`` or ``TypeError``
+        naming the argument, as the reference does — for a torch backend, wrapped by dispatch in a
+        ``BackendOpError`` naming the backend — and leave every input unchanged. Once, in the run's
+        most precise dtype: the checks do not depend on it."""
+        backend.require(bad.op)
+        dtype = getattr(torch, most_precise_dtype(pytestconfig))
+        args, kwargs = bad.build(dtype, backend.tensor_device, bmojo_seed)
+        named = re.compile(rf"(?<![\w/]){re.escape(bad.arg)}(?![\w/])")
+        with pytest.raises((ValueError, TypeError)) as ref:
+            _reference(bad.op)(*_clone(args), **kwargs)
+        assert named.search(str(ref.value)), f"case {bad.id}: the reference's error does not name {bad.arg!r}"
+        bridge = None
+        if backend.framework != "torch":
+            bridge = _bridge(backend)
+            xs = bridge.args(args)
+            doors = {"arrays": lambda: _array_call(backend, bad.op, *xs, **kwargs)}
+        else:
+            xs = args
+            doors = {"eager": lambda: _dispatched(bad.op)(*xs, **kwargs)}
+            doors["torch.ops.bmojo"] = lambda: _custom_op_call(bad.op, xs, kwargs)
+        before = [_snapshot(bridge, x) for x in xs]
+        for door, call in doors.items():
+            with backend.use(), torch.no_grad():
+                if backend.framework == "torch":
+                    _assert_served_by(backend, bad.op, backend.device)
+                try:
+                    call()
+                except Exception as err:  # classified: the refusal behind it, or a failure
+                    refused = _refusal(err)
+                    if refused is None:
+                        pytest.fail(
+                            f"{bad.id} ({door}): expected ValueError or TypeError naming {bad.arg!r} (directly "
+                            f"or as the cause of dispatch's BackendOpError), got {type(err).__name__}: {err}"
+                        )
+                    assert named.search(str(refused)), (
+                        f"{bad.id} ({door}): the error does not name the argument {bad.arg!r}: "
+                        f"{type(refused).__name__}: {refused}"
+                    )
+                else:
+                    pytest.fail(f"{bad.id} ({door}): accepted bad input ({bad.arg}); the reference refuses it")
+            after = [_snapshot(bridge, x) for x in xs]
+            for i, (a, b) in enumerate(zip(before, after)):
+                assert _same(a, b), f"{bad.id} ({door}): argument {i} was modified by a call that failed"
 
     @pytest.mark.bmojo_conformance
     @pytest.mark.parametrize("preset", LAYER_PRESETS)
