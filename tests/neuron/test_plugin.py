@@ -26,6 +26,22 @@ def test_detect_states(monkeypatch):
     assert plugin.detect({}).mode == plugin.DEVICE
 
 
+@pytest.mark.parametrize("value", ["true", "yes", "2", "on"])
+def test_an_unknown_emulate_value_is_a_reason_not_a_silent_no(monkeypatch, value):
+    """Only "1" emulates, "0"/unset does not; anything else (a typo, Triton's "true") makes the
+    backend unavailable with a reason naming the variable and the value, whatever the SDK state."""
+    for spec in (None, object()):
+        monkeypatch.setattr(plugin.importlib.util, "find_spec", lambda name, spec=spec: spec)
+        rt = plugin.detect({"BMOJO_NEURON_EMULATE": value})
+        assert rt.mode != plugin.EMULATED
+        p = plugin.probe_runtime(rt)
+        assert not p.available
+        assert p.reason.startswith("BMOJO_NEURON_EMULATE: expected '1'") and repr(value) in p.reason
+    for ok in ("0", " 0 ", ""):
+        assert plugin.detect({"BMOJO_NEURON_EMULATE": ok}).bad_env is None
+    assert plugin.detect({"BMOJO_NEURON_EMULATE": " 1 "}).mode == plugin.EMULATED
+
+
 def test_missing_sdk_reason_gives_the_repository_and_install_command():
     p = plugin.probe_runtime(plugin.Runtime(plugin.MISSING))
     assert not p.available

@@ -10,7 +10,8 @@ Four states, told apart cheaply (no compilation; ``nki`` is imported only by the
   checking kernels);
 * **device** — SDK and ``/dev/neuron*``: the kernels run on the NeuronCore on ``xla`` tensors;
   chosen implicitly for them;
-* **emulated (tests only)** — ``BMOJO_NEURON_EMULATE=1``: the kernels run in
+* **emulated (tests only)** — ``BMOJO_NEURON_EMULATE=1`` (``0`` or unset: not emulated; any other
+  value makes the backend unavailable with a reason naming it): the kernels run in
   :mod:`bmojo_neuron.emulator` on CPU tensors; never chosen implicitly (``implicit=False``),
   serves only when asked for by name (``BMOJO_BACKEND=neuron``/``use_backend("neuron")``).
 
@@ -54,6 +55,9 @@ class Runtime:
     """Where the kernels run in this process (decided once, from the environment)."""
 
     mode: str  # EMULATED, SIMULATOR, DEVICE or MISSING
+    #: a value of BMOJO_NEURON_EMULATE other than "1", "0" or unset: the backend is unavailable
+    #: with that reason (a typo such as "true" must not silently mean "not emulated")
+    bad_env: str | None = None
 
     @property
     def uses_emulator(self) -> bool:
@@ -71,11 +75,13 @@ class Runtime:
 def detect(environ=None) -> Runtime:
     """Cheap detection: an environment variable, a module lookup, a device-file glob."""
     env = os.environ if environ is None else environ
-    if env.get(ENV_EMULATE, "").strip() == "1":
+    value = env.get(ENV_EMULATE, "").strip()
+    if value == "1":
         return Runtime(EMULATED)
+    bad = None if value in ("", "0") else env[ENV_EMULATE]
     if importlib.util.find_spec("nki") is None:
-        return Runtime(MISSING)
-    return Runtime(DEVICE if glob.glob("/dev/neuron[0-9]*") else SIMULATOR)
+        return Runtime(MISSING, bad)
+    return Runtime(DEVICE if glob.glob("/dev/neuron[0-9]*") else SIMULATOR, bad)
 
 
 @functools.lru_cache(maxsize=1)
@@ -85,6 +91,12 @@ def runtime() -> Runtime:
 
 
 def probe_runtime(rt: Runtime) -> Probe:
+    if rt.bad_env is not None:
+        return Probe(
+            False,
+            f"{ENV_EMULATE}: expected '1' (kernels in the CPU emulator, tests only) or '0'/unset "
+            f"(the Neuron SDK), got {rt.bad_env!r}",
+        )
     if rt.mode == EMULATED:
         return Probe(True, f"{EMULATED}: {ENV_EMULATE}=1, kernels run in bmojo_neuron.emulator on CPU tensors")
     if rt.mode == MISSING:
