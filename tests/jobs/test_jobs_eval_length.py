@@ -97,3 +97,27 @@ def test_cli_writes_table_json_and_png(trained, tmp_path, capsys):
     ]:
         assert main([*argv, *flags, "--out", str(out)]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_the_documented_m0_ablation_recipe_runs(trained, tmp_path):
+    """docs/experiments.md's recipe for "B'MOJO weights, M=0 at evaluation": the snippet, run on a
+    trained tiny run, writes a model that loads (an edited config.json beside the weights would be
+    refused) with every layer's eidetic capacity 0 and the trained weights unchanged."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "experiments.md").read_text()
+    snippet = re.search(r"python - <<'PY'\n(.*?)\nPY\n", doc, flags=re.S).group(1)
+    assert "eidetic_capacity=0" in snippet
+    runs, _ = trained
+    step = ckpt.resolve(runs["bmojo"], "--checkpoint")
+    out = tmp_path / "bmojo_weights_M0"
+    snippet = snippet.replace("runs/length/bmojo/checkpoints/step-00000400", str(step))
+    snippet = snippet.replace("runs/length/bmojo_weights_M0", str(out))
+    exec(compile(snippet, "docs/experiments.md", "exec"), {})
+    ablated, _ = ckpt.load_model(out)
+    original, _ = ckpt.load_model(runs["bmojo"])
+    assert [layer.eidetic_capacity for layer in ablated.config.layers] == [0] * len(ablated.config.layers)
+    assert any(layer.eidetic_capacity > 0 for layer in original.config.layers)
+    for (name, a), (_, b) in zip(ablated.state_dict().items(), original.state_dict().items()):
+        assert torch.equal(a, b), name
