@@ -205,6 +205,16 @@ def test_flags_a_mode_does_not_read_are_refused(tmp_path, capsys):
         (["--max-steps", "10"], "--max-steps: expected no --max-steps here"),
         (["--seq-len", "32", "--kv-pairs", "4", "40"], "--kv-pairs: expected values that each make a valid"),
         (["--seq-len", "32", "3", "--kv-pairs", "4"], "--seq-len: expected values that each make a valid"),
+        (["--widths", "64"], "--widths: expected no --widths here (only --scale zoology reads it)"),
+        (["--full", "--steps", "10"], "--steps: expected no --steps here (--full/--scale train to --target"),
+        (["--full", "--seed", "3"], "--seed: expected no --seed here (--full/--scale"),
+        (["--full", "--ckpt-every", "5"], "--ckpt-every: expected no --ckpt-every here (--full/--scale"),
+        (["--full", "--eval-every", "5"], "--eval-every: expected no --eval-every here (--full/--scale"),
+        (["--scale", "zoology", "--save-models"], "--save-models: expected no --save-models here (--full/--scale"),
+        (["--scale", "zoology", "--vocab", "64"], "--vocab: expected no --vocab here (--scale zoology fixes"),
+        (["--scale", "zoology", "--d-model", "32"], "--d-model: expected no --d-model here (--scale zoology"),
+        (["--scale", "zoology", "--seq-len", "64"], "--seq-len: expected no --seq-len here (--scale zoology"),
+        (["--full", "--quick"], "--quick: expected no --quick with --full/--scale"),
     ]:
         assert main(["mqar", *argv, "--out", str(tmp_path)]) == 2
         assert message in capsys.readouterr().err, argv

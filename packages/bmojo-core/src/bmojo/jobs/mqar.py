@@ -549,8 +549,12 @@ def register(sub) -> None:
         "--threads", type=int, default=None, help="torch CPU threads (default 1: faster for models this small)"
     )
     p.add_argument("--out", default="runs/mqar", help="results directory; finished runs there are reused (resume)")
-    p.add_argument("--ckpt-every", type=int, default=100, help="checkpoint interval in steps (0: never)")
-    p.add_argument("--eval-every", type=int, default=0, help="also record held-out accuracy every N steps")
+    p.add_argument(
+        "--ckpt-every", type=int, default=RUN_FLAGS["ckpt_every"], help="checkpoint interval in steps (0: never)"
+    )
+    p.add_argument(
+        "--eval-every", type=int, default=RUN_FLAGS["eval_every"], help="also record held-out accuracy every N steps"
+    )
     p.add_argument("--save-models", action="store_true", help="keep each trained model under --out/models")
     p.add_argument(
         "--quick",
@@ -610,6 +614,8 @@ QUICK_FIXED = {
     **{name: name for name in ("hybrid_state", "tie_embeddings", "init_std", "innovation_loss")},
 }
 BUDGETS = [0.25, 0.5]
+#: defaults of the default run's bookkeeping flags, which --full/--scale do not read
+RUN_FLAGS = {"ckpt_every": 100, "eval_every": 0, "save_models": False}
 
 
 def _ignored_flags(args) -> None:
@@ -622,8 +628,21 @@ def _ignored_flags(args) -> None:
         why = "--quick runs one fixed tiny instance; drop --quick to set it"
         ignored |= {dest: (getattr(d, field), why) for dest, field in QUICK_FIXED.items()}
         ignored["budgets"] = (BUDGETS, why)
-    if not (args.full or args.scale != "default"):
+    full = args.full or args.scale != "default"
+    if not full:
         ignored |= {dest: (default, "only --full/--scale read it") for dest, default in FULL_ONLY.items()}
+    else:
+        if args.quick:
+            raise ValueError("--quick: expected no --quick with --full/--scale (it is a mode of its own)")
+        why = "--full/--scale train to --target or --max-steps over --seeds, checked every --full-eval-every"
+        ignored["steps"] = (d.steps, why)
+        ignored["seed"] = (d.seed, why)
+        ignored |= {dest: (default, why) for dest, default in RUN_FLAGS.items()}
+    if args.scale == "zoology":
+        why = "--scale zoology fixes the task and model; its widths are --widths"
+        ignored |= {dest: (getattr(d, field), why) for dest, field in QUICK_FIXED.items()}
+    elif args.widths is not None:
+        ignored["widths"] = (None, "only --scale zoology reads it")
     for dest, (default, why) in ignored.items():
         value = getattr(args, dest)
         if value != (list(default) if isinstance(default, tuple) else default):
