@@ -26,7 +26,11 @@ SECTIONS = ("ssm", "attention", "layer", "decode")
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     size = ap.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="smaller sizes (1k/4k, no 16k/32k)")
+    size.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller sizes (attention 1k/4k, ssm and layer 2k, decode 1k/8k; no 16k/32k)",
+    )
     size.add_argument("--tiny", action="store_true", help="toy sizes: checks the script runs (smoke test)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per case; the median is reported")
