@@ -78,7 +78,7 @@ def runs(text_dir, tmp_path_factory):
         batch_size=4,
         steps=STEPS,
         val_every=2,
-        val_windows=4,
+        val_windows=5,  # odd: ranks get 3 and 2 windows, every one counted once
         ckpt_every=2,
         keep=5,
         threads=1,
@@ -114,6 +114,19 @@ def test_fsdp2_matches_single_process(runs):
     assert max_diff(weights(runs["single"]), weights(runs["fsdp"])) < WEIGHT_ATOL
     assert losses(runs["fsdp"]) == pytest.approx(losses(runs["single"]), rel=LOSS_RTOL)
     assert ckpt.read_trainer(ckpt.resolve(runs["fsdp"]))["strategy"] == "fsdp"
+
+
+def val_losses(run) -> list[float]:
+    return [r["val_loss"] for r in JsonlLog.read(Path(run) / "log.jsonl") if "val_loss" in r]
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_validation_matches_single_process(runs, mode):
+    """Every one of the 5 validation windows counts once at world size 2 (none dropped to even
+    the shares; FSDP2's padded forward on the short rank is not counted)."""
+    single = val_losses(runs["single"])
+    assert len(single) == 2  # steps 2 and 4
+    assert val_losses(runs[mode]) == pytest.approx(single, rel=LOSS_RTOL)
 
 
 def test_single_process_checkpoint_resumes_under_ddp(runs):

@@ -277,3 +277,41 @@ def test_innovation_loss_is_added_when_its_weight_is_set(tiny, corpus, tmp_path)
     assert all(layer.innovation_loss_weight == 0.5 for layer in cfg.layers)
     with pytest.raises(ValueError, match="--innovation-loss-weight: "):
         run_training(replace(inno, arch="swa", out=str(tmp_path / "swa")), corpus=corpus)
+
+
+def test_resume_refuses_a_parameter_without_optimizer_state(tiny, corpus):
+    """Every parameter's AdamW entries (step, exp_avg, exp_avg_sq) must be in the checkpoint; a
+    missing one is named with the file before any tensor is read (torch's strict loader would
+    fail later, naming no file)."""
+    s = tiny(stop_at=2)
+    run_training(s, corpus=corpus)
+    path = ckpt.resolve(s.out) / "optimizer.safetensors"
+    optim = load_file(str(path))
+    for key in [k for k in optim if k.startswith("state/embed.weight/")]:
+        del optim[key]
+    save_file(optim, str(path))
+    with pytest.raises(ckpt.CheckpointError, match=r"optimizer.safetensors: expected exactly .*missing \['state/embed"):
+        run_training(replace(s, resume=True, stop_at=None), corpus=corpus)
+
+
+def test_a_partial_last_log_line_is_dropped_on_resume(tiny, corpus):
+    """A kill (or a full disk) mid-append leaves half a JSON record at the end of log.jsonl: resume
+    drops it with the other records past the checkpoint; a bad line before the end is named."""
+    s = tiny(stop_at=3)
+    run_training(s, corpus=corpus)
+    log = Path(s.out) / "log.jsonl"
+    whole = log.read_text()
+    log.write_text(whole + '{"elapsed_s": 0.2, "grad_')
+    run_training(replace(s, resume=True, stop_at=4), corpus=corpus)
+    assert [r["step"] for r in JsonlLog.read(log)] == [1, 2, 3, 4]
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join([lines[0], "{oops", *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match=r"log.jsonl: line 2: expected a JSON record"):
+        run_training(replace(s, resume=True, stop_at=None), corpus=corpus)
+
+
+def test_val_every_0_validates_at_the_end_only(tiny, corpus):
+    s = tiny(steps=3, val_every=0, ckpt_every=0)
+    run_training(s, corpus=corpus)
+    records = JsonlLog.read(Path(s.out) / "log.jsonl")
+    assert ["val_loss" in r for r in records] == [False, False, True]

@@ -395,10 +395,12 @@ def load_for_resume(
     _check_weights_config(step_dir, saved)
     otensors = step_dir / OPTIM_TENSORS
     got_optim = _header(otensors)
-    with_state = {key[len("state/") :].rsplit("/", 1)[0] for key in got_optim if key.startswith("state/")}
     want_optim = {}
     for name, (shape, dtype) in want_model.items():
-        if dtype.is_floating_point and name in with_state:  # all three entries, or none (no gradient yet)
+        # every parameter's three entries: AdamW has state for each once a step has run (every
+        # parameter of every architecture gets a gradient), and torch's strict loader refuses a
+        # parameter without it — after reading the weights, with no file named
+        if dtype.is_floating_point:
             want_optim[f"state/{name}/step"] = ((), torch.float32)
             want_optim[f"state/{name}/exp_avg"] = (shape, dtype)
             want_optim[f"state/{name}/exp_avg_sq"] = (shape, dtype)

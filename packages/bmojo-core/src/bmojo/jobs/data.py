@@ -80,11 +80,13 @@ def default_corpus_root() -> Path:
 
 
 def _fingerprint(train: torch.Tensor, val: torch.Tensor) -> str:
+    import numpy as np
+
     h = hashlib.sha256()
     for t in (train, val):
         h.update(str(t.dtype).encode())
         h.update(t.numel().to_bytes(8, "big"))
-        h.update(t.numpy().tobytes())
+        h.update(np.ascontiguousarray(t.numpy()))  # the buffer itself: no copy of a memory-mapped corpus
     return h.hexdigest()[:16]
 
 
@@ -176,14 +178,16 @@ def _torch_ids(array) -> torch.Tensor:
     kind = array.dtype
     if kind == np.uint16 or kind == np.uint32:  # torch has no unsigned 16/32-bit arithmetic
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
-    return torch.from_numpy(np.array(array))  # a copy: the memory map is read-only
+    return torch.from_numpy(array)  # the memory map itself (copy-on-write: never written)
 
 
 def _from_npy(path: Path) -> Corpus:
     import numpy as np
 
     try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)  # reads the header only
+        # mmap_mode="c": copy-on-write pages, so torch gets a writable array without a copy;
+        # under torchrun every rank maps the same file pages
+        arr = np.load(path, mmap_mode="c", allow_pickle=False)  # reads the header only
     except ValueError as err:
         raise DataError(f"--data: expected a .npy array of integer token ids in {str(path)!r}, got: {err}") from err
     if arr.dtype.name not in _INT_DTYPES:

@@ -41,8 +41,20 @@ def world_from_env() -> World:
 def setup(device: str) -> tuple[World, torch.device]:
     """Initialise the process group when launched by torchrun; returns the world and this rank's device."""
     world = world_from_env()
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"--device: expected a torch device name, got {device!r} ({err})") from None
     if dev.type == "cuda" and world.distributed:
+        # before any CUDA call (torch.cuda.set_device on a CPU-only torch fails with an AttributeError);
+        # is_available() creates no CUDA context, so no rank touches another rank's GPU here
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device: expected an available torch device, got {device!r} (CUDA is not available)")
+        if world.local_rank >= torch.cuda.device_count():
+            raise ValueError(
+                f"--nproc_per_node: expected at most {torch.cuda.device_count()} processes per node on --device "
+                f"cuda (one GPU each), got local rank {world.local_rank}"
+            )
         dev = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(dev)
     if world.distributed and not dist.is_initialized():

@@ -53,11 +53,7 @@ class JsonlLog:
         if resume_step is None:
             self.path.write_text("")
         elif self.path.is_file():
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step
-            ]
+            kept = [line for line in self._records(self.path) if json.loads(line).get("step", 0) <= resume_step]
             tmp = self.path.with_name(self.path.name + ".tmp")
             tmp.write_text("".join(line + "\n" for line in kept))
             os.replace(tmp, self.path)
@@ -68,5 +64,24 @@ class JsonlLog:
                 f.write(json.dumps(record, sort_keys=True) + "\n")
 
     @staticmethod
+    def _records(path: Path) -> list[str]:
+        """The log's record lines. A last line that is not a whole JSON record is what a process
+        killed mid-append (or a full disk) leaves: it is dropped. Any other bad line is an error
+        naming the file and the line."""
+        lines = [(i, line) for i, line in enumerate(Path(path).read_text().splitlines(), 1) if line.strip()]
+        kept = []
+        for j, (i, line) in enumerate(lines):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                if j == len(lines) - 1:
+                    break
+                raise ValueError(f"{path}: line {i}: expected a JSON record, got {line[:40]!r}… ({err})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}: line {i}: expected a JSON object, got {type(record).__name__}")
+            kept.append(line)
+        return kept
+
+    @staticmethod
     def read(path: Path) -> list[dict]:
-        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in JsonlLog._records(path)]

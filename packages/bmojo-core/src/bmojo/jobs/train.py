@@ -266,21 +266,30 @@ def _recorded_settings(s: TrainSettings) -> dict:
 
 
 def evaluate(model, corpus: D.Corpus, s: TrainSettings, world, device, autocast) -> float:
-    """Mean validation cross-entropy over the first ``--val-windows`` windows (all ranks agree)."""
+    """Mean validation cross-entropy over the first ``--val-windows`` windows (all ranks agree).
+
+    Rank r takes windows r, r + size, …; every window counts once at any world size. Ranks whose
+    share is one window short pad it with a window whose loss is not counted, so every rank runs
+    the same number of forward passes (FSDP2's all-gathers need that)."""
     T = s.context()
     starts = D.validation_starts(corpus.val.numel(), T, s.val_windows)
-    n = (starts.numel() // world.size) * world.size or starts.numel()
-    mine = starts[:n][world.rank :: world.size] if n >= world.size else starts
+    mine = starts[world.rank :: world.size]
+    share = -(-starts.numel() // world.size)  # the largest share
+    counted = mine.numel()
+    if counted < share:
+        mine = torch.cat([mine, starts[: share - counted]])
     per = max(1, s.batch_size // world.size)
     total = count = 0.0
     model.eval()
     with torch.no_grad():
-        for i in range(0, mine.numel(), per):
+        for i in range(0, share, per):
             x, y = D.windows(corpus.val, mine[i : i + per], T)
             with autocast():
                 logits = model(x.to(device))
-            total += float(F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten(), reduction="sum"))
-            count += y.numel()
+            rows = max(0, min(counted - i, x.shape[0]))  # the padding window is never counted
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten(), reduction="none")
+            total += float(loss.view(x.shape[0], T)[:rows].sum())
+            count += rows * T
     model.train()
     total, count = all_reduce_sum([total, count], device)
     return total / count
@@ -437,7 +446,7 @@ def _train(s: TrainSettings, world, device, corpus) -> dict:
         }
         if innovation:
             record["innovation_loss"] = round(last_aux, 6)  # included in "loss"
-        if s.val_every and (step % s.val_every == 0 or step == s.steps):
+        if step == s.steps or (s.val_every and step % s.val_every == 0):  # --val-every 0: at the end only
             val_loss = evaluate(model, corpus, s, world, device, autocast)
             record.update(val_loss=round(val_loss, 6), val_ppl=round(math.exp(val_loss), 4))
             bar.write(
