@@ -226,3 +226,26 @@ def test_full_flags_are_checked(tmp_path, capsys):
     assert "--target" in capsys.readouterr().err
     assert main(["mqar", "--widths", "64", "--full", "--out", str(tmp_path)]) == 2
     assert "--widths" in capsys.readouterr().err
+
+
+def test_full_stops_on_a_check_set_disjoint_from_the_reported_held_out_set(monkeypatch):
+    """--full's stopping rule must not see the sequences its final accuracy is reported on."""
+    from bmojo.jobs import mqar as M
+    from bmojo.jobs import mqar_full
+
+    s = M.Settings(seq_lens=(32,), kv_pairs=(4,), vocab=32, d_model=32, steps=2, batch=4, eval_sequences=8, seed=1)
+    cfg = M.plan(s, ["transformer"], [0.5], None)[0]["config"]
+    seeds = []
+    real = M._data_generator
+
+    def logged(seed):
+        seeds.append(seed)
+        return real(seed)
+
+    monkeypatch.setattr(M, "_data_generator", logged)
+    record = mqar_full.train_until(cfg, s, torch.device("cpu"), "t", 2, 1, 2.0)  # target 2.0: never stops early
+    cells = len(s.grid)
+    checks, final = seeds[: 2 * cells], seeds[2 * cells :]
+    assert len(final) == cells and final == [M.HELD_OUT + 1_000 * s.seed + i for i in range(cells)]
+    assert not set(checks) & set(final)
+    assert record["steps"] == 2

@@ -204,13 +204,19 @@ def _data_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def evaluate(model: BMojoLM, s: Settings, device) -> dict[str, float]:
-    """Accuracy on the answers, per grid cell, on a fixed held-out set (seeded apart from training)."""
+#: Data seeds of the evaluation sets: cell i of seed s draws from ``base + 1000·s + i``. HELD_OUT is
+#: the reported set; CHECK is --full's early-stopping set, disjoint from it (cells < 500).
+HELD_OUT, CHECK = 10_000, 10_500
+
+
+def evaluate(model: BMojoLM, s: Settings, device, *, base: int = HELD_OUT) -> dict[str, float]:
+    """Accuracy on the answers, per grid cell, on a fixed evaluation set seeded apart from
+    training: the held-out set (default) or, with ``base=CHECK``, --full's stopping set."""
     model.eval()
     out = {}
     with torch.no_grad():
         for i, (T, n) in enumerate(s.grid):
-            gen = _data_generator(10_000 + 1_000 * s.seed + i)
+            gen = _data_generator(base + 1_000 * s.seed + i)
             correct = total = 0
             left = s.eval_sequences
             while left > 0:
