@@ -14,3 +14,9 @@ def test_demo_runs_and_reports_accuracy(capsys):
     assert match, out
     assert 0.0 <= float(match.group(1)) <= 1.0
     assert "model says" in out
+
+
+def test_demo_seed_outside_the_generator_range_is_named(capsys):
+    for seed in (str(2**64), "-1"):
+        assert main(["demo", "--seed", seed]) == 2
+        assert "--seed: expected an int in [0, 2**32)" in capsys.readouterr().err

@@ -215,6 +215,8 @@ def test_flags_a_mode_does_not_read_are_refused(tmp_path, capsys):
         (["--scale", "zoology", "--d-model", "32"], "--d-model: expected no --d-model here (--scale zoology"),
         (["--scale", "zoology", "--seq-len", "64"], "--seq-len: expected no --seq-len here (--scale zoology"),
         (["--full", "--quick"], "--quick: expected no --quick with --full/--scale"),
+        (["--seed", str(2**32)], "--seed: expected an int in [0, 2**32), got 4294967296"),
+        (["--full", "--seeds", "0", "-1"], "--seeds: expected an int in [0, 2**32), got -1"),
     ]:
         assert main(["mqar", *argv, "--out", str(tmp_path)]) == 2
         assert message in capsys.readouterr().err, argv

@@ -308,3 +308,10 @@ def test_select_and_cat_refuse_what_they_would_cast_or_drop():
         type(state).cat([state, single])
     both = type(state).cat([state, state])
     assert both.batch_size == 4 and torch.equal(both.select([2, 3]).positions, state.positions)
+
+
+def test_save_state_names_a_non_state_argument(tmp_path):
+    model = build("bmojo_f")
+    with pytest.raises(ValueError, match=r"state: expected a DecodeState \(see init_state\), got dict"):
+        model.save_state({}, tmp_path / "s.safetensors")
+    assert not (tmp_path / "s.safetensors").exists()

@@ -97,6 +97,15 @@ def test_right_padding_is_fine_without_a_cache_and_rejected_with_one():
         hole = torch.tensor([[1, 0, 1, 1, 1, 1, 1], [1] * 7])
         with pytest.raises(ValueError, match="hole"):
             model(ids, attention_mask=hole, use_cache=False)
+        # eval mode, no use_cache given: the default cache (config.use_cache) is left out for a
+        # right-padded batch instead of refusing a cache nobody asked for (an evaluation loop)
+        model.eval()
+        default = model(ids, attention_mask=mask)
+        assert default.past_key_values is None and rel_err(default.logits, out) < 1e-6
+        assert model(ids, attention_mask=torch.ones_like(mask)).past_key_values is not None
+        for bad in (mask * 2, mask.float() * 0.5):
+            with pytest.raises(ValueError, match=r"attention_mask: expected values 0 \(pad\) or 1 \(real token\)"):
+                model(ids, attention_mask=bad, use_cache=False)
 
 
 def test_loss_is_shifted_cross_entropy():

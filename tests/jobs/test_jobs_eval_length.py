@@ -121,3 +121,41 @@ def test_the_documented_m0_ablation_recipe_runs(trained, tmp_path):
     assert any(layer.eidetic_capacity > 0 for layer in original.config.layers)
     for (name, a), (_, b) in zip(ablated.state_dict().items(), original.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_cache_follows_the_corpus_content_and_contexts_are_checked_first(tmp_path, capsys):
+    """An edited --data file is a new cache entry (the cache keyed the path only and replayed
+    stale numbers, also past the trained-on fingerprint check); checkpoints of different contexts
+    are refused before any evaluation."""
+    from bmojo.jobs.train import TrainSettings
+
+    train, other = tmp_path / "train.txt", tmp_path / "other.txt"
+    train.write_text("hello world " * 400)
+    other.write_text("the quick brown fox " * 300)
+    runs = {}
+    for seq_len in (16, 32):
+        s = TrainSettings(preset="tiny", data=str(train), seq_len=seq_len, batch_size=2, steps=1, val_every=0,
+                          threads=1, progress=False, out=str(tmp_path / f"run{seq_len}"))  # fmt: skip
+        run_training(s)
+        runs[seq_len] = s.out
+
+    def ppl(data):
+        argv = ["eval-length", "--checkpoint", runs[16], "--data", str(data), "--factors", "1", "--windows", "1"]
+        code = main([*argv, "--out", str(tmp_path / "eval"), "--threads", "1"])
+        if code != 0:
+            return code
+        return json.loads((tmp_path / "eval" / "length.json").read_text())[0]["results"][0]["ppl"]
+
+    first = ppl(other)
+    other.write_text("".join(chr(97 + (i * 7919) % 26) for i in range(5000)))
+    second = ppl(other)
+    assert isinstance(second, float) and second != first  # re-evaluated, not the cached number
+    assert isinstance(ppl(train), float)
+    train.write_text("hello there " * 400)  # the training corpus changed after training: refused, cache or not
+    capsys.readouterr()
+    assert ppl(train) == 2
+    assert "--data: the corpus now differs from the one" in capsys.readouterr().err
+    mixed = ["eval-length", "--checkpoint", runs[16], runs[32], "--data", str(other), "--out", str(tmp_path / "m")]
+    assert main(mixed) == 2
+    assert "--checkpoint: expected models trained at one context, got [16, 32]" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()  # refused before evaluating or writing anything

@@ -93,3 +93,47 @@ def test_cli_streams_from_a_checkpoint(tiny, corpus, capsys):
     ]:
         assert main(["generate", "--checkpoint", s.out, *flags]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_cli_refuses_what_it_would_ignore_and_loads_any_saved_dtype(tiny, corpus, capsys, tmp_path):
+    """Review findings: flags greedy decoding ignores, the meta device, a non-float32
+    save_pretrained model (docs: --checkpoint takes any save_pretrained directory), a prompt that is
+    not UTF-8 (its bytes are the tokens), a non-byte vocabulary blamed on --checkpoint."""
+    from bmojo.jobs.checkpoint import load_model
+
+    s = tiny(steps=2)
+    run_training(s, corpus=corpus)
+    capsys.readouterr()
+    for flags, message in [
+        (["--temperature", "0", "--top-k", "3"], "--top-k: expected no --top-k with --temperature 0"),
+        (["--temperature", "0", "--top-p", "0.5"], "--top-p: expected no --top-p with --temperature 0"),
+        (["--top-k", "257"], "--top-k: expected at most the vocabulary size 256 (0: off), got 257"),
+        (["--device", "meta"], "--device: expected an available torch device, got 'meta'"),
+    ]:
+        assert main(["generate", "--checkpoint", s.out, *flags]) == 2, flags
+        assert message in capsys.readouterr().err, flags
+    model, _ = load_model(s.out)
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    argv = ["generate", "--checkpoint", str(tmp_path / "bf16"), "--max-new-tokens", "3", "--temperature", "0"]
+    assert main([*argv, "--prompt", "ab\udcffcd"]) == 0  # how Python passes the argv bytes b"ab\xffcd"
+    assert capsys.readouterr().out.startswith("ab\ufffdcd")
+    assert encode_prompt("ab\udcffcd", 256).tolist() == [97, 98, 255, 99, 100]
+    with pytest.raises(ValueError, match=r"--checkpoint: expected a byte-level model \(vocab_size 256\)"):
+        encode_prompt("", 300)
+    with pytest.raises(ValueError, match=r"--prompt: expected a byte-level model"):
+        encode_prompt("hi", 300)
+
+
+def test_a_closed_pipe_ends_generate_quietly(tiny, corpus):
+    """`bmojo generate | head -c 5`: no BrokenPipeError traceback; the shell's SIGPIPE status."""
+    import subprocess
+    import sys
+
+    s = tiny(steps=2)
+    run_training(s, corpus=corpus)
+    cmd = [sys.executable, "-m", "bmojo.cli", "generate", "--checkpoint", s.out, "--max-new-tokens", "2000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(5)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err

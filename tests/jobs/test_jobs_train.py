@@ -235,6 +235,8 @@ def test_resume_validates_optimizer_json_and_rng(tiny, corpus):
         (["--weight-decay", "nan"], "--weight-decay: expected a finite number, got nan"),
         (["--lr", "inf"], "--lr: expected a finite number, got inf"),
         (["--device", "nonsense"], "--device: expected a torch device, got 'nonsense'"),
+        (["--seed", str(2**64)], "--seed: expected an int in [0, 2**32), got 18446744073709551616"),
+        (["--seed", "-1"], "--seed: expected an int in [0, 2**32), got -1"),
     ],
 )
 def test_cli_errors_name_the_flag(argv, flag, text_dir, tmp_path, capsys):

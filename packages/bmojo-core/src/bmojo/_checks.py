@@ -62,6 +62,18 @@ def check_flag(name: str, value, *, minimum: int | None = None, positive_float: 
             raise ValueError(f"{name}: expected an int >= {minimum}, got {v!r}")
 
 
+#: Seeds of the jobs that seed torch's CPU generator (mt19937 keeps 32 bits of a seed: larger
+#: seeds would alias smaller ones, and the derived data seeds must stay in int64).
+SEED_BOUND = 2**32
+
+
+def check_seed(name: str, value) -> int:
+    """A job's ``--seed``: an int in [0, 2**32), or a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_BOUND:
+        raise ValueError(f"{name}: expected an int in [0, 2**32), got {value!r}")
+    return value
+
+
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Reference ops accumulate half-precision inputs in float32; float32/64 stay as they are."""
     return TORCH.compute_dtype(dtype)
@@ -71,6 +83,8 @@ def check_device(flag: str, name: str) -> torch.device:
     """A torch device that exists here, or a ValueError naming ``flag``."""
     try:
         device = torch.device(name)
+        if device.type == "meta":  # allocates nothing, so the probe below would pass
+            raise ValueError("the meta device holds no data to compute with")
         torch.empty(1, device=device)
     except (RuntimeError, AssertionError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

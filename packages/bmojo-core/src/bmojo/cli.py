@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 #: Modules that contribute subcommands, in the order ``bmojo --help`` lists them.
@@ -45,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: a message, not a traceback (finished work is kept on disk)
         print(f"\nbmojo {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`bmojo generate | head`): stop quietly, as cat does
+        # the interpreter flushes stdout again at exit; point it at devnull so that flush cannot fail
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, the shell's status for a process the pipe ended
 
 
 if __name__ == "__main__":

@@ -233,7 +233,7 @@ class BMojoLM(nn.Module):
     # ----- persistence -----
     def save_state(self, state: DecodeState, path: str | Path) -> None:
         """Write a decode state to a safetensors file tagged with this model's config."""
-        self._check_state(state, state.batch_size)
+        self._check_state(state, getattr(state, "batch_size", None))  # a non-DecodeState is named first
         state.save(path, self.config.to_json())
 
     def load_state(self, path: str | Path) -> DecodeState:

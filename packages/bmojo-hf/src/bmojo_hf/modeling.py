@@ -266,6 +266,14 @@ def _check_ids(input_ids, vocab_size: int) -> None:
         raise ValueError(f"input_ids: expected ids in [0, vocab_size={vocab_size}), got id {lo if lo < 0 else hi}")
 
 
+def _right_padded(attention_mask: torch.Tensor | None, length: int) -> bool:
+    """Whether some row of the current ``length`` columns has a pad after a real token."""
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.ndim != 2:
+        return False  # _first_real names what is wrong with it
+    mask = attention_mask[:, attention_mask.shape[1] - length :] != 0
+    return bool((mask.to(torch.int8).cummax(1).values.bool() & ~mask).any())
+
+
 def _first_real(attention_mask: torch.Tensor | None, batch: int, length: int, *, allow_right_padding: bool):
     """Per-row index of the first real token among the current ``length`` columns (``length`` when
     none), after checking each row is pads*, real+ (then pads* only when ``allow_right_padding``).
@@ -281,6 +289,9 @@ def _first_real(attention_mask: torch.Tensor | None, batch: int, length: int, *,
         raise ValueError(
             f"attention_mask: expected shape (batch={batch}, >= {length} columns), got {tuple(attention_mask.shape)}"
         )
+    if attention_mask.dtype != torch.bool and not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+        bad = attention_mask[(attention_mask != 0) & (attention_mask != 1)][0].item()
+        raise ValueError(f"attention_mask: expected values 0 (pad) or 1 (real token), got {bad!r}")
     mask = attention_mask[:, attention_mask.shape[1] - length :].to(torch.bool).cpu()
     if bool(mask.all()):
         return None
@@ -384,8 +395,13 @@ class BMojoModel(BMojoPreTrainedModel):
         cache = cache if cache is not None else past_key_values
         if cache is not None and not isinstance(cache, BMojoCache):
             raise ValueError(f"cache: expected a BMojoCache (or None), got {type(cache).__name__}")
+        explicit = use_cache is not None or cache is not None
         use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
         use_cache = bool(use_cache) or cache is not None
+        if use_cache and not explicit and _right_padded(attention_mask, input_ids.shape[-1]):
+            # the default cache (config.use_cache in eval mode) is dropped for a right-padded batch,
+            # which only a cache cannot take: an evaluation loop over right-padded batches works
+            use_cache = False
         collect = bool(output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         _check_ids(input_ids, self.config.vocab_size)

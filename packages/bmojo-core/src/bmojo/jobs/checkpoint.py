@@ -204,16 +204,22 @@ def _expected_model(model: torch.nn.Module) -> dict[str, tuple[tuple[int, ...], 
 
 
 def load_model(path: str | Path, *, device="cpu", flag: str = "--checkpoint") -> tuple[BMojoLM, Path]:
-    """A model from a run, step or ``save_pretrained`` directory; everything is checked against
-    the config before the weights are read. Returns the model (eval mode) and the step directory."""
+    """A model from a run, step or ``save_pretrained`` directory, in the floating dtype its weights
+    were saved in; everything is checked against the config before the weights are read. Returns
+    the model (eval mode) and the step directory."""
     step_dir = resolve(path, flag)
     config = read_config(step_dir)
-    with torch.device("meta"):
-        template = BMojoLM(config)
     weights = step_dir / WEIGHTS_NAME
-    _check_header(weights, _header(weights), _expected_model(template))
+    header = _header(weights)
+    # The model in the dtype its floating tensors were saved in (training writes float32; a
+    # save_pretrained model may be bfloat16, float16 or float64), when they agree on one.
+    floats = {dt for _, dt in header.values() if isinstance(dt, torch.dtype) and dt.is_floating_point}
+    dtype = floats.pop() if len(floats) == 1 else torch.float32
+    with torch.device("meta"):
+        template = BMojoLM(config).to(dtype)
+    _check_header(weights, header, _expected_model(template))
     _check_weights_config(step_dir, config)
-    model = BMojoLM(config)
+    model = BMojoLM(config).to(dtype)
     model.load_state_dict(_read(weights))
     return model.to(device).eval(), step_dir
 

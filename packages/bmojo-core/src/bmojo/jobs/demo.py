@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from bmojo._checks import check_flag
+from bmojo._checks import check_flag, check_seed
 from bmojo.config import ModelConfig
 from bmojo.jobs import optim
 from bmojo.model import BMojoLM
@@ -33,7 +33,7 @@ def validate_args(args) -> None:
 
     for name in ("--steps", "--pairs", "--vocab", "--d-model", "--batch", "--window"):
         check_flag(name, getattr(args, name[2:].replace("-", "_")), minimum=1)
-    check_flag("--seed", args.seed, minimum=0)
+    check_seed("--seed", args.seed)
     if args.pairs > args.vocab // 2:
         raise ValueError(f"--pairs: expected <= --vocab // 2 = {args.vocab // 2}, got {args.pairs}")
     try:

@@ -94,6 +94,16 @@ def length_nll(
     return float(nll.mean()), float(tail.mean())
 
 
+def _context(step_dir: Path, trainer: dict, context: int | None) -> int:
+    """--context, or the training context recorded in the checkpoint."""
+    if context is not None:
+        return context
+    context = trainer.get("settings", {}).get("seq_len")
+    if context is None:
+        raise ValueError(f"--context: expected the training context ({str(step_dir)!r} has no trainer.json)")
+    return context
+
+
 def evaluate_checkpoint(
     path: str,
     *,
@@ -104,16 +114,16 @@ def evaluate_checkpoint(
     extend_attention: bool,
     batch_tokens: int,
     device: str,
+    corpus=None,
 ) -> dict:
+    """``corpus``: the loaded ``--data`` corpus when the caller has it (``bmojo eval-length`` loads
+    each corpus once, for its cache key); loaded here otherwise."""
     model, step_dir = ckpt.load_model(path, device=device)
     trainer = ckpt.read_trainer(step_dir) or {}
     settings = trainer.get("settings", {})
-    if context is None:
-        context = settings.get("seq_len")
-        if context is None:
-            raise ValueError(f"--context: expected the training context ({str(step_dir)!r} has no trainer.json)")
+    context = _context(step_dir, trainer, context)
     data = data if data is not None else settings.get("data")
-    corpus = load_corpus(data)
+    corpus = load_corpus(data) if corpus is None else corpus
     saved_fp = trainer.get("data", {}).get("fingerprint")
     if saved_fp is not None and data == settings.get("data") and saved_fp != corpus.fingerprint:
         raise ValueError(
@@ -236,8 +246,19 @@ def run(args) -> int:
     check_device("--device", args.device)
     factors = sorted(set(args.factors))
     out = Path(args.out)
+    # Every checkpoint's context and corpus first: models of different contexts are refused
+    # before anything is evaluated, and each corpus is loaded once.
+    step_dirs = [ckpt.resolve(path) for path in args.checkpoint]
+    trainers = [ckpt.read_trainer(d) or {} for d in step_dirs]
+    contexts = [_context(d, t, args.context) for d, t in zip(step_dirs, trainers)]
+    if len(set(contexts)) > 1:
+        raise ValueError(f"--checkpoint: expected models trained at one context, got {contexts}")
+    corpora = {}
     results = []
-    for i, path in enumerate(args.checkpoint):
+    for i, (path, step_dir, trainer) in enumerate(zip(args.checkpoint, step_dirs, trainers)):
+        data = args.data if args.data is not None else trainer.get("settings", {}).get("data")
+        if data not in corpora:
+            corpora[data] = load_corpus(data)
         kw = dict(
             factors=factors,
             windows=args.windows,
@@ -245,24 +266,25 @@ def run(args) -> int:
             data=args.data,
             extend_attention=args.extend_attention,
         )
-        # Finished evaluations are cached under --out/cache, keyed by the checkpoint's files and
-        # every setting that changes the numbers, so models can be evaluated one command at a time.
-        step_dir = ckpt.resolve(path)
+        # Finished evaluations are cached under --out/cache, keyed by the checkpoint's files, the
+        # corpus's content (its fingerprint: an edited --data file is a new key) and every setting
+        # that changes the numbers, so models can be evaluated one command at a time.
         stamp = {f.name: f.stat().st_mtime_ns for f in sorted(step_dir.iterdir())}
-        key = hashlib.sha256(json.dumps([str(step_dir.resolve()), stamp, kw], sort_keys=True).encode()).hexdigest()
+        identity = [str(step_dir.resolve()), stamp, kw, corpora[data].fingerprint]
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         cached = out / "cache" / f"{key[:16]}.json"
         if cached.is_file():
             res = json.loads(cached.read_text())
         else:
-            res = evaluate_checkpoint(path, **kw, batch_tokens=args.batch_tokens, device=args.device)
+            res = evaluate_checkpoint(
+                path, **kw, batch_tokens=args.batch_tokens, device=args.device, corpus=corpora[data]
+            )
             cached.parent.mkdir(parents=True, exist_ok=True)
             cached.write_text(json.dumps(res, indent=1))
         if args.label is not None:
             res["label"] = args.label[i]
         results.append(res)
         tqdm.write(f"{res['label']}: " + ", ".join(f"{r['length']}: {r['ppl']:.3f}" for r in res["results"]))
-    if len({r["context"] for r in results}) > 1:
-        raise ValueError(f"--checkpoint: expected models trained at one context, got {[r['context'] for r in results]}")
     out.mkdir(parents=True, exist_ok=True)
     text = (
         "perplexity over all tokens of each window\n\n"

@@ -84,9 +84,16 @@ def stream(
 
 
 def encode_prompt(text: str, vocab_size: int) -> torch.Tensor:
-    if vocab_size != BYTE_VOCAB:
-        fail("--prompt", f"a byte-level model (vocab_size {BYTE_VOCAB}) for a text prompt", f"vocab_size {vocab_size}")
-    data = text.encode("utf-8")
+    """The prompt's bytes as token ids (the document separator for an empty prompt). A command-line
+    argument that is not valid UTF-8 reaches Python with surrogate escapes: its original bytes are
+    what a byte-level model reads, so they are encoded back as they were."""
+    if vocab_size != BYTE_VOCAB:  # ids are bytes in and out: another vocabulary means other tokens
+        fail(
+            "--checkpoint" if not text else "--prompt",
+            f"a byte-level model (vocab_size {BYTE_VOCAB}): bmojo generate reads and writes text",
+            f"vocab_size {vocab_size}",
+        )
+    data = text.encode("utf-8", "surrogateescape")
     return torch.tensor(list(data) if data else [EOS], dtype=torch.long)
 
 
@@ -112,16 +119,22 @@ def run(args) -> int:
     from bmojo.jobs.checkpoint import load_model
 
     check_sampling(args.temperature, args.top_k, args.top_p)
+    if args.temperature == 0:  # greedy: the filters and the seed would change nothing
+        for flag, value, off in (("--top-k", args.top_k, 0), ("--top-p", args.top_p, 1.0)):
+            if value != off:
+                fail(flag, f"no {flag} with --temperature 0 (greedy decoding takes the most likely token)", value)
     check_int("--max-new-tokens", args.max_new_tokens, minimum=1)
     if not 0 <= args.seed < 2**64:  # torch.Generator.manual_seed's range
         raise ValueError(f"--seed: expected an int in [0, 2**64), got {args.seed}")
     check_device("--device", args.device)
     model, _ = load_model(args.checkpoint, device=args.device)
+    if args.top_k > model.config.vocab_size:
+        fail("--top-k", f"at most the vocabulary size {model.config.vocab_size} (0: off)", args.top_k)
     prompt = encode_prompt(args.prompt, model.config.vocab_size).to(args.device)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     out = sys.stdout
-    out.write(args.prompt)
+    out.write(args.prompt.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
     t0 = time.perf_counter()
     tokens = stream(
         model,

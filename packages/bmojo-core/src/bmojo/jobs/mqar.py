@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from bmojo._checks import check_device, check_flag
+from bmojo._checks import check_device, check_flag, check_seed
 from bmojo.config import ModelConfig
 from bmojo.jobs import checkpoint as C
 from bmojo.jobs import optim
@@ -663,7 +663,10 @@ def validate_args(args) -> None:
         check_flag(name, getattr(args, name[2:].replace("-", "_")), minimum=1)
     for name in ("--steps", "--d-model", "--vocab", "--batch", "--window", "--hybrid-state", "--eval-sequences"):
         check_flag(name, getattr(args, name[2:].replace("-", "_")), minimum=1)
-    for name in ("--seed", "--ckpt-every", "--eval-every"):
+    check_seed("--seed", args.seed)
+    for seed in args.seeds:
+        check_seed("--seeds", seed)
+    for name in ("--ckpt-every", "--eval-every"):
         check_flag(name, getattr(args, name[2:].replace("-", "_")), minimum=0)
     if args.threads is not None:
         check_flag("--threads", args.threads, minimum=1)

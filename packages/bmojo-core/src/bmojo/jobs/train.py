@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bmojo._checks import check_device
+from bmojo._checks import check_device, check_seed
 from bmojo.config import ModelConfig
 from bmojo.jobs import checkpoint as ckpt
 from bmojo.jobs import data as D
@@ -115,6 +115,7 @@ def validate(s: TrainSettings) -> None:
         positive_int(name)
     for name in ("val_every", "ckpt_every"):
         positive_int(name, 0)
+    check_seed("--seed", s.seed)
     if s.seq_len is not None:
         positive_int("seq_len", 2)
     if s.config is None:
