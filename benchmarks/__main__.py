@@ -18,7 +18,18 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS_DIR, Settings, format_table, machine_info, require_transformers, write_json
+from benchmarks.common import (
+    RESULTS_DIR,
+    Settings,
+    check_int,
+    check_out_dir,
+    check_out_path,
+    format_table,
+    machine_info,
+    parse_names,
+    require_transformers,
+    write_json,
+)
 
 SECTIONS = ("ssm", "attention", "layer", "decode")
 
@@ -33,37 +44,57 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     size.add_argument("--tiny", action="store_true", help="toy sizes: checks the script runs (smoke test)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
-    ap.add_argument("--repeats", type=int, default=5, help="timed runs per case; the median is reported")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed runs before the timed ones")
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs per case (>= 1); the median is reported")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed runs before the timed ones (>= 0)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--no-flex-compile", action="store_true", help="skip the torch.compile'd FlexAttention peer")
-    ap.add_argument("--case-budget", type=float, default=20.0, help="seconds a slow case may take (min 1 run)")
-    ap.add_argument("--dense-budget-gib", type=float, default=4.0, help="skip dense peers above this many GiB")
-    ap.add_argument("--profile", action="store_true", help="also print the profile of one B'MOJO layer fwd+bwd")
+    ap.add_argument(
+        "--case-budget", type=float, default=20.0, help="seconds a slow case may take (min 1 run; 0: one run each)"
+    )
+    ap.add_argument(
+        "--dense-budget-gib", type=float, default=4.0, help="skip dense peers above this many GiB (0: skip them all)"
+    )
+    ap.add_argument(
+        "--profile", action="store_true", help="also print the profile of one B'MOJO layer fwd+bwd (needs layer)"
+    )
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/<stamp>.json)")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    try:
+        _check(args)
+    except ValueError as err:
+        ap.error(str(err))
+    return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = sorted(set(sections) - set(SECTIONS))
-    if unknown:
-        print(f"benchmarks: --sections: expected names from {SECTIONS}, got {unknown}", file=sys.stderr)
-        return 2
-    require_transformers()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    scale = "tiny" if args.tiny else "quick" if args.quick else "full"
-    settings = Settings(
-        scale=scale,
+def _check(args: argparse.Namespace) -> None:
+    """Every flag checked (and ``args.sections``, ``args.settings`` set) before anything is measured."""
+    args.sections = parse_names(args.sections, "--sections", SECTIONS)
+    if args.profile and "layer" not in args.sections:
+        raise ValueError(f"--profile: expected the layer section in --sections, got {','.join(args.sections)!r}")
+    if args.threads is not None:
+        check_int(args.threads, "--threads", 1)
+    args.settings = Settings(
+        scale="tiny" if args.tiny else "quick" if args.quick else "full",
         repeats=args.repeats,
         warmup=args.warmup,
         flex_compile=not args.no_flex_compile,
         dense_budget_gib=args.dense_budget_gib,
         case_budget_s=args.case_budget,
     )
+    if args.out is not None:
+        check_out_path(args.out)
+    else:
+        check_out_dir(RESULTS_DIR, "--out (default folder)")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    sections, settings = args.sections, args.settings
+    require_transformers()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    scale = settings.scale
     info_start = machine_info()
     print(
         f"benchmarks: scale={scale}, float32, threads={torch.get_num_threads()}, "

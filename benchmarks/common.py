@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,16 +20,88 @@ import torch
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
+SCALES = ("full", "quick", "tiny")
+
+
+# ----- argument checks: "--flag: expected <what>, got <value>", raised before anything is measured -----
+def expect(ok: bool, flag: str, what: str, got) -> None:
+    """Raise ``ValueError("<flag>: expected <what>, got <got>")`` unless ``ok``."""
+    if not ok:
+        raise ValueError(f"{flag}: expected {what}, got {got!r}")
+
+
+def check_int(value: int, flag: str, minimum: int) -> int:
+    expect(isinstance(value, int) and value >= minimum, flag, f"an int >= {minimum}", value)
+    return value
+
+
+def check_out_dir(folder: Path, flag: str = "--out") -> Path:
+    """Create ``folder`` (and its parents) and check that a file can be written in it."""
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"{flag}: expected a path inside a folder, got '{folder}' ('{existing}' is a file)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"{flag}: expected a folder that can be created and written, got '{folder}' ({err})") from None
+    return folder
+
+
+def check_out_path(path: Path | str, flag: str = "--out") -> Path:
+    """``path`` as a file to write at the end of a run: not a directory, its folder created (as
+    ``write_json`` does) and writable, the file itself writable if it exists. Called before any
+    measuring, so that a bad path fails in a second, not after the run."""
+    path = Path(path)
+    expect(str(path) not in ("", "."), flag, "a file path", str(path))
+    if path.is_dir():
+        raise ValueError(f"{flag}: expected a file path, got the directory '{path}'")
+    check_out_dir(path.parent, flag)
+    if path.exists():
+        try:
+            with open(path, "a"):
+                pass
+        except OSError as err:
+            raise ValueError(f"{flag}: expected a writable file path, got '{path}' ({err})") from None
+    return path
+
+
+def parse_names(text: str, flag: str, allowed: tuple[str, ...]) -> list[str]:
+    """Comma-separated names from ``allowed``, in the order given: none empty, none repeated."""
+    items = [x.strip() for x in text.split(",")]
+    expect(any(items), flag, f"comma-separated names from {','.join(allowed)}", text)
+    expect(all(items), flag, "comma-separated names without empty entries", text)
+    unknown = [x for x in items if x not in allowed]
+    expect(not unknown, flag, f"names from {','.join(allowed)}", ",".join(unknown))
+    dup = sorted({x for x in items if items.count(x) > 1})
+    if dup:
+        raise ValueError(f"{flag}: expected each name once, got {','.join(dup)!r} more than once in {text!r}")
+    return items
+
+
 @dataclass
 class Settings:
-    """Knobs every section reads. ``scale`` picks the problem sizes: "full", "quick" or "tiny"."""
+    """Knobs every section reads. ``scale`` picks the problem sizes: "full", "quick" or "tiny".
+
+    Checked on construction (the CLI flags they come from are named in the errors)."""
 
     scale: str = "full"
-    repeats: int = 5
-    warmup: int = 1
+    repeats: int = 5  #: timed runs per case (>= 1; a slow case gets fewer, see ``case_budget_s``)
+    warmup: int = 1  #: untimed runs before the timed ones (0: the first timed run is also the checked one)
     flex_compile: bool = True
-    dense_budget_gib: float = 4.0  #: skip dense peers whose mask/score tensors would exceed this
+    dense_budget_gib: float = 4.0  #: skip dense peers whose mask/score tensors would exceed this (0: all)
     case_budget_s: float = 20.0  #: repeat a slow case only as often as fits in this many seconds (min 1)
+
+    def __post_init__(self):
+        expect(self.scale in SCALES, "scale", f"one of {SCALES}", self.scale)
+        check_int(self.repeats, "--repeats", 1)
+        check_int(self.warmup, "--warmup", 0)
+        gib = self.dense_budget_gib
+        expect(not math.isnan(gib) and gib >= 0, "--dense-budget-gib", "GiB >= 0 (0 skips every dense peer)", gib)
+        s = self.case_budget_s
+        expect(math.isfinite(s) and s >= 0, "--case-budget", "finite seconds >= 0 (0: one timed run per case)", s)
 
     @property
     def tiny(self) -> bool:
@@ -76,31 +150,42 @@ def timeit(fn: Callable[[], object], settings: Settings, repeats: int | None = N
     """Median wall time of ``fn`` in seconds over ``repeats`` runs after ``settings.warmup`` runs.
 
     A slow case (a dense peer at long T) is repeated only as often as ``settings.case_budget_s``
-    allows, at least once; the warm-up run is never counted.
+    allows, at least once; the warm-up runs are never counted (with ``warmup=0`` there are none:
+    the first timed run sets the budget).
     """
     return timeit_out(fn, settings, repeats)[0]
 
 
+def _budgeted(repeats: int, budget_s: float, first_s: float) -> int:
+    """``repeats`` cut to what fits in ``budget_s`` at ``first_s`` a run, at least one."""
+    return min(repeats, max(1, int(budget_s / first_s))) if first_s > 0 else repeats
+
+
 def timeit_out(fn: Callable[[], object], settings: Settings, repeats: int | None = None) -> tuple[float, object]:
-    """``timeit`` that also returns the output of the first (warm-up) run, for correctness checks."""
-    repeats = settings.repeats if repeats is None else repeats
+    """``timeit`` that also returns the output of the first run (the first warm-up run; the first
+    timed run with ``warmup=0``), for correctness checks."""
+    repeats = check_int(settings.repeats if repeats is None else repeats, "repeats", 1)
     first = None
     output = None
-    for i in range(max(1, settings.warmup)):
+    for i in range(settings.warmup):
         t0 = time.perf_counter()
         out = fn()
         first = time.perf_counter() - t0
         if i == 0:
             output = out
         del out
-    if first is not None and first > 0:
-        repeats = min(repeats, max(1, int(settings.case_budget_s / first)))
+    if first is not None:
+        repeats = _budgeted(repeats, settings.case_budget_s, first)
     times = []
-    for _ in range(max(1, repeats)):
+    while len(times) < repeats:
         gc.collect()
         t0 = time.perf_counter()
-        fn()
+        out = fn()
         times.append(time.perf_counter() - t0)
+        if first is None:  # no warm-up: the first timed run gives the output and the budget
+            first, output = times[0], out
+            repeats = _budgeted(repeats, settings.case_budget_s, first)
+        del out
     return statistics.median(times), output
 
 
@@ -111,13 +196,19 @@ def timeit_many(
     round runs each function once (the order rotating between rounds). On a shared machine a
     burst of load then hits ours and the peers alike, so their ratio stays meaningful.
 
-    Returns the medians and the outputs of the warm-up runs (for correctness checks). A function
-    whose warm-up raises is left out of both (the error is in ``errors`` of the outputs dict).
+    Returns the medians and the outputs of the first runs (for correctness checks: the first
+    warm-up run, or with ``warmup=0`` the first timed round). A function whose first run raises is
+    left out of both (the error is in ``errors`` of the outputs dict); ``repeats`` of the outputs
+    dict is the number of timed rounds that ran (``repeats`` or fewer: ``settings.case_budget_s``).
     """
-    repeats = settings.repeats if repeats is None else repeats
+    repeats = check_int(settings.repeats if repeats is None else repeats, "repeats", 1)
     outputs, first, errors = {}, {}, {}
+    times: dict[str, list[float]] = {n: [] for n in fns}
     for name, fn in fns.items():
+        # with warmup=0 the one run here is timed: it is the first round (the order of round 0)
         for i in range(max(1, settings.warmup)):
+            if settings.warmup == 0:
+                gc.collect()
             t0 = time.perf_counter()
             try:
                 out = fn()
@@ -128,12 +219,15 @@ def timeit_many(
             if i == 0:
                 outputs[name] = out
             del out
+        if settings.warmup == 0 and name in first:
+            times[name].append(first[name])
     live = [n for n in fns if n not in errors]
+    times = {n: times[n] for n in live}
     round_s = sum(first[n] for n in live)
     if round_s > 0:
         repeats = min(repeats, max(1, int(settings.case_budget_s * len(live) / round_s)))
-    times: dict[str, list[float]] = {n: [] for n in live}
-    for r in range(max(1, repeats)):
+    done = 1 if settings.warmup == 0 else 0
+    for r in range(done, repeats):
         order = live[r % len(live) :] + live[: r % len(live)] if live else []
         for name in order:
             gc.collect()
@@ -141,6 +235,7 @@ def timeit_many(
             fns[name]()
             times[name].append(time.perf_counter() - t0)
     outputs["errors"] = errors
+    outputs["repeats"] = max(repeats, done)
     return {n: statistics.median(t) for n, t in times.items()}, outputs
 
 

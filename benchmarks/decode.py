@@ -25,10 +25,13 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import Row, Settings, require_transformers
+from benchmarks.common import SCALES, Row, Settings, check_int, expect, require_transformers
 
 SECTION = "d. decode"
 TARGET = 1.1
+MODELS = ("bmojo", "llama")
+#: what a worker process measures (``--worker KIND``)
+KINDS = ("rss", "latency")
 
 
 def shapes(settings: Settings) -> dict:
@@ -218,14 +221,16 @@ def _spawn(kind: str, model: str, positions, settings: Settings, threads: int | 
 
 def run(settings: Settings, threads: int | None = None) -> list[Row]:
     s = shapes(settings)
-    positions, models = s["positions"], ("bmojo", "llama")
+    positions, models = s["positions"], MODELS
     if settings.tiny:
         # Smoke-test sizes: in-process (no per-position RSS isolation; it only checks the code runs).
         rss = {(m, p): worker(m, p, s) for p in positions for m in models}
         lat = {m: latency_worker(m, positions, s) for m in models}
+        rss_note = "in-process (tiny: no fresh process per position)"
     else:
         rss = {(m, p): _spawn("rss", m, [p], settings, threads) for p in positions for m in models}
         lat = {m: _spawn("latency", m, positions, settings, threads) for m in models}
+        rss_note = "fresh process"
     value = {}
     for m in models:
         for p in positions:
@@ -260,7 +265,7 @@ def run(settings: Settings, threads: int | None = None) -> list[Row]:
                 value[("bmojo", p, "rss_mib")],
                 peer,
                 value[("llama", p, "rss_mib")],
-                "fresh process",
+                rss_note,
                 None,
                 extra,
             )
@@ -284,7 +289,8 @@ def run(settings: Settings, threads: int | None = None) -> list[Row]:
     return rows
 
 
-def main(argv=None) -> int:
+def parse_worker_args(argv=None) -> argparse.Namespace:
+    """The worker's command line, checked: ``args.kind``, ``args.model``, ``args.positions`` set."""
     ap = argparse.ArgumentParser(prog="python -m benchmarks.decode")
     ap.add_argument(
         "--worker",
@@ -293,15 +299,37 @@ def main(argv=None) -> int:
         required=True,
         help="KIND rss (one position) or latency (comma-separated positions); MODEL bmojo or llama",
     )
-    ap.add_argument("--scale", default="full", choices=("full", "quick", "tiny"))
+    ap.add_argument("--scale", default="full", choices=SCALES)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
+    args.kind, args.model, where = args.worker
+    try:
+        expect(args.kind in KINDS, "--worker KIND", f"one of {KINDS}", args.kind)
+        expect(args.model in MODELS, "--worker MODEL", f"one of {MODELS}", args.model)
+        try:
+            args.positions = [int(p) for p in where.split(",")]
+        except ValueError:
+            raise ValueError(f"--worker POSITIONS: expected comma-separated ints, got {where!r}") from None
+        expect(all(p >= 1 for p in args.positions), "--worker POSITIONS", "positions >= 1", where)
+        expect(len(set(args.positions)) == len(args.positions), "--worker POSITIONS", "each position once", where)
+        if args.kind == "rss":
+            expect(len(args.positions) == 1, "--worker POSITIONS", "one position for KIND rss", where)
+        if args.threads is not None:
+            check_int(args.threads, "--threads", 1)
+    except ValueError as err:
+        ap.error(str(err))
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_worker_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    kind, model = args.worker[0], args.worker[1]
-    positions = [int(p) for p in args.worker[2].split(",")]
     s = shapes(Settings(scale=args.scale))
-    result = worker(model, positions[0], s) if kind == "rss" else latency_worker(model, positions, s)
+    if args.kind == "rss":
+        result = worker(args.model, args.positions[0], s)
+    else:
+        result = latency_worker(args.model, args.positions, s)
     print(json.dumps(result))
     return 0
 

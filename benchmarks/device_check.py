@@ -5,12 +5,14 @@
 2. speed, as ratios in this run: ``bmojo_attention`` (reference, blocked) vs SDPA with a dense
    sliding-window mask, T = 4k and 16k, w = 256, float32 and bfloat16.
 
-Writes ``$OUT/device_check.json`` (or ``benchmarks/results/`` when OUT is unset). Not a unit test.
-Usage: ``python benchmarks/device_check.py``.
+Writes ``$OUT/device_check.json`` when OUT is set (a device run's output folder), else
+``benchmarks/results/device-check-<UTC stamp>.json`` in the repository (wherever it is run from).
+Not a unit test. Usage: ``python benchmarks/device_check.py``.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import functools
 import json
 import os
@@ -26,6 +28,19 @@ from bmojo.ops.bmojo_attention import bmojo_attention, eidetic_snapshot_count
 from bmojo.ops.bmojo_attention.naive import bmojo_attention_naive
 from bmojo.ops.ssm_scan import ssm_scan
 from bmojo.ops.ssm_scan.naive import ssm_scan_naive
+
+#: benchmarks/results/ of this repository (as benchmarks.common.RESULTS_DIR: this file also runs as a
+#: plain script, without the repository root on sys.path)
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def destination(env=None) -> Path:
+    """Where the JSON goes: ``$OUT/device_check.json``, else a timestamped file in RESULTS_DIR."""
+    env = os.environ if env is None else env
+    if env.get("OUT"):
+        return Path(env["OUT"]) / "device_check.json"
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return RESULTS_DIR / f"device-check-{stamp}.json"
 
 
 def rel(a, b):
@@ -141,14 +156,14 @@ def main():
     if not torch.cuda.is_available():
         raise SystemExit("device_check: expected a CUDA device, found none")
     dev = torch.device("cuda")
+    out = destination()
+    out.parent.mkdir(parents=True, exist_ok=True)  # before the run: a bad OUT fails at once
     result = {"card": torch.cuda.get_device_name(0), "torch": torch.__version__, "python": platform.python_version()}
     result["correctness"] = correctness(dev)
     print(json.dumps(result["correctness"], indent=1), flush=True)
     result["attention_speed"] = speed(dev)
-    dest = Path(os.environ.get("OUT") or "benchmarks/results")
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / "device_check.json").write_text(json.dumps(result, indent=2))
-    print(f"wrote {dest / 'device_check.json'}")
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

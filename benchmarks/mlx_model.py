@@ -21,25 +21,53 @@ import os
 import platform
 import tempfile
 import time
+from pathlib import Path
 
-import mlx.core as mx
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS_DIR, Settings, timeit_many
+from benchmarks.common import RESULTS_DIR, Settings, check_int, check_out_dir, check_out_path, timeit_many
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line, checked before anything is imported or measured."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.mlx_model", description=__doc__.split("\n\n")[0])
+    p.add_argument("--prefill", type=int, default=1024, help="prompt tokens (>= 1; default 1024)")
+    p.add_argument("--steps", type=int, default=32, help="decode steps per timed call (>= 1; default 32)")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds (>= 1; default 5)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (>= 1; default 1: shared machines)")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/mlx-<stamp>.json)")
+    args = p.parse_args(argv)
+    try:
+        for name, minimum in (("prefill", 1), ("steps", 1), ("repeats", 1), ("threads", 1)):
+            check_int(getattr(args, name), f"--{name}", minimum)
+        if args.out is not None:
+            check_out_path(args.out)
+        else:
+            check_out_dir(RESULTS_DIR, "--out (default folder)")
+    except ValueError as err:
+        p.error(str(err))
+    return args
+
+
+def require_mlx():
+    """Import MLX and bmojo-mlx (not dependencies of the benchmarks) or say how to get them."""
+    try:
+        import bmojo_mlx
+        import mlx.core as mx
+    except ImportError as err:
+        raise SystemExit(
+            f"benchmarks.mlx_model: needs bmojo-mlx and MLX ({err}); install them with "
+            "`pip install -e packages/bmojo-mlx` (it pulls in MLX)"
+        ) from err
+    return mx, bmojo_mlx
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.mlx_model", description=__doc__.split("\n\n")[0])
-    p.add_argument("--prefill", type=int, default=1024, help="prompt tokens (default 1024)")
-    p.add_argument("--steps", type=int, default=32, help="decode steps per timed call (default 32)")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared machines)")
-    p.add_argument("--out", default=None)
-    args = p.parse_args(argv)
+    args = parse_args(argv)
+    mx, bmojo_mlx = require_mlx()
     torch.set_num_threads(args.threads)
 
-    import bmojo_mlx
     from bmojo import BMojoLM, ModelConfig
 
     cfg = ModelConfig.preset("bmojo", vocab_size=256, d_model=256, n_layers=2, n_heads=4, window=256)
@@ -123,7 +151,7 @@ def main(argv=None) -> int:
     print(f"{'1024^3 matmul GFLOP/s':<24}{g['torch']:>18.1f}{g['mlx']:>16.1f}{g['mlx'] / g['torch']:>16.2f}")
     print(f"max |logit difference|: prefill {diff_pre:.2e}, decode {diff_dec:.2e}; load {load0} -> {os.getloadavg()}")
     out = args.out or RESULTS_DIR / f"mlx-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    RESULTS_DIR.mkdir(exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as f:
         json.dump(result, f, indent=2)
     print(f"wrote {out}")

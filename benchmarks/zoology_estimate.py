@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 from tqdm.auto import tqdm
 
-from benchmarks.common import RESULTS_DIR
+from benchmarks.common import RESULTS_DIR, check_int, check_out_path, expect
 
 H200_BENCH = RESULTS_DIR / "triton-h200-20261127T1821Z-run1" / "bench.json"
 #: float32 matmul rate of an H200 (and H100 SXM): the NVIDIA data sheet's 67 TFLOP/s, not measured
@@ -331,6 +331,42 @@ def seconds(work: dict, us_per_op: float, copy_bps: float, fast: bool) -> float:
     return host + device
 
 
+def check_width(width: int, flag: str, base: dict | None = None) -> None:
+    """``width`` builds the protocol's models: >= 1, divisible by its attention heads, and its SSM's
+    inner width (``ssm_expand``·width) divisible by the SSM head size (a B'MOJO layer has both)."""
+    from bmojo.config import ModelConfig
+    from bmojo.jobs.mqar import _common
+    from bmojo.jobs.mqar_full import ZOOLOGY
+
+    base = ZOOLOGY if base is None else base
+    heads = base["n_heads"]
+    expect(width >= 1 and width % heads == 0, flag, f"a width >= 1 divisible by the protocol's {heads} heads", width)
+    s = _vocab_settings(base, width, base["vocab"])
+    try:
+        ModelConfig.preset("bmojo", eidetic_capacity=1, ssm_state_size=s.hybrid_state, window=s.window, **_common(s))
+    except ValueError as err:
+        raise ValueError(f"{flag}: expected a width the protocol's models can take, got {width} ({err})") from None
+
+
+def check_args(a: argparse.Namespace) -> None:
+    """Every flag, before the calibration (about a minute) starts."""
+    from bmojo.jobs.mqar import ALL_ARCHS
+
+    for name in ("seeds", "ops_width"):
+        check_int(getattr(a, name), f"--{name.replace('_', '-')}", 1)
+    check_width(a.ops_width, "--ops-width")
+    if a.widths is not None:
+        expect(len(set(a.widths)) == len(a.widths), "--widths", "each width once", a.widths)
+        for w in a.widths:
+            check_width(w, "--widths")
+    if a.arch is not None:
+        unknown = [x for x in a.arch if x not in ALL_ARCHS]
+        expect(not unknown, "--arch", f"names from {', '.join(ALL_ARCHS)}", unknown)
+        expect(len(set(a.arch)) == len(a.arch), "--arch", "each name once", a.arch)
+    if a.out is not None:
+        check_out_path(a.out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.zoology_estimate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--widths", type=int, nargs="+", default=None, help="default: the protocol's 64 128 256")
@@ -345,9 +381,10 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--out", type=Path, default=None, help="write the rows and totals as JSON (after every width)")
     a = ap.parse_args(argv)
-    for name in ("seeds", "ops_width"):
-        if getattr(a, name) < 1:
-            raise SystemExit(f"--{name.replace('_', '-')}: expected an int >= 1, got {getattr(a, name)}")
+    try:
+        check_args(a)
+    except ValueError as err:
+        ap.error(str(err))
     from bmojo.jobs.mqar_full import ZOOLOGY_MAX_STEPS, ZOOLOGY_WIDTHS
 
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -45,6 +45,11 @@ def test_benchmark_runs_at_tiny_sizes(bench_main, tmp_path, capsys):
     # every peer that ran computed the same attention as ours
     diffs = [row["extra"]["max_abs_diff"] for row in data["rows"] if row["extra"].get("max_abs_diff") is not None]
     assert diffs and max(diffs) < 1e-4
+    # tiny: the decode RSS rows were measured in this process, and say so
+    rss = [row for row in data["rows"] if row["case"].endswith("decode peak RSS")]
+    assert rss and all(row["note"].startswith("in-process") for row in rss)
+    (naive,) = [row for row in data["rows"] if row["peer_name"] == "naive recurrence"]
+    assert naive["extra"]["repeats"] == 1
 
 
 def test_decode_worker_subprocess(tmp_path):
@@ -58,3 +63,166 @@ def test_decode_worker_subprocess(tmp_path):
     res = _spawn("rss", "bmojo", [64], Settings(scale="tiny"), threads=1)
     assert res["latency_s"] > 0 and res["state_bytes"] > 0
     assert res["decode_peak_rss_mib"] is None or res["decode_peak_rss_mib"] > 0
+
+
+# ----- the command lines: bad input is refused before anything is measured -----
+def _bench(name: str):
+    sys.path.insert(0, str(ROOT))
+    try:
+        return __import__(f"benchmarks.{name}", fromlist=["_"])
+    finally:
+        sys.path.remove(str(ROOT))
+
+
+def _refused(parse, argv, capsys) -> str:
+    """``parse(argv)`` exits with status 2 (argparse's usage error); returns the message."""
+    with pytest.raises(SystemExit) as exc:
+        parse(argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--sections", ""], "--sections: expected comma-separated names"),
+        (["--sections", "ssm,,layer"], "--sections: expected comma-separated names without empty entries"),
+        (["--sections", "ssm,ssm"], "--sections: expected each name once, got 'ssm' more than once"),
+        (["--sections", "ssm,nope"], "--sections: expected names from ssm,attention,layer,decode, got 'nope'"),
+        (["--sections", "ssm", "--profile"], "--profile: expected the layer section in --sections, got 'ssm'"),
+        (["--threads", "0"], "--threads: expected an int >= 1, got 0"),
+        (["--threads", "-2"], "--threads: expected an int >= 1, got -2"),
+        (["--repeats", "0"], "--repeats: expected an int >= 1, got 0"),
+        (["--warmup", "-1"], "--warmup: expected an int >= 0, got -1"),
+        (["--case-budget", "-1"], "--case-budget: expected finite seconds >= 0"),
+        (["--case-budget", "nan"], "--case-budget: expected finite seconds >= 0"),
+        (["--case-budget", "inf"], "--case-budget: expected finite seconds >= 0"),
+        (["--dense-budget-gib", "-0.5"], "--dense-budget-gib: expected GiB >= 0"),
+        (["--dense-budget-gib", "nan"], "--dense-budget-gib: expected GiB >= 0"),
+    ],
+)
+def test_main_refuses_bad_flags(argv, message, capsys):
+    assert message in _refused(_bench("__main__").parse_args, ["--tiny", *argv], capsys)
+
+
+def test_out_is_checked_before_the_run(tmp_path, capsys):
+    parse = _bench("__main__").parse_args
+    err = _refused(parse, ["--tiny", "--out", str(tmp_path)], capsys)
+    assert f"--out: expected a file path, got the directory '{tmp_path}'" in err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    err = _refused(parse, ["--tiny", "--out", str(blocker / "sub" / "x.json")], capsys)
+    assert f"--out: expected a path inside a folder, got '{blocker / 'sub'}' ('{blocker}' is a file)" in err
+    # a good path: its folders are made up front (as write_json would at the end), nothing written yet
+    out = tmp_path / "a" / "b" / "x.json"
+    args = parse(
+        ["--tiny", "--sections", "layer,ssm", "--profile", "--warmup", "0", "--case-budget", "0", "--out", str(out)]
+    )
+    assert out.parent.is_dir() and not out.exists() and not list(out.parent.iterdir())
+    assert args.sections == ["layer", "ssm"]
+    s = args.settings
+    assert (s.scale, s.warmup, s.case_budget_s, s.dense_budget_gib) == ("tiny", 0, 0.0, 4.0)
+
+
+def test_timing_honours_warmup_and_repeats_exactly():
+    common = _bench("common")
+    calls = []
+
+    def fn():
+        calls.append(1)
+        return len(calls)
+
+    for warmup in (0, 2):
+        calls.clear()
+        s = common.Settings(repeats=3, warmup=warmup, case_budget_s=1e6)
+        _, out = common.timeit_out(fn, s)
+        assert len(calls) == warmup + 3 and out == 1  # the first run's output
+        calls.clear()
+        times, outs = common.timeit_many({"a": fn}, s)
+        assert len(calls) == warmup + 3 and outs["a"] == 1 and outs["repeats"] == 3 and times["a"] >= 0
+    # a case budget of 0: one timed run after the warm-up
+    calls.clear()
+    _, outs = common.timeit_many({"a": fn}, common.Settings(repeats=5, warmup=1, case_budget_s=0))
+    assert len(calls) == 2 and outs["repeats"] == 1
+    for kw, flag in (
+        (dict(repeats=0), "--repeats"),
+        (dict(warmup=-1), "--warmup"),
+        (dict(case_budget_s=-1.0), "--case-budget"),
+        (dict(dense_budget_gib=float("nan")), "--dense-budget-gib"),
+        (dict(scale="huge"), "scale"),
+    ):
+        with pytest.raises(ValueError, match=f"^{flag}: expected"):
+            common.Settings(**kw)
+
+
+def test_ssm_naive_row_records_the_repeats_it_ran(monkeypatch):
+    """The naive recurrence runs at most 3 timed rounds whatever --repeats says: its row says so."""
+    ssm = _bench("ssm")
+    common = _bench("common")
+    seen = []
+
+    def fake(fns, settings, repeats=None):
+        seen.append(repeats)
+        return {n: 1.0 for n in fns}, {"errors": {}, "repeats": repeats}
+
+    monkeypatch.setattr(ssm, "timeit_many", fake)
+    monkeypatch.setattr(ssm, "_case", lambda *a: [])
+    (row,) = ssm.run(common.Settings(scale="tiny", repeats=7))
+    assert seen == [3] and row.extra == {"repeats": 3} and row.note == "3 timed runs, at most 3 here"
+
+
+@pytest.mark.parametrize(
+    ("worker", "message"),
+    [
+        (["rss", "gpt", "64"], "--worker MODEL: expected one of ('bmojo', 'llama'), got 'gpt'"),
+        (["size", "bmojo", "64"], "--worker KIND: expected one of ('rss', 'latency'), got 'size'"),
+        (["rss", "bmojo", "64,256"], "--worker POSITIONS: expected one position for KIND rss, got '64,256'"),
+        (["latency", "bmojo", "64,x"], "--worker POSITIONS: expected comma-separated ints, got '64,x'"),
+        (["latency", "bmojo", "64,64"], "--worker POSITIONS: expected each position once, got '64,64'"),
+        (["latency", "llama", "0,64"], "--worker POSITIONS: expected positions >= 1, got '0,64'"),
+    ],
+)
+def test_decode_worker_refuses_bad_arguments(worker, message, capsys):
+    assert message in _refused(_bench("decode").parse_worker_args, ["--worker", *worker], capsys)
+
+
+def test_decode_worker_arguments():
+    decode = _bench("decode")
+    a = decode.parse_worker_args(["--worker", "latency", "llama", "64,256", "--scale", "tiny", "--threads", "1"])
+    assert (a.kind, a.model, a.positions, a.scale, a.threads) == ("latency", "llama", [64, 256], "tiny", 1)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--steps", "0"], "--steps: expected an int >= 1, got 0"),
+        (["--prefill", "0"], "--prefill: expected an int >= 1, got 0"),
+        (["--prefill", "-5"], "--prefill: expected an int >= 1, got -5"),
+        (["--repeats", "0"], "--repeats: expected an int >= 1, got 0"),
+        (["--threads", "0"], "--threads: expected an int >= 1, got 0"),
+    ],
+)
+def test_mlx_model_refuses_bad_flags(argv, message, capsys):
+    assert message in _refused(_bench("mlx_model").parse_args, argv, capsys)
+
+
+def test_mlx_model_checks_out_and_says_when_mlx_is_missing(tmp_path, monkeypatch, capsys):
+    mlx_model = _bench("mlx_model")
+    err = _refused(mlx_model.parse_args, ["--out", str(tmp_path)], capsys)
+    assert "--out: expected a file path, got the directory" in err
+    out = tmp_path / "new" / "mlx.json"
+    assert mlx_model.parse_args(["--out", str(out)]).out == out and out.parent.is_dir()
+    for name in ("mlx", "mlx.core", "bmojo_mlx"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails as if not installed
+    with pytest.raises(SystemExit) as exc:
+        mlx_model.main(["--out", str(out)])
+    assert "benchmarks.mlx_model: needs bmojo-mlx and MLX" in str(exc.value.code)
+    assert "pip install -e packages/bmojo-mlx" in str(exc.value.code) and not out.exists()
+
+
+def test_device_check_writes_under_the_results_folder():
+    common = _bench("common")
+    device_check = _bench("device_check")
+    dest = device_check.destination({})
+    assert dest.parent == common.RESULTS_DIR and dest.name.startswith("device-check-") and dest.suffix == ".json"
+    assert device_check.destination({"OUT": "/some/dir"}) == Path("/some/dir/device_check.json")

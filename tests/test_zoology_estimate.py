@@ -7,6 +7,7 @@ timings it calibrates on are in the repository."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -89,3 +90,34 @@ def test_calibration_timings_are_in_the_repository():
     for op, T, modes in est.CALIBRATION:
         for mode in modes:
             assert (op, f"T={T} bfloat16", mode) in timed
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--widths", "0"], "--widths: expected a width >= 1 divisible by the protocol's 4 heads, got 0"),
+        (["--widths", "64", "66"], "--widths: expected a width >= 1 divisible by the protocol's 4 heads, got 66"),
+        (["--widths", "72"], "--widths: expected a width the protocol's models can take, got 72 (ssm_head_dim"),
+        (["--widths", "64", "64"], "--widths: expected each width once, got [64, 64]"),
+        (["--arch", "bmojo", "gpt"], "--arch: expected names from transformer, swa, mamba2"),
+        (["--arch", "bmojo", "bmojo"], "--arch: expected each name once, got ['bmojo', 'bmojo']"),
+        (["--ops-width", "6"], "--ops-width: expected a width >= 1 divisible by the protocol's 4 heads, got 6"),
+        (["--seeds", "0"], "--seeds: expected an int >= 1, got 0"),
+    ],
+)
+def test_bad_flags_are_refused_before_the_calibration(argv, message, monkeypatch, capsys):
+    monkeypatch.setattr(est, "calibrate", lambda *a, **k: pytest.fail("calibrated despite a bad flag"))
+    with pytest.raises(SystemExit) as exc:
+        est.main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_out_is_checked_before_the_calibration(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(est, "calibrate", lambda *a, **k: pytest.fail("calibrated despite a bad --out"))
+    with pytest.raises(SystemExit) as exc:
+        est.main(["--widths", "64", "--out", str(tmp_path)])
+    assert exc.value.code == 2 and "--out: expected a file path, got the directory" in capsys.readouterr().err
+    # the protocol's own widths and every architecture pass
+    args = argparse.Namespace(widths=[64, 128, 256], arch=None, seeds=3, ops_width=64, out=tmp_path / "a" / "e.json")
+    est.check_args(args)
+    assert (tmp_path / "a").is_dir()

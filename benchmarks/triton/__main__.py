@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import check_out_path, parse_names
 from benchmarks.triton.common import (
     CEIL,
     DEADLINE,
@@ -650,16 +652,25 @@ SECTIONS = ("attention", "ssm", "decode", "norm_conv", "eidetic", "tune", "tuned
 SIZED = ("attention", "ssm", "eidetic", "tuned")
 #: not in the default ``--sections``: ``tune`` takes minutes, ``tuned`` needs it first
 OPT_IN = ("tune", "tuned")
+#: what ``--dtypes`` takes (the dtypes of the Triton kernels and the reference ops); default bfloat16
+DTYPES = ("bfloat16", "float16", "float32", "float64")
+DEFAULT_DTYPES = "bfloat16"
+#: sections that run in the first of ``--dtypes`` on a GPU and in float32 on the CPU interpreter
+CPU_FLOAT32 = ("decode", "eidetic", "tune", "tuned")
 
 
 def parse_sections(text: str) -> list[tuple[str, list[int] | None, float | None]]:
     """``name[@T1+T2...][:seconds]`` comma-separated, run in the order given: e.g.
     ``ssm:60,attention@32768:45,tune:75`` (``@``: the sequence lengths of that run of the
-    section; ``:``: its time budget, after which it is stopped and the next one runs)."""
+    section; ``:``: its time budget, after which it is stopped and the next one runs). A section
+    may run twice only at different sizes (``attention@8192,attention@32768``)."""
     out = []
+    if not text.strip():
+        raise ValueError(f"--sections: expected comma-separated names from {','.join(SECTIONS)}, got {text!r}")
+    seen = set()
     for item in (x.strip() for x in text.split(",")):
         if not item:
-            continue
+            raise ValueError(f"--sections: expected comma-separated sections without empty entries, got {text!r}")
         name, _, secs = item.partition(":")
         name, _, sizes = name.partition("@")
         if name not in SECTIONS:
@@ -674,16 +685,55 @@ def parse_sections(text: str) -> list[tuple[str, list[int] | None, float | None]
                 raise ValueError(f"--sections: sizes must be ints joined by '+', got {item!r}") from None
             if any(t < 1 for t in Ts):
                 raise ValueError(f"--sections: sizes must be >= 1, got {item!r}")
+            if len(set(Ts)) != len(Ts):
+                raise ValueError(f"--sections: expected each size once, got {item!r}")
         budget = None
         if secs:
             try:
                 budget = float(secs)
             except ValueError:
                 raise ValueError(f"--sections: a budget in seconds after ':', got {item!r}") from None
-            if budget <= 0:
-                raise ValueError(f"--sections: the budget must be > 0, got {item!r}")
+            if not (math.isfinite(budget) and budget > 0):
+                raise ValueError(f"--sections: expected a finite budget > 0 seconds after ':', got {item!r}")
+        key = (name, tuple(Ts) if Ts else None)
+        if key in seen:
+            raise ValueError(f"--sections: expected each section (at its sizes) once, got {item!r} more than once")
+        seen.add(key)
         out.append((name, Ts, budget))
     return out
+
+
+def parse_dtypes(text: str) -> list[torch.dtype]:
+    """``--dtypes``: comma-separated names from ``DTYPES``, each once."""
+    return [getattr(torch, name) for name in parse_names(text, "--dtypes", DTYPES)]
+
+
+def section_dtypes(sec: str, dtypes: list[torch.dtype], gpu: bool) -> list[torch.dtype]:
+    """The dtypes a section runs in: attention and ssm every one of ``dtypes``, norm_conv the
+    first; the others the first on a GPU and float32 on the CPU interpreter (``CPU_FLOAT32``)."""
+    if sec in ("attention", "ssm"):
+        return list(dtypes)
+    if sec in CPU_FLOAT32 and not gpu:
+        return [torch.float32]
+    return [dtypes[0]]
+
+
+def check_args(a: argparse.Namespace, gpu: bool) -> None:
+    """Every flag, before anything is measured; sets ``a.section_list`` and ``a.dtype_list``.
+    Raises ValueError ("--flag: expected ..., got ...")."""
+    a.section_list = parse_sections(a.sections)
+    a.dtype_list = parse_dtypes(DEFAULT_DTYPES if a.dtypes is None else a.dtypes)
+    if a.budget is not None and not (math.isfinite(a.budget) and a.budget > 0):
+        raise ValueError(f"--budget: expected finite seconds > 0, got {a.budget}")
+    if a.out is not None:
+        check_out_path(a.out)
+    forced = [sec for sec, _, _ in a.section_list if sec in CPU_FLOAT32]
+    if not gpu and a.dtypes is not None and forced and a.dtype_list[0] != torch.float32:
+        # without --dtypes they run in float32 here (the default); a request for another is refused
+        raise ValueError(
+            f"--dtypes: expected float32 first on the CPU interpreter (the sections {', '.join(dict.fromkeys(forced))} "
+            f"run in float32 only there), got {a.dtypes!r}"
+        )
 
 
 def main(argv=None) -> int:
@@ -697,9 +747,14 @@ def main(argv=None) -> int:
         help=f"comma-separated, in order, from {','.join(SECTIONS)}; each may be name[@T1+T2][:seconds]"
         " (sizes of that run, its time budget)",
     )
-    ap.add_argument("--dtypes", default="bfloat16", help="attention/ssm dtypes, e.g. bfloat16,float32")
+    ap.add_argument(
+        "--dtypes",
+        default=None,
+        help=f"from {','.join(DTYPES)} (default {DEFAULT_DTYPES}): attention and ssm run each, the other sections"
+        " the first (on the CPU interpreter decode, eidetic, tune and tuned run in float32)",
+    )
     ap.add_argument("--out", type=Path, default=None, help="write all rows as JSON here")
-    ap.add_argument("--budget", type=float, default=None, help="seconds; later measurements are skipped (listed)")
+    ap.add_argument("--budget", type=float, default=None, help="seconds (> 0); later measurements are skipped (listed)")
     ap.add_argument(
         "--tune-static",
         choices=("flag", "skip"),
@@ -708,12 +763,13 @@ def main(argv=None) -> int:
         " tuned kernels spill, or skip timing them",
     )
     a = ap.parse_args(argv)
+    gpu = torch.cuda.is_available()
     try:
-        sections = parse_sections(a.sections)
+        check_args(a, gpu)
     except ValueError as err:
         print(err, file=sys.stderr)
         return 2
-    gpu = torch.cuda.is_available()
+    sections, dtypes = a.section_list, a.dtype_list
     interp = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
     if not gpu and not interp:
         print("benchmarks.triton: needs a CUDA GPU, or TRITON_INTERPRET=1 with --tiny", file=sys.stderr)
@@ -726,7 +782,6 @@ def main(argv=None) -> int:
         return 2
     dev = torch.device("cuda" if gpu else "cpu")
     scale = "tiny" if a.tiny else "quick" if a.quick else "full"
-    dtypes = [getattr(torch, d) for d in a.dtypes.split(",") if d]
 
     from bmojo.ops.bmojo_attention.reference import bmojo_attention as ref_attention
     from bmojo.ops.causal_conv1d.reference import causal_conv1d as ref_conv
@@ -742,8 +797,12 @@ def main(argv=None) -> int:
         device=torch.cuda.get_device_name() if gpu else "cpu (Triton interpreter)",
         torch=torch.__version__,
         scale=scale,
-        dtypes=a.dtypes,
+        dtypes=DEFAULT_DTYPES if a.dtypes is None else a.dtypes,
         sections=a.sections,
+        # what each section runs in (on the CPU interpreter some run in float32 only)
+        section_dtypes={
+            sec: [str(d).replace("torch.", "") for d in section_dtypes(sec, dtypes, gpu)] for sec, _, _ in sections
+        },
     )
     try:
         import triton
@@ -756,8 +815,7 @@ def main(argv=None) -> int:
         flush=True,
     )
     t_start = time.perf_counter()
-    if a.budget:
-        DEADLINE[0] = t_start + a.budget
+    DEADLINE[0] = float("inf") if a.budget is None else t_start + a.budget
     ceilings(gpu, dev)
 
     def dump():
@@ -772,27 +830,28 @@ def main(argv=None) -> int:
         print(f"[{label}]" + (f" (budget {budget:.0f} s)" if budget else ""), flush=True)
         spec = dict(sz[sec], T=Ts) if Ts else sz[sec]
         try:
+            sec_dtypes = section_dtypes(sec, dtypes, gpu)
             with time_limit(budget, label):
                 if sec == "attention":
-                    for dt in dtypes:
+                    for dt in sec_dtypes:
                         attention(spec, gpu, dev, dt, bmojo_attention, ref_attention)
                 elif sec == "ssm":
-                    for dt in dtypes:
+                    for dt in sec_dtypes:
                         ssm(spec, gpu, dev, dt, ssm_scan, ref_scan)
                 elif sec == "norm_conv":
                     ops = dict(rmsnorm=rmsnorm, gated_rmsnorm=gated_rmsnorm, causal_conv1d=causal_conv1d)
                     refs = dict(rmsnorm=ref_rms, gated_rmsnorm=ref_gated, causal_conv1d=ref_conv)
-                    norm_conv(spec, gpu, dev, dtypes[0], ops, refs)
+                    norm_conv(spec, gpu, dev, sec_dtypes[0], ops, refs)
                 elif sec == "decode":
-                    decode(spec, gpu, dev, dtypes[0] if gpu else torch.float32)
+                    decode(spec, gpu, dev, sec_dtypes[0])
                 elif sec == "eidetic":
-                    eidetic(spec, gpu, dev, dtypes[0] if gpu else torch.float32)
+                    eidetic(spec, gpu, dev, sec_dtypes[0])
                 elif sec == "tune":
                     # the groups share 90 % of the section's budget: the rest prints the tables
                     tb = 0.9 * budget if budget else spec["budget"]
-                    tune(spec, gpu, dev, dtypes[0] if gpu else torch.float32, tb, static=a.tune_static)
+                    tune(spec, gpu, dev, sec_dtypes[0], tb, static=a.tune_static)
                 elif sec == "tuned":
-                    dt = dtypes[0] if gpu else torch.float32
+                    dt = sec_dtypes[0]
                     tuned(spec, sz, gpu, dev, dt, (bmojo_attention, ref_attention), (ssm_scan, ref_scan))
         except SectionTimeout as err:
             print(f"  section {label} stopped: {err}", flush=True)

@@ -51,7 +51,7 @@ from dataclasses import dataclass, replace
 import torch
 from bmojo.testing.conformance.tolerances import TOLERANCES
 
-from benchmarks.triton.common import ROWS, bench
+from benchmarks.triton.common import DEADLINE, ROWS, bench
 
 #: The grid of the brief: tile edges, warps, stages; pruned per kernel (see ``_legal``).
 GRID = dict(block=(32, 64, 128), num_warps=(4, 8), num_stages=(2, 3, 4))
@@ -382,7 +382,9 @@ class Group:
             for w, s in self.launches:
                 yield replace(self.default, **shape, **self.extra, num_warps=w, num_stages=s)
 
-    def run(self, deadline: float) -> None:
+    def run(self, deadline: float, why: str = "tune budget") -> None:
+        """Check and time candidates until ``deadline`` (a perf_counter time); the configs left
+        are listed as "not timed: ``why``"."""
         n = 0
         for cfg in self.candidates():
             if cfg in self.tried:
@@ -391,7 +393,7 @@ class Group:
             if n >= self.cap:
                 break
             if time.perf_counter() > deadline:
-                self._row(cfg, None, "not timed: tune budget")
+                self._row(cfg, None, f"not timed: {why}")
                 continue
             why = self.legal(cfg)
             if why:
@@ -660,8 +662,9 @@ def _scan_groups(s, gpu, dev, dtype, cap):
 
 def tune(s, gpu, dev, dtype, budget: float | None, static: str | None = None) -> None:
     """Run every group, sharing ``budget`` seconds (the rest of the time is split evenly among
-    the groups not yet run), then print the ranked tables and snippets. ``static``: the static
-    pre-check (one of ``STATIC_MODES``; needs a GPU: the interpreter compiles nothing)."""
+    the groups not yet run; the run's deadline, ``--budget``, ends it sooner), then print the
+    ranked tables and snippets. ``static``: the static pre-check (one of ``STATIC_MODES``; needs
+    a GPU: the interpreter compiles nothing)."""
     if static not in STATIC_MODES:
         raise ValueError(f"tune static: expected one of {STATIC_MODES}, got {static!r}")
     arch = None
@@ -674,10 +677,13 @@ def tune(s, gpu, dev, dtype, budget: float | None, static: str | None = None) ->
     for grp in groups:
         grp.static, grp.arch = static, arch
     LAST[:] = groups
-    t_end = time.perf_counter() + (budget or float("inf"))
+    # the section's budget, cut short by the run's deadline (--budget) when that comes first
+    section_end = time.perf_counter() + (budget or float("inf"))
+    t_end = min(section_end, DEADLINE[0])
+    why = "tune budget" if section_end <= DEADLINE[0] else "--budget exhausted"
     for i, grp in enumerate(groups):
         left = t_end - time.perf_counter()
-        grp.run(time.perf_counter() + left / (len(groups) - i))
+        grp.run(time.perf_counter() + left / (len(groups) - i), why)
         if gpu:
             torch.cuda.empty_cache()
     print("  tune results (paste the chosen lines into the op's TILES table, then rerun conformance):", flush=True)
