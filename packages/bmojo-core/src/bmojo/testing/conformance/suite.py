@@ -204,13 +204,25 @@ def _same(a, b) -> bool:
     return a == b
 
 
+def _torch_specific(test):
+    """Mark a standard test that skips for a backend on another array framework (the plugin does
+    not count it among the tests that can run for one)."""
+    test._bmojo_torch_only = True
+    return test
+
+
 def _torch_only(backend, what):
     if backend.framework != "torch":
         pytest.skip(f"{what} is torch-specific; backend {backend.name!r} serves {backend.framework} arrays")
 
 
 class _Guard:
-    """Fail the definition of a subclass that overrides or removes a standard test silently."""
+    """Fail the definition of a subclass that overrides or removes a standard test silently.
+
+    What counts is what each standard test name resolves to through the MRO, so a mixin placed
+    before :class:`ConformanceSuite`, or any class between it and the subclass, cannot replace a
+    test unseen. Declared reasons (``deviations``) are inherited: a subclass of a subclass lists
+    its parents' declared overrides too."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -218,8 +230,10 @@ class _Guard:
         if standard is None:  # the base suite itself
             cls._bmojo_standard = frozenset(n for n in vars(cls) if n.startswith("test_"))
             return
-        declared = dict(getattr(cls, "deviations", {}) or {})
-        changed = {n for n in standard if n in vars(cls) and vars(cls)[n] is not getattr(ConformanceSuite, n, None)}
+        declared: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):  # the nearest class's reason wins
+            declared.update(vars(klass).get("deviations", None) or {})
+        changed = {n for n in standard if getattr(cls, n, None) is not vars(ConformanceSuite)[n]}
         undeclared = sorted(n for n in changed if n not in declared)
         if undeclared:
             raise TypeError(
@@ -398,6 +412,7 @@ class ConformanceSuite(_Guard):
                     ys.append(y[:, None])
         assert_matches((torch.cat(ys, 1), h), (y_ref, s_ref), tol.atol * 10, tol.rtol * 10, f"{kind} prefill+steps")
 
+    @_torch_specific
     @pytest.mark.bmojo_conformance
     @pytest.mark.parametrize("case", OPCHECK_CASES, ids=_ids(OPCHECK_CASES))
     def test_opcheck(self, backend, case: Case, bmojo_seed):
@@ -467,6 +482,7 @@ class ConformanceSuite(_Guard):
             for i, (a, b) in enumerate(zip(before, after)):
                 assert _same(a, b), f"{bad.id} ({door}): argument {i} was modified by a call that failed"
 
+    @_torch_specific
     @pytest.mark.bmojo_conformance
     @pytest.mark.parametrize("preset", LAYER_PRESETS)
     def test_layer_parallel_equals_recurrent(self, backend, preset, bmojo_dtype, bmojo_seed):
