@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from bmojo.testing.conformance.cases import CASES
+from test_backends_third_party import _install  # this folder's test module: one way to lay out a plugin
 
 SUITE = "bmojo.testing.conformance"
 NODE = f"{SUITE}.test_conformance::TestConformance"
@@ -132,17 +133,6 @@ class TestMine(ConformanceSuite):
         yield
         raise RuntimeError("teardown boom")
 """
-
-
-def _install(site: Path, dist: str, version: str, entry_points: dict[str, str], modules: dict[str, str]):
-    """Lay out what an installed wheel leaves in site-packages: the modules and a .dist-info."""
-    for name, src in modules.items():
-        (site / f"{name}.py").write_text(src)
-    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    lines = "".join(f"{k} = {v}\n" for k, v in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[bmojo]\n{lines}")
 
 
 def _run(site: Path, *args, cwd, **extra) -> subprocess.CompletedProcess:
