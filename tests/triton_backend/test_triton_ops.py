@@ -66,9 +66,10 @@ def test_ssm_scan_gradients_float64(device):
 def test_ssm_scan_parallel_out_matches_reference_and_the_sequential_pass(name, block_n, device):
     """``ScanTiles.parallel_out``: y from the chunk-parallel kernel reading the stored states, for
     inference and for training (gradients through the Triton backward), against the reference and
-    the sequential pass: bit-equal on the interpreter (same chunk, same float operations), within
-    rounding on a GPU (separately compiled kernels). ``block_n``: the state pass also split over
-    N (N = 20: a full and a ragged 16-column tile; N = 8: one padded tile)."""
+    the sequential pass: bit-equal on the interpreter (same chunk, same float operations) without an
+    N split, within rounding with one and on a GPU (separately compiled kernels). ``block_n``: the
+    state pass also split over N (N = 20: a full and a ragged 16-column tile; N = 8: one padded
+    tile)."""
     args = scan_args(device, torch.float32, **SCAN[name])
     fwd, train = (ssm_scan.TILES.get(k, (0, 0), args[0].device) for k in ("fwd", "fwd_train"))
     opts = dict(parallel_out=True, block_n=block_n)
@@ -77,8 +78,12 @@ def test_ssm_scan_parallel_out_matches_reference_and_the_sequential_pass(name, b
         seq_inf = ssm_scan.ssm_scan(*args)
         with ssm_scan.TILES.override(**par):
             par_inf = ssm_scan.ssm_scan(*args)
+    # Bit-equal only where both passes multiply tiles of the same shapes: an N split gives the
+    # state pass other matmul shapes, whose float32 summation order under the interpreter is
+    # numpy/BLAS's choice for this CPU (it held on one CI machine and not on another).
+    same_tiles = device.type != "cuda" and block_n is None
     for what, a, b in zip(("y", "final"), par_inf, seq_inf):
-        if device.type == "cuda":
+        if not same_tiles:
             assert_close(f"{name}: inference {what}, parallel_out vs sequential", a, b, torch.float32)
         else:
             assert torch.equal(a, b), f"{name}: inference {what} differs between parallel_out and the sequential pass"
@@ -127,7 +132,7 @@ def _scan_grads(args, **bwd):
 def test_ssm_scan_chunk_parallel_backward(name, dtype, block_p, block_n, device):
     """``ScanTiles.parallel_grads``: the state gradient walked alone and stored per chunk, then
     every chunk's gradients at once (partial dA, dD per chunk). Against the reference, and against
-    the sequential backward: on the interpreter bit-equal for the per-token and per-state gradients
+    the sequential backward: on the interpreter without an N split bit-equal for the per-token and per-state gradients
     (the same float operations per chunk; a GPU compiles the two kernels separately, so there within
     rounding), within rounding for dA and dD (summed over chunks in another order).
     T = 37 and 150 end in ragged chunks, T = 1 is a single partial chunk; with the P split and the
@@ -140,8 +145,9 @@ def test_ssm_scan_chunk_parallel_backward(name, dtype, block_p, block_n, device)
         )
     seq = _scan_grads(args, block_p=block_p)
     par = _scan_grads(args, block_p=block_p, parallel_grads=True, block_n=block_n)
+    same_tiles = device.type != "cuda" and block_n is None  # as in the parallel_out test above
     for n in seq:
-        if n in ("A", "D") or device.type == "cuda":
+        if n in ("A", "D") or not same_tiles:
             assert_close(f"{name}: d{n} parallel vs sequential", par[n], seq[n], dtype, grad=True)
         else:
             assert torch.equal(par[n], seq[n]), f"{name}: d{n} differs between the parallel and sequential backward"
