@@ -447,8 +447,6 @@ def _check_args(args) -> None:
             raise ValueError(f"--{name.replace('_', '-')}: expected an int >= 1, got {value}")
     if not 0 < args.target <= 1:
         raise ValueError(f"--target: expected an accuracy in (0, 1], got {args.target}")
-    if args.widths is not None and args.scale != "zoology":
-        raise ValueError("--widths: expected only with --scale zoology")
     if args.eidetic_capacity is not None:
         raise ValueError("--eidetic-capacity: expected no ablation with --full/--scale (run it without them)")
     if not args.innovation_loss >= 0:
