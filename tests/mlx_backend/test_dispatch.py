@@ -133,3 +133,19 @@ def test_bmojo_backends_lists_mlx_under_its_framework():
     row = next(line for line in out.splitlines() if line.startswith("mlx "))
     assert "available" in row and "all ops [mlx: cpu,gpu]" in row
     assert "selection for mlx arrays on cpu" in out
+
+
+def test_bridge_never_rounds_silently():
+    """numpy has no bfloat16, so torch's bfloat16 crosses as float32 holding bfloat16 values;
+    other float32 values would be rounded, and are refused like every other dtype mismatch."""
+    import numpy as np
+    from bmojo_mlx import bridge
+
+    exact = np.array([1.0, -2.5, np.inf, np.nan, 3.140625], dtype=np.float32)
+    out = bridge.from_numpy(exact, "bfloat16")
+    assert out.dtype == mx.bfloat16
+    assert np.array_equal(np.array(out.astype(mx.float32)), exact, equal_nan=True)
+    with pytest.raises(ValueError, match="a: expected float32 values exactly representable in bfloat16"):
+        bridge.from_numpy(np.array([1.001, 3.14159], dtype=np.float32), "bfloat16")
+    with pytest.raises(ValueError, match="a: expected numpy dtype float16"):
+        bridge.from_numpy(exact, "float16")

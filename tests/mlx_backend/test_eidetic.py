@@ -12,7 +12,7 @@ from bmojo.ops.eidetic.reference import eidetic_select as ref_select
 from bmojo.ops.eidetic.reference import innovation_scores as ref_scores
 from bmojo_mlx.ops.eidetic.array import eidetic_select, innovation_scores
 
-from .helpers import check_against_reference, mxa
+from .helpers import check_against_reference, mxa, tt
 
 
 def test_innovation_scores():
@@ -65,3 +65,31 @@ def test_select_argument_errors():
         eidetic_select(scores, score, score, mxa(torch.zeros(1, 0)), start=0, chunk=4, per_chunk=1)
     with pytest.raises(ValueError, match="eviction: expected one of"):
         eidetic_select(scores, pos, score, mxa(torch.zeros(1, 0)), start=0, chunk=4, per_chunk=1, eviction="lru")
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.int32])
+def test_select_narrow_position_dtype_promotes_like_reference(dtype):
+    """Any integer mem_pos passes the argument check; the reference promotes new positions to
+    int64, so must MLX (int8 once wrapped position 200 to -56, an "empty" slot)."""
+    scores = torch.arange(8, dtype=torch.float32).flip(0)[None]
+    mem_pos, mem_score = torch.full((1, 2), -1, dtype=dtype), torch.full((1, 2), float("-inf"))
+    kw = dict(start=40_000, chunk=4, per_chunk=1)
+    check_against_reference(eidetic_select, ref_select, (scores, mem_pos, mem_score, torch.zeros(1, 0)), kw, tol=0.0)
+
+
+@pytest.mark.parametrize("eviction", ["lowest", "fifo"])
+def test_select_nan_scores_rank_like_reference(eviction):
+    """torch's descending sort puts NaN above every number (+inf too), NaNs tied; MLX's pairwise
+    ranks must agree (a bare ``>`` once dropped a real token for an empty slot)."""
+    nan, inf = float("nan"), float("inf")
+    rows = [[nan, nan, 1, 2], [1, nan, 3, 2], [inf, nan, inf, 0], [2, 2, nan, 2]]
+    scores = torch.tensor([r * 3 for r in rows], dtype=torch.float32)  # three chunks per row
+    mem_pos = torch.tensor([[-1, -1, -1], [1, -1, -1], [0, 2, -1], [3, 1, 0]])
+    mem_score = torch.tensor([[-inf] * 3, [nan, -inf, -inf], [1.0, nan, -inf], [2.0, 2.0, nan]])
+    kw = dict(start=4, chunk=4, per_chunk=2, eviction=eviction)
+    expected = ref_select(scores, mem_pos, mem_score, torch.zeros(4, 0), **kw)
+    actual = tt(eidetic_select(mxa(scores), mxa(mem_pos), mxa(mem_score), mxa(torch.zeros(4, 0)), **kw))
+    for i in (0, 1):  # snapshots, mem_pos: equal positions
+        assert torch.equal(actual[i], expected[i]), (i, actual[i].tolist(), expected[i].tolist())
+    assert torch.equal(actual[2].isnan(), expected[2].isnan())
+    assert torch.equal(actual[2].nan_to_num(), expected[2].nan_to_num())

@@ -143,6 +143,25 @@ def test_inference_path_imports_neither_torch_nor_transformers(pair):
     assert out.strip().splitlines()[-1] == "[]"
 
 
+def test_cli_errors_are_one_line(pair, tmp_path, capsys):
+    """As core's ``bmojo``: a bad flag is ``bmojo-mlx generate: error: ...`` naming it, exit 2, no
+    traceback; a reader closing the pipe ends the run with 141, quietly."""
+    _, _, directory = pair
+    assert cli.main(["generate", "--model", str(directory), "--prompt", "a", "--max-tokens", "0"]) == 2
+    assert capsys.readouterr().err == "bmojo-mlx generate: error: max_tokens: expected an int >= 1, got 0\n"
+    assert cli.main(["generate", "--model", str(tmp_path / "none"), "--prompt", "a"]) == 2
+    assert capsys.readouterr().err.startswith("bmojo-mlx generate: error: --model: expected a directory")
+    code = (
+        "import sys; from bmojo_mlx import cli; "
+        f"sys.exit(cli.main(['generate', '--model', {str(directory)!r}, '--prompt', 'a', '--max-tokens', '2000']))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(1)
+    proc.stdout.close()  # the reader goes away mid-stream (`| head -c 1`)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
+
+
 # ----- checkpoint errors -----
 def test_checkpoint_errors(tmp_path):
     _make("mixed", tmp_path / "a")
@@ -190,3 +209,30 @@ def test_model_argument_errors(pair):
         mlx_model.step(mx.array([1]), mlx_model.init_state(2))
     with pytest.raises(ValueError, match="max_tokens: expected an int >= 1"):
         bmojo_mlx.generate(mlx_model, "a", max_tokens=0)
+
+
+def test_state_of_another_model_refused(pair):
+    """As core's ``DecodeState.check_like``: a state whose keys, shapes or dtypes are not this
+    model's ``init_state``'s is refused by name, never continued (a smaller window's state once
+    gave wrong logits and shrank a row per step)."""
+    _, mlx_model, _ = pair
+    config = mlx_model.config
+    other = bmojo_mlx.BMojoMLX(
+        config.replace(layers=tuple(layer.replace(window=layer.window * 2) for layer in config.layers))
+    )
+    token = mx.array([1])
+    with pytest.raises(ValueError, match=r"state\.layers\[\d+\]\.\S+: expected .*another model config"):
+        mlx_model.step(token, other.init_state(1))
+    with pytest.raises(ValueError, match=r"state\.layers\[\d+\]\.\S+: expected .*float32.*got .*float16"):
+        mlx_model.prefill(mx.array([[1, 2]]), mlx_model.init_state(1, dtype=mx.float16))
+    state = mlx_model.init_state(1)
+    key = sorted(state.layers[0])[0]
+    del state.layers[0][key]
+    with pytest.raises(ValueError, match=rf"state\.layers\[0\]: expected arrays .*{key}"):
+        mlx_model.step(token, state)
+    for bad in (-1, 1.5, True):
+        state = mlx_model.init_state(1)
+        state.position = bad
+        with pytest.raises(ValueError, match=r"state\.position: expected an int >= 0"):
+            mlx_model.step(token, state)
+    mlx_model.step(token, mlx_model.init_state(1))  # its own state still goes through

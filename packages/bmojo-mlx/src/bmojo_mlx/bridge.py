@@ -53,8 +53,16 @@ def from_numpy(a: np.ndarray, dtype: str) -> mx.array:
     widened = dtype == "bfloat16" and a.dtype == np.float32
     if not widened and str(a.dtype) != dtype:
         raise ValueError(f"a: expected numpy dtype {dtype} (nothing is cast silently), got {a.dtype}")
+    if widened:  # numpy has no bfloat16: float32 carrying bfloat16 values, which must round-trip exactly
+        out = mx.array(a, dtype=mx.float32).astype(mx.bfloat16)
+        if not mx.array_equal(out.astype(mx.float32), mx.array(a, dtype=mx.float32), equal_nan=True).item():
+            raise ValueError(
+                "a: expected float32 values exactly representable in bfloat16 (nothing is rounded silently), "
+                "got values that would round"
+            )
+        return out
     # dtype given explicitly: mx.array alone would turn float64 into float32.
-    return mx.array(a, dtype=mx.float32).astype(mx.bfloat16) if widened else mx.array(a, dtype=DTYPES[dtype])
+    return mx.array(a, dtype=DTYPES[dtype])
 
 
 def vjp(fn, primals: list, cotangents: list) -> tuple[list, list]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -21,9 +22,28 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    # As core's ``bmojo`` CLI: errors that name their argument are one line and exit 2, Ctrl-C 130,
+    # a closed pipe (``| head``) 141 without a traceback.
+    try:
+        return _generate(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"bmojo-mlx {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nbmojo-mlx {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the interpreter flushes stdout again at exit; point it at devnull so that flush cannot fail
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _generate(args) -> int:
     from bmojo_mlx.generation import stream_generate
     from bmojo_mlx.loading import load
 
+    if not os.path.isdir(args.model):
+        raise FileNotFoundError(f"--model: expected a directory written by BMojoLM.save_pretrained, got {args.model!r}")
     model = load(args.model)
     last = None
     for last in stream_generate(

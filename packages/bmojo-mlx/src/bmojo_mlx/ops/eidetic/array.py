@@ -31,12 +31,20 @@ def _order(before: mx.array) -> mx.array:
     return mx.argsort(rank, axis=-1)  # ranks are distinct, so any sort is exact
 
 
+def _higher(si: mx.array, sj: mx.array) -> tuple[mx.array, mx.array]:
+    """(sj ranks above si, sj ties si) as torch's descending sort orders floats: NaN above every
+    number (+inf included), NaNs equal to each other. A bare ``>`` is False for every NaN, which
+    breaks the strict total order ``_order`` needs."""
+    ni, nj = mx.isnan(si), mx.isnan(sj)
+    return (sj > si) | (nj & ~ni), (sj == si) | (nj & ni)
+
+
 def _top(scores: mx.array, k: int) -> mx.array:
     """Indices of the k highest scores per row, ties to the earlier index (stable descending)."""
     n = scores.shape[-1]
     idx = mx.arange(n)
-    si, sj = scores[..., :, None], scores[..., None, :]
-    before = (sj > si) | ((sj == si) & (idx[None, :] < idx[:, None]))
+    higher, tie = _higher(scores[..., :, None], scores[..., None, :])
+    before = higher | (tie & (idx[None, :] < idx[:, None]))
     return _order(before)[..., :k]
 
 
@@ -51,8 +59,8 @@ def _offer(mem_pos, mem_score, new_pos, new_score, capacity, eviction):
     # Newest first; equal positions (only empty slots, -1) keep their order.
     by_pos = (pj > pi) | ((pj == pi) & (idx[None, :] < idx[:, None]))
     if eviction == "lowest":
-        si, sj = score[:, :, None], score[:, None, :]
-        before = (sj > si) | ((sj == si) & by_pos)
+        higher, tie = _higher(score[:, :, None], score[:, None, :])
+        before = higher | (tie & by_pos)
     else:
         before = by_pos
     order = _order(before)[:, :capacity]
@@ -85,7 +93,9 @@ def eidetic_select(
     for j in range(n_complete):
         cs = all_scores[:, j * chunk : (j + 1) * chunk]
         top = _top(cs, per_chunk)
-        new_pos = (base + j * chunk + top).astype(mem_pos.dtype)
+        # int64 as the reference's (int64 ``top`` promotes it there): a narrower mem_pos dtype
+        # would wrap large positions (200 -> -56 in int8, read as an empty slot).
+        new_pos = (base + j * chunk + top).astype(mx.int64)
         mem_pos, mem_score = _offer(mem_pos, mem_score, new_pos, mx.take_along_axis(cs, top, axis=1), M, eviction)
         if start // chunk + j + 1 <= last_chunk:
             snapshots.append(mem_pos)
