@@ -107,3 +107,75 @@ def test_errors_name_the_argument():
     q, k, v = (torch.randn(1, 4, 1, 8) for _ in range(3))
     with pytest.raises(ValueError, match=r"^fading_offset: expected 0 <= fading_offset <= window"):
         bmojo_attention(q, k, v, q, q, window=2, fading_window=2, fading_offset=3)
+
+
+HUGE = 2**31 - 1  # core takes any window >= 1; far beyond the kernel's FAR (-1e9) "no key" position
+
+
+@pytest.mark.parametrize(
+    "kw, ref_kw",
+    [
+        # (op keywords, the same visibility with bounds no longer than q_start + T), T = 5
+        (dict(window=HUGE), dict(window=5)),
+        (dict(window=2, fading_window=HUGE, fading_offset=1), dict(window=2, fading_window=5, fading_offset=1)),
+        (
+            dict(window=HUGE, fading_window=HUGE, fading_offset=2, q_start=3),
+            dict(window=8, fading_window=8, fading_offset=2, q_start=3),
+        ),
+        (  # δ = q_end: only the last query sees fading key 0
+            dict(window=HUGE, fading_window=HUGE, fading_offset=7, q_start=3),
+            dict(window=8, fading_window=8, fading_offset=7, q_start=3),
+        ),
+        (  # δ = w (default) beyond every query: no fading key, no eidetic slot visible
+            dict(window=HUGE, fading_window=4, eidetic_chunk=4, q_start=3),
+            dict(window=8, fading_window=4, eidetic_chunk=4, q_start=3),
+        ),
+    ],
+    ids=["raw", "fading", "both_q_start", "delta_q_end", "delta_default_eidetic"],
+)
+def test_huge_windows_equal_the_reference_at_the_sequence_length(kw, ref_kw):
+    q_start = kw.get("q_start", 0)
+    args = inputs(
+        1,
+        5,
+        2,
+        1,
+        4,
+        f=1,
+        M=3 if "eidetic_chunk" in kw else None,
+        chunk=4,
+        q_start=q_start,
+        k_extra=q_start,
+        f_extra=q_start,
+    )
+    o, lse = bmojo_attention(*args, **kw)
+    o_ref, lse_ref = ref_attention(*args, **ref_kw)
+    assert_close(o, o_ref, torch.float64, "o")
+    assert_close(lse, lse_ref, torch.float64, "lse")
+
+
+@pytest.mark.parametrize("T", [5, 300])
+def test_a_fading_source_without_rows_is_not_launched(T, monkeypatch):
+    """Tf = 0 (or δ beyond every query): the fading source goes to the kernel as None, not as
+    empty or all-padding rows."""
+    import bmojo_neuron.ops.bmojo_attention as host
+
+    sent = []
+
+    def spy(kernel, *a):
+        sent.append(a[5:8])  # KFT, VF, FPOS
+        return launch(kernel, *a)
+
+    launch = host.launch
+    monkeypatch.setattr(host, "launch", spy)
+    q, k, v, *_ = inputs(1, T, 2, 1, 4)
+    kf = torch.zeros(1, 0, 1, 4, dtype=torch.float64)
+    for kw, fading in [
+        (dict(window=3, fading_window=4), (kf, kf)),
+        (dict(window=T + 2, fading_window=4), (k, v)),  # δ = w > q_end: no fading key visible
+    ]:
+        o, lse = bmojo_attention(q, k, v, *fading, **kw)
+        o_ref, lse_ref = ref_attention(q, k, v, *fading, **kw)
+        assert_close(o, o_ref, torch.float64, "o")
+        assert_close(lse, lse_ref, torch.float64, "lse")
+        assert sent[-1] == (None, None, None)

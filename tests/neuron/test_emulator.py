@@ -266,3 +266,23 @@ def test_jit_returns_numpy_and_rejects_on_chip_returns():
 
     with pytest.raises(EmulatorError, match="HBM tensors"):
         nki.jit(bad)(np.zeros((2, 2), np.float32))
+
+
+def test_jit_checks_array_inputs_like_ndarray():
+    """HBM inputs follow nl.ndarray's rules: an emulated dtype, no empty axis; errors name the argument."""
+
+    def k(X, Y):
+        out = nl.ndarray((2, 3), dtype=nl.float32, buffer=nl.shared_hbm)
+        nl.store(out, value=nl.load(X[:, :], dtype=nl.float32))
+        return out
+
+    ok = np.ones((2, 3), np.float32)
+    for dt in (np.int64, np.uint8, np.bool_):
+        with pytest.raises(
+            NotImplementedError, match=rf"^kernel argument 0 \(X\): dtype {np.dtype(dt)} is not emulated"
+        ):
+            nki.jit(k)(np.ones((2, 3), dt), ok)
+    with pytest.raises(EmulatorError, match=r"^kernel argument 1 \(Y\): expected positive sizes, got shape \(4, 0\)"):
+        nki.jit(k)(ok, np.zeros((4, 0), np.float32))
+    for dt in (np.float32, np.float16, np.float64, np.int32):  # the emulated dtypes pass
+        np.testing.assert_array_equal(nki.jit(k)(np.ones((2, 3), dt), ok), ok)

@@ -43,3 +43,28 @@ def test_errors_name_the_argument():
         gated_rmsnorm(x, x, torch.ones(32), 1e-6, 5)
     with pytest.raises(ValueError, match=r"^x: expected a last axis of at most"):
         rmsnorm(torch.randn(1, 7000), torch.ones(7000))
+
+
+# Widest rows per compute dtype and variant (docs/backends/neuron.md): half precision computes in float32.
+LIMITS = {torch.float32: (6144, 6144), torch.bfloat16: (6144, 6144), torch.float64: (4608, 3840)}
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
+@pytest.mark.parametrize("dtype", list(LIMITS), ids=str)
+def test_widest_accepted_row_fits_and_a_wider_one_is_refused_naming_x(dtype, gated):
+    """Every width the host accepts fits the emulated SBUF (two row tiles, one group: the peak),
+    one column more is refused on the host naming x, the limit and the width."""
+    limit = LIMITS[dtype][gated]
+    op = "gated_rmsnorm" if gated else "rmsnorm"
+
+    def run(width, impl, ref=None):
+        x, z = torch.randn(256, width, dtype=dtype), torch.randn(256, width, dtype=dtype)
+        w = torch.randn(width, dtype=dtype)
+        args = (x, z, w) if gated else (x, w)
+        out = impl(*args)
+        if ref is not None:
+            assert_close(out, ref(*args), dtype, op)
+
+    run(limit, gated_rmsnorm if gated else rmsnorm, ref_gated if gated else ref_rmsnorm)
+    with pytest.raises(ValueError, match=rf"^x: expected a last axis of at most {limit} for {op} .*got {limit + 1}$"):
+        run(limit + 1, gated_rmsnorm if gated else rmsnorm)

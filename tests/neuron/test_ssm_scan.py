@@ -106,3 +106,25 @@ def test_bad_input_is_refused_with_the_argument_name():
     for chunk in (0, 2.5, True):  # unused by the kernel, but refused as the reference refuses it
         with pytest.raises(ValueError, match=r"^chunk_size: expected an int"):
             ssm_scan(x, dt, A, B, C, D, h0, chunk_size=chunk)
+
+
+@pytest.mark.parametrize(
+    "bias, message",
+    [
+        (torch.tensor([0.3]), r"^dt_bias: expected shape \(4,\) \(axis 0 = 4\), got shape \(1,\)$"),
+        (torch.tensor(0.3), r"^dt_bias: expected a 1-d tensor, got shape \(\) \(0-d\)$"),
+        (torch.zeros(4, 1), r"^dt_bias: expected a 1-d tensor, got shape \(4, 1\) \(2-d\)$"),
+        (torch.zeros(8), r"^dt_bias: expected shape \(4,\) \(axis 0 = 4\), got shape \(8,\)$"),
+        (
+            torch.zeros(4, dtype=torch.float64),
+            r"^dt_bias: expected dtype torch.float32 \(same as x\), got torch.float64$",
+        ),
+        (torch.zeros(4, dtype=torch.int64), r"^dt_bias: expected a floating-point tensor, got torch.int64$"),
+    ],
+    ids=["shape1", "scalar", "H_by_1", "2H", "float64", "int64"],
+)
+def test_fused_dt_bias_is_checked_like_D(bias, message):
+    """dt_bias is (H,) in x's dtype, as core checks D: never broadcast or cast silently."""
+    x, dt, A, B, C, D, h0 = inputs(1, 4, 4, 2, 2, 2, torch.float32)
+    with pytest.raises(ValueError, match=message):
+        ssm_scan_fused(x, dt, A, B, C, D, h0, dt_bias=bias)

@@ -19,11 +19,20 @@ Python ints, and tile lifetimes follow Python references.
 from __future__ import annotations
 
 import functools
+import inspect
 
 import numpy as np
 
 from bmojo_neuron.emulator import isa, language
-from bmojo_neuron.emulator._core import PSUM_BANKS, SBUF_BYTES, EmulatorError, EmulatorLimitError, Tensor, new_launch
+from bmojo_neuron.emulator._core import (
+    PSUM_BANKS,
+    SBUF_BYTES,
+    EmulatorError,
+    EmulatorLimitError,
+    Tensor,
+    check_dtype,
+    new_launch,
+)
 
 __all__ = ["IS_EMULATOR", "EmulatorError", "EmulatorLimitError", "Tensor", "isa", "jit", "language"]
 
@@ -33,17 +42,28 @@ IS_EMULATOR = True
 
 def jit(fn=None, **kwargs):
     """``@nki.jit``: the decorated kernel takes NumPy arrays (its HBM inputs) and returns NumPy
-    arrays (the HBM tensors it returns). Options are not emulated."""
+    arrays (the HBM tensors it returns). Options are not emulated. Inputs follow the rules of
+    ``nl.ndarray``: an emulated dtype (else ``NotImplementedError`` naming it) and no empty axis
+    (NKI has no empty tensors; ``EmulatorError`` naming the argument)."""
     if kwargs:
         raise NotImplementedError(f"nki.jit options {sorted(kwargs)} are not emulated")
     if fn is None:
         return jit
+
+    params = [p.name for p in inspect.signature(fn).parameters.values()]
 
     @functools.wraps(fn)
     def kernel(*args):
         hbm = []
         for i, a in enumerate(args):
             if isinstance(a, np.ndarray):
+                name = f"kernel argument {i}" + (f" ({params[i]})" if i < len(params) else "")
+                try:
+                    check_dtype(a.dtype)
+                except NotImplementedError as err:
+                    raise NotImplementedError(f"{name}: {err}") from None
+                if a.size == 0:
+                    raise EmulatorError(f"{name}: expected positive sizes, got shape {a.shape}")
                 hbm.append(Tensor(np.ascontiguousarray(a), language.shared_hbm))
             elif isinstance(a, Tensor):
                 raise EmulatorError(f"kernel argument {i}: pass NumPy arrays, not emulator tensors")

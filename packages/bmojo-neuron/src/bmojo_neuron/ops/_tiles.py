@@ -2,7 +2,8 @@
 
 Everything here runs on the host with torch (so it works on ``xla`` tensors on a device and on
 CPU tensors under ``nki.simulate`` or the emulator) and is unit-tested against core's reference
-ops in tests/neuron/test_tiles.py. Kernel modules never read the environment; :func:`launch`
+ops in tests/neuron/test_plugin.py (``test_helpers``, ``test_float64_is_refused_outside_the_emulator``)
+and through every op test. Kernel modules never read the environment; :func:`launch`
 asks :func:`bmojo_neuron.plugin.runtime` once how to run a kernel.
 """
 

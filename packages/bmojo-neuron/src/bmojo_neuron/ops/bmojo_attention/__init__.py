@@ -99,8 +99,16 @@ def bmojo_attention(
         fail("q", f"a head dim of at most {PMAX} on Neuron (q·kᵀ contracts over the partitions)", Dh)
     if q_start + T >= MAX_POSITION:
         fail("q_start", f"positions below {MAX_POSITION} (carried exactly as float32 in the kernel)", q_start)
-    w, f = window, fading_window
-    use_fading = kf is not None and f > 0
+    # No query sees before position 0, so any bound reaching past the first position is the same
+    # bound: clamp w, f and δ to q_end + 1 (< 2**24). Unclamped, a huge window (core accepts any
+    # w >= 1) would reach the FAR (-1e9) positions of the padding rows in the kernel's tests
+    # ``rel > -w`` and ``rel > -δ-f``. Unchanged visibility: for every query i <= q_end,
+    # i - min(w, q_end+1) < 0 exactly when i - w < 0 (raw keys from 0, eidetic slots none); the same
+    # for i - δ - f; and δ >= q_end + 1 hides every fading key whether clamped or not.
+    reach = q_start + T
+    w, f, d = min(window, reach), min(fading_window, reach), min(d, reach)
+    # a fading source with no rows, or whose keys no query reaches (δ > q_end), is not launched
+    use_fading = kf is not None and f > 0 and kf.shape[1] > 0 and d < reach
     use_eidetic = ek is not None and ek.shape[2] > 0
     scale = 1.0 / math.sqrt(Dh) if scale is None else float(scale)
     cd = kernel_dtype("q", q)

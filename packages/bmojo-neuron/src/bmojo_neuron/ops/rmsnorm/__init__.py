@@ -12,12 +12,14 @@ from bmojo_neuron.ops._tiles import kernel_dtype, launch, pad_axis, round_up
 
 
 def _run(x, z, weight, eps, group, gated):
-    from bmojo_neuron.ops.rmsnorm.kernel import MAX_WIDTH, rmsnorm_kernel
+    from bmojo_neuron.ops.rmsnorm.kernel import max_width, rmsnorm_kernel
 
     Dm = x.shape[-1]
-    if Dm > MAX_WIDTH:
-        fail("x", f"a last axis of at most {MAX_WIDTH} on Neuron (one row tile in SBUF)", Dm)
     cd = kernel_dtype("x", x)
+    limit = max_width(cd.itemsize, gated)
+    if Dm > limit:
+        op, dt = "gated_rmsnorm" if gated else "rmsnorm", str(cd).removeprefix("torch.")
+        fail("x", f"a last axis of at most {limit} for {op} in {dt} on Neuron (one row tile in SBUF)", Dm)
     if Dm == 0:  # an empty last axis (rmsnorm allows it): nothing to normalise, no launch
         return x.new_zeros(x.shape)
     R = x.numel() // Dm

@@ -9,8 +9,11 @@ column with the weight row (``ones(1, 128).T @ W``, 512 columns per PSUM bank). 
 engine), and per group of columns: ``square`` with the fused per-partition sum (scalar engine
 reduce), ``rstd = rsqrt(sum/group + eps)``, scale; finally multiply by the broadcast weight.
 
-SBUF per partition: about six (D,) rows of 4 bytes — D up to ~6000 (``MAX_WIDTH``), checked on
-the host; wider rows would need column tiling of the row loop (a known gap).
+SBUF per partition, at the peak (the second row tile allocates its ``y`` while the previous
+tile's is still live): the broadcast weight, ``x``, two ``y``, ``sq`` (<= D) and, gated, ``z`` —
+five (six gated) (D,) rows in the compute dtype plus about 650 elements (ones, the last weight
+chunk, ``ss``). :func:`max_width` gives the widest row that fits the 192 KiB, checked on the host;
+wider rows would need column tiling of the row loop (a known gap).
 """
 
 from __future__ import annotations
@@ -18,8 +21,19 @@ from __future__ import annotations
 from bmojo_neuron.nki_api import nisa, nki, nl
 from bmojo_neuron.ops._tiles import acc_dtype
 
-#: Widest row the one-pass plan keeps in SBUF (6 rows of 4 bytes per column, 192 KiB per partition).
+#: Widest row the one-pass plan keeps in SBUF (192 KiB per partition), float32 compute (half
+#: precision is widened to float32 on the host): 6 rows of 4 bytes per column fit up to ~8000.
 MAX_WIDTH = 6144
+#: The same in float64 (emulator only: 8 bytes per column): 5 rows fit up to 4787, 6 up to 3989.
+MAX_WIDTH_FLOAT64 = 4608
+MAX_WIDTH_FLOAT64_GATED = 3840
+
+
+def max_width(itemsize: int, gated: bool) -> int:
+    """Widest row (last axis) the kernel takes for a compute dtype of ``itemsize`` bytes."""
+    if itemsize <= 4:
+        return MAX_WIDTH
+    return MAX_WIDTH_FLOAT64_GATED if gated else MAX_WIDTH_FLOAT64
 
 
 @nki.jit

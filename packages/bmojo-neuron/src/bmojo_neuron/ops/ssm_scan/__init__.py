@@ -12,7 +12,7 @@ inside the kernel (Mamba-2's dt path).
 from __future__ import annotations
 
 import torch
-from bmojo.argcheck import TORCH, check_int, check_ssm_scan_args
+from bmojo.argcheck import TORCH, check_array, check_int, check_same, check_ssm_scan_args
 
 from bmojo_neuron.ops._tiles import PMAX, kernel_dtype, launch, pad_axis, round_up
 
@@ -81,8 +81,12 @@ def ssm_scan(x, dt, A, B, C, D=None, initial_state=None, *, chunk_size: int = 64
 
 
 def ssm_scan_fused(x, dt, A, B, C, D=None, initial_state=None, *, dt_bias=None):
-    """``ssm_scan`` with ``dt = softplus(dt + dt_bias)`` computed inside the kernel; dt_bias (H,)."""
-    check_ssm_scan_args(TORCH, x, dt, A, B, C, D, initial_state, step=False)
+    """``ssm_scan`` with ``dt = softplus(dt + dt_bias)`` computed inside the kernel; dt_bias (H,),
+    checked as core checks ``D`` (shape (H,), x's dtype and device: never broadcast or cast)."""
+    H = check_ssm_scan_args(TORCH, x, dt, A, B, C, D, initial_state, step=False).H
+    if dt_bias is not None:
+        check_array(TORCH, "dt_bias", dt_bias, shape=(H,))
+        check_same(TORCH, "dt_bias", dt_bias, "x", x)
     return _run(x, dt, A, B, C, D, initial_state, dt_bias, True)
 
 
