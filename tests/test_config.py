@@ -269,3 +269,52 @@ def test_gated_presets_are_the_published_layer_plus_the_bypass(base):
     b.load_state_dict({k: v for k, v in a.state_dict().items() if k in b.state_dict()})
     x = torch.randint(0, 50, (2, 24))
     torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+
+
+# ----- float fields become float32 parameters; errors in a model's layers name the layer -----
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("dt_max", 1e39), ("A_init_max", 1e39), ("rope_theta", 1e300), ("dt_min", 1e-50), ("A_init_min", 1e-50)],
+)
+def test_layer_float_fields_stay_in_float32_range(field, value):
+    with pytest.raises(ConfigError, match=rf"^{field}: expected a number in \[1e-37, 1e\+37\]"):
+        LayerConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field, value", [("init_std", 1e300), ("init_std", 1e38), ("norm_eps", 1e300)])
+def test_model_float_fields_stay_in_float32_range(field, value):
+    with pytest.raises(ConfigError, match=rf"^{field}: expected a number in \[1e-37, 1e\+37\]"):
+        ModelConfig(**{field: value})
+
+
+def test_layer_built_at_the_float_bounds_has_finite_parameters():
+    """The extremes accepted still give finite float32 parameters (log-uniform dt, log A, normal init)."""
+    import torch
+
+    small = dict(d_model=16, window=4, n_heads=2, ssm_head_dim=8, eidetic_capacity=2, eidetic_per_chunk=1)
+    for kw, model_kw in [
+        (dict(dt_min=1e37, dt_max=1e37, A_init_min=1e37, A_init_max=1e37), dict(init_std=1e37)),
+        (dict(dt_min=1e-37, dt_max=1e-37, A_init_min=1e-37, A_init_max=1e-37), dict(init_std=1e-37)),
+    ]:
+        cfg = ModelConfig(vocab_size=8, d_model=16, layers=(LayerConfig(**small, **kw),), **model_kw)
+        torch.manual_seed(0)
+        model = BMojoLM(cfg)
+        bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+        assert bad == [], (kw, bad)
+
+
+def test_layer_errors_of_a_model_config_name_the_layer():
+    data = ModelConfig.preset("swa", d_model=32, window=8).to_dict()
+    data["layers"][1]["window"] = -1
+    with pytest.raises(ConfigError, match=r"^layers\[1\]\.window: expected an int >= 0, got -1$"):
+        ModelConfig.from_dict(data)
+    data["layers"][1] = 3
+    with pytest.raises(ConfigError, match=r"^layers\[1\]: expected a dict, got 'int'$"):
+        ModelConfig.from_dict(data)
+    data["layers"][1] = {"windw": 8}
+    with pytest.raises(ConfigError, match=r"^layers\[1\]: expected only known fields .*\['windw'\]$"):
+        ModelConfig.from_json(json.dumps(data))
+    with pytest.raises(ConfigError, match=r"^window: expected an int >= 0"):  # a lone layer names no index
+        LayerConfig.from_dict({"window": -1})

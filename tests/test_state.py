@@ -315,3 +315,18 @@ def test_save_state_names_a_non_state_argument(tmp_path):
     with pytest.raises(ValueError, match=r"state: expected a DecodeState \(see init_state\), got dict"):
         model.save_state({}, tmp_path / "s.safetensors")
     assert not (tmp_path / "s.safetensors").exists()
+
+
+def test_state_metadata_config_nested_too_deep_is_a_state_error(tmp_path):
+    """json recurses per nesting level: a config of "[" * 100000 is refused by name, not a RecursionError."""
+    from safetensors import safe_open
+
+    model = build("bmojo_f")
+    _, state = model.prefill(torch.randint(0, model.config.vocab_size, (1, 5)))
+    path = tmp_path / "s.safetensors"
+    model.save_state(state, path)
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    save_file(load_file(str(path)), str(path), metadata={**meta, "config": "[" * 100_000 + "]" * 100_000})
+    with pytest.raises(StateError, match=r"s\.safetensors: metadata config: expected the model config as JSON, got "):
+        model.load_state(path)

@@ -86,7 +86,7 @@ def check_device(flag: str, name: str) -> torch.device:
         if device.type == "meta":  # allocates nothing, so the probe below would pass
             raise ValueError("the meta device holds no data to compute with")
         torch.empty(1, device=device)
-    except (RuntimeError, AssertionError, ValueError) as err:
+    except (RuntimeError, AssertionError, TypeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{flag}: expected an available torch device, got {name!r} ({first})") from None
     return device

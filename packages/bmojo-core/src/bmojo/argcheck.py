@@ -46,6 +46,25 @@ def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
     return value
 
 
+def check_device_type(flag: str, name: object, others: Sequence[str] = ()) -> str:
+    """The device *type* that ``name`` names, as dispatch sees a tensor's (``tensor.device.type``):
+    ``"cuda:1"`` is ``"cuda"``. A name torch cannot parse is refused, naming ``flag``, unless it is
+    one of ``others`` (device types of other array frameworks, MLX's ``"gpu"``). Whether such a
+    device exists here is not checked (``bmojo._checks.check_device`` does that)."""
+    if isinstance(name, str) and name in others:
+        return name
+    try:
+        import torch
+
+        return torch.device(name).type
+    except (ImportError, RuntimeError, TypeError, ValueError):
+        own = sorted({o for o in others if o not in ("cpu", "cuda", "mps")})
+        extra = f", or a device type of another array framework ({', '.join(own)})" if own else ""
+        raise ValueError(
+            f"{flag}: expected a torch device type (cpu, cuda, mps, ...; cuda:1 means cuda){extra}, got {name!r}"
+        ) from None
+
+
 @dataclass(frozen=True)
 class ArrayKind:
     """What the checkers need to know about one array framework.

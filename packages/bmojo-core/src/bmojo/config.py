@@ -45,12 +45,23 @@ def _bad(field_name: str, expected: str, actual: Any) -> ConfigError:
     return ConfigError(f"{field_name}: expected {expected}, got {actual!r}")
 
 
+#: Largest value of an integer field: the largest integer every JSON reader holds exactly (float64
+#: ones included), far beyond any size a model can allocate, and within torch's int64 sizes.
+INT_MAX = 2**53
+#: Float fields become (or initialise) float32 parameters: their magnitude stays in
+#: [FLOAT_MIN, FLOAT_MAX], so neither they nor the exp/log/normal draws of initialisation overflow
+#: float32 (max ~3.4e38) or round to 0 (smallest normal ~1.2e-38).
+FLOAT_MIN, FLOAT_MAX = 1e-37, 1e37
+
+
 def _int(cfg, name, minimum):
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, int):
         raise _bad(name, "an int", value)
     if value < minimum:
         raise _bad(name, f"an int >= {minimum}", value)
+    if value > INT_MAX:
+        raise _bad(name, f"an int <= 2**53 = {INT_MAX}", value)
 
 
 def _check_fields(cls, what: str, data: Any) -> None:
@@ -76,6 +87,9 @@ def _float(cfg, name, *, positive=True):
         raise _bad(name, "a finite number", value)
     if positive and not value > 0:
         raise _bad(name, "a positive number", value)
+    if abs(value) > FLOAT_MAX or (positive and value < FLOAT_MIN):
+        low = f"{FLOAT_MIN:g}" if positive else f"-{FLOAT_MAX:g}"
+        raise _bad(name, f"a number in [{low}, {FLOAT_MAX:g}] (float32 parameters come from it)", value)
 
 
 @dataclass(frozen=True)
@@ -267,8 +281,9 @@ class LayerConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LayerConfig:
-        _check_fields(cls, "layer config", data)
+    def from_dict(cls, data: dict[str, Any], what: str = "layer config") -> LayerConfig:
+        """``what`` names the config in errors (``ModelConfig.from_dict`` passes ``layers[i]``)."""
+        _check_fields(cls, what, data)
         return cls(**data)
 
     @classmethod
@@ -369,14 +384,18 @@ class ModelConfig:
         if "layers" in data:
             if not isinstance(data["layers"], (list, tuple)):
                 raise _bad("layers", "a list of layer configs", type(data["layers"]).__name__)
-            data["layers"] = tuple(
-                layer if isinstance(layer, LayerConfig) else LayerConfig.from_dict(layer) for layer in data["layers"]
-            )
+            data["layers"] = tuple(_layer_from_dict(i, layer) for i, layer in enumerate(data["layers"]))
         return cls(**data)
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
-        return cls.from_dict(json.loads(text))
+        """A config from JSON text; its ConfigErrors (and JSONDecodeErrors) are ValueErrors, which
+        loaders prefix with the file."""
+        try:
+            data = json.loads(text)
+        except RecursionError:  # json recurses per nesting level: "[" * 100000 is not a config
+            raise ConfigError("model config: expected JSON, got nesting too deep to read") from None
+        return cls.from_dict(data)
 
     @classmethod
     def preset(
@@ -418,6 +437,17 @@ class ModelConfig:
             own = {k: v for k, v in layer_overrides.items() if _takes(kind, k)}
             layers.append(LayerConfig.preset(kind, d_model=d_model, **own))
         return cls(vocab_size=vocab_size, d_model=d_model, layers=tuple(layers))
+
+
+def _layer_from_dict(i: int, layer: Any) -> LayerConfig:
+    """Layer ``i`` of a model config read from a dict: its errors name it, ``layers[i].window: ...``."""
+    if isinstance(layer, LayerConfig):
+        return layer
+    try:
+        return LayerConfig.from_dict(layer, f"layers[{i}]")
+    except ConfigError as err:
+        message = str(err)
+        raise ConfigError(message if message.startswith(f"layers[{i}]") else f"layers[{i}].{message}") from None
 
 
 #: ``_takes``'s "only the fields a preset leaves free" (None is a real value: fading_offset's fixed one)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from bmojo._checks import check_int, fail
+from bmojo._checks import check_device, check_int, fail
 from bmojo.argcheck import check_temperature
 from bmojo.config import ConfigError, LayerConfig, ModelConfig
 from bmojo.config import check_stored_config as _check_stored
@@ -263,6 +263,7 @@ class BMojoLM(nn.Module):
                 torch.device(device)
             except (RuntimeError, TypeError, ValueError) as err:
                 fail("device", "None or a torch device", f"{device!r} ({err})")
+            check_device("device", device)  # one that exists here, and holds data (not meta)
         directory = Path(directory)
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (directory / name).is_file():
@@ -279,8 +280,10 @@ class BMojoLM(nn.Module):
         except Exception as err:  # safetensors raises its own error types for a corrupt header
             raise StateError(f"{weights}: expected a safetensors file, got {type(err).__name__}: {err}") from None
         check_stored_config(weights, meta, config, cfg_path)
-        with torch.device("meta"):  # the expected tensors, without allocating them
-            expected = {k: (tuple(v.shape), v.dtype) for k, v in cls(config).state_dict().items()}
+        try:
+            expected = expected_tensors(config)
+        except ConfigError as err:
+            raise StateError(f"{cfg_path}: {err}") from None
         missing, unexpected = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
         if missing or unexpected:
             raise StateError(
@@ -306,6 +309,21 @@ class BMojoLM(nn.Module):
         if device is not None:
             model = model.to(device)
         return model
+
+
+def expected_tensors(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Name → (shape, dtype) of every tensor of ``BMojoLM(config)``, from a model built on the meta
+    device (nothing allocated). A config whose tensors torch cannot even size (a product of sizes
+    past int64, say vocab_size · d_model bytes >= 2**63) is a ConfigError, not torch's error."""
+    try:
+        with torch.device("meta"):
+            model = BMojoLM(config)
+    except (RuntimeError, TypeError, OverflowError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"model config: expected sizes whose tensors stay under 2**63 bytes, got more ({first})"
+        ) from None
+    return {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
 
 
 def tempered_scores(logits: torch.Tensor, temperature: float) -> torch.Tensor:

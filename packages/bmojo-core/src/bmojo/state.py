@@ -180,6 +180,8 @@ class DecodeState:
             saved_cfg = json.loads(meta.get("config", "null"))
         except json.JSONDecodeError as err:
             raise bad("metadata config", "the model config as JSON", f"invalid JSON ({err})") from None
+        except RecursionError:  # json recurses per nesting level
+            raise bad("metadata config", "the model config as JSON", "nesting too deep to read") from None
         if saved_cfg != model.config.to_dict():
             raise StateError(f"{path}: expected a state saved for this model's config, got a different config")
         if POSITIONS_KEY not in header:

@@ -1,11 +1,13 @@
 """``bmojo backends`` (alias ``bmojo doctor``): every backend with its version, state, reason and
-ops, then which backend each op would use. Imports no torch itself; a broken plugin shows as
-``import failed`` with its error instead of breaking the command."""
+ops, then which backend each op would use. Imports no torch itself (only ``--device`` is parsed
+by torch, as dispatch reads a tensor's device type); a broken plugin shows as ``import failed``
+with its error instead of breaking the command."""
 
 from __future__ import annotations
 
 import json
 
+from bmojo.argcheck import check_device_type
 from bmojo.backends.registry import ENV_BACKEND, ENV_DISABLE, BackendError, State, get_registry, requested
 from bmojo.backends.spec import ANY_DEVICE, OPS, TORCH
 
@@ -19,7 +21,11 @@ def register(sub) -> None:
         f"{ENV_DISABLE}=a,b.",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--device", default="cpu", help="device type for the selection summary (default cpu)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="device type for the selection summary (default cpu; cuda:1 means cuda, as dispatch sees it)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="show full tracebacks of failed plugins")
     p.set_defaults(func=run)
 
@@ -69,13 +75,30 @@ def _print_selection(selection: dict[str, str]) -> None:
         print(f"  {name}: {', '.join(ops) if len(ops) < len(OPS) else 'all ops'}")
 
 
+def _other_devices(statuses) -> list[str]:
+    """Device types that backends declare for non-torch array frameworks (MLX's ``gpu``)."""
+    return sorted(
+        {
+            device
+            for s in statuses
+            for op, framework in s.frameworks.items()
+            if framework != TORCH
+            for device in s.ops.get(op, ())
+            if device != ANY_DEVICE
+        }
+    )
+
+
 def run(args) -> int:
     registry = get_registry()
     statuses = registry.statuses()
     unknown_disabled = registry.unknown_disabled()
     explicit, source = requested()
+    # The device *type*, as dispatch reads it from a tensor (cpu:0 is cpu); unknown types are refused.
+    args.device = check_device_type("--device", args.device, _other_devices(statuses))
     selection, error = _selection(args.device)
     arrays = _array_selections(args.device)
+    array_errors = {fw: sel for fw, sel in arrays.items() if isinstance(sel, str)}
     if args.json:
         print(
             json.dumps(
@@ -88,12 +111,12 @@ def run(args) -> int:
                     "selection_error": error,
                     "unknown_disabled": unknown_disabled,
                     "array_selection": {fw: sel for fw, sel in arrays.items() if isinstance(sel, dict)},
-                    "array_selection_error": {fw: sel for fw, sel in arrays.items() if isinstance(sel, str)},
+                    "array_selection_error": array_errors,
                 },
                 indent=2,
             )
         )
-        return 1 if error else 0
+        return 1 if error or array_errors else 0
     rows = []
     for s in statuses:
         prio = "-" if s.priority is None else str(s.priority)
@@ -121,7 +144,7 @@ def run(args) -> int:
             print(f"  error: {sel}")
         else:
             _print_selection(sel)
-    if error:
+    if error or array_errors:
         return 1
     failed = [s for s in statuses if s.state in (State.IMPORT_FAILED, State.INVALID)]
     if failed:

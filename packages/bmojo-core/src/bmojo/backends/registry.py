@@ -506,16 +506,21 @@ class Registry:
         return sorted(found)
 
     def array_selection(self, framework: str, device_type: str = "cpu") -> dict[str, str]:
-        """op → backend name that would run it now for ``framework`` arrays (ops nobody provides
-        for that framework are left out; an unavailable explicit backend raises)."""
+        """op → backend name that would run it now for ``framework`` arrays. Ops nobody provides
+        (the requested backend, when one is requested) are left out; a requested backend that is
+        unavailable, or has an op only for other arrays or devices, raises what dispatch would."""
+        explicit, _ = requested()
         out = {}
         for op in OPS:
             try:
                 out[op] = self.resolve_array(op, framework, device_type)[0]
-            except BackendUnavailableError:
-                raise
             except BackendError:
-                continue
+                if explicit is None:
+                    continue
+                st = self.status(explicit)
+                if st.state is State.AVAILABLE and op not in st.backend.ops:
+                    continue
+                raise
         return out
 
 

@@ -37,8 +37,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from bmojo.config import ModelConfig, config_diff
-from bmojo.model import CONFIG_NAME, WEIGHTS_NAME, BMojoLM, check_stored_config
+from bmojo.config import ConfigError, ModelConfig, config_diff
+from bmojo.model import CONFIG_NAME, WEIGHTS_NAME, BMojoLM, check_stored_config, expected_tensors
 from bmojo.state import SAFETENSORS_DTYPES, StateError
 
 FORMAT = "bmojo-train-checkpoint"
@@ -85,10 +85,7 @@ def latest(run_dir: Path) -> Path | None:
     pointer = Path(run_dir) / LATEST
     if not pointer.is_file():
         return None
-    try:
-        info = json.loads(pointer.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{pointer}: expected JSON, got unreadable text ({err})") from err
+    info = _loads(pointer, "a checkpoint pointer")
     if not isinstance(info, dict) or info.get("format") != FORMAT or not isinstance(info.get("dir"), str):
         raise CheckpointError(f"{pointer}: expected a {FORMAT!r} pointer with a 'dir', got {info!r}")
     path = Path(run_dir) / info["dir"]
@@ -99,7 +96,10 @@ def latest(run_dir: Path) -> Path | None:
 
 def resolve(path: str | Path, flag: str = "--checkpoint") -> Path:
     """A checkpoint directory from a run directory (its latest), a step directory, or any
-    ``save_pretrained`` directory."""
+    ``save_pretrained`` directory. A blank string is refused (``Path("")`` would be the current
+    directory)."""
+    if isinstance(path, str) and not path.strip():
+        raise CheckpointError(f"{flag}: expected a run or checkpoint directory, got {path!r} (blank)")
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{flag}: expected a run or checkpoint directory, got {str(path)!r} (not found)")
@@ -114,13 +114,19 @@ def resolve(path: str | Path, flag: str = "--checkpoint") -> Path:
     )
 
 
+def _loads(path: Path, what: str) -> Any:
+    """``path``'s JSON, or a CheckpointError naming it (bad JSON, bad UTF-8, nesting too deep)."""
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError; json recurses per level
+        reason = "nesting too deep to read" if isinstance(err, RecursionError) else str(err)
+        raise CheckpointError(f"{path}: expected JSON ({what}), got unreadable text ({reason})") from None
+
+
 def read_json(path: Path, what: str) -> Any:
     if not path.is_file():
         raise CheckpointError(f"{path.parent}: expected {path.name} ({what}), not found")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: expected JSON ({what}), got unreadable text ({err})") from err
+    return _loads(path, what)
 
 
 def read_trainer(step_dir: Path) -> dict | None:
@@ -215,10 +221,16 @@ def load_model(path: str | Path, *, device="cpu", flag: str = "--checkpoint") ->
     # save_pretrained model may be bfloat16, float16 or float64), when they agree on one.
     floats = {dt for _, dt in header.values() if isinstance(dt, torch.dtype) and dt.is_floating_point}
     dtype = floats.pop() if len(floats) == 1 else torch.float32
-    with torch.device("meta"):
-        template = BMojoLM(config).to(dtype)
-    _check_header(weights, header, _expected_model(template))
+    # The config the weights were saved with first, then the tensors this config has (on the
+    # meta device: nothing allocated), before anything is built for real.
     _check_weights_config(step_dir, config)
+    try:
+        expected = {
+            k: (shape, dtype if dt.is_floating_point else dt) for k, (shape, dt) in expected_tensors(config).items()
+        }
+    except ConfigError as err:
+        raise CheckpointError(f"{step_dir / CONFIG_NAME}: not a valid model config: {err}") from None
+    _check_header(weights, header, expected)
     model = BMojoLM(config).to(dtype)
     model.load_state_dict(_read(weights))
     return model.to(device).eval(), step_dir

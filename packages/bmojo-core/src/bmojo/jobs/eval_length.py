@@ -94,13 +94,29 @@ def length_nll(
     return float(nll.mean()), float(tail.mean())
 
 
+def _settings(step_dir: Path, trainer: dict) -> dict:
+    """trainer.json's ``settings`` (empty without one), checked to be a dict."""
+    settings = trainer.get("settings", {})
+    if not isinstance(settings, dict):
+        raise ckpt.CheckpointError(
+            f"{Path(step_dir) / ckpt.TRAINER}: settings: expected a dict, got {type(settings).__name__}"
+        )
+    return settings
+
+
 def _context(step_dir: Path, trainer: dict, context: int | None) -> int:
-    """--context, or the training context recorded in the checkpoint."""
+    """--context, or the training context recorded in the checkpoint (checked as --context is)."""
     if context is not None:
         return context
-    context = trainer.get("settings", {}).get("seq_len")
+    context = _settings(step_dir, trainer).get("seq_len")
     if context is None:
-        raise ValueError(f"--context: expected the training context ({str(step_dir)!r} has no trainer.json)")
+        missing = f"{ckpt.TRAINER} has no settings.seq_len" if trainer else f"has no {ckpt.TRAINER}"
+        raise ValueError(f"--context: expected the training context ({str(step_dir)!r} {missing})")
+    if isinstance(context, bool) or not isinstance(context, int) or context < 1:
+        raise ckpt.CheckpointError(
+            f"{Path(step_dir) / ckpt.TRAINER}: settings.seq_len: expected an int >= 1 (the training context), "
+            f"got {context!r}"
+        )
     return context
 
 
@@ -120,7 +136,7 @@ def evaluate_checkpoint(
     each corpus once, for its cache key); loaded here otherwise."""
     model, step_dir = ckpt.load_model(path, device=device)
     trainer = ckpt.read_trainer(step_dir) or {}
-    settings = trainer.get("settings", {})
+    settings = _settings(step_dir, trainer)
     context = _context(step_dir, trainer, context)
     data = data if data is not None else settings.get("data")
     corpus = load_corpus(data) if corpus is None else corpus
@@ -250,13 +266,15 @@ def run(args) -> int:
     # before anything is evaluated, and each corpus is loaded once.
     step_dirs = [ckpt.resolve(path) for path in args.checkpoint]
     trainers = [ckpt.read_trainer(d) or {} for d in step_dirs]
+    for d, t in zip(step_dirs, trainers):
+        _settings(d, t)
     contexts = [_context(d, t, args.context) for d, t in zip(step_dirs, trainers)]
     if len(set(contexts)) > 1:
         raise ValueError(f"--checkpoint: expected models trained at one context, got {contexts}")
     corpora = {}
     results = []
     for i, (path, step_dir, trainer) in enumerate(zip(args.checkpoint, step_dirs, trainers)):
-        data = args.data if args.data is not None else trainer.get("settings", {}).get("data")
+        data = args.data if args.data is not None else _settings(step_dir, trainer).get("data")
         if data not in corpora:
             corpora[data] = load_corpus(data)
         kw = dict(
