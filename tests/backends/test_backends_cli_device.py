@@ -8,21 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
 import pytest
 from bmojo.argcheck import check_device_type
-from bmojo.backends import Backend, BackendError, Converters, OpImpl, Registry, arrays, cli, hookimpl, set_registry
+from bmojo.backends import Backend, BackendError, OpImpl, Registry, arrays, cli, hookimpl, set_registry
 from bmojo.cli import main
-
-TOY = Converters(
-    to_numpy=lambda a: (np.asarray(a), str(np.asarray(a).dtype)),
-    from_numpy=lambda a, name: a.astype(name),
-    device_type=lambda: "cpu",
-)
-
-
-def toy_rmsnorm(x, weight, eps=1e-6):
-    return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * weight
+from test_backends_frameworks import EP, toy_rmsnorm  # this folder's test module: its toy framework
+from test_backends_frameworks import TOY_CONVERTERS as TOY
 
 
 class Plugin:
@@ -30,16 +21,6 @@ class Plugin:
     def bmojo_backends(self):
         ops = {"rmsnorm": OpImpl(toy_rmsnorm, devices=("cpu", "tpu9"))}
         return [Backend(name="toy", version="1", ops=ops, priority=5, framework="toy", converters=TOY)]
-
-
-class EP:
-    """An entry point of the ``bmojo`` group, for ``Registry(entry_points=...)``."""
-
-    def __init__(self, name, plugin):
-        self.name, self.value, self.dist, self._plugin = name, f"fake_{name}", None, plugin
-
-    def load(self):
-        return self._plugin
 
 
 @pytest.fixture
