@@ -287,6 +287,52 @@ def test_ssm_scan_without_grad_saves_nothing(device):
     assert_close("h", h0, h1.detach(), torch.float32)
 
 
+def _strong_decay_args(device, dt_max, a_max, seed):
+    """float32 scan inputs with |Σ dt·A| per chunk in the thousands (dt up to dt_max, A down to
+    -a_max): the chunk's decay exponent then has an ulp near 1e-4."""
+    g = torch.Generator().manual_seed(seed)
+    b, T, H, P, G, N = 1, 64, 2, 8, 1, 8
+    f32 = dict(dtype=torch.float32)
+    return (
+        torch.randn(b, T, H, P, generator=g, **f32).to(device),
+        (torch.rand(b, T, H, generator=g, **f32) * dt_max).to(device),
+        (-torch.rand(H, generator=g, **f32) * a_max - 0.1).to(device),
+        torch.randn(b, T, G, N, generator=g, **f32).to(device),
+        torch.randn(b, T, G, N, generator=g, **f32).to(device),
+    )
+
+
+@pytest.mark.parametrize("block_l", [16, 32])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_ssm_scan_strong_decay_keeps_the_newest_token_exact(block_l, seed, device):
+    """The leaving state weights token j by exp(cum_L − cum_j): cum_L must be the cumsum's own
+    last entry, so the newest token's weight is exactly 1 (as the reference's
+    ``cum[..., -1:] - cum``). A separate tl.sum rounded differently and put float32 final states
+    20× outside the tolerance at dt ≤ 100, A ≥ −100 (review finding)."""
+    args = _strong_decay_args(device, 100.0, 100.0, seed)
+    x, N = args[0], args[3].shape[-1]
+    cfg = {k: replace(ssm_scan._scan_tiles(k, x, N), block_l=block_l) for k in ("fwd", "fwd_train")}
+    with ssm_scan.TILES.override(**cfg):
+        with torch.no_grad():  # the inference kernel
+            y, h = ssm_scan.ssm_scan(*args)
+        # the training forward (inputs require grad: the kernel that keeps what the backward needs)
+        compare_fwd_bwd(
+            "strong decay", ssm_scan.ssm_scan, ssm_ref.ssm_scan, args, {}, torch.float32, names=SCAN_NAMES, grads=False
+        )
+    y_ref, h_ref = ssm_ref.ssm_scan(*args)
+    assert_close("y", y, y_ref, torch.float32)
+    assert_close("final state", h, h_ref, torch.float32)
+
+
+def test_ssm_scan_strong_decay_gradients(device):
+    """The backward's chunk totals come from the cumsum too (dt ≤ 20, A ≥ −50, 32-token chunks)."""
+    args = _strong_decay_args(device, 20.0, 50.0, 1)
+    x, N = args[0], args[3].shape[-1]
+    cfg = {k: replace(ssm_scan._scan_tiles(k, x, N), block_l=32) for k in ("fwd", "fwd_train")}
+    with ssm_scan.TILES.override(**cfg):
+        compare_fwd_bwd("strong decay", ssm_scan.ssm_scan, ssm_ref.ssm_scan, args, {}, torch.float32, names=SCAN_NAMES)
+
+
 def test_ssm_scan_chunk_size_does_not_change_the_result(device):
     args = scan_args(device, torch.float64, b=1, T=45, H=2, P=8, G=1, N=8)
     y1, h1 = ssm_scan.ssm_scan(*args, chunk_size=7)

@@ -35,7 +35,7 @@ import triton
 import triton.language as tl
 
 from bmojo_triton.ops._triton_utils import index, mm
-from bmojo_triton.ops.ssm_scan.fwd import _chunk_walk_strides
+from bmojo_triton.ops.ssm_scan.fwd import _chunk_total, _chunk_walk_strides
 
 
 @triton.jit
@@ -105,7 +105,7 @@ def _chunk_grads(
     bm = tl.load(B + bc_off, mask=ln_mask, other=0.0).to(ACC)
     cm = tl.load(C + bc_off, mask=ln_mask, other=0.0).to(ACC)
     cum = tl.cumsum(dt * a, axis=0)
-    total = tl.sum(dt * a, axis=0)
+    total = _chunk_total(cum, offs_l, BLOCK_L)
     e_cum = tl.exp(cum)
     to_end = tl.exp(total - cum)
     xdt = x * dt[:, None]
@@ -291,7 +291,7 @@ def _ssd_bwd_state_kernel(
             C + b * sb_b + t[:, None] * sb_t + g * sb_g + offs_n[None, :], mask=t_ok[:, None] & n_ok[None, :], other=0.0
         ).to(ACC)
         cum = tl.cumsum(dt * a, axis=0)
-        dh = _dh_prev(dh, dy, cm, tl.exp(cum), tl.sum(dt * a, axis=0), DOT_PREC)
+        dh = _dh_prev(dh, dy, cm, tl.exp(cum), _chunk_total(cum, offs_l, BLOCK_L), DOT_PREC)
     tl.store(DH0 + state_ptrs, dh.to(DH0.dtype.element_ty), mask=pn_mask)
 
 

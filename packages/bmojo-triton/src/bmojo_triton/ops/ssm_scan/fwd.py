@@ -42,6 +42,16 @@ def _chunk_walk_strides(sx_t, sdt_t, sb_t, IDX64: tl.constexpr):
 
 
 @triton.jit
+def _chunk_total(cum, offs_l, BLOCK_L: tl.constexpr):
+    """cum_L, the chunk's whole decay exponent, read from ``cum`` itself (rows past T add 0).
+    ``tl.sum(dt·A)`` would round differently from the cumsum, so exp(total − cum) — the newest
+    token's weight in the leaving state — would be exp(±ulp(|Σ dt·A|)) instead of exactly 1 (as
+    core's ``cum[..., -1:] - cum``): with |Σ dt·A| ~ 1e3 that cost float32 final states 20× the
+    tolerance."""
+    return tl.sum(tl.where(offs_l == BLOCK_L - 1, cum, 0.0), axis=0)
+
+
+@triton.jit
 def _chunk_y(x, xdt, cm, bm, cum, state, d, causal, HAS_D: tl.constexpr, ACC: tl.constexpr, DOT_PREC: tl.constexpr):
     """y of one chunk: the intra-chunk term, the entering state's term and D·x."""
     cb = mm(cm, tl.trans(bm), DOT_PREC, False)
@@ -128,7 +138,7 @@ def _ssd_fwd_kernel(
             B + b * sb_b + t[:, None] * sb_t + g * sb_g + offs_n[None, :], mask=t_ok[:, None] & n_ok[None, :], other=0.0
         ).to(ACC)
         cum = tl.cumsum(dt * a, axis=0)
-        total = tl.sum(dt * a, axis=0)
+        total = _chunk_total(cum, offs_l, BLOCK_L)
         xdt = x * dt[:, None]
         if OUTPUT:
             cm = tl.load(
