@@ -11,7 +11,6 @@ from bmojo.ops.causal_conv1d import reference as conv_ref
 from bmojo.ops.eidetic import reference as eid_ref
 from bmojo.ops.rmsnorm import reference as norm_ref
 from bmojo.ops.ssm_scan import reference as ssm_ref
-from bmojo_triton.ops import bmojo_attention as attn
 from bmojo_triton.ops import causal_conv1d as conv
 from bmojo_triton.ops import eidetic, rmsnorm, ssm_scan
 from triton_helpers import assert_close, compare_fwd_bwd
@@ -503,30 +502,31 @@ def test_steps_in_place_refuse_what_torch_in_place_ops_refuse(device):
             step(frozen, *rest)
 
 
-def test_double_backward_raises_instead_of_dropping_terms(device):
-    """The Triton backwards write gradients with kernels, which carry no graph: a second derivative
-    (create_graph=True, e.g. a gradient penalty) must raise, not silently miss the op's terms."""
-    g = torch.Generator().manual_seed(7)
-    x = rn(device, torch.float64, 2, 5, 8, g=g).requires_grad_()
-    w = rn(device, torch.float64, 8, g=g)
-    xc, wc = rn(device, torch.float64, 1, 9, 6, g=g).requires_grad_(), rn(device, torch.float64, 6, 4, g=g)
-    q, k, v = (rn(device, torch.float64, 1, 7, 2, 8, g=g) for _ in range(3))
-    q.requires_grad_()
-    scan = [
-        t.requires_grad_() if i == 0 else t for i, t in enumerate(scan_args(device, torch.float64, 1, 9, 2, 4, 1, 4))
-    ]
-    cases = {
-        "rmsnorm": (x, lambda: rmsnorm.rmsnorm(x, w)),
-        "gated_rmsnorm": (x, lambda: rmsnorm.gated_rmsnorm(x, x.detach().flip(-1), w)),
-        "causal_conv1d": (xc, lambda: conv.causal_conv1d(xc, wc)[0]),
-        "ssm_scan": (scan[0], lambda: ssm_scan.ssm_scan(*scan)[0]),
-        "bmojo_attention": (q, lambda: attn.bmojo_attention(q, k, v, window=3)[0]),
-    }
-    for name, (leaf, fn) in cases.items():
-        (grad,) = torch.autograd.grad((fn() ** 2).sum(), leaf, create_graph=True)
-        assert grad.requires_grad, name  # the graph goes on, into a node that raises when reached
-        with pytest.raises(RuntimeError, match="once_differentiable"):
-            (grad**2).sum().backward()
+def test_rows_past_tritons_largest_block_are_refused_by_name(device):
+    """The norms and ``innovation_scores`` hold a whole row (normalisation group, a token's keys)
+    in one block of next_pow2(width) elements: past Triton's largest (2**20) the call is refused
+    before any launch, naming the argument, on every device. The widest allowed row runs. (Second
+    derivatives: test_triton_double_backward.py.)"""
+    from bmojo_triton.ops._guards import MAX_BLOCK
+
+    assert MAX_BLOCK == 2**20
+    wide, w = torch.zeros(1, MAX_BLOCK + 1, device=device), torch.ones(MAX_BLOCK + 1, device=device)
+    msg = r"expected {} <= 1048576 \(Triton's largest block: one program holds it whole\), got 1048577$"
+    with pytest.raises(ValueError, match="^x: " + msg.format("last axis")):
+        rmsnorm.rmsnorm(wide, w)
+    with pytest.raises(ValueError, match="^x: " + msg.format("last axis")):
+        rmsnorm.rmsnorm_backward([wide], [True, True], wide, w)
+    with pytest.raises(ValueError, match=r"^x: expected last axis \(the normalisation group without group_size\)"):
+        rmsnorm.gated_rmsnorm(wide, wide, w)
+    two = torch.zeros(1, 2 * (MAX_BLOCK + 1), device=device)
+    with pytest.raises(ValueError, match="^group_size: " + msg.format("a normalisation group")):
+        rmsnorm.gated_rmsnorm(two, two, torch.ones(two.shape[-1], device=device), group_size=MAX_BLOCK + 1)
+    k = wide.reshape(1, 1, 1, -1)
+    with pytest.raises(ValueError, match=r"^k: expected Hkv × Dh \(one program reduces a token's keys\) <= 1048576"):
+        eidetic.innovation_scores(k, k)
+    edge = torch.ones(1, MAX_BLOCK, device=device)  # the widest row: runs
+    assert_close("rmsnorm at 2**20", rmsnorm.rmsnorm(edge, edge[0]), edge, torch.float32)
+    assert eidetic.innovation_scores(edge.reshape(1, 1, 2, -1), edge.reshape(1, 1, 2, -1)).item() == 0
 
 
 def test_grid_axis_limits_are_refused_by_name(device):

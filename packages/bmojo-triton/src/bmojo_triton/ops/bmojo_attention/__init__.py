@@ -24,8 +24,8 @@ import torch
 import triton
 from bmojo.argcheck import TORCH, check_bmojo_attention_args, check_int, fail
 from bmojo.arith import resolve_fading_offset
-from torch.autograd.function import once_differentiable
 
+from bmojo_triton.ops._guards import first_order_only
 from bmojo_triton.ops._triton_utils import (
     MIN_DOT,
     TileTable,
@@ -353,14 +353,17 @@ class BMojoAttentionFn(torch.autograd.Function):
         return o, lse
 
     @staticmethod
-    @once_differentiable  # the kernels' gradients carry no graph: a double backward raises
     def backward(ctx, do, dlse):
         q, k, v, kf, vf, ek, ev, epos, o, lse = ctx.saved_tensors
         if do is None:
             do = torch.zeros_like(o)
         needs = ctx.needs_input_grad
-        with TILES.applied(ctx.tiles):
-            grads = _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, ctx.meta, needs)
+
+        def grads_():
+            with TILES.applied(ctx.tiles):
+                return _bwd(do, dlse, q, k, v, kf, vf, ek, ev, epos, o, lse, ctx.meta, needs)
+
+        grads = first_order_only("bmojo_attention", grads_, q, k, v, kf, vf, ek, ev, do, dlse)
         return (*(g if n else None for g, n in zip(grads, needs[:7])), None, None)
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import triton
 from bmojo.argcheck import TORCH, check_causal_conv1d_args, fail
-from torch.autograd.function import once_differentiable
 
+from bmojo_triton.ops._guards import first_order_only
 from bmojo_triton.ops._triton_utils import (
     acc_dtype,
     check_grid_axis,
@@ -144,12 +144,15 @@ class CausalConvFn(torch.autograd.Function):
         return y, final
 
     @staticmethod
-    @once_differentiable  # the kernels' gradients carry no graph: a double backward raises
     def backward(ctx, dy, dfinal):
         x, weight, bias, state = ctx.saved_tensors
         if dy is None:
             dy = torch.zeros_like(x)
-        grads = _bwd(dy, dfinal, x, weight, bias, state, ctx.activation)
+        grads = first_order_only(
+            "causal_conv1d",
+            lambda: _bwd(dy, dfinal, x, weight, bias, state, ctx.activation),
+            x, weight, bias, state, dy, dfinal,
+        )  # fmt: skip
         return (*(g if n else None for g, n in zip(grads, ctx.needs_input_grad[:4])), None)
 
 

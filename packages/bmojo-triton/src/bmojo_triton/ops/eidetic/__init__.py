@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from bmojo.argcheck import TORCH, check_innovation_scores_args
 
+from bmojo_triton.ops._guards import check_block
 from bmojo_triton.ops._triton_utils import acc_dtype, on_device, pow2
 from bmojo_triton.ops.eidetic.fwd import _innovation_kernel
 
@@ -15,6 +16,7 @@ def innovation_scores(k: torch.Tensor, k_pred: torch.Tensor) -> torch.Tensor:
     per-head mean, i.e. the mean over Hkv·Dh values)."""
     check_innovation_scores_args(TORCH, k, k_pred)
     b, T, Hkv, Dh = k.shape
+    check_block("k", "Hkv × Dh (one program reduces a token's keys)", Hkv * Dh)
     cd = TORCH.score_dtype(k.dtype)
     out = torch.empty(b, T, dtype=cd, device=k.device)
     width = Hkv * Dh

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 from bmojo.argcheck import TORCH, check_gated_rmsnorm_args, check_rmsnorm_args
-from torch.autograd.function import once_differentiable
 
+from bmojo_triton.ops._guards import check_block, first_order_only
 from bmojo_triton.ops._triton_utils import acc_dtype, on_device, pow2
 from bmojo_triton.ops.rmsnorm.bwd import _norm_bwd_kernel
 from bmojo_triton.ops.rmsnorm.fwd import _norm_fwd_kernel
@@ -68,34 +68,52 @@ class _NormFn(torch.autograd.Function):
         return _launch_fwd(x, z, weight, eps, group)
 
     @staticmethod
-    @once_differentiable  # the kernels' gradients carry no graph: a double backward raises
     def backward(ctx, dy):
         x, z, weight = ctx.saved_tensors
-        return (*_norm_bwd(dy, x, z, weight, ctx.eps, ctx.group), None, None)
+        op = "rmsnorm" if z is None else "gated_rmsnorm"
+        grads = first_order_only(op, lambda: _norm_bwd(dy, x, z, weight, ctx.eps, ctx.group), x, z, weight, dy)
+        return (*grads, None, None)
+
+
+def _check_rmsnorm(x, weight, eps) -> int:
+    """Core's checks, then the kernels' block limit (one program holds a row whole); the group."""
+    check_rmsnorm_args(TORCH, x, weight, eps)
+    check_block("x", "last axis", x.shape[-1])
+    return max(x.shape[-1], 1)
+
+
+def _check_gated_rmsnorm(x, z, weight, eps, group_size) -> int:
+    """Core's checks, then the kernels' block limit (one program holds a group whole); the group."""
+    group = check_gated_rmsnorm_args(TORCH, x, z, weight, group_size, eps=eps)
+    if group_size is None:
+        check_block("x", "last axis (the normalisation group without group_size)", group)
+    else:
+        check_block("group_size", "a normalisation group", group)
+    return group
 
 
 def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Same contract as ``bmojo.ops.rmsnorm.reference.rmsnorm``."""
-    check_rmsnorm_args(TORCH, x, weight, eps)
-    return _NormFn.apply(x.contiguous(), None, weight.contiguous(), eps, max(x.shape[-1], 1))
+    group = _check_rmsnorm(x, weight, eps)
+    return _NormFn.apply(x.contiguous(), None, weight.contiguous(), eps, group)
 
 
 def gated_rmsnorm(
     x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, group_size: int | None = None
 ) -> torch.Tensor:
     """Same contract as ``bmojo.ops.rmsnorm.reference.gated_rmsnorm``."""
-    group = check_gated_rmsnorm_args(TORCH, x, z, weight, group_size, eps=eps)
+    group = _check_gated_rmsnorm(x, z, weight, eps, group_size)
     return _NormFn.apply(x.contiguous(), z.contiguous(), weight.contiguous(), eps, group)
 
 
 # The explicit backwards core's custom op calls (``OpImpl.backward``; torch.compile): the kernel of
 # ``_NormFn.backward``, without running the forward again. One gradient per tensor argument.
 def rmsnorm_backward(grads, needs, x, weight, eps=1e-6) -> list:
-    check_rmsnorm_args(TORCH, x, weight, eps)
-    dx, _, dw = _norm_bwd(grads[0], x.contiguous(), None, weight.contiguous(), eps, max(x.shape[-1], 1))
+    group = _check_rmsnorm(x, weight, eps)
+    dx, _, dw = _norm_bwd(grads[0], x.contiguous(), None, weight.contiguous(), eps, group)
     return [dx, dw]
 
 
 def gated_rmsnorm_backward(grads, needs, x, z, weight, eps=1e-6, group_size=None) -> list:
-    group = check_gated_rmsnorm_args(TORCH, x, z, weight, group_size, eps=eps)
+    group = _check_gated_rmsnorm(x, z, weight, eps, group_size)
     return list(_norm_bwd(grads[0], x.contiguous(), z.contiguous(), weight.contiguous(), eps, group))

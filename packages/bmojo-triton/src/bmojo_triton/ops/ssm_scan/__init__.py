@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 import torch
 import triton
 from bmojo.argcheck import TORCH, check_int, check_ssm_scan_args, fail
-from torch.autograd.function import once_differentiable
 
+from bmojo_triton.ops._guards import first_order_only
 from bmojo_triton.ops._triton_utils import (
     TileTable,
     acc_dtype,
@@ -370,11 +370,14 @@ class SsmScanFn(torch.autograd.Function):
         return y, final
 
     @staticmethod
-    @once_differentiable  # the kernels' gradients carry no graph: a double backward raises
     def backward(ctx, dy, dht):
         x, dt, A, B, C, D, h0, states = ctx.saved_tensors
-        with TILES.applied(ctx.tiles):
-            grads = _grads(dy, dht, x, dt, A, B, C, D, h0, states, ctx.chunk)
+
+        def grads_():
+            with TILES.applied(ctx.tiles):
+                return _grads(dy, dht, x, dt, A, B, C, D, h0, states, ctx.chunk)
+
+        grads = first_order_only("ssm_scan", grads_, x, dt, A, B, C, D, h0, dy, dht)
         return tuple(g if n else None for g, n in zip(grads, ctx.needs_input_grad))
 
 
