@@ -117,6 +117,20 @@ def test_mistral_weights_in_the_swa_special_case(kw, attn):
     assert err < TOL, f"max |diff| {diff:.2e}"
 
 
+def test_hidden_states_match_the_source_entry_by_entry():
+    """Same hidden_states layout as transformers' Llama: embeddings, each layer, the last normed."""
+    source = llama()
+    converted = convert_hf_model(source)
+    ids = torch.randint(0, 64, (2, T))
+    with torch.no_grad():
+        want = source.model(ids, output_hidden_states=True)
+        got = converted.model(ids, output_hidden_states=True)
+    assert torch.equal(want.hidden_states[-1], want.last_hidden_state)  # the convention itself
+    assert len(got.hidden_states) == len(want.hidden_states) == source.config.num_hidden_layers + 1
+    for a, e in zip(got.hidden_states, want.hidden_states, strict=True):
+        assert rel_err(a, e) < TOL
+
+
 def test_mistral_window_is_w_keys_including_self():
     """The mapping window = sliding_window is checked, not assumed: w + 1 or w - 1 is far off."""
     source = mistral()

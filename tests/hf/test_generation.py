@@ -119,6 +119,46 @@ def test_beam_search_with_the_cache_equals_beam_search_without():
     assert torch.equal(cached, uncached)
 
 
+@pytest.mark.parametrize("do_sample", [False, True], ids=["beam_search", "beam_sample"])
+def test_a_cache_left_by_beam_search_is_refused_by_name(do_sample):
+    """The cache holds the last running beams, the sequences are the best finished hypotheses in
+    score order: continuing would silently decode from other beams' states."""
+    model = tiny_model("bmojo", eidetic_capacity=2)
+    ids, mask = left_pad(prompts((4, 9)))
+    kw = dict(do_sample=do_sample, pad_token_id=PAD, eos_token_id=None)
+    out = model.generate(
+        ids,
+        attention_mask=mask,
+        max_new_tokens=5,
+        num_beams=3,
+        num_return_sequences=3,
+        return_dict_in_generate=True,
+        **kw,
+    )
+    assert isinstance(out.cache, BMojoCache) and out.cache.not_continuable is not None
+    n = out.sequences.shape[1] - ids.shape[1]
+    mask2 = torch.cat([mask.repeat_interleave(3, 0), torch.ones(6, n, dtype=mask.dtype)], dim=1)
+    state = out.cache.state
+    refused = r"cache: expected a cache that continues the returned sequences, got one left by beam search"
+    for key in ("cache", "past_key_values"):
+        with pytest.raises(ValueError, match=refused):
+            model.generate(out.sequences, attention_mask=mask2, max_new_tokens=2, **kw, **{key: out.cache})
+    with pytest.raises(ValueError, match=refused), torch.no_grad():
+        model(out.sequences[:, -1:], cache=out.cache)
+    assert out.cache.state is state  # refused before anything changed
+    # without the cache the sequences continue (prefilled again), as each row does alone
+    greedy_kw = dict(max_new_tokens=3, do_sample=False, pad_token_id=PAD, eos_token_id=None)
+    resumed = model.generate(out.sequences, attention_mask=mask2, **greedy_kw)
+    for i in range(6):  # (a generated token may equal PAD: the mask is given, not inferred)
+        row = out.sequences[i, mask2[i].bool()][None]
+        alone = model.generate(row, attention_mask=torch.ones_like(row), **greedy_kw)
+        assert torch.equal(resumed[i, -3:], alone[0, -3:])
+    # a cache the caller hands to beam search is marked too
+    mine = BMojoCache(2 * 3, model.config.num_hidden_layers)
+    model.generate(ids, attention_mask=mask, max_new_tokens=3, num_beams=3, cache=mine, **kw)
+    assert mine.not_continuable is not None
+
+
 def test_reorder_cache_moves_whole_rows():
     model = tiny_model("bmojo", eidetic_capacity=2)
     ids, mask = left_pad(prompts((3, 7, 5)))

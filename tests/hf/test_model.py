@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,56 @@ def test_config_carries_the_core_config_and_round_trips(tmp_path):
     assert isinstance(back, BMojoConfig)
     assert back.core_config == core and back.eos_token_id == 3
     assert BMojoConfig.from_dict(cfg.to_dict()).core_config == core
+
+
+DERIVED = {
+    "vocab_size": (VOCAB, 999, "bmojo_config['vocab_size']"),
+    "hidden_size": (32, 64, "bmojo_config['d_model']"),
+    "num_hidden_layers": (2, 7, "len(bmojo_config['layers'])"),
+    "tie_word_embeddings": (True, False, "bmojo_config['tie_embeddings']"),
+}
+
+
+@pytest.mark.parametrize("name", list(DERIVED))
+def test_derived_attributes_that_conflict_with_the_core_config_are_refused(tmp_path, name):
+    """vocab_size, hidden_size, num_hidden_layers, tie_word_embeddings are views of the core config:
+    the derived value itself is accepted (an older config.json may hold it), anything else is refused
+    by name with the expected value and where it comes from, never dropped or cast."""
+    same, other, where = DERIVED[name]
+    core = tiny_core_config("swa").to_dict()
+    assert getattr(BMojoConfig(bmojo_config=core, **{name: same}), name) == same
+    message = rf"{name}: expected {same!r} \(a read-only view of the core config, {re.escape(where)}\), got "
+    for bad in (other, float(same)):  # another value, or the same value of another type
+        with pytest.raises(ConfigError, match=message + re.escape(repr(bad))):
+            BMojoConfig(bmojo_config=core, **{name: bad})
+    cfg = BMojoConfig(bmojo_config=core)
+    with pytest.raises(ConfigError, match=message + re.escape(repr(other))):
+        setattr(cfg, name, other)
+    assert getattr(cfg, name) == same
+    # through config.json (older files held the derived keys) and from_pretrained's keyword arguments
+    cfg.save_pretrained(tmp_path)
+    assert name not in json.loads((tmp_path / "config.json").read_text())
+    for value, ok in ((same, True), (other, False)):
+        saved = json.loads((tmp_path / "config.json").read_text()) | {name: value}
+        (tmp_path / "config.json").write_text(json.dumps(saved))
+        if ok:
+            assert getattr(AutoConfig.from_pretrained(tmp_path), name) == same
+            assert getattr(AutoConfig.from_pretrained(tmp_path, **{name: same}), name) == same
+        else:
+            with pytest.raises(ConfigError, match=message + re.escape(repr(other))):
+                AutoConfig.from_pretrained(tmp_path)
+    saved.pop(name)
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match=message + re.escape(repr(other))):
+        AutoModelForCausalLM.from_pretrained(tmp_path, **{name: other})
+
+
+def test_core_config_is_a_read_only_view_too():
+    core = tiny_core_config("swa")
+    assert BMojoConfig(bmojo_config=core.to_dict(), core_config=core).core_config == core
+    refused = r"core_config: expected the ModelConfig in bmojo_config .*differing in vocab_size"
+    with pytest.raises(ConfigError, match=refused):
+        BMojoConfig(bmojo_config=core.to_dict(), core_config=core.replace(vocab_size=VOCAB + 1))
 
 
 def test_config_validation_errors_come_from_core():
@@ -134,6 +185,47 @@ def test_bad_inputs_name_the_argument():
         model(torch.tensor([[VOCAB]]))
     with pytest.raises(ValueError, match="attention_mask"):
         model(torch.ones(2, 3, dtype=torch.long), attention_mask=torch.ones(1, 3))
+
+
+@pytest.mark.parametrize("ids", [None, [[1, 2, 3]]], ids=["missing", "list"])
+@pytest.mark.parametrize("use_cache", [None, True, False])
+def test_missing_or_non_tensor_input_ids_are_named_on_every_cache_path(ids, use_cache):
+    """In eval mode the default cache (config.use_cache) path read input_ids.shape first."""
+    model = tiny_model("swa")
+    assert not model.training and model.config.use_cache
+    for run in (model, model.model):
+        with pytest.raises(ValueError, match=r"input_ids: expected a torch\.Tensor of token ids, got"):
+            run(ids, attention_mask=torch.ones(1, 3, dtype=torch.long), use_cache=use_cache)
+        with pytest.raises(ValueError, match=r"input_ids: expected a torch\.Tensor of token ids, got"):
+            run(input_ids=ids, use_cache=use_cache)
+
+
+@pytest.mark.parametrize("use_cache", [False, True])
+def test_hidden_states_follow_transformers_last_entry_is_the_normed_output(use_cache):
+    """transformers' convention (LlamaModel, its output capturing): num_hidden_layers + 1 entries,
+    the embeddings, then each layer's output, the last one replaced by last_hidden_state (normed)."""
+    model = tiny_model("bmojo", eidetic_capacity=2)
+    core = model.core
+    ids, mask = left_pad([torch.randint(1, VOCAB, (n,)) for n in (5, 9)])
+    with torch.no_grad():
+        out = model.model(ids, attention_mask=mask, use_cache=use_cache, output_hidden_states=True)
+        lm = model(ids, attention_mask=mask, use_cache=use_cache, output_hidden_states=True)
+        hs = out.hidden_states
+        assert len(hs) == model.config.num_hidden_layers + 1
+        assert torch.equal(hs[-1], out.last_hidden_state)
+        assert all(torch.equal(a, b) for a, b in zip(lm.hidden_states, hs, strict=True))
+        assert torch.equal(lm.logits, F.linear(hs[-1], core.embed.weight))
+        for i in range(2):  # each row alone: embeddings, block 0, norm_f(block 1)
+            r = ids[i, mask[i].bool()][None]
+            h = core.embed(r)
+            want = [h]
+            for block in core.blocks:
+                h, _ = block(h, None, 0)
+                want.append(h)
+            want[-1] = core.norm_f(h)
+            for got, w in zip(hs, want, strict=True):
+                assert rel_err(got[i, mask[i].bool()], w[0]) < 1e-5
+                assert (got[i, ~mask[i].bool()] == 0).all()  # leading pads hold zeros
 
 
 def test_config_carries_the_v2_fields(tmp_path):

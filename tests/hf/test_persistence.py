@@ -122,6 +122,18 @@ def test_a_checkpoint_with_weights_its_config_does_not_use_is_refused(tmp_path, 
         AutoModelForCausalLM.from_pretrained(tmp_path, output_loading_info=True)
 
 
+@pytest.mark.parametrize("cls", [BMojoForCausalLM, BMojoModel, AutoModelForCausalLM])
+def test_a_weight_stored_under_two_names_is_refused_naming_both(tmp_path, cls):
+    """A stray prefix-less copy (``core.embed.weight`` beside ``model.core.embed.weight``) maps to the
+    same weight; loading it would let one copy silently win."""
+    tiny_model("swa").save_pretrained(tmp_path)
+    embed = "model.core.embed.weight"
+    _edit_weights(tmp_path, lambda t: t.__setitem__("core.embed.weight", torch.zeros_like(t[embed])))
+    refused = r"expected each weight stored once, got 'core\.embed\.weight' and 'model\.core\.embed\.weight'"
+    with pytest.raises(ValueError, match=refused):
+        cls.from_pretrained(tmp_path)
+
+
 def test_a_tensor_stored_in_another_dtype_is_refused_unless_a_dtype_is_passed(tmp_path, monkeypatch):
     model = tiny_model("swa")
     model.save_pretrained(tmp_path)

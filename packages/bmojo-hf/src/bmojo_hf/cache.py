@@ -22,6 +22,10 @@ class BMojoCache:
     ``DecodeState`` of all rows (None before the first cached forward), whose ``positions`` are each
     row's own stream position. Created by the model on the first cached forward; pass it back
     through ``cache=`` (``generate`` does this for you).
+
+    ``not_continuable`` is None, or why the cache cannot continue the sequences it came with: a
+    cache left by beam search holds the last running beams, not the returned hypotheses, so
+    ``generate`` sets it there and the model refuses the cache by name. It can still be inspected.
     """
 
     #: transformers generation flags: no torch.compile static shapes, no rollback of a recurrent state.
@@ -37,6 +41,9 @@ class BMojoCache:
         self.num_layers = num_layers
         self.seen = 0
         self.state: DecodeState | None = None
+        self.not_continuable: str | None = None
+        #: set by the model's ``_reorder_cache`` (transformers' beam search loop), read by its ``generate``
+        self._beam_reordered = False
 
     # ----- transformers Cache API surface used by generate -----
     @property

@@ -34,7 +34,10 @@ from bmojo_hf.configuration import BMojoConfig
 @dataclass
 class BMojoModelOutput(ModelOutput):
     """``last_hidden_state`` is after the final norm; leading (left) pad positions hold zeros,
-    trailing (right) pad positions, accepted without a cache, hold ordinary hidden states."""
+    trailing (right) pad positions, accepted without a cache, hold ordinary hidden states.
+    ``hidden_states`` (``output_hidden_states=True``) has ``num_hidden_layers + 1`` entries, as in
+    transformers' models: the embeddings, then each block's output, the last one after the final
+    norm (``hidden_states[-1]`` is ``last_hidden_state``); pads are as in ``last_hidden_state``."""
 
     last_hidden_state: torch.FloatTensor | None = None
     cache: BMojoCache | None = None
@@ -214,19 +217,32 @@ def _weights_message(where, missing, unexpected, mismatched) -> str:
 def _check_checkpoint(model: nn.Module, header: dict, where, cast: bool) -> None:
     """Refuse a checkpoint whose tensors are not exactly ``model``'s (names, shapes) or, unless
     ``cast``, not stored in the model's dtypes. A name may carry or lack the base-model prefix, as
-    transformers maps it (a ``BMojoModel`` from a ``BMojoForCausalLM`` checkpoint and back)."""
+    transformers maps it (a ``BMojoModel`` from a ``BMojoForCausalLM`` checkpoint and back), but
+    one weight stored under two such names (which copy would win is up to transformers) is refused,
+    naming both."""
     expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
     prefix = f"{model.base_model_prefix}."
-    found, unexpected = {}, []
-    for key in header:
+    found, unexpected, duplicates = {}, [], []
+    for key in sorted(header):
         if key in expected:
-            found[key] = key
+            name = key
         elif key.startswith(prefix) and key[len(prefix) :] in expected:
-            found[key[len(prefix) :]] = key
+            name = key[len(prefix) :]
         elif prefix + key in expected:
-            found[prefix + key] = key
+            name = prefix + key
         else:
             unexpected.append(key)
+            continue
+        if name in found:
+            duplicates.append(f"{found[name]!r} and {key!r} (both {name!r})")
+        else:
+            found[name] = key
+    if duplicates:
+        more = f"; and {len(duplicates) - 1} more" if len(duplicates) > 1 else ""
+        raise ValueError(
+            f"{where}: expected each weight stored once, got {duplicates[0]}{more}; "
+            "remove the stray copy from the checkpoint"
+        )
     missing = sorted(set(expected) - set(found))
     mismatched = sorted(
         f"{key}: expected {list(expected[name][0])}, got {list(header[key][0])}"
@@ -331,7 +347,9 @@ class BMojoModel(BMojoPreTrainedModel):
     ):
         """Core blocks over ``input_ids`` (batch, T) from ``state`` (fresh parallel forward when None),
         skipping ``pad`` leading columns per row; returns the normed hidden states, the new state and
-        the per-block hidden states."""
+        (``collect``) transformers' ``hidden_states`` list: the embeddings, then each block's output,
+        the last one after the final norm (so ``hidden_states[-1]`` is ``last_hidden_state``, as in
+        transformers' own models)."""
         core = self.core
         h = core.embed(input_ids)
         hidden = [h] if collect else None
@@ -353,12 +371,16 @@ class BMojoModel(BMojoPreTrainedModel):
         if state is not None:
             advance = input_ids.shape[1] if pad is None else input_ids.shape[1] - pad
             new_state = DecodeState(state.positions + advance, layers)
-        return core.norm_f(h), new_state, hidden
+        h = core.norm_f(h)
+        if collect:
+            hidden[-1] = h
+        return h, new_state, hidden
 
     def _check_cache(self, cache: BMojoCache, batch: int) -> None:
         """Refuse a cache made by another model (layer count, or a state whose layers' keys, shapes
-        or dtypes differ from this model's, as core's ``prefill``/``step`` do) or batch size,
-        before anything is run or rewritten."""
+        or dtypes differ from this model's, as core's ``prefill``/``step`` do) or batch size, or one
+        marked not continuable (left by beam search), before anything is run or rewritten."""
+        _check_continuable(cache)
         layers = self.config.num_hidden_layers
         if cache.num_layers != layers:
             raise ValueError(
@@ -392,6 +414,7 @@ class BMojoModel(BMojoPreTrainedModel):
         losses to (core's ``return_aux``)."""
         if inputs_embeds is not None:
             raise ValueError("inputs_embeds: not supported by B'MOJO models; pass input_ids")
+        _check_ids(input_ids, self.config.vocab_size)  # first: everything below reads its shape
         cache = cache if cache is not None else past_key_values
         if cache is not None and not isinstance(cache, BMojoCache):
             raise ValueError(f"cache: expected a BMojoCache (or None), got {type(cache).__name__}")
@@ -404,7 +427,6 @@ class BMojoModel(BMojoPreTrainedModel):
             use_cache = False
         collect = bool(output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        _check_ids(input_ids, self.config.vocab_size)
         B, T = input_ids.shape
         first = _first_real(attention_mask, B, T, allow_right_padding=not use_cache)
         pad = None if first is None or not any(first) else torch.tensor(first, dtype=torch.long)
@@ -429,13 +451,27 @@ class BMojoModel(BMojoPreTrainedModel):
         if pad is not None:  # pad columns hold zeros (their labels should be -100)
             is_pad = (torch.arange(T)[None, :] < pad[:, None]).to(h.device)[..., None]
             h = h.masked_fill(is_pad, 0.0)
-            hidden = [x.masked_fill(is_pad, 0.0) for x in hidden] if collect else None
+            hidden = [x.masked_fill(is_pad, 0.0) for x in hidden[:-1]] + [h] if collect else None
         out = BMojoModelOutput(h, cache if use_cache else None, tuple(hidden) if collect else None)
         return out if return_dict else out.to_tuple()
 
 
 def _short(value) -> str:
     return type(value).__name__ if isinstance(value, nn.Module) else repr(value)
+
+
+#: why a cache that beam search used cannot be passed back (``BMojoCache.not_continuable``)
+_BEAM_CACHE = (
+    "expected a cache that continues the returned sequences, got one left by beam search (num_beams > 1): "
+    "it holds the last running beams, while the returned sequences are the best finished hypotheses in "
+    "score order, and a B'MOJO state cannot be rebuilt for them; pass the sequences without a cache "
+    "(they are prefilled again)"
+)
+
+
+def _check_continuable(cache) -> None:
+    if isinstance(cache, BMojoCache) and cache.not_continuable is not None:
+        raise ValueError(f"cache: {cache.not_continuable}")
 
 
 class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
@@ -473,7 +509,20 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
                     "state is stateful (SSM state, fading window, eidetic memory) and cannot be rolled back "
                     f"to a shorter prefix after a draft is rejected; expected {name}=None, got {_short(value)}"
                 )
-        return super().generate(*args, **kwargs)
+        for key in ("cache", "past_key_values"):
+            _check_continuable(kwargs.get(key))
+        given = [kwargs.get(key) for key in ("cache", "past_key_values")]
+        result = None
+        try:
+            result = super().generate(*args, **kwargs)
+        finally:
+            # Beam search (num_beams > 1, ``_reorder_cache`` ran) leaves its running beams in the
+            # cache, not the returned hypotheses: mark it, here, after transformers' loop is done,
+            # so passing it back is refused by name instead of silently continuing other beams.
+            for cache in [*given, getattr(result, "cache", None)]:
+                if isinstance(cache, BMojoCache) and cache._beam_reordered:
+                    cache.not_continuable = _BEAM_CACHE
+        return result
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.core.embed
@@ -562,6 +611,7 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
         if inputs_embeds is not None:
             raise ValueError("inputs_embeds: not supported by B'MOJO models; pass input_ids")
         cache = cache if cache is not None else past_key_values
+        _check_continuable(cache)
         if cache is not None:
             seen = cache.get_seq_length()
             if seen and input_ids.shape[1] <= seen:
@@ -582,5 +632,8 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
         return inputs
 
     def _reorder_cache(self, cache: BMojoCache, beam_idx: torch.LongTensor) -> BMojoCache:
+        """transformers' beam search loop: reorder the rows, and note that beam search ran (``generate``
+        marks the cache not continuable once the loop is over)."""
         cache.reorder_cache(beam_idx)
+        cache._beam_reordered = True
         return cache
