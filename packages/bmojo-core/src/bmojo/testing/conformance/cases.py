@@ -132,7 +132,9 @@ def _conv_step(r, b, ch, K, bias=True, activation="silu"):
 
 
 # ----- attention -----
-def _attention(r, b, T, H, Hkv, Dh, w, f=0, M=None, chunk=None, q_start=0, k_extra=0, f_extra=0, block=64, delta=None):
+def _attention(
+    r, b, T, H, Hkv, Dh, w, f=0, M=None, chunk=None, q_start=0, k_extra=0, f_extra=0, block=64, delta=None, scale=None
+):
     args = [r.randn(b, T, H, Dh, scale=1.5), r.randn(b, T + k_extra, Hkv, Dh), r.randn(b, T + k_extra, Hkv, Dh)]
     if f:
         args += [r.randn(b, T + f_extra, Hkv, Dh), r.randn(b, T + f_extra, Hkv, Dh)]
@@ -154,6 +156,8 @@ def _attention(r, b, T, H, Hkv, Dh, w, f=0, M=None, chunk=None, q_start=0, k_ext
         block_size=block,
         fading_offset=delta,  # δ (spec §2.1); None: δ = w
     )
+    if scale is not None:  # an explicit softmax scale (None: 1/sqrt(Dh), the op's default)
+        kw["scale"] = scale
     return tuple(args), kw
 
 
@@ -284,7 +288,13 @@ CASES: tuple[Case, ...] = (
        block=4, delta=4),
     _c("bmojo_attention", "delta0_T1_decode", _attention, b=2, T=1, H=4, Hkv=2, Dh=8, w=8, f=8, M=2, chunk=8,
        q_start=23, k_extra=7, f_extra=7, delta=0),
+    # an explicit scale, and a head size that is not a power of two (a kernel's padded block must
+    # not leak into the scale or the dot products); found by mutation testing of this suite
+    _c("bmojo_attention", "explicit_scale", _attention, b=2, T=13, H=2, Hkv=2, Dh=8, w=4, f=4, M=2, chunk=4,
+       block=4, delta=4, scale=0.3),
+    _c("bmojo_attention", "Dh12", _attention, b=2, T=13, H=2, Hkv=2, Dh=12, w=4, f=4, M=2, chunk=4, block=4, delta=4),
     _c("innovation_scores", "base", _scores, b=2, T=13, Hkv=2, Dh=8),
+    _c("innovation_scores", "Dh12", _scores, b=2, T=13, Hkv=2, Dh=12),
     _c("innovation_scores", "B1_T1", _scores, b=1, T=1, Hkv=1, Dh=4),
     _c("eidetic_select", "base_ties", _select, b=2, start=0, T=20, chunk=4, per_chunk=2, M=5),
     _c("eidetic_select", "fifo", _select, b=2, start=0, T=20, chunk=4, per_chunk=2, M=5, eviction="fifo"),
@@ -296,6 +306,9 @@ CASES: tuple[Case, ...] = (
     _c("gated_rmsnorm", "base", _gated, shape=(2, 7, 32)),
     _c("gated_rmsnorm", "grouped", _gated, shape=(2, 5, 32), group=8),
     _c("gated_rmsnorm", "B1_T1", _gated, shape=(1, 1, 16)),
+    # widths that are not powers of two: a kernel's padded block must not enter the mean
+    _c("rmsnorm", "width24", _rmsnorm, shape=(2, 7, 24)),
+    _c("gated_rmsnorm", "grouped_width36", _gated, shape=(2, 5, 36), group=12),
     # Empty and degenerate sizes the argument checks accept: no batch rows, and a zero-width axis
     # (state size N, head dim P, channels, rmsnorm width; gated_rmsnorm refuses width 0). Outputs
     # come back with the reference's shapes and dtypes (for N = 0, the skip term D·x alone), with
