@@ -1,6 +1,7 @@
 """Every reference op gives the same values, and the same gradients, for any memory layout of its
-inputs: a non-contiguous view (each tensor the every-other-element view the conformance suite
-uses, so the last axis has stride 2) against contiguous copies of the same values.
+inputs: the conformance suite's non-contiguous views (``LAYOUTS``: every other element, so the last
+axis has stride 2; and row-sliced, the last axis of stride 1 with rows further apart) against
+contiguous copies of the same values.
 
 The conformance suite cannot see a layout bug of the reference itself (it compares each backend
 with the reference on the same strided inputs); this test can. (It caught the reference's T = 1
@@ -13,19 +14,24 @@ from __future__ import annotations
 import bmojo.ops
 import pytest
 import torch
-from bmojo.testing.conformance.cases import CASES, DIFFERENTIABLE, noncontiguous
+from bmojo.testing.conformance.cases import CASES, DIFFERENTIABLE, LAYOUTS
 from conftest import assert_close
 
 
-def _has_layout(case) -> bool:
-    """Whether a strided view of the case's inputs exists (not for the empty-size cases)."""
+def _changes_layout(case, layout) -> bool:
+    """Whether ``layout`` makes any of the case's inputs non-contiguous (not for the empty-size
+    cases, nor row-sliced views of single rows, which are contiguous)."""
     args, _ = case.build(torch.float64, "cpu", 0)
-    return any(isinstance(a, torch.Tensor) and a.ndim and a.numel() > 1 for a in args)
+    return any(isinstance(a, torch.Tensor) and not LAYOUTS[layout](a).is_contiguous() for a in args)
 
 
-#: Every op's cases, small and large, built contiguous (their own strided cases included).
+#: Every op's cases, small and large, built contiguous (their own non-contiguous cases included),
+#: with each layout that changes them.
 LAYOUT_CASES = [
-    type(c)(c.op, c.name, c.make, c.params, large=c.large) if c.noncontig else c for c in CASES if _has_layout(c)
+    pytest.param(c, layout, id=f"{c.id}-{layout}")
+    for c in (type(c)(c.op, c.name, c.make, c.params, large=c.large) for c in CASES)
+    for layout in sorted(LAYOUTS)
+    if _changes_layout(c, layout)
 ]
 
 
@@ -50,10 +56,10 @@ def _floating(a):
     return isinstance(a, torch.Tensor) and a.is_floating_point()
 
 
-@pytest.mark.parametrize("case", LAYOUT_CASES, ids=lambda c: c.id)
-def test_strided_inputs_give_the_contiguous_result(case):
+@pytest.mark.parametrize("case, layout", LAYOUT_CASES)
+def test_strided_inputs_give_the_contiguous_result(case, layout):
     args, kwargs = case.build(torch.float64, "cpu", 1234)
-    strided = tuple(noncontiguous(a) for a in args)
+    strided = tuple(LAYOUTS[layout](a) for a in args)
     assert any(isinstance(a, torch.Tensor) and a.numel() > 1 and not a.is_contiguous() for a in strided), case.id
     ups = None
     if case.op in DIFFERENTIABLE:

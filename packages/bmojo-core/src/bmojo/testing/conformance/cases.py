@@ -11,6 +11,11 @@ A few ``large`` cases (marker ``bmojo_large``) add what tiny shapes miss: T beyo
 chunk size, batch > 2, a far ``q_start`` and non-contiguous inputs (every tensor argument a strided
 view with the same values). They run by default; ``--bmojo-skip-large`` leaves them out for slow
 backends (interpreters, emulators) — every op keeps its small cases, so each op is still tested.
+
+Two non-contiguous layouts exist (``Case.layout``): ``"strided"``, every other element of a wider
+buffer (last axis stride 2), and ``"sliced"``, the leading columns of a wider buffer (last axis
+stride 1, rows further apart than their width: q, k and v cut from one fused projection). A kernel
+that tests ``stride(-1) == 1`` and then indexes ``row * width`` passes the first and fails the second.
 """
 
 from __future__ import annotations
@@ -41,7 +46,12 @@ class Case:
     make: Callable[..., tuple[tuple, dict]] = field(repr=False, compare=False)
     params: dict = field(default_factory=dict, compare=False)
     large: bool = field(default=False, compare=False)  #: marker ``bmojo_large`` (skippable)
-    noncontig: bool = field(default=False, compare=False)  #: tensor inputs as strided views
+    #: memory layout of the tensor inputs: "contiguous", or a key of ``LAYOUTS`` (same values, as views)
+    layout: str = field(default="contiguous", compare=False)
+
+    def __post_init__(self):
+        if self.layout != "contiguous" and self.layout not in LAYOUTS:
+            raise ValueError(f"layout: expected 'contiguous' or one of {sorted(LAYOUTS)}, got {self.layout!r}")
 
     @property
     def id(self) -> str:
@@ -50,8 +60,8 @@ class Case:
     def build(self, dtype: torch.dtype, device: str, seed: int) -> tuple[tuple, dict]:
         gen = torch.Generator().manual_seed(seed)
         args, kwargs = self.make(R(gen, dtype, device), **self.params)
-        if self.noncontig:
-            args = tuple(noncontiguous(a) for a in args)
+        if self.layout != "contiguous":
+            args = tuple(LAYOUTS[self.layout](a) for a in args)
         return args, kwargs
 
 
@@ -64,6 +74,37 @@ def noncontiguous(t):
     buf[..., ::2] = t
     view = buf[..., ::2]
     assert not view.is_contiguous() or t.shape[-1] == 1
+    return view
+
+
+def row_sliced(t):
+    """The same values as the first columns of a wider buffer (3 more columns in the last axis):
+    the last axis keeps stride 1, but rows lie further apart than their width — the layout of q, k
+    and v sliced out of one fused projection. 0-d tensors, 1-d tensors (a single row) and
+    non-tensors are returned as they are."""
+    if not isinstance(t, torch.Tensor) or t.ndim < 2 or t.numel() == 0:
+        return t
+    buf = torch.zeros(*t.shape[:-1], t.shape[-1] + 3, dtype=t.dtype, device=t.device)
+    buf[..., : t.shape[-1]] = t
+    view = buf[..., : t.shape[-1]]
+    assert view.stride(-1) == 1 and (not view.is_contiguous() or t.numel() == t.shape[-1])
+    return view
+
+
+#: The non-contiguous layouts a case's inputs can take (``Case.layout``).
+LAYOUTS = {"strided": noncontiguous, "sliced": row_sliced}
+
+
+def same_layout_copy(t: torch.Tensor) -> torch.Tensor:
+    """A detached copy of ``t`` with exactly its sizes and strides (a view of a fresh zeroed buffer),
+    so a non-contiguous input keeps its layout when the suite copies it."""
+    if t.is_contiguous():
+        return t.detach().clone()
+    extent = 1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride()) if n > 0) if t.numel() else 0
+    buf = torch.zeros(extent, dtype=t.dtype, device=t.device)
+    view = buf.as_strided(t.shape, t.stride())
+    with torch.no_grad():
+        view.copy_(t)
     return view
 
 
@@ -199,12 +240,17 @@ def _c(op, name, make, **params) -> Case:
 
 def _large(op, name, make, **params) -> Case:
     """A large case (T beyond a block/chunk, batch 3, non-contiguous inputs)."""
-    return Case(op, name, make, params, large=True, noncontig=True)
+    return Case(op, name, make, params, large=True, layout="strided")
 
 
 def _strided(op, name, make, **params) -> Case:
     """A small case with non-contiguous inputs (cheap enough to always run)."""
-    return Case(op, name, make, params, noncontig=True)
+    return Case(op, name, make, params, layout="strided")
+
+
+def _sliced(op, name, make, **params) -> Case:
+    """A small case whose inputs are row-sliced views (last axis stride 1, rows further apart)."""
+    return Case(op, name, make, params, layout="sliced")
 
 
 # fmt: off
@@ -293,6 +339,16 @@ CASES: tuple[Case, ...] = (
     _c("bmojo_attention", "explicit_scale", _attention, b=2, T=13, H=2, Hkv=2, Dh=8, w=4, f=4, M=2, chunk=4,
        block=4, delta=4, scale=0.3),
     _c("bmojo_attention", "Dh12", _attention, b=2, T=13, H=2, Hkv=2, Dh=12, w=4, f=4, M=2, chunk=4, block=4, delta=4),
+    # caches that do not reach back as far as the windows: positions before k's (kf's) first row
+    # are not keys at all (not zero keys); and cache rows at negative positions, never visible
+    _c("bmojo_attention", "truncated_cache", _attention, b=2, T=6, H=2, Hkv=1, Dh=8, w=6, f=3, M=2, chunk=3,
+       q_start=10, k_extra=1, f_extra=2, block=3),
+    _c("bmojo_attention", "cache_before_pos0", _attention, b=2, T=5, H=2, Hkv=1, Dh=8, w=6, f=3, M=2, chunk=3,
+       q_start=2, k_extra=5, f_extra=9, block=3),
+    # a query block spanning an eidetic chunk boundary (block 8 > chunk 6): each query reads its
+    # own chunk's snapshot, not its block's
+    _c("bmojo_attention", "block_gt_chunk", _attention, b=2, T=19, H=4, Hkv=2, Dh=8, w=4, f=4, M=3, chunk=6,
+       block=8),
     _c("innovation_scores", "base", _scores, b=2, T=13, Hkv=2, Dh=8),
     _c("innovation_scores", "Dh12", _scores, b=2, T=13, Hkv=2, Dh=12),
     _c("innovation_scores", "B1_T1", _scores, b=1, T=1, Hkv=1, Dh=4),
@@ -337,6 +393,17 @@ CASES: tuple[Case, ...] = (
              chunk=8, q_start=23, k_extra=7, f_extra=15),
     _strided("bmojo_attention", "T1_decode_window_only_strided", _attention, b=2, T=1, H=2, Hkv=1, Dh=8, w=4,
              q_start=9, k_extra=3),
+    # Row-sliced inputs (last axis stride 1, rows further apart than their width; cheap: always run).
+    _sliced("ssm_scan", "sliced", _ssm_scan, b=2, T=20, H=2, P=4, G=1, N=8, chunk=8),
+    _sliced("ssm_step", "sliced", _ssm_step, b=2, H=4, P=8, G=2, N=8),
+    _sliced("causal_conv1d", "sliced", _conv, b=2, T=9, ch=8, K=4),
+    _sliced("bmojo_attention", "three_sources_sliced", _attention, b=2, T=13, H=4, Hkv=2, Dh=8, w=4, f=4, M=2,
+            chunk=4, block=4),
+    _sliced("bmojo_attention", "T1_decode_sliced", _attention, b=2, T=1, H=4, Hkv=2, Dh=8, w=8, f=8, M=2,
+            chunk=8, q_start=23, k_extra=7, f_extra=15),
+    _sliced("innovation_scores", "sliced", _scores, b=2, T=13, Hkv=2, Dh=8),
+    _sliced("rmsnorm", "sliced", _rmsnorm, shape=(2, 7, 24)),
+    _sliced("gated_rmsnorm", "grouped_sliced", _gated, shape=(2, 5, 32), group=8),
     # Large (marker bmojo_large): T over 2 chunks/blocks, batch 3, far q_start, strided inputs.
     _large("ssm_scan", "large_T150_B3", _ssm_scan, b=3, T=150, H=4, P=8, G=2, N=8, chunk=64),
     _large("causal_conv1d", "large_T100_B3", _conv, b=3, T=100, ch=16, K=4),

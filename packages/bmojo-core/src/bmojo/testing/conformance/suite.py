@@ -34,7 +34,7 @@ from bmojo.testing.conformance.cases import (
     OPCHECK_CASES,
     BadCase,
     Case,
-    noncontiguous,
+    same_layout_copy,
 )
 from bmojo.testing.conformance.plugin import most_precise_dtype
 from bmojo.testing.conformance.tolerances import TOLERANCES
@@ -138,12 +138,15 @@ def _custom_op(backend):
 
 def _clone(args):
     """Copies with the same values and layout (a non-contiguous input stays non-contiguous)."""
-    return tuple(_clone_one(a) if isinstance(a, torch.Tensor) else a for a in args)
+    return tuple(same_layout_copy(a) if isinstance(a, torch.Tensor) else a for a in args)
 
 
-def _clone_one(a: torch.Tensor) -> torch.Tensor:
-    c = a.detach().clone()
-    return c if a.is_contiguous() else noncontiguous(c)
+def assert_inputs_unchanged(before, after, op):
+    """The op left its inputs as they were (custom ops may not mutate their inputs; an in-place
+    state update belongs in a backend's own ``op_`` function, not the registered op)."""
+    for i, (b, a) in enumerate(zip(before, after)):
+        if isinstance(b, torch.Tensor):
+            assert torch.equal(b.cpu(), a.detach().cpu()), f"{op}: argument {i} was modified by the call"
 
 
 def _assert_served_by(backend, op, device):
@@ -259,16 +262,21 @@ class ConformanceSuite(_Guard):
         expected = _reference(case.op)(*_clone(args), **kwargs)
         if backend.framework != "torch":
             bridge = _bridge(backend)
+            arrays = bridge.args(args)
+            before = [_snapshot(bridge, x) for x in arrays]
             with backend.use():
-                actual = bridge.to_torch(_array_call(backend, case.op, *bridge.args(args), **kwargs))
+                actual = bridge.to_torch(_array_call(backend, case.op, *arrays, **kwargs))
             assert_matches(actual, expected, tol.atol, tol.rtol, case.op)
+            assert_inputs_unchanged(before, [_snapshot(bridge, x) for x in arrays], case.op)
             return
+        before = _clone(args)
         with backend.use():
             _assert_served_by(backend, case.op, backend.device)
             # Through torch.ops.bmojo.<op> (what compiled and autograd code runs), not the eager fast path.
             with nan_poisoned_allocations(), torch.no_grad(), dispatch.custom_ops_always():
                 actual = _dispatched(case.op)(*args, **kwargs)
         assert_matches(actual, expected, tol.atol, tol.rtol, case.op)
+        assert_inputs_unchanged(before, args, case.op)
 
     @pytest.mark.bmojo_conformance
     @pytest.mark.parametrize("case", _params(GRAD_CASES))
