@@ -119,6 +119,27 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'bmojo.argcheck' has no attribute {name!r}")
 
 
+def check_layer_states(kind: ArrayKind, what: str, layers, expected, *, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` unless a decode state's ``layers`` (one dict of ``kind``'s arrays per layer)
+    have exactly ``expected``'s layers, keys, shapes and dtypes — ``expected`` as the model's
+    ``init_state`` makes them. Core's ``DecodeState.check_like`` (torch) and bmojo-mlx's model
+    (MLX) both check states with it."""
+    if len(layers) != len(expected):
+        raise error(f"{what}: expected {len(expected)} layer states, got {len(layers)}")
+    for i, (got, want) in enumerate(zip(layers, expected)):
+        if not isinstance(got, dict) or set(got) != set(want):
+            keys = sorted(got) if isinstance(got, dict) else type(got).__name__
+            raise error(f"{what}.layers[{i}]: expected {kind.noun}s {sorted(want)}, got {keys}")
+        for key, t in want.items():
+            g = got[key]
+            if not isinstance(g, kind.array_type) or tuple(g.shape) != tuple(t.shape) or g.dtype != t.dtype:
+                actual = f"{tuple(g.shape)} {g.dtype}" if isinstance(g, kind.array_type) else type(g).__name__
+                raise error(
+                    f"{what}.layers[{i}].{key}: expected {tuple(t.shape)} {t.dtype} (the state of another "
+                    f"model config or batch size?), got {actual}"
+                )
+
+
 def check_array(
     kind: ArrayKind,
     name: str,

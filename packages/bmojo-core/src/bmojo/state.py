@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from bmojo.argcheck import TORCH, check_layer_states
 from bmojo.memory import State
 
 FORMAT = "bmojo-decode-state"
@@ -77,20 +78,7 @@ class DecodeState:
         """Raise :class:`StateError` unless this state has exactly ``expected``'s layers, keys,
         shapes and dtypes (``expected`` comes from ``model.init_state``, e.g. on the meta device)
         and valid positions. Generic: whatever keys ``init_state`` produces are the contract."""
-        if len(self.layers) != len(expected.layers):
-            raise StateError(f"{what}: expected {len(expected.layers)} layer states, got {len(self.layers)}")
-        for i, (got, want) in enumerate(zip(self.layers, expected.layers)):
-            if not isinstance(got, dict) or set(got) != set(want):
-                keys = sorted(got) if isinstance(got, dict) else type(got).__name__
-                raise StateError(f"{what}.layers[{i}]: expected tensors {sorted(want)}, got {keys}")
-            for key, t in want.items():
-                g = got[key]
-                if not isinstance(g, torch.Tensor) or g.shape != t.shape or g.dtype != t.dtype:
-                    actual = f"{tuple(g.shape)} {g.dtype}" if isinstance(g, torch.Tensor) else type(g).__name__
-                    raise StateError(
-                        f"{what}.layers[{i}].{key}: expected {tuple(t.shape)} {t.dtype} (the state of another "
-                        f"model config or batch size?), got {actual}"
-                    )
+        check_layer_states(TORCH, what, self.layers, expected.layers, error=StateError)
         _check_positions(f"{what}.positions", self.positions, expected.positions)
 
     def detach(self) -> DecodeState:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from bmojo.argcheck import check_array, check_int, fail
+from bmojo.argcheck import check_array, check_int, check_layer_states, fail
 from bmojo.config import LayerConfig, ModelConfig
 
 from bmojo_mlx import dispatch as ops
@@ -448,21 +448,9 @@ class BMojoMLX(nn.Module):
         pos = state.position
         if not isinstance(pos, int) or isinstance(pos, bool) or pos < 0:
             fail("state.position", "an int >= 0", repr(pos))
-        # Every key, shape and dtype as init_state makes them for this model (as core's
-        # DecodeState.check_like; mx.zeros is lazy, so nothing is allocated here).
-        for i, (got, want) in enumerate(zip(state.layers, self.init_state(batch).layers)):
-            if not isinstance(got, dict) or set(got) != set(want):
-                keys = sorted(got) if isinstance(got, dict) else type(got).__name__
-                fail(f"state.layers[{i}]", f"arrays {sorted(want)}", keys)
-            for key, t in want.items():
-                g = got[key]
-                if not isinstance(g, mx.array) or tuple(g.shape) != tuple(t.shape) or g.dtype != t.dtype:
-                    actual = f"{tuple(g.shape)} {g.dtype}" if isinstance(g, mx.array) else type(g).__name__
-                    fail(
-                        f"state.layers[{i}].{key}",
-                        f"{tuple(t.shape)} {t.dtype} (the state of another model config or batch size?)",
-                        actual,
-                    )
+        # Every key, shape and dtype as init_state makes them for this model, by core's checker
+        # (the one DecodeState.check_like uses); mx.zeros is lazy, so nothing is allocated here.
+        check_layer_states(MLX, "state", state.layers, self.init_state(batch).layers)
 
     @property
     def dtype(self):
