@@ -38,13 +38,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from bmojo.backends.registry import BackendError  # light: no torch, no plugins
 
+    errors = (ValueError, FileNotFoundError, FloatingPointError, BackendError)  # they name the argument
+    return run_command(f"bmojo {args.command}", lambda: args.func(args), errors)
+
+
+def run_command(name: str, fn, errors: tuple[type[BaseException], ...]) -> int:
+    """Run a command's ``fn()`` and map how it ends to an exit status: its return value (None: 0);
+    ``errors`` (which name their argument) as one ``"<name>: error: ..."`` line, 2; Ctrl-C a
+    message, 130; a closed pipe (``| head``) quietly, 141. Shared by ``bmojo`` and ``bmojo-mlx``."""
     try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FloatingPointError, BackendError) as err:  # they name the argument
-        print(f"bmojo {args.command}: error: {err}", file=sys.stderr)
+        return int(fn() or 0)
+    except errors as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: a message, not a traceback (finished work is kept on disk)
-        print(f"\nbmojo {args.command}: interrupted", file=sys.stderr)
+        print(f"\n{name}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (`bmojo generate | head`): stop quietly, as cat does
         # the interpreter flushes stdout again at exit; point it at devnull so that flush cannot fail

@@ -7,6 +7,8 @@ import argparse
 import os
 import sys
 
+from bmojo.cli import run_command
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bmojo-mlx", description="B'MOJO on MLX")
@@ -22,20 +24,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    # As core's ``bmojo`` CLI: errors that name their argument are one line and exit 2, Ctrl-C 130,
-    # a closed pipe (``| head``) 141 without a traceback.
-    try:
-        return _generate(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"bmojo-mlx {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\nbmojo-mlx {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # the interpreter flushes stdout again at exit; point it at devnull so that flush cannot fail
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+    # core's handling: errors that name their argument one line and exit 2, Ctrl-C 130, a closed
+    # pipe (``| head``) 141 without a traceback
+    return run_command(f"bmojo-mlx {args.command}", lambda: _generate(args), (ValueError, FileNotFoundError))
 
 
 def _generate(args) -> int:
