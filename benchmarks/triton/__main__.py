@@ -816,12 +816,24 @@ def main(argv=None) -> int:
     )
     t_start = time.perf_counter()
     DEADLINE[0] = float("inf") if a.budget is None else t_start + a.budget
-    ceilings(gpu, dev)
+    try:
+        ceilings(gpu, dev)
+    except Exception as err:  # e.g. out of memory: the sections still run, rooflines print as unknown
+        print(f"ceilings failed: {type(err).__name__}: {err}; rooflines unknown", flush=True)
+        traceback.print_exc()
+        CEIL.update(copy_gbps=None, matmul_tflops=None)
+        ROWS.append(dict(section="ceilings", note=f"failed: {type(err).__name__}: {err}"))
 
     def dump():
-        if a.out:
+        """Rewrite --out with every row so far; a failed write is reported and the run goes on
+        (stdout keeps every figure), so a full disk never costs the sections still to run."""
+        if not a.out:
+            return
+        try:
             a.out.parent.mkdir(parents=True, exist_ok=True)
             a.out.write_text(json.dumps(dict(info=info, ceilings=CEIL, rows=ROWS), indent=1, default=str))
+        except OSError as err:
+            print(f"  writing {a.out} failed: {err} (the figures above are complete)", flush=True)
 
     sz = SIZES[scale]
     for sec, Ts, budget in sections:

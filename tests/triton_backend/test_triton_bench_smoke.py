@@ -139,6 +139,34 @@ def test_out_is_checked_before_measuring(tmp_path, monkeypatch, capsys):
     assert f"--out: expected a file path, got the directory '{tmp_path}'" in capsys.readouterr().err
 
 
+def test_a_failed_ceiling_or_write_does_not_stop_the_run(tmp_path, device, monkeypatch, capsys):
+    """The copy/matmul ceilings failing (e.g. out of memory) and --out becoming unwritable mid-run
+    (a full disk) are reported; the sections still run and print their figures."""
+    if device.type == "cuda":
+        pytest.skip("toy sizes under the interpreter")
+    bench = _bench()
+
+    def no_ceilings(*a):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    out = tmp_path / "bench.json"
+    write_text = Path.write_text
+
+    def disk_full(self, *a, **k):
+        if self == out:
+            raise OSError(28, "No space left on device")
+        return write_text(self, *a, **k)
+
+    monkeypatch.setattr(bench, "ceilings", no_ceilings)
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    assert bench.main(["--tiny", "--sections", "norm_conv", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "ceilings failed: RuntimeError: CUDA out of memory (simulated); rooflines unknown" in text
+    # after the section and at the end
+    assert text.count(f"writing {out} failed: [Errno 28] No space left on device") == 2, text
+    assert " ms " in text.split("[norm_conv]")[1]
+
+
 def test_dtypes_by_section(device):
     """Without --dtypes the interpreter runs decode, eidetic, tune and tuned in float32 (and the
     JSON says so); the parsed flags are what the sections get."""
