@@ -282,3 +282,34 @@ def test_continuing_a_cache_with_too_few_columns_says_what_the_cache_consumed():
             pad_token_id=PAD,
             eos_token_id=None,
         )
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_generate_refuses_an_empty_prompt_by_name(batch):
+    """transformers fails inside its loop (an IndexError for batch > 1, an error from the model's forward
+    for batch 1): refused up front, naming input_ids, whichever way the prompt is passed."""
+    model = tiny_model("swa")
+    empty = torch.zeros(batch, 0, dtype=torch.long)
+    refused = rf"input_ids: expected a prompt of at least one token per row .*got shape \({batch}, 0\)"
+    for kw in (dict(), dict(use_cache=False), dict(num_beams=2)):
+        with pytest.raises(ValueError, match=refused):
+            model.generate(empty, max_new_tokens=2, **kw)
+    for key in ("inputs", "input_ids"):
+        with pytest.raises(ValueError, match=refused):
+            model.generate(**{key: empty}, attention_mask=torch.zeros(batch, 0, dtype=torch.long), max_new_tokens=2)
+
+
+def test_generate_refuses_a_row_of_only_pads():
+    """A row with no real token is an empty prompt too: its first token would be drawn from the zero
+    logits of pads (greedy: token 0), silently."""
+    model = tiny_model("bmojo", eidetic_capacity=2)
+    ids, mask = left_pad(prompts((5, 3)))
+    mask[1] = 0
+    for kw in (dict(), dict(use_cache=False), dict(num_beams=2)):
+        with pytest.raises(ValueError, match=r"attention_mask: expected at least one real token .*got row 1 all pads"):
+            model.generate(ids, attention_mask=mask, max_new_tokens=2, do_sample=False, **kw)
+    # without a mask transformers derives one from pad_token_id: a prompt of pad ids is empty as well
+    with pytest.raises(
+        ValueError, match=r"attention_mask: .*got row 0 of generate.s batch .*all pads .*derives it from pad_token_id"
+    ):
+        model.generate(torch.full((1, 3), PAD), max_new_tokens=2, pad_token_id=PAD, eos_token_id=None)

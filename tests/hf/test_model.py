@@ -279,3 +279,63 @@ def test_the_docs_say_what_padding_gives():
     assert "the trailing pad positions get ordinary logits" in doc
     for cls in (BMojoCausalLMOutput, BMojoModelOutput):
         assert "leading" in cls.__doc__, cls.__name__
+
+
+def test_attention_mask_must_cover_exactly_the_cached_and_new_columns():
+    """A longer mask was cut to its last columns silently (a mask of another batch or padding length
+    lost its pads), and with a cache a mask of the new columns alone was taken as the whole."""
+    model = tiny_model("swa")
+    ids, mask = left_pad([torch.randint(1, VOCAB, (n,)) for n in (5, 3)])
+    longer = torch.cat([torch.ones(2, 2, dtype=mask.dtype), mask], 1)
+    longer[1, :2] = 0
+    with torch.no_grad():
+        for use_cache in (None, True, False):
+            with pytest.raises(ValueError, match=r"attention_mask: expected shape \(batch=2, columns=5: those of"):
+                model(ids, attention_mask=longer, use_cache=use_cache)
+        cache = model(ids, attention_mask=mask, use_cache=True).cache
+        new = torch.randint(1, VOCAB, (2, 1))
+        refused = r"attention_mask: expected shape \(batch=2, columns=6: 5 consumed by the cache \+ 1 of input_ids\)"
+        for bad in (torch.ones(2, 1, dtype=mask.dtype), torch.ones(2, 7, dtype=mask.dtype)):
+            with pytest.raises(ValueError, match=refused):
+                model(new, attention_mask=bad, cache=cache)
+        assert cache.seen == 5  # refused before the cache moved
+        full = torch.cat([mask, torch.ones(2, 1, dtype=mask.dtype)], 1)
+        assert model(new, attention_mask=full, cache=cache).logits.shape == (2, 1, VOCAB)
+
+
+def test_labels_are_checked_by_name_before_the_model_runs():
+    """The loss flattens logits and labels: a transposed or flattened tensor of the same size gave a
+    loss paired with the wrong tokens, silently; the others failed inside cross_entropy."""
+    model = tiny_model("swa")
+    ids = torch.randint(0, VOCAB, (2, 6))
+    shape = r"labels: expected shape \(2, 6\) \(batch, logit columns"
+    cases = [
+        (ids.T.contiguous(), shape),
+        (ids.flatten(), shape),
+        (ids[:, :5], shape),
+        (ids.float(), r"labels: expected an int64 tensor .*got torch\.float32"),
+        (ids.int(), r"labels: expected an int64 tensor .*got torch\.int32"),
+        (ids.tolist(), r"labels: expected a torch\.Tensor of token ids, got list"),
+        (
+            torch.full((2, 6), VOCAB),
+            rf"labels: expected ids in \[0, vocab_size={VOCAB}\) or ignore_index -100, got {VOCAB}",
+        ),
+        (torch.full((2, 6), -5), r"labels: expected ids in .* or ignore_index -100, got -5"),
+    ]
+    with torch.no_grad():
+        for labels, refused in cases:
+            with pytest.raises(ValueError, match=refused):
+                model(ids, labels=labels)
+        with pytest.raises(ValueError, match=r"labels: expected shape \(2, 1\)"):
+            model(ids, labels=ids, logits_to_keep=1)
+        cache = model(ids, use_cache=True).cache
+        with pytest.raises(ValueError, match=r"labels: expected shape \(2, 1\)"):
+            model(ids[:, :1], labels=ids, cache=cache)
+        assert cache.seen == 6  # refused before the cache moved
+        ignored = ids.clone()
+        ignored[:, :3] = -100
+        assert torch.isfinite(model(ids, labels=ignored).loss)
+        assert torch.isfinite(model(ids, labels=ids[:, -2:], logits_to_keep=2).loss)
+        assert torch.isfinite(
+            model(ids, labels=torch.full((2, 6), -1).index_fill(1, torch.tensor([5]), 3), ignore_index=-1).loss
+        )

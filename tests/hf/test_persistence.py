@@ -8,10 +8,11 @@ import re
 
 import pytest
 import torch
+import transformers
 from bmojo_hf import BMojoForCausalLM, BMojoModel, byte_level_tokenizer, train_byte_level_tokenizer
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, pipeline
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, pipeline
 
 from .hf_helpers import VOCAB, tiny_model
 
@@ -239,3 +240,59 @@ def test_trained_tokenizer_needs_room_for_the_bytes_and_the_special_tokens(size)
     with pytest.raises(ValueError, match=rf"vocab_size: expected an int >= 258 .*got {size}"):
         train_byte_level_tokenizer([TEXT], vocab_size=size)
     assert len(train_byte_level_tokenizer([TEXT], vocab_size=258)) == 258
+
+
+# ----- strict loading hooks into transformers' private _load_pretrained_model -----
+
+
+def _renamed(model, state_dict, files, load_config, expected_keys=None):  # a drifted private signature
+    return _REAL_STEP(model, state_dict, files, load_config, expected_keys)
+
+
+_REAL_STEP = PreTrainedModel._load_pretrained_model
+
+
+@pytest.mark.parametrize(
+    "step, got",
+    [
+        (staticmethod(_renamed), r"got a staticmethod \(model, state_dict, files, load_config, expected_keys\)"),
+        (classmethod(lambda cls, *a, **k: _REAL_STEP(*a, **k)), "got a classmethod"),
+    ],
+    ids=["renamed", "classmethod"],
+)
+def test_strict_loading_refuses_another_private_loading_step_naming_the_version(tmp_path, monkeypatch, step, got):
+    """The check lives in transformers' private ``_load_pretrained_model``: a transformers whose step has
+    another signature is refused by version, before anything loads, instead of loading unchecked."""
+    tiny_model("swa").save_pretrained(tmp_path)
+    monkeypatch.setattr(PreTrainedModel, "_load_pretrained_model", step)
+    version = re.escape(f"transformers {transformers.__version__}: expected PreTrainedModel._load_pretrained_model")
+    with pytest.raises(RuntimeError, match=version + ".*" + got):
+        BMojoForCausalLM.from_pretrained(tmp_path)
+
+
+def test_strict_loading_refuses_a_loading_path_it_cannot_check_naming_the_version(tmp_path, monkeypatch):
+    """transformers skipping the step, calling it with other arguments, or reporting no loading info:
+    each refused with the installed version named (a silent pass before, for the last two)."""
+    tiny_model("swa").save_pretrained(tmp_path)
+    real = PreTrainedModel.from_pretrained.__func__
+    version = re.escape(f"transformers {transformers.__version__}")
+
+    def skipped(cls, *a, **k):
+        return cls(BMojoForCausalLM.config_class.from_pretrained(tmp_path)), {}
+
+    def other_arguments(cls, *a, **k):
+        model = cls(BMojoForCausalLM.config_class.from_pretrained(tmp_path))
+        return cls._load_pretrained_model(model, object(), str(tmp_path / "model.safetensors"), None)
+
+    def no_report(cls, *a, **k):
+        return real(cls, *a, **k)[0], {"error_msgs": []}
+
+    for fake, refused in [
+        (skipped, "loaded the weights without calling BMojoForCausalLM._load_pretrained_model"),
+        (other_arguments, "expected _load_pretrained_model to get a state_dict .* got state_dict of type object"),
+        (no_report, "expected output_loading_info to report missing_keys, unexpected_keys and mismatched_keys"),
+    ]:
+        with monkeypatch.context() as m:
+            m.setattr(PreTrainedModel, "from_pretrained", classmethod(fake))
+            with pytest.raises(RuntimeError, match=version + ".*" + refused):
+                BMojoForCausalLM.from_pretrained(tmp_path)

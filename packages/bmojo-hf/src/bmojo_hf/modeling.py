@@ -15,11 +15,14 @@ the loss ignores through labels = -100), and rejected with one.
 
 from __future__ import annotations
 
+import inspect
+import os
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import transformers
 from bmojo import BMojoLM, DecodeState
 from bmojo.state import SAFETENSORS_DTYPES
 from safetensors import safe_open
@@ -82,6 +85,7 @@ class BMojoPreTrainedModel(PreTrainedModel):
         silently, unless ``dtype=``/``torch_dtype=`` is passed (an explicit cast); integer
         tensors are never cast to floats. All of this is checked from the checkpoint's header,
         before any weight is read."""
+        _check_load_step()  # before anything is built: the check below lives in transformers' private step
         want_info = kwargs.pop("output_loading_info", False)
         where = args[0] if args else kwargs.get("pretrained_model_name_or_path")
         where = "state_dict" if where is None and kwargs.get("state_dict") is not None else where
@@ -94,8 +98,15 @@ class BMojoPreTrainedModel(PreTrainedModel):
             _LOAD_CHECK.reset(token)
         if not check["ran"]:
             raise RuntimeError(
-                f"{where}: transformers loaded the weights without calling {cls.__name__}._load_pretrained_model, "
-                "so bmojo_hf could not check them (keys, shapes, dtypes); refusing an unchecked model"
+                f"{where}: transformers {transformers.__version__} loaded the weights without calling "
+                f"{cls.__name__}._load_pretrained_model, so bmojo_hf could not check them (keys, shapes, dtypes); "
+                f"refusing an unchecked model ({_LOAD_STEP_SUPPORTED})"
+            )
+        if not isinstance(info, dict) or not {"missing_keys", "unexpected_keys", "mismatched_keys"} <= set(info):
+            raise RuntimeError(
+                f"{where}: transformers {transformers.__version__}: expected output_loading_info to report "
+                f"missing_keys, unexpected_keys and mismatched_keys, got {info!r:.200}; refusing an unchecked "
+                f"model ({_LOAD_STEP_SUPPORTED})"
             )
         # The header check above already refuses these; transformers' own report is checked too.
         missing = sorted(info.get("missing_keys") or ())
@@ -111,6 +122,15 @@ class BMojoPreTrainedModel(PreTrainedModel):
         # weight is read: check the checkpoint's header against it (see ``from_pretrained``).
         check = _LOAD_CHECK.get()
         if check is not None:
+            files = isinstance(checkpoint_files, (list, tuple)) and len(checkpoint_files) > 0
+            files = files and all(isinstance(f, (str, os.PathLike)) for f in checkpoint_files)
+            if not (isinstance(state_dict, dict) or (state_dict is None and files)):
+                raise RuntimeError(
+                    f"{check['where']}: transformers {transformers.__version__}: expected _load_pretrained_model to "
+                    "get a state_dict (dict) or checkpoint_files (a list of paths), got state_dict of type "
+                    f"{type(state_dict).__name__} and checkpoint_files {checkpoint_files!r:.200}; refusing an "
+                    f"unchecked model ({_LOAD_STEP_SUPPORTED})"
+                )
             check["ran"] = True
             _check_checkpoint(model, _checkpoint_header(state_dict, checkpoint_files), check["where"], check["cast"])
         return PreTrainedModel._load_pretrained_model(model, state_dict, checkpoint_files, load_config, *args, **kwargs)
@@ -179,6 +199,32 @@ def _resized_rows_(new: torch.Tensor, old: torch.Tensor, mean: bool, std: float)
 
 #: set by ``from_pretrained`` for its ``_load_pretrained_model`` step: where, whether a dtype was passed
 _LOAD_CHECK: ContextVar[dict | None] = ContextVar("bmojo_hf_load_check", default=None)
+
+#: the leading parameters of transformers' private ``PreTrainedModel._load_pretrained_model`` (a
+#: staticmethod) that strict loading hooks into; transformers has no public hook that runs before the
+#: weights are read with the checkpoint's names, shapes and dtypes (``output_loading_info`` reports
+#: missing/unexpected/mismatched keys only, after loading: not duplicates, dtype casts or pickles)
+_LOAD_STEP_PARAMS = ("model", "state_dict", "checkpoint_files", "load_config")
+_LOAD_STEP_SUPPORTED = "bmojo_hf's strict loading is tested with transformers 5.x up to 5.25; see docs/hf.md"
+
+
+def _check_load_step() -> None:
+    """Refuse to load through a transformers whose private loading step is not the one
+    ``BMojoPreTrainedModel._load_pretrained_model`` overrides, naming the installed version."""
+    step = inspect.getattr_static(PreTrainedModel, "_load_pretrained_model", None)
+    got = "missing"
+    if isinstance(step, staticmethod):
+        params = tuple(inspect.signature(step.__func__).parameters)
+        if params[: len(_LOAD_STEP_PARAMS)] == _LOAD_STEP_PARAMS:
+            return
+        got = f"a staticmethod ({', '.join(params)})"
+    elif step is not None:
+        got = f"a {type(step).__name__}"
+    raise RuntimeError(
+        f"transformers {transformers.__version__}: expected PreTrainedModel._load_pretrained_model to be a "
+        f"staticmethod ({', '.join(_LOAD_STEP_PARAMS)}, ...), the private step bmojo_hf's strict from_pretrained "
+        f"checks the checkpoint in, got {got}; refusing to load unchecked weights ({_LOAD_STEP_SUPPORTED})"
+    )
 
 
 def _checkpoint_header(state_dict: dict | None, checkpoint_files) -> dict[str, tuple[tuple, object]]:
@@ -282,6 +328,28 @@ def _check_ids(input_ids, vocab_size: int) -> None:
         raise ValueError(f"input_ids: expected ids in [0, vocab_size={vocab_size}), got id {lo if lo < 0 else hi}")
 
 
+def _check_labels(labels, shape: tuple[int, int], vocab_size: int, ignore_index: int) -> None:
+    """``labels`` must be an int64 tensor of ``shape`` (batch, kept logit columns) holding ids in
+    [0, vocab_size) or ``ignore_index``: the loss flattens both, so a transposed or flattened tensor
+    of the same size would otherwise give a loss silently paired with the wrong tokens."""
+    if not isinstance(labels, torch.Tensor):
+        raise ValueError(f"labels: expected a torch.Tensor of token ids, got {type(labels).__name__}")
+    if labels.dtype != torch.int64:  # what cross_entropy takes
+        raise ValueError(
+            f"labels: expected an int64 tensor of token ids ({ignore_index} to ignore), got {labels.dtype}"
+        )
+    if tuple(labels.shape) != shape:
+        raise ValueError(
+            f"labels: expected shape {shape} (batch, logit columns: those of input_ids, or the ones "
+            f"logits_to_keep keeps), got {tuple(labels.shape)}"
+        )
+    bad = labels[((labels < 0) | (labels >= vocab_size)) & (labels != ignore_index)]
+    if bad.numel():
+        raise ValueError(
+            f"labels: expected ids in [0, vocab_size={vocab_size}) or ignore_index {ignore_index}, got {bad[0].item()}"
+        )
+
+
 def _right_padded(attention_mask: torch.Tensor | None, length: int) -> bool:
     """Whether some row of the current ``length`` columns has a pad after a real token."""
     if not isinstance(attention_mask, torch.Tensor) or attention_mask.ndim != 2:
@@ -290,10 +358,13 @@ def _right_padded(attention_mask: torch.Tensor | None, length: int) -> bool:
     return bool((mask.to(torch.int8).cummax(1).values.bool() & ~mask).any())
 
 
-def _first_real(attention_mask: torch.Tensor | None, batch: int, length: int, *, allow_right_padding: bool):
+def _first_real(
+    attention_mask: torch.Tensor | None, batch: int, length: int, past: int = 0, *, allow_right_padding: bool
+):
     """Per-row index of the first real token among the current ``length`` columns (``length`` when
-    none), after checking each row is pads*, real+ (then pads* only when ``allow_right_padding``).
-    None when every token is real."""
+    none), after checking the mask has exactly the ``past`` columns a cache consumed plus ``length``
+    and each row is pads*, real+ (then pads* only when ``allow_right_padding``). None when every token
+    is real."""
     if attention_mask is None:
         return None
     if not isinstance(attention_mask, torch.Tensor) or attention_mask.ndim != 2:
@@ -301,9 +372,12 @@ def _first_real(attention_mask: torch.Tensor | None, batch: int, length: int, *,
             "attention_mask: expected a 2-d (batch, columns) tensor of 0/1, got "
             f"{getattr(attention_mask, 'shape', type(attention_mask).__name__)}"
         )
-    if attention_mask.shape[0] != batch or attention_mask.shape[1] < length:
+    if tuple(attention_mask.shape) != (batch, past + length):
+        # a longer mask would be cut to its last columns silently: likely one of another batch or padding
+        columns = f"{past} consumed by the cache + {length} of input_ids" if past else "those of input_ids"
         raise ValueError(
-            f"attention_mask: expected shape (batch={batch}, >= {length} columns), got {tuple(attention_mask.shape)}"
+            f"attention_mask: expected shape (batch={batch}, columns={past + length}: {columns}), "
+            f"got {tuple(attention_mask.shape)}"
         )
     if attention_mask.dtype != torch.bool and not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
         bad = attention_mask[(attention_mask != 0) & (attention_mask != 1)][0].item()
@@ -408,10 +482,10 @@ class BMojoModel(BMojoPreTrainedModel):
         aux_losses: list | None = None,
         **kwargs,
     ) -> BMojoModelOutput | tuple:
-        """``attention_mask`` (batch, columns) covers at least the current ``input_ids`` (its last
-        T columns are theirs); ``position_ids`` are ignored: a row's positions start at its first
-        real token, as in core. ``aux_losses``: a list the layers append their weighted innovation
-        losses to (core's ``return_aux``)."""
+        """``attention_mask`` (batch, columns) covers the columns a passed ``cache`` has consumed and
+        the current ``input_ids`` (its last T columns are theirs), exactly; ``position_ids`` are
+        ignored: a row's positions start at its first real token, as in core. ``aux_losses``: a list
+        the layers append their weighted innovation losses to (core's ``return_aux``)."""
         if inputs_embeds is not None:
             raise ValueError("inputs_embeds: not supported by B'MOJO models; pass input_ids")
         _check_ids(input_ids, self.config.vocab_size)  # first: everything below reads its shape
@@ -428,7 +502,8 @@ class BMojoModel(BMojoPreTrainedModel):
         collect = bool(output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         B, T = input_ids.shape
-        first = _first_real(attention_mask, B, T, allow_right_padding=not use_cache)
+        past = cache.seen if cache is not None else 0
+        first = _first_real(attention_mask, B, T, past, allow_right_padding=not use_cache)
         pad = None if first is None or not any(first) else torch.tensor(first, dtype=torch.long)
 
         state = None
@@ -474,6 +549,19 @@ def _check_continuable(cache) -> None:
         raise ValueError(f"cache: {cache.not_continuable}")
 
 
+def _check_rows_start(attention_mask, rows: str) -> None:
+    """Refuse a generation prompt with a row of pads only: an empty prompt, whose first new token
+    would be drawn from the zero logits of pads (greedy: token 0), silently."""
+    if isinstance(attention_mask, torch.Tensor) and attention_mask.ndim == 2 and attention_mask.shape[1] > 0:
+        empty = (~attention_mask.bool().any(1)).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(
+                f"attention_mask: expected at least one real token (1) in every row of the prompt, got row "
+                f"{empty[0]}{rows} all pads (an empty prompt; without an attention_mask generate derives it from "
+                "pad_token_id); start each row with a token, e.g. the eos token"
+            )
+
+
 class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
     """B'MOJO causal LM. The head is core's: tied to the embedding unless the core config says
     ``tie_embeddings=False`` (then ``model.core.lm_head``)."""
@@ -511,6 +599,14 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
                 )
         for key in ("cache", "past_key_values"):
             _check_continuable(kwargs.get(key))
+        for prompt in (args[0] if args else None, kwargs.get("inputs"), kwargs.get("input_ids")):
+            if isinstance(prompt, torch.Tensor) and prompt.ndim == 2 and prompt.shape[1] == 0:
+                # transformers would fail inside its loop (an IndexError for batch > 1)
+                raise ValueError(
+                    "input_ids: expected a prompt of at least one token per row (B'MOJO has no BOS to start "
+                    f"from nothing; start each row with a token, e.g. the eos token), got shape {tuple(prompt.shape)}"
+                )
+        _check_rows_start(kwargs.get("attention_mask"), "")
         given = [kwargs.get(key) for key in ("cache", "past_key_values")]
         result = None
         try:
@@ -566,6 +662,14 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
         weighted innovation loss of layers with ``innovation_loss_weight`` > 0 (also returned
         alone as ``aux_loss``)."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if labels is not None:  # checked before the model runs (and advances a passed cache)
+            _check_ids(input_ids, self.config.vocab_size)  # first: the labels' shape is read from it
+            B, T = input_ids.shape
+            if isinstance(logits_to_keep, int):
+                kept = min(logits_to_keep, T) if logits_to_keep > 0 else T
+            else:
+                kept = torch.arange(T)[torch.as_tensor(logits_to_keep).cpu()].numel()
+            _check_labels(labels, (B, kept), self.config.vocab_size, kwargs.get("ignore_index", -100))
         wants_aux = labels is not None and any(c.innovation_loss_weight > 0 for c in self.core.config.layers)
         aux_losses = [] if wants_aux else None
         out = self.model(
@@ -612,6 +716,8 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
             raise ValueError("inputs_embeds: not supported by B'MOJO models; pass input_ids")
         cache = cache if cache is not None else past_key_values
         _check_continuable(cache)
+        # generate's own mask (derived from pad_token_id when none is passed), rows repeated for beams
+        _check_rows_start(attention_mask, " of generate's batch (rows repeated num_beams / num_return_sequences times)")
         if cache is not None:
             seen = cache.get_seq_length()
             if seen and input_ids.shape[1] <= seen:
