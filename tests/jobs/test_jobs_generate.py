@@ -137,3 +137,26 @@ def test_a_closed_pipe_ends_generate_quietly(tiny, corpus):
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
+
+
+def test_the_document_separator_ends_the_text_and_is_not_printed(tmp_path, capsys):
+    """Byte 0 follows every file of the corpus: it is the model's end of document. Generating it
+    ends the output (it used to be written as a raw NUL, making the output binary to grep & co.,
+    and followed by an unrelated document); --stats counts the tokens actually generated."""
+    from bmojo.jobs.checkpoint import load_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("swa", vocab_size=256, d_model=16, n_layers=1, n_heads=2, window=4)
+    BMojoLM(cfg).save_pretrained(tmp_path / "ck")
+    argv = ["generate", "--checkpoint", str(tmp_path / "ck"), "--prompt", "def ", "--temperature", "1"]
+    assert main([*argv, "--max-new-tokens", "2000", "--seed", "0", "--stats"]) == 0
+    out = capsys.readouterr()
+    model, _ = load_model(str(tmp_path / "ck"))
+    gen = torch.Generator().manual_seed(0)
+    tokens = [t for t, _ in stream(model, encode_prompt("def ", 256), 2000, temperature=1.0, generator=gen)]
+    assert 0 in tokens[1:]  # an untrained model samples the separator, about 1 token in 256
+    n = tokens.index(0) + 1
+    assert out.out == "def " + bytes(tokens[: n - 1]).decode("utf-8", "replace") + "\n"
+    assert "\x00" not in out.out
+    assert out.err.startswith(f"{n} tokens in "), out.err
+    assert out.err.rstrip().endswith("; ended at the document separator (byte 0)"), out.err

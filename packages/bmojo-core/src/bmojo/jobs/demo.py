@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import time
 
 import torch
@@ -11,7 +13,7 @@ from tqdm.auto import tqdm
 from bmojo._checks import check_flag, check_seed
 from bmojo.config import ModelConfig
 from bmojo.jobs import optim
-from bmojo.model import BMojoLM
+from bmojo.model import BMojoLM, expected_tensors
 from bmojo.tasks import recall_batch
 
 
@@ -37,9 +39,64 @@ def validate_args(args) -> None:
     if args.pairs > args.vocab // 2:
         raise ValueError(f"--pairs: expected <= --vocab // 2 = {args.vocab // 2}, got {args.pairs}")
     try:
-        _config(args)
+        need, part, flags = memory_floor(args, _config(args))
     except ConfigError as err:
         raise ValueError(f"--d-model/--window give an invalid model: {err}") from None
+    ram = physical_memory()
+    if ram is not None and need > ram:  # refused before anything is allocated
+        got = ", ".join(f"{f} {getattr(args, f[2:].replace('-', '_'))}" for f in flags)
+        raise ValueError(
+            f"{'/'.join(flags)}: expected sizes whose tensors fit in this machine's memory ({_size(ram)}), "
+            f"got {got}: the demo needs at least {_size(need)} at once ({part})"
+        )
+
+
+#: Sequences of the accuracy check after training.
+EVAL_SEQUENCES = 256
+
+
+def memory_floor(args, cfg: ModelConfig) -> tuple[int, str, tuple[str, ...]]:
+    """(bytes, the largest part, the flags that size it): a lower bound on the memory the demo
+    holds at once, from tensors it certainly allocates (activations are not counted), computed on
+    the meta device. A config whose tensors torch cannot size is a ConfigError."""
+    params = sum(math.prod(shape) * dtype.itemsize for shape, dtype in expected_tensors(cfg).values())
+    with torch.device("meta"):
+        model = BMojoLM(cfg)
+    try:
+        state = model.init_state(1, device="meta").nbytes()  # the final sample's prefill
+    except (RuntimeError, OverflowError):  # past int64 bytes
+        state = 2**63
+    seq = 4 * args.pairs - 1
+    train, test = ("--batch", args.batch, "a training batch"), (None, EVAL_SEQUENCES, "the test sequences")
+    # (copies of the parameters alive alongside: 1 in the first step, 4 once there are gradients
+    # and AdamW moments), bytes, what, the flags that size it
+    parts = [(4, 0, "", ())]
+    for copies, (flag, rows, whose) in ((1, train), (4, test)):
+        flags = (flag,) if flag else ()
+        parts.append((copies, rows * seq * args.vocab * 4, f"the logits of {whose}", (*flags, "--pairs", "--vocab")))
+        perms = rows * (args.vocab // 2) * 8  # recall_batch holds one int64 permutation of the keys per row
+        parts.append((copies, perms, f"the key permutations of {whose}", (*flags, "--vocab")))
+    parts.append((4, state, "the decode state of the final sample", ("--window", "--d-model")))
+    copies, extra, what, flags = max(parts, key=lambda p: p[0] * params + p[1])
+    if copies * params >= extra:  # name the larger term
+        what, flags = "the parameters, their gradients and AdamW moments", ("--vocab", "--d-model")
+    return copies * params + extra, f"{what}: {_size(max(copies * params, extra))}", flags
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM of this machine (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} PiB"
 
 
 def _config(args) -> ModelConfig:
@@ -58,6 +115,19 @@ def _config(args) -> ModelConfig:
 
 def run(args) -> int:
     validate_args(args)
+    try:
+        return _run(args)
+    except (RuntimeError, MemoryError) as err:  # sizes under memory_floor's bound that still do not fit
+        if not isinstance(err, MemoryError) and "can't allocate memory" not in str(err):  # torch's CPU allocator's
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"--batch/--pairs/--vocab/--d-model/--window: expected sizes that fit in memory, "
+            f"got an allocation failure ({first})"
+        ) from None
+
+
+def _run(args) -> int:
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     cfg = _config(args)
@@ -87,12 +157,12 @@ def run(args) -> int:
         if step % max(1, args.steps // 6) == 0 or step == args.steps - 1:
             tqdm.write(f"step {step:4d}  loss {loss.item():.3f}")
     model.eval()
-    x, y = recall_batch(256, args.pairs, args.vocab, generator=gen)
+    x, y = recall_batch(EVAL_SEQUENCES, args.pairs, args.vocab, generator=gen)
     with torch.no_grad():
         pred = model(x).argmax(-1)
     mask = y != -100
     acc = (pred[mask] == y[mask]).float().mean().item()
-    print(f"trained in {time.time() - t0:.0f} s; recall accuracy on 256 fresh sequences: {acc:.3f}")
+    print(f"trained in {time.time() - t0:.0f} s; recall accuracy on {EVAL_SEQUENCES} fresh sequences: {acc:.3f}")
     sample = x[0, : 2 * args.pairs + 1]
     answer = model.generate(sample[None], 1)[0, 0].item()
     pairs = " ".join(f"{int(sample[i])}→{int(sample[i + 1])}" for i in range(0, 2 * args.pairs, 2))

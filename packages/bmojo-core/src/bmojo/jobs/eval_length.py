@@ -104,6 +104,85 @@ def _settings(step_dir: Path, trainer: dict) -> dict:
     return settings
 
 
+def _check_trainer(step_dir: Path, trainer: dict) -> dict:
+    """trainer.json's fields this command reads, checked (``read_trainer`` has checked ``step``):
+    ``settings`` a dict, ``settings.data`` a path or null, ``data`` a dict whose ``fingerprint`` is
+    a string or null, ``label`` a string. Returns ``settings``."""
+    settings = _settings(step_dir, trainer)
+    data, fp = trainer.get("data", {}), None
+    if isinstance(data, dict):
+        fp = data.get("fingerprint")
+    checks = [
+        ("settings.data", settings.get("data"), "a corpus path or null", (str, type(None))),
+        ("data", data, "a dict", dict),
+        ("data.fingerprint", fp, "a corpus fingerprint (a string) or null", (str, type(None))),
+        ("label", trainer.get("label", ""), "a string", str),
+    ]
+    for name, value, expected, types in checks:
+        if not isinstance(value, types):
+            raise ckpt.CheckpointError(
+                f"{Path(step_dir) / ckpt.TRAINER}: {name}: expected {expected}, got {value!r:.80} "
+                f"({type(value).__name__})"
+            )
+    return settings
+
+
+def _is_int(value, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def read_cached(path: Path, factors: list[int], context: int, extend_attention: bool) -> dict:
+    """A cached evaluation (``evaluate_checkpoint``'s result), or a ValueError naming the file and
+    the field (a truncated or hand-edited file): every field this command reads or writes on,
+    with the factors, context and --extend-attention it is cached under."""
+
+    def bad(field: str, expected: str, value, got: str | None = None) -> ValueError:
+        if got is None:
+            got = f"a list of {len(value)}" if isinstance(value, list) else f"{value!r:.80} ({type(value).__name__})"
+        where = f"{path}: {field}" if field else f"{path}"
+        return ValueError(f"{where}: expected {expected}, got {got}; delete the file to re-evaluate")
+
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError
+        raise bad("", "JSON (a cached evaluation)", None, f"unreadable text ({err})") from None
+    if not isinstance(res, dict):
+        raise bad("", "a JSON object (a cached evaluation)", res)
+    fields = [
+        ("label", isinstance(res.get("label"), str), "a string"),
+        ("checkpoint", isinstance(res.get("checkpoint"), str), "a string"),
+        ("step", res.get("step") is None or _is_int(res.get("step"), 1), "an int >= 1 or null"),
+        ("parameters", _is_int(res.get("parameters"), 1), "an int >= 1"),
+        ("context", _is_int(res.get("context"), 1) and res["context"] == context, f"{context} (an int)"),
+        ("tokens_per_length", _is_int(res.get("tokens_per_length"), 1), "an int >= 1"),
+        ("extend_attention", res.get("extend_attention") is extend_attention, f"{extend_attention}"),
+        ("seconds", _is_number(res.get("seconds")), "a number"),
+        ("results", isinstance(res.get("results"), list) and len(res["results"]) == len(factors), "a list"),
+    ]
+    for name, ok, expected in fields:
+        if not ok:
+            if name == "results":
+                expected = f"a list of {len(factors)} (one row per factor)"
+            raise bad(name, expected, res.get(name))
+    for i, (factor, row) in enumerate(zip(factors, res["results"])):
+        if not isinstance(row, dict):
+            raise bad(f"results[{i}]", "a dict", row)
+        checks = [
+            ("factor", _is_int(row.get("factor"), 1) and row["factor"] == factor, f"{factor} (an int)"),
+            ("length", _is_int(row.get("length"), 1) and row["length"] == factor * context, f"{factor * context}"),
+            ("widened_layers", _is_int(row.get("widened_layers"), 0), "an int >= 0"),
+            *((key, _is_number(row.get(key)), "a number") for key in ("nll", "ppl", "tail_nll", "tail_ppl")),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise bad(f"results[{i}].{name}", expected, row.get(name))
+    return res
+
+
 def _context(step_dir: Path, trainer: dict, context: int | None) -> int:
     """--context, or the training context recorded in the checkpoint (checked as --context is)."""
     if context is not None:
@@ -136,7 +215,7 @@ def evaluate_checkpoint(
     each corpus once, for its cache key); loaded here otherwise."""
     model, step_dir = ckpt.load_model(path, device=device)
     trainer = ckpt.read_trainer(step_dir) or {}
-    settings = _settings(step_dir, trainer)
+    settings = _check_trainer(step_dir, trainer)
     context = _context(step_dir, trainer, context)
     data = data if data is not None else settings.get("data")
     corpus = load_corpus(data) if corpus is None else corpus
@@ -267,7 +346,7 @@ def run(args) -> int:
     step_dirs = [ckpt.resolve(path) for path in args.checkpoint]
     trainers = [ckpt.read_trainer(d) or {} for d in step_dirs]
     for d, t in zip(step_dirs, trainers):
-        _settings(d, t)
+        _check_trainer(d, t)
     contexts = [_context(d, t, args.context) for d, t in zip(step_dirs, trainers)]
     if len(set(contexts)) > 1:
         raise ValueError(f"--checkpoint: expected models trained at one context, got {contexts}")
@@ -292,7 +371,7 @@ def run(args) -> int:
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         cached = out / "cache" / f"{key[:16]}.json"
         if cached.is_file():
-            res = json.loads(cached.read_text())
+            res = read_cached(cached, factors, contexts[i], args.extend_attention)
         else:
             res = evaluate_checkpoint(
                 path, **kw, batch_tokens=args.batch_tokens, device=args.device, corpus=corpora[data]

@@ -4,8 +4,11 @@ The prompt is prefilled in one call (``BMojoLM.prefill``), then every new token 
 ``BMojoLM.step`` on a ``DecodeState`` whose size is fixed by the config (spec §5): memory does not
 grow with the generated length, for any architecture (a Transformer's KV cache holds its window,
 which for the ``transformer`` preset is the training context). Tokens are bytes for byte-level
-models (vocabulary 256), printed as UTF-8 as they arrive; an empty prompt starts from the
-document separator (byte 0). Sampling: temperature (0 = greedy), top-k, top-p (nucleus), seed.
+models (vocabulary 256), printed as UTF-8 as they arrive (a byte sequence that is not UTF-8 as
+U+FFFD); an empty prompt starts from the document separator (byte 0). The separator is the model's
+end of document (the corpus has it after every file): generating it ends the continuation, and it
+is not printed (a NUL byte is not text). Sampling: temperature (0 = greedy), top-k, top-p
+(nucleus), seed.
 """
 
 from __future__ import annotations
@@ -105,7 +108,12 @@ def register(sub) -> None:
     )
     p.add_argument("--checkpoint", required=True, help="a bmojo train --out directory, a step directory or a model")
     p.add_argument("--prompt", default="", help="text to continue (default: empty, start of a document)")
-    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default 200)")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=200,
+        help="tokens to generate at most (default 200); the document separator, byte 0, ends the text earlier",
+    )
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature, 0 = greedy (default 0.8)")
     p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (default 0: off)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0: off)")
@@ -145,17 +153,20 @@ def run(args) -> int:
         top_p=args.top_p,
         generator=generator,
     )
-    last_state = None
+    last_state, n, ended = None, 0, False
     for tok, state in tokens:
+        last_state, n = state, n + 1
+        if tok == EOS:  # the end of the document: the model's stop token, not text
+            ended = True
+            break
         out.write(decoder.decode(bytes([tok])))
         out.flush()
-        last_state = state
     out.write(decoder.decode(b"", final=True) + "\n")
     if args.stats:
         dt = time.perf_counter() - t0
+        end = "; ended at the document separator (byte 0)" if ended else ""
         print(
-            f"{args.max_new_tokens} tokens in {dt:.2f} s ({args.max_new_tokens / dt:.1f} tokens/s); "
-            f"decode state {last_state.nbytes():,} bytes",
+            f"{n} tokens in {dt:.2f} s ({n / dt:.1f} tokens/s); decode state {last_state.nbytes():,} bytes{end}",
             file=sys.stderr,
         )
     return 0
