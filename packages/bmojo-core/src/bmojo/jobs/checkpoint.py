@@ -4,6 +4,7 @@ A run directory (``bmojo train --out RUN``) holds::
 
     RUN/latest.json                      {"format", "step", "dir"}: the newest complete checkpoint
     RUN/log.jsonl                        the training log (bmojo.jobs.progress.JsonlLog)
+    RUN/.train.lock                      held (flock) by the bmojo train run writing here; its pid
     RUN/checkpoints/step-00000100/
         config.json  model.safetensors   exactly what BMojoLM.save_pretrained writes (loads with from_pretrained)
         optimizer.safetensors            AdamW state per parameter name: state/<name>/{step,exp_avg,exp_avg_sq}
@@ -20,7 +21,9 @@ a gradient, and so does the checkpoint: each parameter has all three entries or 
 temporary directory, renames it into place and only then replaces ``latest.json`` (write to a
 temporary file, ``os.replace``): a crash leaves the previous checkpoint intact. Nothing is
 pickled. Loading reads the JSON and the safetensors headers first and checks the config, every
-tensor name, shape and dtype before any tensor is read.
+tensor name, shape and dtype before any tensor is read. A write killed mid-way leaves a
+``checkpoints/.tmp-step-*`` directory; ``bmojo train`` removes those (:func:`remove_stale_tmp`)
+when it starts, once it holds the run directory's lock (``RUN/.train.lock``).
 """
 
 from __future__ import annotations
@@ -324,6 +327,21 @@ def save(
         _prune(Path(run_dir) / "checkpoints", keep, final)
     _barrier(world)
     return final
+
+
+def remove_stale_tmp(run_dir: Path) -> list[Path]:
+    """Remove what a :func:`save` killed mid-way leaves in ``run_dir``: ``checkpoints/.tmp-step-*``
+    directories (as large as a checkpoint) and ``.latest.json.tmp-*`` files. Only for a caller
+    that knows no other process is writing to ``run_dir`` (``bmojo train`` holds its lock); a
+    checkpoint that was renamed into place is never touched. Returns what was removed."""
+    run_dir = Path(run_dir)
+    stale = sorted((run_dir / "checkpoints").glob(".tmp-step-*")) + sorted(run_dir.glob(f".{LATEST}.tmp-*"))
+    for p in stale:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    return stale
 
 
 def _prune(directory: Path, keep: int, newest: Path) -> None:

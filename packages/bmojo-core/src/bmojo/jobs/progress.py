@@ -8,28 +8,25 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 
 class Progress:
-    """A step bar: ``update(step, loss=…, tokens=…)`` after each optimizer step."""
+    """A step bar: ``update(loss=…, tokens=…, lr=…, seconds=…)`` after each optimizer step."""
 
     def __init__(self, *, total: int, initial: int, desc: str, enabled: bool):
         self.enabled = enabled
         self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not enabled, dynamic_ncols=True)
-        self._t = time.perf_counter()
-        self._tokens = 0
 
-    def update(self, *, loss: float, tokens: int, lr: float) -> float:
-        """Advance one step; returns the tokens/s since the previous call."""
-        now = time.perf_counter()
-        rate = tokens / max(now - self._t, 1e-9)
-        self._t = now
-        self.bar.update(1)
+    def update(self, *, loss: float, tokens: int, lr: float, seconds: float) -> float:
+        """Advance one step that took ``seconds`` (its training only: the caller leaves validation
+        and checkpoints out); returns its tokens/s. The postfix is set before the bar advances, so
+        the redraw that advancing triggers shows this step's values, not the previous step's."""
+        rate = tokens / max(seconds, 1e-9)
         self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:,.0f}", lr=f"{lr:.2e}", refresh=False)
+        self.bar.update(1)
         return rate
 
     def write(self, message: str) -> None:
@@ -59,9 +56,12 @@ class JsonlLog:
             os.replace(tmp, self.path)
 
     def write(self, record: dict) -> None:
+        """Append ``record``; a NaN or infinity in it is a ValueError (JSON has neither, and the
+        caller should have stopped before logging one)."""
         if self.enabled:
+            line = json.dumps(record, sort_keys=True, allow_nan=False)
             with self.path.open("a") as f:
-                f.write(json.dumps(record, sort_keys=True) + "\n")
+                f.write(line + "\n")
 
     @staticmethod
     def _records(path: Path) -> list[str]:

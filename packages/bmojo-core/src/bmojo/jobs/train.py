@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import math
+import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -34,7 +37,19 @@ from bmojo.jobs.presets import ARCHS, LABELS, LAYER_FLAGS, SIZES, context_of, pr
 from bmojo.jobs.progress import JsonlLog, Progress
 from bmojo.model import BMojoLM
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs sharing an --out are not detected there
+    fcntl = None
+
 AUTOCAST = ("auto", "bf16", "off")
+#: The largest vocabulary inferred from --data (its max id + 1); a larger one needs --config. One
+#: stray id would otherwise size the embedding (10**9: a 256 GB model).
+MAX_DATA_VOCAB = 2**20
+#: The most torch CPU threads per process (--threads); far more crash torch.
+MAX_THREADS = 1024
+#: The lock file in --out that rank 0 holds for the whole run (one run per --out at a time).
+LOCK = ".train.lock"
 
 
 @dataclass(frozen=True)
@@ -85,7 +100,8 @@ class TrainSettings:
         return context_of(self.preset) if self.config is None else 256
 
 
-#: Settings a resumed run must share with its checkpoint (they change the math), with their flag.
+#: Settings a resumed run must share with its checkpoint (they change the math, or, for
+#: --val-windows, what the logged validation curve measures), with their flag.
 #: (--data is checked by the corpus fingerprint, so the same data under another path is fine.)
 RESUME_MUST_MATCH = {
     "seq_len": "--seq-len",
@@ -98,6 +114,7 @@ RESUME_MUST_MATCH = {
     "clip": "--clip",
     "autocast": "--autocast",
     "seed": "--seed",
+    "val_windows": "--val-windows",
 }
 
 
@@ -129,6 +146,10 @@ def validate(s: TrainSettings) -> None:
         raise ValueError(f"--strategy: expected one of {STRATEGIES}, got {s.strategy!r}")
     if s.threads is not None:
         positive_int("threads")
+        if s.threads > MAX_THREADS:
+            raise ValueError(f"--threads: expected at most {MAX_THREADS} torch CPU threads, got {s.threads}")
+    if not str(s.out).strip():  # Path("") would be the current directory
+        raise ValueError(f"--out: expected a run directory, got {s.out!r} (blank)")
     for name in ("lr", "clip", "weight_decay", "min_lr_ratio"):
         if not math.isfinite(getattr(s, name)):
             raise ValueError(f"{_flag(name)}: expected a finite number, got {getattr(s, name)}")
@@ -149,6 +170,11 @@ def validate(s: TrainSettings) -> None:
 
 def model_config(s: TrainSettings, corpus: D.Corpus) -> ModelConfig:
     if s.config is None:
+        if corpus.vocab_size > MAX_DATA_VOCAB:
+            raise ValueError(
+                f"--data: expected token ids < {MAX_DATA_VOCAB} (the largest vocabulary inferred from the data; "
+                f"pass --config with a vocab_size for a larger one), got max id {corpus.vocab_size - 1}"
+            )
         vocab = max(D.BYTE_VOCAB, corpus.vocab_size) if corpus.vocab_size <= D.BYTE_VOCAB else corpus.vocab_size
         overrides = {k: getattr(s, k) for k in LAYER_FLAGS}
         return preset_config(s.preset, s.arch, vocab_size=vocab, overrides=overrides, context=s.context())
@@ -250,6 +276,10 @@ def _check_resume(s: TrainSettings, trainer: dict, world, step_dir: Path) -> Non
         raise ckpt.CheckpointError(
             f"{step_dir / ckpt.TRAINER}: step: expected <= --steps {s.steps}, got {trainer['step']}"
         )
+    if s.stop_at is not None and s.stop_at <= trainer["step"]:
+        raise ValueError(
+            f"--stop-at: expected a step after the resumed step {trainer['step']} of {str(step_dir)!r}, got {s.stop_at}"
+        )
     if trainer["world_size"] != world.size and not s.allow_world_size_change:
         raise ValueError(
             f"--nproc_per_node: the checkpoint in {str(step_dir)!r} was written by {trainer['world_size']} process(es) "
@@ -296,6 +326,79 @@ def evaluate(model, corpus: D.Corpus, s: TrainSettings, world, device, autocast)
     return total / count
 
 
+def finite_outputs(model, corpus: D.Corpus, s: TrainSettings, world, device, autocast) -> bool:
+    """Whether the logits on the first validation window are all finite (all ranks agree): one
+    forward pass, run before a checkpoint is written at a step without validation. The training
+    loss is measured *before* the update, so it cannot tell that the update blew the weights up."""
+    T = s.context()
+    x, _ = D.windows(corpus.val, D.validation_starts(corpus.val.numel(), T, 1), T)
+    model.eval()
+    with torch.no_grad(), autocast():
+        ok = bool(torch.isfinite(model(x.to(device))).all())
+    model.train()
+    return not any_rank(not ok, device)
+
+
+def _diverged(step: int, what: str) -> FloatingPointError:
+    return FloatingPointError(f"--lr: training diverged at step {step} ({what}); lower --lr or --clip")
+
+
+def _lock_out(out: Path):
+    """Create ``out``, check that it is a writable directory, lock it for this run and remove the
+    temporary checkpoint directories a killed run left there (with the lock held, every one is
+    stale). Returns the open lock file; errors name --out."""
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"--out: expected a directory, got {str(out)!r} ({str(existing)!r} is a file)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
+            pass
+        handle = open(out / LOCK, "a+")
+    except OSError as err:
+        raise ValueError(
+            f"--out: expected a directory that can be created and written, got {str(out)!r} ({err})"
+        ) from None
+    try:
+        if fcntl is not None:  # released by the OS when this process ends, however it ends
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                    raise
+                handle.seek(0)
+                holder = handle.read().strip() or "?"
+                raise ValueError(
+                    f"--out: expected a directory no other run is writing to, got {str(out)!r} "
+                    f"(locked by pid {holder}: {out / LOCK})"
+                ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        ckpt.remove_stale_tmp(out)
+    except OSError as err:
+        handle.close()
+        raise ValueError(f"--out: expected a directory this run can lock and write, got {str(out)!r} ({err})") from None
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def _claim_out(s: TrainSettings, world, device):
+    """Rank 0 runs :func:`_lock_out`; every rank learns whether it worked, so none goes on to wait
+    for a rank 0 that has stopped. Returns the lock file (rank 0) or None."""
+    handle = error = None
+    if world.main:
+        try:
+            handle = _lock_out(Path(s.out))
+        except ValueError as err:
+            error = err
+    if any_rank(error is not None, device):
+        raise error or ValueError(f"--out: rank 0 could not use {s.out!r} (see its error)")
+    return handle
+
+
 def run_training(s: TrainSettings, *, corpus: D.Corpus | None = None) -> dict:
     """Train per ``s``; returns a summary (step, losses, checkpoint directory). Every rank calls it."""
     validate(s)
@@ -303,10 +406,14 @@ def run_training(s: TrainSettings, *, corpus: D.Corpus | None = None) -> dict:
         if s.threads is not None:
             torch.set_num_threads(s.threads)
         world, device = setup(s.device)
+        lock = None
         try:
             check_device("--device", str(device))
+            lock = _claim_out(s, world, device)
             return _train(s, world, device, corpus)
         finally:
+            if lock is not None:
+                lock.close()
             teardown()
 
 
@@ -331,6 +438,18 @@ def _train(s: TrainSettings, world, device, corpus) -> dict:
         )
     if found is None and s.resume:
         raise ValueError(f"--resume: expected a checkpoint in --out {str(out)!r}, found none")
+    if found is not None:  # the settings first, before the model is built
+        trainer = ckpt.read_trainer(found)
+        if trainer is None:
+            raise ValueError(f"--resume: expected a training checkpoint in {str(found)!r}")
+        _check_resume(s, trainer, world, found)
+        if trainer["data"].get("fingerprint") != corpus.fingerprint:
+            raise ValueError(f"--data: the corpus differs from the one the checkpoint in {str(found)!r} was trained on")
+        if trainer["data"].get("batch_scheme") != D.BATCH_SCHEME:
+            raise ValueError(
+                f"--resume: the checkpoint in {str(found)!r} drew its batches with another scheme "
+                f"({trainer['data'].get('batch_scheme')!r}, this bmojo: {D.BATCH_SCHEME!r})"
+            )
 
     torch.manual_seed(s.seed)
     base = BMojoLM(config).to(device)
@@ -345,17 +464,6 @@ def _train(s: TrainSettings, world, device, corpus) -> dict:
 
     start, tokens, elapsed = 0, 0, 0.0
     if found is not None:
-        trainer = ckpt.read_trainer(found)
-        if trainer is None:
-            raise ValueError(f"--resume: expected a training checkpoint in {str(found)!r}")
-        _check_resume(s, trainer, world, found)
-        if trainer["data"].get("fingerprint") != corpus.fingerprint:
-            raise ValueError(f"--data: the corpus differs from the one the checkpoint in {str(found)!r} was trained on")
-        if trainer["data"].get("batch_scheme") != D.BATCH_SCHEME:
-            raise ValueError(
-                f"--resume: the checkpoint in {str(found)!r} drew its batches with another scheme "
-                f"({trainer['data'].get('batch_scheme')!r}, this bmojo: {D.BATCH_SCHEME!r})"
-            )
         trainer = ckpt.load_for_resume(found, model, base, optimizer, world=world, device=device)
         start, tokens, elapsed = trainer["step"], trainer["tokens"], trainer["elapsed_s"]
 
@@ -383,7 +491,7 @@ def _train(s: TrainSettings, world, device, corpus) -> dict:
     t0 = time.perf_counter() - elapsed
     run_t0 = time.perf_counter()
     step = start
-    last_loss = val_loss = None
+    last_loss = val_loss = val_step = None
     stopped = False
 
     def trainer_state() -> dict:
@@ -404,9 +512,11 @@ def _train(s: TrainSettings, world, device, corpus) -> dict:
             },
             "last_loss": last_loss,
             "val_loss": val_loss,
+            "val_step": val_step,  #: the step val_loss was measured at
         }
 
     while step < s.steps:
+        t_step = time.perf_counter()
         lr = schedule.lr(step)
         set_lr(optimizer, lr)
         starts = D.batch_starts(corpus.train.numel(), T, s.batch_size, s.seed, step)[rows]
@@ -433,30 +543,38 @@ def _train(s: TrainSettings, world, device, corpus) -> dict:
         step += 1
         tokens += s.batch_size * T
         last_loss, last_aux = (v / world.size for v in all_reduce_sum([float(loss_sum), float(aux_sum)], device))
+        step_s = time.perf_counter() - t_step  # this step's training only (not validation, checkpoints, logging)
+        grad_norm = float(grad_norm)  # the same on every rank (DDP and FSDP2 reduce the gradients)
         if not math.isfinite(last_loss):
-            raise FloatingPointError(f"--lr: training diverged at step {step} (loss {last_loss}); lower --lr or --clip")
-        rate = bar.update(loss=last_loss, tokens=s.batch_size * T, lr=lr)
+            raise _diverged(step, f"loss {last_loss}")
+        if not math.isfinite(grad_norm):
+            raise _diverged(step, f"gradient norm {grad_norm}")
+        rate = bar.update(loss=last_loss, tokens=s.batch_size * T, lr=lr, seconds=step_s)
         record = {
             "step": step,
             "loss": round(last_loss, 6),
             "lr": lr,
-            "grad_norm": round(float(grad_norm), 6),
+            "grad_norm": round(grad_norm, 6),
             "tokens": tokens,
             "tokens_per_s": round(rate, 1),
             "elapsed_s": round(time.perf_counter() - t0, 3),
         }
         if innovation:
             record["innovation_loss"] = round(last_aux, 6)  # included in "loss"
-        if step == s.steps or (s.val_every and step % s.val_every == 0):  # --val-every 0: at the end only
-            val_loss = evaluate(model, corpus, s, world, device, autocast)
-            record.update(val_loss=round(val_loss, 6), val_ppl=round(math.exp(val_loss), 4))
-            bar.write(
-                f"step {step}: loss {last_loss:.4f}, validation loss {val_loss:.4f} (ppl {math.exp(val_loss):.3f})"
-            )
+        validated = step == s.steps or (s.val_every and step % s.val_every == 0)  # --val-every 0: at the end only
+        if validated:
+            val_loss, val_step = evaluate(model, corpus, s, world, device, autocast), step
+            val_ppl = math.exp(val_loss) if val_loss < 709 else math.inf  # math.exp overflows past ~709.78
+            if not math.isfinite(val_ppl):  # nan too; before anything is logged or saved
+                raise _diverged(step, f"validation loss {val_loss}")
+            record.update(val_loss=round(val_loss, 6), val_ppl=round(val_ppl, 4))
+            bar.write(f"step {step}: loss {last_loss:.4f}, validation loss {val_loss:.4f} (ppl {val_ppl:.3f})")
         log.write(record)
         over_time = s.time_limit is not None and (time.perf_counter() - run_t0) > 60 * s.time_limit
         stopped = step < s.steps and (step == s.stop_at or any_rank(over_time, device))
         if stopped or step == s.steps or (s.ckpt_every and step % s.ckpt_every == 0):
+            if not validated and not finite_outputs(model, corpus, s, world, device, autocast):
+                raise _diverged(step, "non-finite outputs after the update")
             ckpt.save(
                 out, step, model, base, optimizer, trainer=trainer_state(), world=world, device=device, keep=s.keep
             )
@@ -469,6 +587,7 @@ def _train(s: TrainSettings, world, device, corpus) -> dict:
         "finished": step == s.steps,
         "loss": last_loss,
         "val_loss": val_loss,
+        "val_step": val_step,
         "checkpoint": str(ckpt.latest(out)),
         "parameters": n_params,
         "world_size": world.size,
@@ -523,7 +642,9 @@ def register(sub) -> None:
     opt.add_argument("--compile", action="store_true", help="torch.compile the model")
     opt.add_argument("--seed", type=int, default=d.seed, help="seed of weights and batches (default 0)")
     run = p.add_argument_group("run")
-    run.add_argument("--out", default=d.out, help=f"run directory: checkpoints, log.jsonl (default {d.out})")
+    run.add_argument(
+        "--out", default=d.out, help=f"run directory: checkpoints, log.jsonl; one run at a time (default {d.out})"
+    )
     run.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     run.add_argument("--stop-at", type=int, default=None, help="checkpoint and stop after this step (resume later)")
     run.add_argument(
@@ -538,7 +659,7 @@ def register(sub) -> None:
     run.add_argument(
         "--device", default=d.device, help="torch device (default cpu; cuda under torchrun uses LOCAL_RANK)"
     )
-    run.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    run.add_argument("--threads", type=int, default=None, help=f"torch CPU threads per process (1 to {MAX_THREADS})")
     run.add_argument("--strategy", default=d.strategy, choices=STRATEGIES, help="under torchrun: ddp or fsdp (FSDP2)")
     run.add_argument("--backend", default=d.backend, help="op backend, or 'auto' (default reference)")
     run.add_argument(
@@ -557,8 +678,9 @@ def run_cli(args) -> int:
 
     result = run_training(settings_from_args(args))
     if world_from_env().main and result["val_loss"] is not None:
+        at = "" if result["val_step"] == result["step"] else f" (measured at step {result['val_step']})"
         print(
-            f"step {result['step']}: loss {result['loss']:.4f}, validation loss {result['val_loss']:.4f}; "
+            f"step {result['step']}: loss {result['loss']:.4f}, validation loss {result['val_loss']:.4f}{at}; "
             f"checkpoint {result['checkpoint']}"
         )
     return 0
