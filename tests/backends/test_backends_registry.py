@@ -181,7 +181,7 @@ def test_explicit_env_selection_and_errors(registry, monkeypatch):
     with pytest.raises(BackendError, match="provides ssm_step for devices \\['cuda'\\], not 'cpu'"):
         dispatch.resolve("ssm_step", "cpu")
     monkeypatch.setenv("BMOJO_BACKEND", "triton")
-    with pytest.raises(BackendUnavailableError, match="not installed: pip install bmojo-triton"):
+    with pytest.raises(BackendUnavailableError, match="not installed: pip install -e packages/bmojo-triton"):
         dispatch.rmsnorm(torch.ones(2, 4), torch.ones(4))
     monkeypatch.setenv("BMOJO_BACKEND", "nosuch")
     with pytest.raises(BackendUnavailableError, match="no backend named 'nosuch'"):

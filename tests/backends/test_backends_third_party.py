@@ -230,7 +230,7 @@ def test_suite_refuses_an_unavailable_backend(tmp_path):
     text = out.stderr + out.stdout
     # bmojo-triton absent (the `tests` session) or installed without a GPU/interpreter: refused either way
     assert (
-        "backend 'triton' is not installed: pip install bmojo-triton" in text
+        "backend 'triton' is not installed: pip install -e packages/bmojo-triton" in text
         or "backend 'triton' is unavailable: no CUDA device" in text
     ), text[-2000:]
 

@@ -3,7 +3,9 @@
 Everything a backend needs: a ``bmojo_backends`` hook implementation returning a ``Backend``
 record, and an entry point in the ``bmojo`` group (see this package's ``pyproject.toml``).
 Importing this module must stay cheap and must not fail on machines without your runtime: put
-device checks in ``probe()``, and import kernels lazily (``OpImpl("module:attr")``).
+device checks in ``probe()``, and import kernels lazily (``OpImpl("module:attr")``). A
+``"module:attr"`` string is imported at the op's first call: when renaming the package, rename it
+here too (``bmojo backends -v`` imports every op and shows a stale one).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def _probe() -> Probe:
 def bmojo_backends():
     return [
         Backend(
-            name="example",
+            name="example",  # = the entry-point key in pyproject.toml
             version=__version__,
             # One op, CPU only; torch autograd differentiates it (the default backward).
             ops={"rmsnorm": OpImpl("bmojo_example_backend.kernels:rmsnorm", devices=("cpu",))},

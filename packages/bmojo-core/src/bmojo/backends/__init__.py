@@ -1,4 +1,4 @@
-"""Backend registry: which implementation of each op (spec §7) runs.
+"""Backend registry: which implementation of each op (:data:`OPS`) runs.
 
 Backends are pluggy plugins in the ``bmojo`` entry-point group (see ``docs/backends.md``). The
 public API: :func:`use_backend` / ``BMOJO_BACKEND`` to choose explicitly, ``BMOJO_DISABLE`` to

@@ -14,16 +14,10 @@ when an op is actually called on its arrays.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 from bmojo.backends.registry import get_registry
-from bmojo.backends.spec import TORCH, _resolve
-
-
-@functools.cache
-def _load(target) -> Callable:
-    return _resolve(target)
+from bmojo.backends.spec import TORCH
 
 
 def device_type(framework: str) -> str:
@@ -35,17 +29,18 @@ def device_type(framework: str) -> str:
 
 def resolve(op: str, framework: str, device: str | None = None) -> tuple[str, Callable]:
     """(backend name, implementation) that runs ``op`` on ``framework`` arrays now; ``device``
-    defaults to the framework's current device type."""
+    defaults to the framework's current device type. A backend whose target fails to import is
+    handled as in torch dispatch (:meth:`~bmojo.backends.registry.Registry.implementation`)."""
     if framework == TORCH:
         raise ValueError(
             f"framework: expected a non-torch framework (torch ops go through dispatch), got {framework!r}"
         )
     device = device_type(framework) if device is None else device
-    backend, impl = get_registry().resolve_array(op, framework, device)
-    return backend, _load(impl.fn)
+    backend, _, fn = get_registry().implementation(op, device, framework)
+    return backend, fn
 
 
 def call(op: str, framework: str, *args, **kwargs):
-    """Run ``op`` (same arguments as ``bmojo.ops.<op>.reference``) on ``framework`` arrays with the
+    """Run ``op`` (same arguments as its reference function in ``bmojo.ops``) on ``framework`` arrays with the
     backend the registry selects."""
     return resolve(op, framework)[1](*args, **kwargs)

@@ -1,7 +1,9 @@
 """``bmojo backends`` (alias ``bmojo doctor``): every backend with its version, state, reason and
 ops, then which backend each op would use. Imports no torch itself (only ``--device`` is parsed
 by torch, as dispatch reads a tensor's device type); a broken plugin shows as ``import failed``
-with its error instead of breaking the command."""
+with its error instead of breaking the command. ``-v`` also imports every op of the available
+backends (their ``"module:attr"`` targets, as a first call would): an op that fails to import is
+shown in its backend's reason, left out of the selection, and its traceback printed."""
 
 from __future__ import annotations
 
@@ -26,7 +28,12 @@ def register(sub) -> None:
         default="cpu",
         help="device type for the selection summary (default cpu; cuda:1 means cuda, as dispatch sees it)",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="show full tracebacks of failed plugins")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also import every op of the available backends; show full tracebacks of failed plugins and ops",
+    )
     p.set_defaults(func=run)
 
 
@@ -91,6 +98,8 @@ def _other_devices(statuses) -> list[str]:
 
 def run(args) -> int:
     registry = get_registry()
+    if args.verbose:
+        registry.check_targets()
     statuses = registry.statuses()
     unknown_disabled = registry.unknown_disabled()
     explicit, source = requested()
@@ -147,6 +156,9 @@ def run(args) -> int:
     if error or array_errors:
         return 1
     failed = [s for s in statuses if s.state in (State.IMPORT_FAILED, State.INVALID)]
-    if failed:
-        print(f"{len(failed)} plugin(s) failed to load; run with -v for tracebacks")
+    broken_ops = sum(len(s.op_errors) for s in statuses)
+    if failed or broken_ops:
+        found = [f"{len(failed)} plugin(s) failed to load"] if failed else []
+        found += [f"{broken_ops} op(s) failed to import"] if broken_ops else []
+        print("; ".join(found) + ("" if args.verbose else "; run with -v for tracebacks"))
     return 0

@@ -1,8 +1,8 @@
 """The ops as ``torch.library`` custom ops that dispatch through the backend registry.
 
-Every op of spec §7 is ``bmojo::<op>``: one opaque node to ``torch.compile`` (no graph break at an
-op boundary), with a fake (meta) implementation for tracing and, for differentiable ops, an
-autograd formula — all registered here, in core, once. Its kernel asks the registry which backend
+Every op of ``bmojo.backends.OPS`` is ``bmojo::<op>``: one opaque node to ``torch.compile`` (no
+graph break at an op boundary), with a fake (meta) implementation for tracing and, for
+differentiable ops, an autograd formula — all registered here, in core, once. Its kernel asks the registry which backend
 runs the op for the input's device *at call time* (``use_backend``/``BMOJO_BACKEND`` or implicit
 priority), so a compiled model follows the selection too.
 
@@ -13,7 +13,7 @@ explicit ``OpImpl.backward``. The recompute costs one extra forward per op in th
 keeps only the op's inputs alive between forward and backward; an explicit backward pays no
 recompute, and with ``OpImpl.backward_outputs`` autograd keeps the forward's outputs for it too.
 
-The functions exported here take the same arguments as ``bmojo.ops.<op>.reference``; the layer and
+The functions exported here take the same arguments as the reference ops (``bmojo.ops``); the layer and
 memories call these. ``bmojo.ops`` itself keeps exporting the plain reference functions. Plain
 eager calls skip the custom-op dispatcher when they need no autograd, or when the selected kernel
 is differentiable by torch itself (then eager training pays no forward recompute); same selection,
@@ -293,9 +293,10 @@ def _run(d: "OpDef", backend: str, fn: Callable, pos, kw):
 
 
 def resolve(name: str, device_type: str) -> tuple[str, Callable]:
-    """(backend name, implementation) that ``name`` runs on ``device_type`` now."""
-    backend, impl = get_registry().resolve(name, device_type)
-    return backend, _load(impl.fn)
+    """(backend name, implementation) that ``name`` runs on ``device_type`` now (importing it: a
+    target that fails to import is handled by :meth:`~bmojo.backends.registry.Registry.implementation`)."""
+    backend, _, fn = get_registry().implementation(name, device_type)
+    return backend, fn
 
 
 def _make_kernel(d: OpDef):
@@ -303,8 +304,8 @@ def _make_kernel(d: OpDef):
         bound = d.signature.bind(*args, **kwargs)
         bound.apply_defaults()
         pos, kw = d.split(bound)
-        backend, impl = get_registry().resolve(d.name, _device_type(pos))
-        return _finish(_run(d, backend, _load(impl.fn), pos, kw), pos)
+        backend, _, fn = get_registry().implementation(d.name, _device_type(pos))
+        return _finish(_run(d, backend, fn, pos, kw), pos)
 
     return kernel
 
@@ -343,13 +344,13 @@ def _recompute_grads(fn, d: OpDef, grads, needs, pos, kw):
     return [next(it) if (needs[j] and pos[i] is not None) else None for j, i in enumerate(d.tensor_params)]
 
 
-def _forward_outputs(d: OpDef, backend: str, impl, outs, pos, kw) -> list:
+def _forward_outputs(d: OpDef, backend: str, fn, outs, pos, kw) -> list:
     """The forward's outputs for a backward that takes them: those autograd kept, or, where none
     were kept (a compiled graph traced with a backend that did not ask for them), ``fn`` again."""
     if len(outs):
         return list(outs)
     with torch.no_grad():
-        out = _run(d, backend, _load(impl.fn), pos, kw)
+        out = _run(d, backend, fn, pos, kw)
     return [out] if isinstance(out, torch.Tensor) else list(out)
 
 
@@ -358,10 +359,11 @@ def _make_backward_kernel(d: OpDef):
         bound = d.signature.bind(*args, **kwargs)
         bound.apply_defaults()
         pos, kw = d.split(bound)
-        backend, impl = get_registry().resolve(d.name, _device_type(pos))
+        # implementation() imports the explicit backward with fn: a failure is attributed there.
+        backend, impl, fn = get_registry().implementation(d.name, _device_type(pos))
         explicit = impl.backward
         if explicit is not None:
-            extra = [_forward_outputs(d, backend, impl, outs, pos, kw)] if impl.backward_outputs else []
+            extra = [_forward_outputs(d, backend, fn, outs, pos, kw)] if impl.backward_outputs else []
             try:
                 res = list(_load(explicit)(list(grads), list(needs), *extra, *pos, **kw))
             except Exception as err:
@@ -382,7 +384,7 @@ def _make_backward_kernel(d: OpDef):
                             f"{_describe(g)}, expected shape {tuple(t.shape)}"
                         )
         else:
-            fn = _load(impl.fn) if impl.differentiable else _reference(d.name)
+            fn = fn if impl.differentiable else _reference(d.name)
             res = _recompute_grads(fn, d, grads, needs, pos, kw)
         out = []
         for j, i in enumerate(d.tensor_params):
@@ -580,9 +582,9 @@ def _call(name: str, args: tuple, kwargs: dict):
                 device = t.device.type
         else:
             if not torch._C._len_torch_function_stack() and not torch._C._len_torch_dispatch_stack():
-                backend, impl = _registry().resolve(name, device or "cpu")
+                backend, impl, fn = _registry().implementation(name, device or "cpu")
                 if not needs_grad or (impl.differentiable and (impl.backward is None or impl.eager_autograd)):
-                    return _run(_DEFS[name], backend, _load(impl.fn), args, kwargs)
+                    return _run(_DEFS[name], backend, fn, args, kwargs)
     return getattr(torch.ops.bmojo, name)(*args, **kwargs)
 
 

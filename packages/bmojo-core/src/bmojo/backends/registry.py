@@ -12,6 +12,14 @@ States, in the order a backend can fail:
 * ``disabled`` — named in ``BMOJO_DISABLE`` (comma-separated);
 * ``available``.
 
+An op given as a lazy ``"module:attr"`` string is imported at its first dispatch (:meth:`Registry.implementation`).
+If that import fails (a missing compiled extension, a renamed module or function), the backend
+is *failed for that op*: the error is kept (shown by ``bmojo backends`` in the backend's reason,
+its traceback with ``-v``) and logged as a warning, implicit selection skips the backend for
+that op (the next provider, else the reference, serves it), and an explicit request raises
+:class:`BackendOpError` naming the backend, the op and the target, chained to the import error.
+Its other ops are unaffected.
+
 Frameworks: torch dispatch (``resolve``) only ever picks ops whose framework is torch. Ops on
 another framework's arrays (``OpImpl.framework``, e.g. ``"mlx"``) are resolved by
 ``resolve_array`` with the same rules, except that the reference (torch only) is never a fallback
@@ -34,12 +42,13 @@ import logging
 import os
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
 import pluggy
 
-from bmojo.backends.spec import OPS, PROJECT, TORCH, Backend, BackendSpecs, Converters, OpImpl
+from bmojo.backends.spec import OPS, PROJECT, TORCH, Backend, BackendSpecs, Converters, OpImpl, _resolve
 
 log = logging.getLogger("bmojo.backends")
 
@@ -47,8 +56,13 @@ ENV_BACKEND = "BMOJO_BACKEND"
 ENV_DISABLE = "BMOJO_DISABLE"
 REFERENCE = "reference"
 
-#: Backends this project publishes: listed as "not installed" when absent, with the install hint.
+#: Backends this project publishes: listed as "not installed" when absent, with the install hint
+#: (the packages are not on PyPI: the hint is run at the root of a checkout of the repository).
 KNOWN_BACKENDS = {"triton": "bmojo-triton", "mlx": "bmojo-mlx", "neuron": "bmojo-neuron"}
+
+
+def install_hint(package: str) -> str:
+    return f"pip install -e packages/{package}"
 
 
 class State(str, Enum):
@@ -68,8 +82,9 @@ class BackendError(RuntimeError):
 
 
 class BackendOpError(BackendError):
-    """A backend's implementation of an op raised, or returned outputs that break the op's
-    contract (count, shape, dtype, device); the message names the backend and the op."""
+    """A backend's implementation of an op raised, could not be imported (its ``"module:attr"``
+    target), or returned outputs that break the op's contract (count, shape, dtype, device); the
+    message names the backend and the op."""
 
 
 class BackendUnavailableError(BackendError):
@@ -92,6 +107,7 @@ class BackendStatus:
     origin: str = ""
     backend: Backend | None = field(default=None, repr=False)
     error: str = field(default="", repr=False)  # full traceback for import/hook failures
+    op_errors: dict[str, str] = field(default_factory=dict)  # op → why its target failed to import
 
     @property
     def ops(self) -> dict[str, tuple[str, ...]]:
@@ -118,6 +134,7 @@ class BackendStatus:
             "frameworks": self.frameworks,
             "known_deviations": dict(self.backend.known_deviations) if self.backend else {},
             "error": self.error,
+            "op_errors": dict(self.op_errors),
         }
 
 
@@ -131,6 +148,14 @@ def _what(framework: str) -> str:
 
 def _short(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
+
+
+def _cannot_load(op: str, target: str, err: BaseException) -> str:
+    return f"cannot load {op} from {target!r}: {_short(err)}"
+
+
+def _traceback(err: BaseException) -> str:
+    return "".join(traceback.format_exception(type(err), err, err.__traceback__))
 
 
 #: Seconds a backend's ``probe()`` may take before it counts as unavailable (``BMOJO_PROBE_TIMEOUT``).
@@ -189,6 +214,8 @@ class Registry:
         self._cache: dict[tuple, tuple[str, OpImpl]] = {}
         self._logged: set[tuple] = set()
         self._builtin_names: set[str] = set()
+        self._fns: dict = {}  # "module:attr" target (or callable) → the imported callable
+        self._op_errors: dict[tuple[str, str], tuple[str, BaseException]] = {}  # (backend, op) → (target, error)
         self.plugin_manager = pluggy.PluginManager(PROJECT)
         self.plugin_manager.add_hookspecs(BackendSpecs)
 
@@ -223,7 +250,7 @@ class Registry:
                             _short(err),
                             origin=origin,
                             version=dist.version if dist is not None else "",
-                            error="".join(traceback.format_exception(type(err), err, err.__traceback__)),
+                            error=_traceback(err),
                         )
                     )
                     log.warning("bmojo: backend plugin %r failed to import: %s", ep.name, _short(err))
@@ -239,6 +266,10 @@ class Registry:
                 builtin = impl.plugin_name.startswith("builtin:")
                 fallback_name = impl.plugin_name.split(":", 1)[-1]
                 records, err = _guarded(lambda impl=impl: list(impl.function() or []))
+                names = [r.name for r in records or [] if isinstance(r, Backend)]
+                # A one-backend plugin's entry point is named like its backend (an import failure is
+                # reported under the entry-point name, before any record exists): a mismatch is flagged.
+                mismatch = impl.plugin_name.startswith("ep:") and len(names) == 1 and fallback_name not in names
                 if err is not None:
                     self._record(
                         BackendStatus(
@@ -246,7 +277,7 @@ class Registry:
                             State.IMPORT_FAILED,
                             f"bmojo_backends() raised {_short(err)}",
                             origin=origin,
-                            error="".join(traceback.format_exception(type(err), err, err.__traceback__)),
+                            error=_traceback(err),
                         )
                     )
                     continue
@@ -286,9 +317,14 @@ class Registry:
                         continue
                     if builtin:
                         self._builtin_names.add(rec.name)
+                    note = ""
+                    if mismatch:
+                        note = f"entry point {fallback_name!r} is not named like the backend {rec.name!r}"
+                        log.warning("bmojo: %s (%s); name them the same", note, origin)
                     self._found[rec.name] = BackendStatus(
                         rec.name,
                         State.AVAILABLE,
+                        note,
                         version=rec.version,
                         priority=rec.priority,
                         origin=origin,
@@ -296,7 +332,7 @@ class Registry:
                     )
             for name, package in KNOWN_BACKENDS.items():
                 if name not in self._found:
-                    self._found[name] = BackendStatus(name, State.NOT_INSTALLED, f"pip install {package}")
+                    self._found[name] = BackendStatus(name, State.NOT_INSTALLED, install_hint(package))
             self._loaded = True
 
     def _record(self, status: BackendStatus) -> None:
@@ -328,13 +364,15 @@ class Registry:
         st = BackendStatus(**{k: getattr(base, k) for k in base.__dataclass_fields__})
         if base.backend is not None:
             if name in disabled and name != REFERENCE:
-                st.state, st.reason = State.DISABLED, f"listed in {ENV_DISABLE}"
+                st.state, reason = State.DISABLED, f"listed in {ENV_DISABLE}"
             else:
-                ok, reason = self._probe(base)
+                ok, reason = self._probe(base)  # available: a note, e.g. "emulated (tests only)"
                 if not ok:
-                    st.state, st.reason = State.UNAVAILABLE, reason
-                else:
-                    st.reason = reason  # an available backend's note, e.g. "emulated (tests only)"
+                    st.state = State.UNAVAILABLE
+            failed = {op: (target, err) for (n, op), (target, err) in self._op_errors.items() if n == name}
+            st.op_errors = {op: _cannot_load(op, target, err) for op, (target, err) in failed.items()}
+            st.reason = "; ".join(r for r in (reason, base.reason, *st.op_errors.values()) if r)
+            st.error = "\n".join(_traceback(err) for _, err in failed.values())
         return st
 
     def _check_disabled(self, disabled: set[str]) -> None:
@@ -462,6 +500,12 @@ class Registry:
                     f"bmojo backend {explicit!r} (requested by {source}) provides {op} for devices "
                     f"{list(impl.devices)}, not {device_type!r}"
                 )
+            failed = self._op_errors.get((explicit, op))
+            if failed is not None:  # never a silent fallback: the requested backend's failure, with its cause
+                target, err = failed
+                raise BackendOpError(
+                    f"bmojo backend {explicit!r} (requested by {source}) {_cannot_load(op, target, err)}"
+                ) from err
             return explicit, impl
         candidates = [
             s
@@ -470,13 +514,19 @@ class Registry:
             and not (name in disabled and name != REFERENCE)
             and s.backend.implicit  # implicit=False: served only when requested by name
             and op in s.backend.ops
+            and (name, op) not in self._op_errors  # its target failed to import
             and s.backend.ops[op].runs_on(device_type, framework)
         ]
         candidates.sort(key=lambda s: (-s.backend.priority, s.name == REFERENCE, s.name))
         best = next((s for s in candidates if self._probe(s)[0]), None)
         if best is None:
             where = repr(device_type) if framework == TORCH else f"{device_type!r} for {what}"
-            raise BackendError(f"no available backend provides {op} on {where}")
+            failed = [(n, *e) for (n, o), e in self._op_errors.items() if o == op]
+            why = "".join(f"; backend {n!r} {_cannot_load(op, target, err)}" for n, target, err in failed)
+            error = BackendError(f"no available backend provides {op} on {where}{why}")
+            if failed:
+                raise error from failed[-1][2]
+            raise error
         self._log_once(
             (op, device_type, best.name, framework),
             logging.INFO,
@@ -488,6 +538,60 @@ class Registry:
             best.backend.priority,
         )
         return best.name, best.backend.ops[op]
+
+    # ----- importing implementations -----
+    def implementation(self, op: str, device_type: str, framework: str = TORCH) -> tuple[str, OpImpl, Callable]:
+        """:meth:`resolve` (:meth:`resolve_array` for another ``framework``) plus the imported
+        implementation: ``(backend name, OpImpl, callable)``. A ``"module:attr"`` target (``fn``,
+        or an explicit ``backward``) that fails to import makes its backend failed for ``op`` (see
+        the module docstring): then an explicit request raises :class:`BackendOpError` naming the
+        backend, the op and the target, and implicit selection moves on to the next provider."""
+        while True:
+            if framework == TORCH:
+                name, impl = self.resolve(op, device_type)
+            else:
+                name, impl = self.resolve_array(op, framework, device_type)
+            fn = self._fns.get(impl.fn)
+            if fn is not None:
+                return name, impl, fn
+            fn = self._import(name, op, impl)
+            if fn is not None:
+                return name, impl, fn
+
+    def _import(self, name: str, op: str, impl: OpImpl) -> Callable | None:
+        """Import ``impl``'s targets (guarded like a plugin's import); None when one fails (then
+        recorded as backend ``name``'s failure for ``op``). The reference's are core's own: trusted."""
+        for target in (impl.fn, impl.backward):
+            if target is None or target in self._fns:
+                continue
+            if name == REFERENCE:
+                self._fns[target] = _resolve(target)
+                continue
+            fn, err = _guarded(lambda target=target: _resolve(target))
+            if err is not None:
+                with self._lock:
+                    self._op_errors[(name, op)] = (target if isinstance(target, str) else repr(target), err)
+                    self._cache.clear()
+                log.warning(
+                    "bmojo: backend %r cannot load %s from %r: %s; implicit selection skips it for %s",
+                    name,
+                    op,
+                    target,
+                    _short(err),
+                    op,
+                )
+                return None
+            self._fns[target] = fn
+        return self._fns[impl.fn]
+
+    def check_targets(self) -> None:
+        """Import the targets of every op of every available backend now, as their first calls
+        would, recording the failures (``bmojo backends -v``)."""
+        for st in self.statuses():
+            if st.state is State.AVAILABLE and st.name != REFERENCE:
+                for op, impl in st.backend.ops.items():
+                    if (st.name, op) not in self._op_errors:
+                        self._import(st.name, op, impl)
 
     def _log_once(self, key, level, msg, *args):
         if key not in self._logged:

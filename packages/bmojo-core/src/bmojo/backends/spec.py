@@ -9,6 +9,7 @@ Nothing here imports torch: ``bmojo backends`` and the pytest plugin read these 
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -23,7 +24,7 @@ PROJECT = "bmojo"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-#: The op set of spec §7, in the order tools list them.
+#: The op set (docs/backends.md; reference functions listed in ``bmojo.ops``), in the order tools list them.
 OPS = (
     "ssm_scan",
     "ssm_step",
@@ -100,8 +101,9 @@ class OpImpl:
     """One op's implementation in a backend.
 
     Args:
-        fn: the implementation (same signature and semantics as ``bmojo.ops.<op>.reference``), or
-            ``"module:attr"`` to import it lazily.
+        fn: the implementation (same signature and semantics as the reference op, listed in
+            :data:`bmojo.backends.reference.REFERENCE_TARGETS`), or ``"module:attr"`` to import it
+            lazily (at the op's first call; an import failure is the backend's failure for that op).
         devices: torch device types it runs on (``"cpu"``, ``"cuda"``, ``"mps"``, ...), or ``"*"``.
         differentiable: True when torch autograd can differentiate ``fn`` itself; the backward then
             recomputes ``fn`` under autograd. False: the backward recomputes the reference instead.
@@ -192,8 +194,9 @@ class Backend:
     """A backend's typed record.
 
     Args:
-        name: lower-case identifier users select with ``BMOJO_BACKEND=<name>``; by convention the
-            entry-point name too (so an import failure is reported under the right name).
+        name: lower-case identifier users select with ``BMOJO_BACKEND=<name>``; the entry point
+            of a one-backend plugin is named the same (an import failure is reported under the
+            entry-point name; ``bmojo backends`` flags a mismatch in the reason).
         version: the distribution's version string.
         ops: op name (one of :data:`OPS`) → :class:`OpImpl`, a callable or a ``"module:attr"``
             string (both mean "any device, differentiable by autograd").
@@ -240,9 +243,11 @@ class Backend:
             raise ValueError(f"backend {self.name!r}: ops must be a mapping op → OpImpl, got {type(self.ops).__name__}")
         if not isinstance(self.implicit, bool):
             raise ValueError(f"backend {self.name!r}: implicit must be a bool, got {self.implicit!r}")
-        unknown = sorted(map(repr, set(self.ops) - set(OPS)))
+        unknown = sorted(set(self.ops) - set(OPS), key=repr)
         if unknown:
-            raise ValueError(f"backend {self.name!r}: unknown ops {unknown}; the op set is {list(OPS)}")
+            close = [m for op in unknown if isinstance(op, str) for m in difflib.get_close_matches(op, OPS, n=1)]
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            raise ValueError(f"backend {self.name!r}: unknown ops {unknown}{hint}; the op set is {list(OPS)}")
         if not isinstance(self.known_deviations, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.known_deviations.items()
         ):
