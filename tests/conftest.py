@@ -91,3 +91,22 @@ def small_layer(preset: str, **overrides) -> LayerConfig:
     kw.update(overrides)
     d_model = kw.pop("d_model")
     return LayerConfig.preset(preset, d_model=d_model, **kw)
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """``make(*entry_points)`` installs a registry of those fake entry points (plus the built-in
+    reference); the real registry is restored afterwards."""
+    from bmojo.backends import Registry, get_registry, set_registry
+
+    for var in ("BMOJO_BACKEND", "BMOJO_DISABLE", "BMOJO_PROBE_TIMEOUT"):
+        monkeypatch.delenv(var, raising=False)
+    old = get_registry()
+
+    def make(*eps):
+        reg = Registry(entry_points=list(eps))
+        set_registry(reg)
+        return reg
+
+    yield make
+    set_registry(old)

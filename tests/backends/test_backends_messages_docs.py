@@ -11,27 +11,12 @@ from pathlib import Path
 
 import bmojo.ops
 import pytest
-from bmojo.backends import KNOWN_BACKENDS, OPS, Backend, Registry, State, get_registry, hookimpl, set_registry
+from bmojo.backends import KNOWN_BACKENDS, OPS, Backend, State, hookimpl
 from bmojo.backends import cli as backends_cli
 from bmojo.backends.reference import REFERENCE_TARGETS
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-
-
-@pytest.fixture
-def fake_registry(monkeypatch):
-    for var in ("BMOJO_BACKEND", "BMOJO_DISABLE"):
-        monkeypatch.delenv(var, raising=False)
-    old = get_registry()
-
-    def make(*eps):
-        reg = Registry(entry_points=list(eps))
-        set_registry(reg)
-        return reg
-
-    yield make
-    set_registry(old)
 
 
 class _BrokenEP:
@@ -49,8 +34,8 @@ def test_unknown_op_is_quoted_once_and_a_close_match_suggested():
         Backend(name="x", version="1", ops={"zzz": lambda: None})
 
 
-def test_not_installed_hints_are_true_for_a_checkout(fake_registry):
-    reg = fake_registry()  # no entry points: every published backend is "not installed"
+def test_not_installed_hints_are_true_for_a_checkout(registry):
+    reg = registry()  # no entry points: every published backend is "not installed"
     for name, package in KNOWN_BACKENDS.items():
         st = reg.status(name)
         assert st.state is State.NOT_INSTALLED and st.reason == f"pip install -e packages/{package}"
@@ -58,8 +43,8 @@ def test_not_installed_hints_are_true_for_a_checkout(fake_registry):
 
 
 @pytest.mark.parametrize("verbose", [False, True])
-def test_cli_suggests_minus_v_only_without_it(fake_registry, capsys, verbose):
-    fake_registry(_BrokenEP())
+def test_cli_suggests_minus_v_only_without_it(registry, capsys, verbose):
+    registry(_BrokenEP())
     args = argparse.Namespace(json=False, device="cpu", verbose=verbose)
     assert backends_cli.run(args) == 0
     out = capsys.readouterr().out
@@ -117,8 +102,8 @@ class _EP:
         return _Plugin()
 
 
-def test_cli_shows_an_entry_point_named_unlike_its_backend(fake_registry, capsys):
-    fake_registry(_EP("example"))
+def test_cli_shows_an_entry_point_named_unlike_its_backend(registry, capsys):
+    registry(_EP("example"))
     assert backends_cli.run(argparse.Namespace(json=False, device="cpu", verbose=False)) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("mykernels"))

@@ -9,8 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from bmojo.backends import Registry, get_registry, hookimpl, set_registry
+from bmojo.backends import hookimpl
 
 
 class Plugin:
@@ -41,23 +40,6 @@ class EP:
         if self._load is not None:
             return self._load()
         return self._plugin
-
-
-@pytest.fixture
-def registry(monkeypatch):
-    """``make(*entry_points)`` installs a registry of those fake entry points (plus the built-in
-    reference); the real registry is restored afterwards."""
-    for var in ("BMOJO_BACKEND", "BMOJO_DISABLE", "BMOJO_PROBE_TIMEOUT"):
-        monkeypatch.delenv(var, raising=False)
-    old = get_registry()
-
-    def make(*eps):
-        reg = Registry(entry_points=list(eps))
-        set_registry(reg)
-        return reg
-
-    yield make
-    set_registry(old)
 
 
 def install(site: Path, dist: str, version: str, entry_points: dict[str, str], modules: dict[str, str]) -> Path:

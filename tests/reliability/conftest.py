@@ -1,1 +1,0 @@
-from .helpers import registry  # noqa: F401  (fixture)
