@@ -9,13 +9,13 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from bmojo.argcheck import check_out_dir
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -33,21 +33,6 @@ def expect(ok: bool, flag: str, what: str, got) -> None:
 def check_int(value: int, flag: str, minimum: int) -> int:
     expect(isinstance(value, int) and value >= minimum, flag, f"an int >= {minimum}", value)
     return value
-
-
-def check_out_dir(folder: Path, flag: str = "--out") -> Path:
-    """Create ``folder`` (and its parents) and check that a file can be written in it."""
-    folder = Path(folder)
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise ValueError(f"{flag}: expected a path inside a folder, got '{folder}' ('{existing}' is a file)")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
-            pass
-    except OSError as err:
-        raise ValueError(f"{flag}: expected a folder that can be created and written, got '{folder}' ({err})") from None
-    return folder
 
 
 def check_out_path(path: Path | str, flag: str = "--out") -> Path:

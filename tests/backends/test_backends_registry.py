@@ -17,13 +17,10 @@ from bmojo.backends import (
     BackendUnavailableError,
     OpImpl,
     Probe,
-    Registry,
     State,
     dispatch,
-    get_registry,
     hookimpl,
     requested,
-    set_registry,
     use_backend,
 )
 from bmojo.ops.rmsnorm.reference import rmsnorm as rmsnorm_ref
@@ -62,20 +59,10 @@ def counting_rmsnorm(x, weight, eps=1e-6):
 
 
 @pytest.fixture
-def registry(monkeypatch):
-    """Install a registry built from the given fake entry points; restore the real one after."""
-    monkeypatch.delenv("BMOJO_BACKEND", raising=False)
-    monkeypatch.delenv("BMOJO_DISABLE", raising=False)
-    old = get_registry()
+def registry(registry):
+    """tests/conftest.py's fake-registry installer, with this file's call log cleared."""
     calls.clear()
-
-    def make(*eps):
-        reg = Registry(entry_points=list(eps))
-        set_registry(reg)
-        return reg
-
-    yield make
-    set_registry(old)
+    return registry
 
 
 def fast(**kw):

@@ -132,9 +132,9 @@ def test_resume_refuses_a_stop_at_not_after_the_resumed_step(tiny, corpus, stop_
     [
         ("", "--out: expected a run directory, got '' (blank)"),
         ("  ", "--out: expected a run directory, got '  ' (blank)"),
-        ("afile", "--out: expected a directory, got 'afile' ('afile' is a file)"),
-        ("afile/sub", "--out: expected a directory, got 'afile/sub' ('afile' is a file)"),
-        ("/proc/bmojo-run", "--out: expected a directory that can be created and written, got '/proc/bmojo-run'"),
+        ("afile", "--out: expected a path inside a folder, got 'afile' ('afile' is a file)"),
+        ("afile/sub", "--out: expected a path inside a folder, got 'afile/sub' ('afile' is a file)"),
+        ("/proc/bmojo-run", "--out: expected a folder that can be created and written, got '/proc/bmojo-run'"),
     ],
 )
 def test_out_is_checked_before_the_data_is_read(out, message, text_dir, tmp_path, monkeypatch, capsys):

@@ -14,12 +14,10 @@ from bmojo.backends import (
     Backend,
     BackendError,
     OpImpl,
-    Registry,
     arrays,
     dispatch,
     get_registry,
     hookimpl,
-    set_registry,
     use_backend,
 )
 from bmojo_mlx import dispatch as mlx_ops
@@ -59,19 +57,10 @@ class EP:
 
 
 @pytest.fixture
-def registry(monkeypatch):
-    monkeypatch.delenv("BMOJO_BACKEND", raising=False)
-    monkeypatch.delenv("BMOJO_DISABLE", raising=False)
-    old = get_registry()
+def registry(registry):
+    """tests/conftest.py's fake-registry installer, with this file's call log cleared."""
     calls.clear()
-
-    def make(*eps):
-        reg = Registry(entry_points=list(eps))
-        set_registry(reg)
-        return reg
-
-    yield make
-    set_registry(old)
+    return registry
 
 
 def test_mlx_serves_mlx_arrays_and_never_torch(registry):

@@ -65,6 +65,26 @@ def check_device_type(flag: str, name: object, others: Sequence[str] = ()) -> st
         ) from None
 
 
+def check_out_dir(folder, flag: str = "--out"):
+    """Create ``folder`` (and its parents) and check that a file can be written in it, naming
+    ``flag``: a path that is or lies under a file, or one that cannot be created or written, is an
+    error. Returns it as a ``Path``. (For commands' output folders; checked before any work.)"""
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"{flag}: expected a path inside a folder, got '{folder}' ('{existing}' is a file)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"{flag}: expected a folder that can be created and written, got '{folder}' ({err})") from None
+    return folder
+
+
 @dataclass(frozen=True)
 class ArrayKind:
     """What the checkers need to know about one array framework.

@@ -18,7 +18,6 @@ import errno
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from bmojo._checks import check_device, check_seed
+from bmojo.argcheck import check_out_dir
 from bmojo.config import ModelConfig
 from bmojo.jobs import checkpoint as ckpt
 from bmojo.jobs import data as D
@@ -347,18 +347,11 @@ def _lock_out(out: Path):
     """Create ``out``, check that it is a writable directory, lock it for this run and remove the
     temporary checkpoint directories a killed run left there (with the lock held, every one is
     stale). Returns the open lock file; errors name --out."""
-    existing = next((p for p in (out, *out.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise ValueError(f"--out: expected a directory, got {str(out)!r} ({str(existing)!r} is a file)")
+    check_out_dir(out, "--out")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
-            pass
         handle = open(out / LOCK, "a+")
     except OSError as err:
-        raise ValueError(
-            f"--out: expected a directory that can be created and written, got {str(out)!r} ({err})"
-        ) from None
+        raise ValueError(f"--out: expected a folder that can be created and written, got '{out}' ({err})") from None
     try:
         if fcntl is not None:  # released by the OS when this process ends, however it ends
             try:
