@@ -154,10 +154,11 @@ def check_layer_states(kind: ArrayKind, what: str, layers, expected, *, error: t
             g = got[key]
             if not isinstance(g, kind.array_type) or tuple(g.shape) != tuple(t.shape) or g.dtype != t.dtype:
                 actual = f"{tuple(g.shape)} {g.dtype}" if isinstance(g, kind.array_type) else type(g).__name__
-                raise error(
-                    f"{what}.layers[{i}].{key}: expected {tuple(t.shape)} {t.dtype} (the state of another "
-                    f"model config or batch size?), got {actual}"
-                )
+                if isinstance(g, kind.array_type) and tuple(g.shape) == tuple(t.shape):
+                    hint = "a state of another dtype than the model's?"
+                else:
+                    hint = "the state of another model config or batch size?"
+                raise error(f"{what}.layers[{i}].{key}: expected {tuple(t.shape)} {t.dtype} ({hint}), got {actual}")
 
 
 def check_array(

@@ -126,6 +126,7 @@ class BMojoMixer(nn.Module):
                 mask = torch.arange(T, device=x.device)[None, :] >= torch.tensor(pads, device=x.device)[:, None]
             s, fstate = self.fading(x, self._sub(state, "fading"), mask)
         y, new = self._mix(x, s, fstate, state, starts, pads)
+        new = _state_dtypes(new, state)
         if aux is not None and cfg.innovation_loss_weight > 0:
             aux.append(cfg.innovation_loss_weight * self.innovation_loss(x, s, pads))
         return y, new
@@ -276,7 +277,16 @@ class BMojoMixer(nn.Module):
             s, fstate = self.fading.step(x, self._sub(state, "fading"))
             s = s[:, None]
         out, new = self._mix(x[:, None], s, fstate, state, starts, pads)
-        return out[:, 0], new
+        return out[:, 0], _state_dtypes(new, state)
+
+
+def _state_dtypes(new: State | None, state: State | None) -> State | None:
+    """The new state in the dtypes of the state given (``init_state``'s): under autocast the ops
+    return some parts in the autocast dtype (the conv's inputs, a projected fading key), and a
+    state must keep one dtype per tensor for the next call. A no-op when the dtypes already match."""
+    if new is None or state is None:
+        return new
+    return {k: v.to(state[k].dtype) if k in state else v for k, v in new.items()}
 
 
 def row_positions(start, pad, batch: int, T: int, *, name: str = "start") -> tuple[list[int], list[int]]:

@@ -212,12 +212,29 @@ class BMojoLM(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, input_ids: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0, generator=None
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 0.0,
+        generator=None,
+        pad: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Greedy (temperature 0) or sampled continuation; returns the new tokens (batch, n)."""
+        """Greedy (temperature 0) or sampled continuation; returns the new tokens (batch, n).
+
+        ``pad`` (batch,) counts each row's leading pad columns of a left-padded batch of prompts,
+        as in ``prefill``; every row needs at least one real token (a count < T). Each row then
+        continues exactly as it would alone."""
         check_int("max_new_tokens", max_new_tokens, minimum=1)
         check_temperature("temperature", temperature)
-        logits, state = self.prefill(input_ids)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            fail("generator", "None or a torch.Generator", type(generator).__name__)
+        if pad is not None:  # checked before the prefill, as prefill checks it
+            self._check_ids(input_ids)
+            self._check_pad(pad, input_ids)
+            if int(pad.max()) >= input_ids.shape[1]:
+                fail("pad", f"counts in [0, {input_ids.shape[1] - 1}] (each row needs a real token)", pad.tolist())
+        logits, state = self.prefill(input_ids, pad=pad)
         last = logits[:, -1]
         out = []
         for _ in range(max_new_tokens):

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bmojo.argcheck import TORCH, check_layer_states
+from bmojo.config import _dict_diff
 from bmojo.memory import State
 
 FORMAT = "bmojo-decode-state"
@@ -89,7 +90,12 @@ class DecodeState:
         ``[0, batch_size)``, repeats allowed), e.g. for beam search."""
         given = rows
         if not isinstance(rows, torch.Tensor):  # a sequence of ints ([] included), never floats or bools
-            items = list(rows)
+            try:
+                items = list(rows)
+            except TypeError:  # an int, None, ...: not a sequence of rows
+                raise StateError(
+                    f"rows: expected a 1-d sequence of integer row indices, got {given!r:.80} ({type(given).__name__})"
+                ) from None
             if not all(isinstance(r, numbers.Integral) and not isinstance(r, bool) for r in items):
                 raise StateError(f"rows: expected a 1-d sequence of integer row indices, got {given!r:.80}")
             rows = torch.tensor(items, dtype=torch.long)
@@ -171,7 +177,11 @@ class DecodeState:
         except RecursionError:  # json recurses per nesting level
             raise bad("metadata config", "the model config as JSON", "nesting too deep to read") from None
         if saved_cfg != model.config.to_dict():
-            raise StateError(f"{path}: expected a state saved for this model's config, got a different config")
+            if isinstance(saved_cfg, dict):  # name the fields, as from_pretrained does
+                diff = "saved vs this model's: " + "; ".join(_dict_diff(saved_cfg, model.config.to_dict())[:4])
+            else:
+                diff = f"saved: {saved_cfg!r:.80}"
+            raise StateError(f"{path}: expected a state saved for this model's config, got a different config ({diff})")
         if POSITIONS_KEY not in header:
             raise bad("tensors", f"a {POSITIONS_KEY!r} tensor", sorted(header)[:8])
         pshape, pdtype = header.pop(POSITIONS_KEY)

@@ -89,6 +89,6 @@ class InnovationMemory(EideticMemory):
             "pos": mem_pos,
             "score": mem_score,
             "pending": F.pad(pending, (0, self.chunk - pending.shape[1])),
-            "k_pred": k_fading[:, -1],
+            "k_pred": k_fading[:, -1].clone(),  # not a view pinning every new token's fading key
         }
         return ek, ev, snaps, new_state

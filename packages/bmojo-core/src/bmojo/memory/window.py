@@ -24,4 +24,5 @@ class SlidingWindow(ContextWindow):
         k_seq = torch.cat([state["k"], k], dim=1)
         v_seq = torch.cat([state["v"], v], dim=1)
         keep = k_seq.shape[1] - self.size
-        return k_seq, v_seq, {"k": k_seq[:, keep:], "v": v_seq[:, keep:]}
+        # Cloned: a slice would keep the whole (size + T)-row buffer alive with the state.
+        return k_seq, v_seq, {"k": k_seq[:, keep:].clone(), "v": v_seq[:, keep:].clone()}

@@ -36,7 +36,8 @@ def causal_conv1d(
         y = x.clone()  # empty, and still a function of x for autograd
     else:
         y = F.conv1d(xx.transpose(1, 2), weight[:, None, :], bias, groups=ch).transpose(1, 2)
-    return _activate(y, activation), xx[:, xx.shape[1] - (K - 1) :]
+    # The state owns its K-1 rows: a slice would keep the whole (T+K-1)-row input alive.
+    return _activate(y, activation), xx[:, xx.shape[1] - (K - 1) :].clone()
 
 
 def causal_conv1d_step(
