@@ -5,6 +5,8 @@ Examples::
     python -m benchmarks                     # everything at full size (~10-15 min on 2 cores)
     python -m benchmarks --quick             # smaller sizes, a couple of minutes
     python -m benchmarks --sections attention,layer --threads 1
+
+The JSON is written (atomically) after every section; Ctrl-C keeps the sections measured so far.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import time
 from pathlib import Path
 
 import torch
+from bmojo._checks import MAX_THREADS, check_threads
 
 from benchmarks.common import (
     RESULTS_DIR,
     Settings,
-    check_int,
     check_out_dir,
     check_out_path,
     format_table,
@@ -46,10 +48,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per case (>= 1); the median is reported")
     ap.add_argument("--warmup", type=int, default=1, help="untimed runs before the timed ones (>= 0)")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help=f"torch intra-op threads, 1 to {MAX_THREADS} (default: torch's)"
+    )
     ap.add_argument("--no-flex-compile", action="store_true", help="skip the torch.compile'd FlexAttention peer")
     ap.add_argument(
-        "--case-budget", type=float, default=20.0, help="seconds a slow case may take (min 1 run; 0: one run each)"
+        "--case-budget",
+        type=float,
+        default=20.0,
+        help="seconds a slow case may take, all its contenders together (min 1 round; 0: one round)",
     )
     ap.add_argument(
         "--dense-budget-gib", type=float, default=4.0, help="skip dense peers above this many GiB (0: skip them all)"
@@ -72,7 +79,7 @@ def _check(args: argparse.Namespace) -> None:
     if args.profile and "layer" not in args.sections:
         raise ValueError(f"--profile: expected the layer section in --sections, got {','.join(args.sections)!r}")
     if args.threads is not None:
-        check_int(args.threads, "--threads", 1)
+        check_threads("--threads", args.threads)
     args.settings = Settings(
         scale="tiny" if args.tiny else "quick" if args.quick else "full",
         repeats=args.repeats,
@@ -102,17 +109,43 @@ def main(argv=None) -> int:
         f"transformers {info_start['transformers']}",
         flush=True,
     )
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or RESULTS_DIR / f"{scale}-{stamp}.json"
     rows, timings, profile = [], {}, None
-    for name in sections:
-        t0 = time.perf_counter()
-        module = __import__(f"benchmarks.{name}", fromlist=["run"])
-        print(f"[{name}] running ...", flush=True)
-        new = module.run(settings, args.threads) if name == "decode" else module.run(settings)
-        timings[name] = time.perf_counter() - t0
-        print(format_table(new), flush=True)
-        rows += new
-        if name == "layer" and args.profile:
-            profile = module.profile(settings)
+
+    def payload(info_end: dict) -> dict:
+        return {
+            "command": "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
+            "scale": scale,
+            "dtype": "float32",
+            "settings": vars(settings) | {"threads": torch.get_num_threads()},
+            "machine_at_start": info_start,
+            "machine_at_end": info_end,
+            "section_seconds": timings,
+            "rows": [r.to_dict() for r in rows],
+            "profile_layer": profile,
+        }
+
+    try:
+        for name in sections:
+            t0 = time.perf_counter()
+            module = __import__(f"benchmarks.{name}", fromlist=["run"])
+            print(f"[{name}] running ...", flush=True)
+            new = module.run(settings, args.threads) if name == "decode" else module.run(settings)
+            timings[name] = time.perf_counter() - t0
+            print(format_table(new), flush=True)
+            rows += new
+            if name == "layer" and args.profile:
+                profile = module.profile(settings)
+            if len(timings) < len(sections):  # the sections so far, kept if a later one fails or is stopped
+                write_json(out, payload(machine_info()) | {"partial": True})
+    except KeyboardInterrupt:
+        done = ",".join(timings) or "none"
+        if timings:
+            write_json(out, payload(machine_info()) | {"partial": True, "interrupted": True})
+        where = f"; their {len(rows)} rows are in {out}" if timings else "; nothing written"
+        print(f"\npython -m benchmarks: interrupted (sections finished: {done}){where}", file=sys.stderr)
+        return 130
     info_end = machine_info()
     print("\n=== ratios: ours / peer (below 1: ours is faster or smaller), float32, median of repeats ===")
     print(format_table(rows))
@@ -122,20 +155,7 @@ def main(argv=None) -> int:
     )
     if profile:
         print("\n=== profile: one B'MOJO layer fwd+bwd ===\n" + profile)
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or RESULTS_DIR / f"{scale}-{stamp}.json"
-    payload = {
-        "command": "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
-        "scale": scale,
-        "dtype": "float32",
-        "settings": vars(settings) | {"threads": torch.get_num_threads()},
-        "machine_at_start": info_start,
-        "machine_at_end": info_end,
-        "section_seconds": timings,
-        "rows": [r.to_dict() for r in rows],
-        "profile_layer": profile,
-    }
-    print(f"wrote {write_json(out, payload)}")
+    print(f"wrote {write_json(out, payload(info_end))}")
     missed = [r for r in rows if r.met is False]
     if missed:
         print(f"targets missed: {len(missed)} (see docs/benchmarks.md for the profile that explains them)")

@@ -10,7 +10,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -175,7 +175,11 @@ def timeit_out(fn: Callable[[], object], settings: Settings, repeats: int | None
 
 
 def timeit_many(
-    fns: dict[str, Callable[[], object]], settings: Settings, repeats: int | None = None
+    fns: dict[str, Callable[[], object]],
+    settings: Settings,
+    repeats: int | None = None,
+    *,
+    compiled: Collection[str] = (),
 ) -> tuple[dict[str, float], dict[str, object]]:
     """Median times of several functions measured *interleaved*: each is warmed up, then every
     round runs each function once (the order rotating between rounds). On a shared machine a
@@ -184,15 +188,18 @@ def timeit_many(
     Returns the medians and the outputs of the first runs (for correctness checks: the first
     warm-up run, or with ``warmup=0`` the first timed round). A function whose first run raises is
     left out of both (the error is in ``errors`` of the outputs dict); ``repeats`` of the outputs
-    dict is the number of timed rounds that ran (``repeats`` or fewer: ``settings.case_budget_s``).
+    dict is the number of timed rounds that ran (``repeats`` or fewer: the rounds of a case fit in
+    ``settings.case_budget_s``, all its contenders together, at least one). The contenders named in
+    ``compiled`` (their first call compiles) get one untimed call even with ``warmup=0``.
     """
     repeats = check_int(settings.repeats if repeats is None else repeats, "repeats", 1)
     outputs, first, errors = {}, {}, {}
     times: dict[str, list[float]] = {n: [] for n in fns}
     for name, fn in fns.items():
-        # with warmup=0 the one run here is timed: it is the first round (the order of round 0)
-        for i in range(max(1, settings.warmup)):
-            if settings.warmup == 0:
+        # with warmup=0 the last run here is timed: it is the first round (the order of round 0)
+        runs = max(1, settings.warmup) + (settings.warmup == 0 and name in compiled)
+        for i in range(runs):
+            if settings.warmup == 0 and i == runs - 1:
                 gc.collect()
             t0 = time.perf_counter()
             try:
@@ -210,7 +217,7 @@ def timeit_many(
     times = {n: times[n] for n in live}
     round_s = sum(first[n] for n in live)
     if round_s > 0:
-        repeats = min(repeats, max(1, int(settings.case_budget_s * len(live) / round_s)))
+        repeats = min(repeats, max(1, int(settings.case_budget_s / round_s)))
     done = 1 if settings.warmup == 0 else 0
     for r in range(done, repeats):
         order = live[r % len(live) :] + live[: r % len(live)] if live else []
@@ -307,9 +314,17 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def write_json(path: Path, payload: dict) -> Path:
+def write_json(path: Path, payload: dict, indent: int = 1) -> Path:
+    """Write ``payload`` as JSON atomically: a temporary file in the same folder, then
+    ``os.replace``, so an interrupted write leaves the previous file (or none), never half of one."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(payload, indent=indent, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -24,8 +24,9 @@ import time
 from pathlib import Path
 
 import torch
+from bmojo._checks import check_threads
 
-from benchmarks.common import SCALES, Row, Settings, check_int, expect, require_transformers
+from benchmarks.common import SCALES, Row, Settings, expect, require_transformers
 
 SECTION = "d. decode"
 TARGET = 1.1
@@ -315,7 +316,7 @@ def parse_worker_args(argv=None) -> argparse.Namespace:
         if args.kind == "rss":
             expect(len(args.positions) == 1, "--worker POSITIONS", "one position for KIND rss", where)
         if args.threads is not None:
-            check_int(args.threads, "--threads", 1)
+            check_threads("--threads", args.threads)
     except ValueError as err:
         ap.error(str(err))
     return args

@@ -16,7 +16,6 @@ Not part of ``python -m benchmarks`` (it needs MLX); results go to
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -25,8 +24,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bmojo._checks import check_threads
 
-from benchmarks.common import RESULTS_DIR, Settings, check_int, check_out_dir, check_out_path, timeit_many
+from benchmarks.common import (
+    RESULTS_DIR,
+    Settings,
+    check_int,
+    check_out_dir,
+    check_out_path,
+    timeit_many,
+    write_json,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,8 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/mlx-<stamp>.json)")
     args = p.parse_args(argv)
     try:
-        for name, minimum in (("prefill", 1), ("steps", 1), ("repeats", 1), ("threads", 1)):
+        for name, minimum in (("prefill", 1), ("steps", 1), ("repeats", 1)):
             check_int(getattr(args, name), f"--{name}", minimum)
+        check_threads("--threads", args.threads)
         if args.out is not None:
             check_out_path(args.out)
         else:
@@ -151,10 +160,7 @@ def main(argv=None) -> int:
     print(f"{'1024^3 matmul GFLOP/s':<24}{g['torch']:>18.1f}{g['mlx']:>16.1f}{g['mlx'] / g['torch']:>16.2f}")
     print(f"max |logit difference|: prefill {diff_pre:.2e}, decode {diff_dec:.2e}; load {load0} -> {os.getloadavg()}")
     out = args.out or RESULTS_DIR / f"mlx-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {out}")
+    print(f"wrote {write_json(out, result, indent=2)}")
     return 0
 
 

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 from tqdm.auto import tqdm
 
-from benchmarks.common import RESULTS_DIR, check_int, check_out_path, expect
+from benchmarks.common import RESULTS_DIR, check_int, check_out_path, expect, write_json
 
 H200_BENCH = RESULTS_DIR / "triton-h200-20261127T1821Z-run1" / "bench.json"
 #: float32 matmul rate of an H200 (and H100 SXM): the NVIDIA data sheet's 67 TFLOP/s, not measured
@@ -435,16 +435,14 @@ def main(argv=None) -> int:
         result["widths"][str(width)] = {"rows": rows, "upper_bound_s": width_total}
         total = [t + w for t, w in zip(total, width_total, strict=True)]
         if a.out:
-            a.out.parent.mkdir(parents=True, exist_ok=True)
-            a.out.write_text(json.dumps(result | {"partial": True}, indent=1))
+            write_json(a.out, result | {"partial": True})
     result["upper_bound_s"] = total
     print(
         f"\nall widths, every run to the cap: {total[0] / 3600:.1f} h (fast) / {total[1] / 3600:.1f} h (median) / "
         f"{total[2] / 3600:.1f} h (slow) on one H200, reference backend [{time.perf_counter() - t0:.0f} s]"
     )
     if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(result, indent=1))
+        write_json(a.out, result)
     return 0
 
 

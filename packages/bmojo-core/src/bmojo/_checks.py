@@ -23,6 +23,7 @@ __all__ = [
     "check_int",
     "check_same",
     "check_tensor",
+    "check_threads",
     "compute_dtype",
     "fail",
 ]
@@ -71,6 +72,21 @@ def check_seed(name: str, value) -> int:
     """A job's ``--seed``: an int in [0, 2**32), or a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_BOUND:
         raise ValueError(f"{name}: expected an int in [0, 2**32), got {value!r}")
+    return value
+
+
+#: The most torch CPU threads a command takes (``--threads``: bmojo train, bmojo mqar, the
+#: benchmarks); far more crash torch.
+MAX_THREADS = 1024
+
+
+def check_threads(name: str, value) -> int:
+    """A ``--threads`` value: an int in [1, MAX_THREADS], or a ValueError naming ``name`` (the
+    messages of ``bmojo train``'s check)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+    if value > MAX_THREADS:
+        raise ValueError(f"{name}: expected at most {MAX_THREADS} torch CPU threads, got {value}")
     return value
 
 

@@ -17,7 +17,10 @@ sequence). For each budget every bounded architecture gets the largest configura
 * B'MOJO: the eidetic capacity ``M`` (window ``--window``, ``f = w``; the SSM is fixed).
 
 Every run (one architecture at one budget) is cached as JSON under ``--out/runs`` and skipped
-when present; training checkpoints every ``--ckpt-every`` steps, so an interrupted run resumes.
+when present (its key holds the settings, the config, the op backend and the device); training
+checkpoints every ``--ckpt-every`` steps, so an interrupted run resumes. A cached run that lacks
+what ``--save-models`` or ``--eval-every`` asks for (no saved model; no curve at that interval) is
+trained again.
 """
 
 from __future__ import annotations
@@ -36,13 +39,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from bmojo._checks import check_device, check_flag, check_seed
+from bmojo._checks import check_device, check_flag, check_seed, check_threads
 from bmojo.config import ModelConfig
 from bmojo.jobs import checkpoint as C
 from bmojo.jobs import optim
 from bmojo.jobs.checkpoint import write_atomic
 from bmojo.jobs.distributed import World
-from bmojo.model import BMojoLM
+from bmojo.model import WEIGHTS_NAME, BMojoLM
 from bmojo.tasks import check_mqar, mqar_batch, mqar_query_start
 
 ARCHS = ("transformer", "swa", "mamba2", "bmojo_f", "bmojo")
@@ -350,16 +353,32 @@ def resume(ckpt: Path, model, opt, gen, s: Settings, device) -> tuple[int, list,
 # ----------------------------------------------------------------------------- the experiment
 
 
-def _run_key(arch: str, cfg: ModelConfig, s: Settings) -> str:
-    blob = json.dumps(
-        {"protocol": PROTOCOL, "arch": arch, "config": cfg.to_dict(), "settings": dataclasses.asdict(s)},
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+def _run_key(arch: str, cfg: ModelConfig, s: Settings, backend: str = "reference", device="cpu") -> str:
+    """The cache key of one run: everything its numbers depend on, the op backend selected
+    (``backend_label``) and the device included (defaults: the command's defaults)."""
+    blob = {"protocol": PROTOCOL, "arch": arch, "config": cfg.to_dict(), "settings": dataclasses.asdict(s)}
+    blob |= {"backend": backend, "device": str(device)}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def plan(s: Settings, archs: list[str], budgets: list[float], capacities: list[int] | None) -> list[dict]:
-    """The runs of one experiment: (arch, budget label, config, knobs, state bytes)."""
+def backend_label() -> str:
+    """The op backend selected now, as the run keys and records hold it: the name chosen by
+    ``--backend`` (or ``BMOJO_BACKEND`` with ``--backend auto``), else ``implicit``."""
+    from bmojo.backends import requested
+
+    return requested()[0] or "implicit"
+
+
+def plan(
+    s: Settings,
+    archs: list[str],
+    budgets: list[float],
+    capacities: list[int] | None,
+    *,
+    backend: str = "reference",
+    device="cpu",
+) -> list[dict]:
+    """The runs of one experiment: (arch, budget label, config, knobs, state bytes, cache key)."""
     full = full_attention_bytes(s)
     runs = []
     if capacities is not None:  # the eidetic-memory ablation: B'MOJO at fixed w, f, N, varying M
@@ -384,7 +403,7 @@ def plan(s: Settings, archs: list[str], budgets: list[float], capacities: list[i
     for run in runs:
         run["state_bytes"] = state_bytes(run["config"])
         run["fraction_of_full"] = run["state_bytes"] / full
-        run["key"] = _run_key(run["arch"], run["config"], s)
+        run["key"] = _run_key(run["arch"], run["config"], s, backend, device)
     return runs
 
 
@@ -620,6 +639,9 @@ QUICK_FIXED = {
     **{name: name for name in ("hybrid_state", "tie_embeddings", "init_std", "innovation_loss")},
 }
 BUDGETS = [0.25, 0.5]
+#: the largest --budgets fraction: far above any knob's search range (the largest configurations
+#: fit well under 100x the full Transformer's cache), and a product with the cache size stays finite
+MAX_BUDGET = 1000.0
 #: defaults of the default run's bookkeeping flags, which --full/--scale do not read
 RUN_FLAGS = {"ckpt_every": 100, "eval_every": 0, "save_models": False}
 
@@ -635,6 +657,9 @@ def _ignored_flags(args) -> None:
         ignored |= {dest: (getattr(d, field), why) for dest, field in QUICK_FIXED.items()}
         ignored["budgets"] = (BUDGETS, why)
     full = args.full or args.scale != "default"
+    if args.eidetic_capacity is not None and not full:  # with --full/--scale it is refused itself
+        why = "--eidetic-capacity runs B'MOJO at --window with those capacities, not --arch at --budgets"
+        ignored |= {"arch": (None, why), "budgets": (BUDGETS, why)}
     if not full:
         ignored |= {dest: (default, "only --full/--scale read it") for dest, default in FULL_ONLY.items()}
     else:
@@ -658,6 +683,8 @@ def _ignored_flags(args) -> None:
 
 def validate_args(args) -> None:
     """Every flag, up front: nothing trains before a bad value is reported, by its flag name."""
+    if args.eidetic_capacity is not None:  # its own values first: it decides which flags are read
+        check_flag("--eidetic-capacity", args.eidetic_capacity, minimum=0)
     _ignored_flags(args)
     for name in ("--seq-len", "--kv-pairs"):
         check_flag(name, getattr(args, name[2:].replace("-", "_")), minimum=1)
@@ -669,9 +696,11 @@ def validate_args(args) -> None:
     for name in ("--ckpt-every", "--eval-every"):
         check_flag(name, getattr(args, name[2:].replace("-", "_")), minimum=0)
     if args.threads is not None:
-        check_flag("--threads", args.threads, minimum=1)
-    if args.eidetic_capacity is not None:
-        check_flag("--eidetic-capacity", args.eidetic_capacity, minimum=0)
+        check_threads("--threads", args.threads)
+    if args.widths is not None:
+        from bmojo.jobs.mqar_full import check_widths
+
+        check_widths("--widths", args.widths)
     check_flag("--lr", args.lr, positive_float=True)
     check_flag("--init-std", args.init_std, positive_float=True)
     il = getattr(args, "innovation_loss", 0.0)
@@ -681,6 +710,13 @@ def validate_args(args) -> None:
         raise ValueError("--budgets: expected at least one value, got none")
     for b in args.budgets:
         check_flag("--budgets", b, positive_float=True)
+        if b > MAX_BUDGET:
+            raise ValueError(f"--budgets: expected fractions of the full KV cache <= {MAX_BUDGET:g}, got {b!r}")
+    _check_once("--budgets", [f"{b:g}" for b in args.budgets], args.budgets)  # as the run labels show them
+    for name in ("--seq-len", "--kv-pairs", "--seeds", "--eidetic-capacity", "--widths", "--arch"):
+        values = getattr(args, name[2:].replace("-", "_"))
+        if values is not None:
+            _check_once(name, values, values)
     if not args.quick and args.scale == "default":  # every value given must make some (T, pairs) cell
         cells = Settings(seq_lens=tuple(args.seq_len), kv_pairs=tuple(args.kv_pairs), vocab=args.vocab).grid
         for flag, values, i in (("--seq-len", args.seq_len, 0), ("--kv-pairs", args.kv_pairs, 1)):
@@ -690,6 +726,26 @@ def validate_args(args) -> None:
                     f"{flag}: expected values that each make a valid (--seq-len, --kv-pairs) setting with "
                     f"--vocab {args.vocab}, got {unused} that make none (valid: {cells})"
                 )
+
+
+def _check_once(flag: str, keys: list, values: list) -> None:
+    """Each value of a list flag once: a repeat would be trained, counted or plotted twice."""
+    dup = list(dict.fromkeys(k for k in keys if keys.count(k) > 1))
+    if dup:
+        raise ValueError(f"{flag}: expected each value once, got {' '.join(map(str, dup))} more than once in {values}")
+
+
+def check_archs_fit(args, archs: list[str], runs: list[dict], budgets: list[float]) -> None:
+    """An architecture the user named with --arch that fits none of the budgets is an error, not a
+    note: the run would otherwise finish without it."""
+    if args.arch is None:
+        return
+    missing = [a for a in archs if a != "transformer" and not any(r["arch"] == a for r in runs)]
+    if missing:
+        raise ValueError(
+            f"--arch/--budgets: expected every --arch to fit some budget, got {' '.join(missing)} with no "
+            f"configuration within {budgets} of the full cache (raise --budgets, or lower --window/--hybrid-state)"
+        )
 
 
 def _model_flags_ok(s: Settings) -> None:
@@ -728,6 +784,15 @@ def read_run_record(path: Path, cells: list[str], counts: dict[str, bool] | None
     return record
 
 
+def _cache_lacks(record: dict, eval_every: int, save_to: Path | None) -> str | None:
+    """What a cached run lacks that this invocation asks for (the flag, in words), or None."""
+    if eval_every > 0 and record.get("eval_every") != eval_every:
+        return f"a held-out curve every {eval_every} steps (--eval-every)"
+    if save_to is not None and not (save_to / WEIGHTS_NAME).is_file():
+        return f"a saved model in {save_to} (--save-models)"
+    return None
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -760,6 +825,12 @@ def _run(args, device) -> int:
             f"--seq-len/--kv-pairs: expected at least one valid (T, pairs) cell (T >= 2·pairs + max(2·pairs, T/2)), "
             f"got T={list(s.seq_lens)} pairs={list(s.kv_pairs)}"
         )
+    if args.eidetic_capacity is not None:  # the budget search's range for B'MOJO's M
+        big = [M for M in args.eidetic_capacity if M > 4 * s.max_len]
+        if big:
+            raise ValueError(
+                f"--eidetic-capacity: expected capacities <= {4 * s.max_len} (4 x the longest --seq-len), got {big}"
+            )
     if s.steps < 1:
         raise ValueError(f"--steps: expected >= 1, got {s.steps}")
     if not s.innovation_loss >= 0:
@@ -774,12 +845,15 @@ def _run(args, device) -> int:
     budgets = [0.75] if args.quick else args.budgets
     from bmojo.config import ConfigError
 
+    backend = backend_label()
     try:
-        runs = plan(s, archs, budgets, args.eidetic_capacity)
+        runs = plan(s, archs, budgets, args.eidetic_capacity, backend=backend, device=device)
     except ConfigError as err:
         raise ValueError(f"--eidetic-capacity/--window/--hybrid-state give an invalid model: {err}") from None
     if not runs:
         raise ValueError(f"--budgets/--arch: no architecture has a configuration within budgets {budgets}")
+    if args.eidetic_capacity is None:
+        check_archs_fit(args, archs, runs, budgets)
     gaps = ", ".join(f"T={T} kv={n}: queries from {mqar_query_start(T, n)}" for T, n in s.grid)
     print(
         f"MQAR: vocab {s.vocab}, {gaps}; {len(runs)} models of 2 layers, width {s.d_model}, "
@@ -791,13 +865,18 @@ def _run(args, device) -> int:
         path = out / "runs" / f"{run_['arch']}-{run_['budget']}-{run_['key']}.json"
         record = {k: v for k, v in run_.items() if k != "config"}
         record["config"] = run_["config"].to_dict()
-        if path.is_file():
-            record.update(read_run_record(path, [cell_key(T, n) for T, n in s.grid]))
+        record |= {"backend": backend, "device": str(device), "eval_every": args.eval_every}
+        save_to = out / "models" / path.stem if args.save_models else None
+        cached = read_run_record(path, [cell_key(T, n) for T, n in s.grid]) if path.is_file() else None
+        lacks = None if cached is None else _cache_lacks(cached, args.eval_every, save_to)
+        if cached is not None and lacks is None:
+            record.update(cached)
             tqdm.write(f"{LABELS[run_['arch']]} ({run_['budget']}): cached in {path}")
         else:
             desc = f"{LABELS[run_['arch']]} {run_['budget']}"
+            if lacks is not None:
+                tqdm.write(f"{desc}: cached in {path} without {lacks}; training it again")
             ckpt = out / "ckpt" / run_["key"]
-            save_to = out / "models" / path.stem if args.save_models else None
             record.update(train_run(run_["config"], s, device, ckpt, desc, args.ckpt_every, args.eval_every, save_to))
             write_atomic(path, json.dumps(record, indent=1))
             accs = " ".join(f"{k}: {v:.3f}" for k, v in record["accuracy"].items())
@@ -812,8 +891,10 @@ def _run(args, device) -> int:
         print(note)
     summary = {
         "settings": dataclasses.asdict(s),
-        "budgets": budgets,
+        "budgets": None if args.eidetic_capacity is not None else budgets,  # the ablation reads none
         "eidetic_capacity": args.eidetic_capacity,
+        "backend": backend,
+        "device": str(device),
         "full_attention_bytes": full_attention_bytes(s),
         "wall_seconds": round(wall, 1),  # this invocation (cached runs cost nothing)
         "train_seconds_total": round(sum(r.get("train_seconds", 0.0) for r in results), 1),

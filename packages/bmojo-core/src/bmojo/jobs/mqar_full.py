@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from bmojo.argcheck import check_out_dir
 from bmojo.config import ModelConfig
 from bmojo.jobs import optim
 from bmojo.jobs.checkpoint import write_atomic
@@ -43,7 +44,9 @@ from bmojo.jobs.mqar import (
     _fmt_bytes,
     _knobs,
     _run_key,
+    backend_label,
     cell_key,
+    check_archs_fit,
     evaluate,
     full_attention_bytes,
     plan,
@@ -51,6 +54,7 @@ from bmojo.jobs.mqar import (
     select_backend,
     settings_from_args,
 )
+from bmojo.jobs.plotting import save_figure
 from bmojo.model import BMojoLM
 from bmojo.tasks import mqar_batch, mqar_query_start
 
@@ -343,8 +347,7 @@ def plot_full(rows: list[dict], records: list[dict], s: Settings, out: Path, max
     ax.set_title(f"MQAR --full: mean and range over seeds {sorted({r['seed'] for r in records})}")
     fig.tight_layout()
     first = out / "mqar_full.png"
-    fig.savefig(first, dpi=110)
-    plt.close(fig)
+    save_figure(fig, first)
 
     budgets = sorted({r["budget"] for r in records if r["budget"] != "full"}, key=float)
     fig, axes = plt.subplots(1, max(1, len(budgets)), figsize=(5.5 * max(1, len(budgets)), 4), squeeze=False)
@@ -374,8 +377,7 @@ def plot_full(rows: list[dict], records: list[dict], s: Settings, out: Path, max
         axes[0][-1].legend(fontsize=7, loc="best")
     fig.tight_layout()
     second = out / "mqar_full_curves.png"
-    fig.savefig(second, dpi=110)
-    plt.close(fig)
+    save_figure(fig, second)
     return [first, second]
 
 
@@ -438,6 +440,22 @@ def _experiments(args) -> list[tuple[Settings, Path, int, int]]:
     return [(dataclasses.replace(base, steps=cap), out / "full", cap, args.full_eval_every or 50)]
 
 
+def check_widths(flag: str, widths: list[int]) -> None:
+    """--scale zoology's widths: ints >= 1 that build the protocol's models, or a ValueError
+    naming ``flag`` (not the model's own field names)."""
+    from bmojo._checks import check_flag
+    from bmojo.jobs.mqar import arch_config
+
+    check_flag(flag, widths, minimum=1)
+    for w in widths:
+        s = Settings(**ZOOLOGY, d_model=w)
+        try:
+            arch_config("transformer", s, None)
+            arch_config("bmojo", s, None, eidetic_capacity=1)  # attention heads and SSM heads both
+        except ValueError as err:
+            raise ValueError(f"{flag}: expected widths the protocol's models can take, got {w} ({err})") from None
+
+
 def _check_args(args) -> None:
     if not args.seeds:
         raise ValueError("--seeds: expected at least one seed, got none")
@@ -455,7 +473,10 @@ def _check_args(args) -> None:
 
 def run_full(args) -> int:
     _check_args(args)
+    for _, folder, _, _ in _experiments(args):  # before any work, not at the first write
+        check_out_dir(folder if args.estimate else folder / "runs", "--out")
     select_backend(args.backend)
+    backend = backend_label()
     torch.set_num_threads(max(1, args.threads or 1))
     device = torch.device(args.device)
     archs = list(dict.fromkeys(args.arch)) if args.arch else list(ALL_ARCHS)
@@ -463,7 +484,8 @@ def run_full(args) -> int:
         tqdm.write("note: --scale zoology on a CPU takes days (docs/experiments.md); use --device cuda")
     for s0, out, cap, every in _experiments(args):
         budgets = args.budgets
-        plans = plan(s0, archs, budgets, None)
+        plans = plan(s0, archs, budgets, None, backend=backend, device=device)
+        check_archs_fit(args, archs, plans, budgets)
         n_runs = len(plans) * len(args.seeds)
         if args.estimate:
             est = estimate(plans, s0, device, cap, every, len(args.seeds))
@@ -477,8 +499,8 @@ def run_full(args) -> int:
                 f"{est['upper_bound_s'] / 3600:.2f} h on this device and thread count (an upper bound: runs that reach "
                 f"{args.target:g} stop early)"
             )
-            out.mkdir(parents=True, exist_ok=True)
-            _write_json(out / "estimate.json", {"device": str(device), "threads": torch.get_num_threads(), **est})
+            info = {"backend": backend, "device": str(device), "threads": torch.get_num_threads()}
+            _write_json(out / "estimate.json", info | est)
             continue
         (out / "runs").mkdir(parents=True, exist_ok=True)
         print(
@@ -493,9 +515,11 @@ def run_full(args) -> int:
         jobs = [(p, seed) for seed in args.seeds for p in plans]
         for p, seed in tqdm(jobs, desc="runs", unit="run"):
             s = dataclasses.replace(s0, seed=seed)
-            key = _run_key(p["arch"], p["config"], s) + f"-full{PROTOCOL}.{FULL_PROTOCOL}-{cap}-{every}-{args.target:g}"
+            key = _run_key(p["arch"], p["config"], s, backend, device)
+            key += f"-full{PROTOCOL}.{FULL_PROTOCOL}-{cap}-{every}-{args.target:g}"
             path = out / "runs" / f"{p['arch']}-{p['budget']}-s{seed}-{key}.json"
             record = {k: v for k, v in p.items() if k != "config"} | {"seed": seed, "config": p["config"].to_dict()}
+            record |= {"backend": backend, "device": str(device)}
             if path.is_file():
                 cells = [cell_key(T, n) for T, n in s.grid]
                 record.update(read_run_record(path, cells, {"steps": False, "steps_to_0.9": True}))
@@ -527,6 +551,7 @@ def run_full(args) -> int:
                 "max_steps": cap,
                 "eval_every": every,
                 "target": args.target,
+                "backend": backend,
                 "device": str(device),
                 "full_attention_bytes": full_attention_bytes(s0),
                 "wall_seconds": round(wall, 1),

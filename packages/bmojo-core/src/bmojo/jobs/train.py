@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bmojo._checks import check_device, check_seed
+from bmojo._checks import MAX_THREADS, check_device, check_seed, check_threads
 from bmojo.argcheck import check_out_dir
 from bmojo.config import ModelConfig
 from bmojo.jobs import checkpoint as ckpt
@@ -46,8 +46,6 @@ AUTOCAST = ("auto", "bf16", "off")
 #: The largest vocabulary inferred from --data (its max id + 1); a larger one needs --config. One
 #: stray id would otherwise size the embedding (10**9: a 256 GB model).
 MAX_DATA_VOCAB = 2**20
-#: The most torch CPU threads per process (--threads); far more crash torch.
-MAX_THREADS = 1024
 #: The lock file in --out that rank 0 holds for the whole run (one run per --out at a time).
 LOCK = ".train.lock"
 
@@ -145,9 +143,7 @@ def validate(s: TrainSettings) -> None:
     if s.strategy not in STRATEGIES:
         raise ValueError(f"--strategy: expected one of {STRATEGIES}, got {s.strategy!r}")
     if s.threads is not None:
-        positive_int("threads")
-        if s.threads > MAX_THREADS:
-            raise ValueError(f"--threads: expected at most {MAX_THREADS} torch CPU threads, got {s.threads}")
+        check_threads("--threads", s.threads)
     if not str(s.out).strip():  # Path("") would be the current directory
         raise ValueError(f"--out: expected a run directory, got {s.out!r} (blank)")
     for name in ("lr", "clip", "weight_decay", "min_lr_ratio"):
