@@ -101,6 +101,25 @@ def test_prefill_then_steps_equal(pair, ids, split):
     assert size == torch_model.init_state(2).nbytes(), "same bounded state as the torch model"
 
 
+def test_prefill_state_holds_only_its_own_bytes():
+    """The state after a long prefill owns its arrays: MLX slices share their base buffer, so a
+    window / conv state / k_pred sliced out of the prefill's arrays would keep O(T) memory alive
+    (6.8 MB for this 16.6 KB state at T = 4096 before the fix), against the bounded state promised."""
+    import gc
+
+    model = bmojo_mlx.BMojoMLX(CONFIGS["mixed"])
+    mx.eval(model.parameters())
+    gc.collect()
+    base = mx.get_active_memory()
+    ids = mx.array(np.random.default_rng(0).integers(0, 256, (1, 4096)))
+    logits, state = model.prefill(ids)
+    mx.eval(state.layers)
+    del logits, ids
+    gc.collect()
+    held = mx.get_active_memory() - base
+    assert held <= 2 * state.nbytes() + (1 << 16), f"state {state.nbytes()} bytes, {held} bytes held"
+
+
 def test_float64_is_tight(pair, ids):
     torch_model, _, directory = pair
     mlx64 = bmojo_mlx.load(directory, dtype=mx.float64)

@@ -184,7 +184,8 @@ def _window_extend(size: int, k, v, state: State | None):
     k_seq = mx.concatenate([state["k"], k], axis=1)
     v_seq = mx.concatenate([state["v"], v], axis=1)
     keep = k_seq.shape[1] - size
-    return k_seq, v_seq, {"k": k_seq[:, keep:], "v": v_seq[:, keep:]}
+    # copied (mx.contiguous): a slice would keep the whole (size + T)-row buffer alive with the state
+    return k_seq, v_seq, {"k": mx.contiguous(k_seq[:, keep:]), "v": mx.contiguous(v_seq[:, keep:])}
 
 
 def _gather(pos, mem, k_seq, v_seq, seq_start):
@@ -255,7 +256,7 @@ class InnovationMemory:
             "pos": mem_pos,
             "score": mem_score,
             "pending": mx.pad(pending, [(0, 0), (0, self.chunk - pending.shape[1])]),
-            "k_pred": k_fading[:, -1],
+            "k_pred": mx.contiguous(k_fading[:, -1]),  # not a view pinning every token's fading key
         }
         return ek, ev, snaps, new_state
 

@@ -36,7 +36,8 @@ def causal_conv1d(
         y = y + xx[:, k : k + T] * weight[:, k]
     if bias is not None:
         y = y + bias
-    return _activate(y, activation), xx[:, T:]
+    # the state owns its K-1 rows (mx.contiguous copies): a slice would keep the whole input alive
+    return _activate(y, activation), mx.contiguous(xx[:, T:])
 
 
 def causal_conv1d_step(
