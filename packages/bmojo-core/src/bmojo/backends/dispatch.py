@@ -365,7 +365,7 @@ def _make_backward_kernel(d: OpDef):
         if explicit is not None:
             extra = [_forward_outputs(d, backend, fn, outs, pos, kw)] if impl.backward_outputs else []
             try:
-                res = list(_load(explicit)(list(grads), list(needs), *extra, *pos, **kw))
+                res = list(get_registry().loaded(explicit)(list(grads), list(needs), *extra, *pos, **kw))
             except Exception as err:
                 raise BackendOpError(
                     f"bmojo backend {backend!r} failed in the backward of {d.name}: {type(err).__name__}: {err}"

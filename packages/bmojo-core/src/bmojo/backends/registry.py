@@ -584,6 +584,11 @@ class Registry:
             self._fns[target] = fn
         return self._fns[impl.fn]
 
+    def loaded(self, target) -> Callable:
+        """The callable a target resolved to, once :meth:`implementation` has imported it (its
+        ``fn`` and its explicit ``backward``): one import cache for dispatch and arrays."""
+        return self._fns[target]
+
     def check_targets(self) -> None:
         """Import the targets of every op of every available backend now, as their first calls
         would, recording the failures (``bmojo backends -v``)."""
